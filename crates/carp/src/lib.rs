@@ -1,0 +1,1 @@
+//! The CARP election state machine: roles, timers, preemption, pacified, authentication, replay windows

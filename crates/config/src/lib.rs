@@ -1,0 +1,1 @@
+//! The unit configuration file: parsing, validation with errors that name the field

@@ -1,0 +1,1 @@
+//! Thin adapters to the kernel: raw CARP sockets, multicast, netlink links and addresses, ARP

@@ -1,0 +1,1 @@
+//! Process plumbing shared by the services: telemetry, shutdown, task supervision, gRPC health and reflection
