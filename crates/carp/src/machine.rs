@@ -1,0 +1,1168 @@
+//! The election state machine.
+//!
+//! [`Election`] is a plain struct. The adapter feeds it received packets,
+//! link changes, operator commands and the current time, then drains what
+//! it wants done with [`Election::poll_action`] and sleeps until
+//! [`Election::poll_timeout`]. It never reads a clock, opens a socket or
+//! spawns a task.
+//!
+//! ```text
+//!             start ──► Init ──(active partner heard)──► Standby
+//!                        │                                 │  ▲
+//!        (startup wait   │        (down timer, partner     │  │ (better active heard,
+//!         expires)       ▼         resigned, preemption)   ▼  │  handover confirmed)
+//!                      Active ◄───────────────────────── Standby
+//!                        │ ▲
+//!          (Handover)    ▼ │ (not confirmed in time)
+//!                      Stopping
+//!   any ──(more than N starts in the window)──► Pacified ──(ClearPacified)──► Init
+//! ```
+//!
+//! The rules on the wire are ucarp 1.5's: an active that hears an advert
+//! with a shorter interval (advbase + advskew/256), or the same interval
+//! from a lower address (compared as ucarp does on x86, see
+//! [`ucarp_addr_less`]), gives way; a standby takes over when the active
+//! is silent for the down interval, when the active's advert says it will
+//! time out anyway (which is how a resigning unit, advbase 255 / advskew
+//! 255, hands over at once), or by preemption when it is preferred.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use duet_wire::auth::{Sha1Key, Sha256Key, Sha256Signed};
+use duet_wire::carp::{self, Advert, AuthData, CarpError};
+use duet_wire::ipv4::{Ipv4Error, Ipv4Header, PROTO_CARP};
+use duet_wire::peer::{self, PeerKey, PeerStatus};
+
+use crate::drops::{DropCounters, DropReason, LogLimiter};
+use crate::notice::Notice;
+use crate::params::{AuthParams, Destination, HaMode, Params, RESIGN_ADVBASE, RESIGN_ADVSKEW};
+use crate::replay::{ReplayRule, ReplayState};
+use crate::role::Role;
+use crate::status::{Square, Status};
+use crate::time::Time;
+
+/// How often the peer-status datagram goes out.
+pub const PEER_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// A peer status older than this no longer describes the partner.
+pub const PEER_STATUS_STALE: Duration = Duration::from_millis(3500);
+/// Consecutive failed takeover reports that make an active unit resign.
+const TAKEOVER_FAILURES_TO_RESIGN: u32 = 3;
+/// After a partner resigns, its adverts with a lower counter (sent before
+/// the resign, still in flight on another link) are stale for this long.
+const RESIGN_GRACE: Duration = Duration::from_secs(1);
+/// Foreign (vhid, source) pairs remembered.
+const MAX_FOREIGN: usize = 256;
+/// Drop log lines per reason per window, and the window.
+const LOG_PER_WINDOW: u32 = 3;
+const LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// What the adapter must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a CARP payload (IPv4 header made by the kernel, TTL 255).
+    SendAdvert { iface: usize, dst: Ipv4Addr, payload: Vec<u8> },
+    /// Send a peer-status datagram to the partner (UDP 6973).
+    SendPeerStatus { iface: usize, dst: Ipv4Addr, payload: [u8; peer::LEN] },
+    /// The role changed; publish it to the followers.
+    RoleChanged { from: Role, to: Role, reason: String },
+    /// Still active after an active-active episode: re-announce the addresses.
+    Reannounce { reason: String },
+    /// A line for the operator.
+    Log(Notice),
+    /// E8: a checked link was lost and hard reboot is on: restart the services.
+    LinkLostRestart { iface: usize },
+    /// T4: the takeover service is gone while this unit held the addresses:
+    /// remove them before the partner takes them.
+    ScrubAddresses,
+    /// A planned handover ended.
+    HandoverFinished { confirmed: bool, partner: Option<Ipv4Addr>, took: Duration },
+    /// The parameters changed; followers may need the new HA timeout.
+    ParametersChanged,
+}
+
+/// An operator or service command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Hand the active role to the partner (E11), waiting at most `timeout`.
+    Handover { timeout: Duration },
+    /// Leave the pacified state (E9).
+    ClearPacified,
+    /// New parameters (E12).
+    Reload(Box<Params>),
+    /// The takeover service started following the role stream.
+    FollowerAttached,
+    /// The takeover service stopped following the role stream.
+    FollowerDetached,
+    /// The takeover service applied (or failed to apply) a role.
+    TakeoverReport { ok: bool },
+    /// Whether this unit's state is synced well enough to take over from a
+    /// healthy partner (R4); a silent partner is replaced regardless.
+    SetReady(bool),
+    /// The configuration generation this unit holds (told to the partner).
+    SetGeneration(u64),
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// Only the active unit can hand over.
+    NotActive(Role),
+    /// The partner is known not to be able to take over.
+    PartnerNotReady(String),
+    /// The unit is not pacified.
+    NotPacified,
+    /// The new parameters cannot be applied live.
+    Rejected(String),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotActive(r) => {
+                write!(f, "this unit is {} , not active: run the handover on the active unit", r.display_name())
+            }
+            Self::PartnerNotReady(why) => write!(f, "the partner cannot take over now: {why}"),
+            Self::NotPacified => f.write_str("this unit is not pacified"),
+            Self::Rejected(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// What the adapter restores at start.
+#[derive(Debug, Clone, Default)]
+pub struct Init {
+    /// First counter to send (random for ucarp mode; see [`sha256_counter_seed`]).
+    pub counter_seed: u64,
+    /// First peer-status counter (time-based, so it increases across restarts).
+    pub peer_counter_seed: u64,
+    /// Replay windows saved by the last run.
+    pub replay: ReplayState,
+    /// Set when the start history says the unit is pacified: (starts, window).
+    pub pacified: Option<(u32, Duration)>,
+}
+
+/// A counter start for HMAC-SHA256 mode that is above anything sent
+/// before: milliseconds since the UNIX epoch shifted left 16 bits (room for
+/// 65536 adverts per millisecond), and above the last counter saved.
+pub fn sha256_counter_seed(unix_ms: u64, last_sent: Option<u64>) -> u64 {
+    let t = unix_ms.saturating_mul(1 << 16);
+    last_sent.map_or(t, |l| t.max(l.saturating_add(1)))
+}
+
+/// ucarp's tie-break between two actives with the same interval: the lower
+/// `in_addr.s_addr` wins, compared as a native integer. On the little-endian
+/// hosts ucarp runs on that is the address with its bytes reversed, so the
+/// last octet weighs most. duet compares the same way so that both sides of
+/// a duet/ucarp pair pick the same winner.
+pub fn ucarp_addr_less(a: Ipv4Addr, b: Ipv4Addr) -> bool {
+    u32::from_le_bytes(a.octets()) < u32::from_le_bytes(b.octets())
+}
+
+#[derive(Debug, Clone)]
+enum IfaceKeys {
+    Sha1(Sha1Key),
+    Sha256(Vec<(u8, Sha256Key)>),
+}
+
+#[derive(Debug, Clone, Default)]
+struct IfaceState {
+    link_up: bool,
+    sent: u64,
+    received: u64,
+}
+
+/// The partner as last heard in an advert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    pub addr: Ipv4Addr,
+    pub iface: usize,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub at: Time,
+    pub interval: Duration,
+}
+
+/// The partner's last peer-status datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    pub addr: Ipv4Addr,
+    pub status: PeerStatus,
+    pub at: Time,
+}
+
+#[derive(Debug, Clone)]
+struct Handover {
+    started: Time,
+    deadline: Time,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Follower {
+    attached: bool,
+    ever: bool,
+    failures: u32,
+}
+
+/// Count of adverts with another vhid from one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Foreign {
+    pub count: u64,
+    pub last_seen: Time,
+}
+
+/// A packet that passed every check.
+struct Valid {
+    src: Ipv4Addr,
+    advert: Advert,
+}
+
+/// Why a packet failed, with what the log line needs.
+struct Refused {
+    reason: DropReason,
+    src: Ipv4Addr,
+    detail: String,
+    vhid: Option<u8>,
+}
+
+impl Refused {
+    fn new(reason: DropReason, src: Ipv4Addr) -> Self {
+        Self { reason, src, detail: String::new(), vhid: None }
+    }
+
+    fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = d.into();
+        self
+    }
+}
+
+/// The election of one unit.
+#[derive(Debug)]
+pub struct Election {
+    params: Params,
+    keys: Vec<IfaceKeys>,
+    peer_key: PeerKey,
+    role: Role,
+    role_since: Time,
+    role_reason: String,
+    down_deadline: Option<Time>,
+    advert_deadline: Option<Time>,
+    peer_status_deadline: Option<Time>,
+    handover: Option<Handover>,
+    ifaces: Vec<IfaceState>,
+    heard: Option<Heard>,
+    reported: Option<Reported>,
+    peer_counters: BTreeMap<Ipv4Addr, u64>,
+    counter: u64,
+    peer_counter: u64,
+    replay: ReplayState,
+    replay_dirty: bool,
+    drops: DropCounters,
+    peer_drops: u64,
+    foreign: BTreeMap<(u8, Ipv4Addr), Foreign>,
+    limiter: LogLimiter,
+    actions: VecDeque<Action>,
+    last_active_active: Option<Time>,
+    same_mode: Option<Ipv4Addr>,
+    mismatch_logged: Option<(Ipv4Addr, u64)>,
+    follower: Follower,
+    /// The partner's last resign advert: its counter and when it came.
+    last_resign: Option<(u64, Time)>,
+    /// This unit handed the role over: it does not preempt it back until
+    /// it becomes active by other means.
+    preempt_suppressed: bool,
+    adverts_sent: u64,
+    adverts_received: u64,
+    generation: u64,
+    ready: bool,
+}
+
+impl Election {
+    /// A new election at `now`. Panics if `params` break the invariants of
+    /// [`Params::check`] (the configuration layer validates first).
+    pub fn new(params: Params, now: Time, init: Init) -> Self {
+        if let Err(e) = params.check() {
+            panic!("invalid election parameters: {e}");
+        }
+        let keys = build_keys(&params);
+        let peer_key = PeerKey::new(params.auth.peer_secret());
+        let ifaces = params.interfaces.iter().map(|_| IfaceState { link_up: true, ..Default::default() }).collect();
+        let mut e = Self {
+            keys,
+            peer_key,
+            role: Role::Init,
+            role_since: now,
+            role_reason: "starting".into(),
+            down_deadline: None,
+            advert_deadline: None,
+            peer_status_deadline: None,
+            handover: None,
+            ifaces,
+            heard: None,
+            reported: None,
+            peer_counters: BTreeMap::new(),
+            counter: init.counter_seed,
+            peer_counter: init.peer_counter_seed,
+            replay: init.replay,
+            replay_dirty: false,
+            drops: DropCounters::default(),
+            peer_drops: 0,
+            foreign: BTreeMap::new(),
+            limiter: LogLimiter::new(LOG_WINDOW, LOG_PER_WINDOW),
+            actions: VecDeque::new(),
+            last_active_active: None,
+            same_mode: None,
+            mismatch_logged: None,
+            follower: Follower::default(),
+            last_resign: None,
+            preempt_suppressed: false,
+            adverts_sent: 0,
+            adverts_received: 0,
+            generation: 0,
+            ready: true,
+            params,
+        };
+        if e.params.auth.no_password() && e.params.mode != HaMode::NonHa {
+            e.log(Notice::NoPassword);
+        }
+        if e.params.mode == HaMode::NonHa {
+            e.set_role(now, Role::Active, "non-HA mode: this unit is the only one".into());
+        } else if let Some((starts, window)) = init.pacified {
+            e.log(Notice::Pacified { starts, window });
+            e.set_role(now, Role::Pacified, format!("{starts} starts within {} s", window.as_secs()));
+            e.peer_status_deadline = Some(now);
+        } else {
+            e.down_deadline = Some(now + e.params.startup_wait());
+            e.peer_status_deadline = Some(now);
+            e.role_reason = format!("initial wait of {} ms", e.params.startup_wait().as_millis());
+        }
+        e
+    }
+
+    // ----- inputs -------------------------------------------------------
+
+    /// A packet received on interface `iface`: the whole IPv4 packet as it
+    /// came off the wire. Every field is checked before any state or timer
+    /// is touched; a refused packet only moves counters (and, rate-limited,
+    /// the log). Returns the reason when the packet was dropped.
+    pub fn handle_packet(&mut self, now: Time, iface: usize, packet: &[u8]) -> Result<(), DropReason> {
+        match self.validate(iface, packet) {
+            Ok(v) => {
+                self.on_advert(now, iface, v.src, &v.advert);
+                Ok(())
+            }
+            Err(r) => {
+                self.drops.add(r.reason);
+                if r.reason == DropReason::ForeignVhid {
+                    self.count_foreign(now, r.vhid.unwrap_or(0), r.src);
+                }
+                if !r.reason.is_quiet() && self.limiter.allow(now, r.reason) {
+                    let iface_name =
+                        self.params.interfaces.get(iface).map_or_else(|| format!("#{iface}"), |i| i.name.clone());
+                    self.log(Notice::Dropped { reason: r.reason, src: r.src, iface: iface_name, detail: r.detail });
+                }
+                Err(r.reason)
+            }
+        }
+    }
+
+    /// A peer-status datagram from `src` on interface `iface`.
+    pub fn handle_peer_datagram(&mut self, now: Time, iface: usize, src: Ipv4Addr, bytes: &[u8]) -> bool {
+        let Some(ip) = self.params.interfaces.get(iface) else {
+            self.peer_drops += 1;
+            return false;
+        };
+        if ip.partner_addr != Some(src) {
+            self.peer_drops += 1;
+            return false;
+        }
+        let Ok(status) = PeerStatus::parse(bytes, &self.peer_key, src) else {
+            self.peer_drops += 1;
+            return false;
+        };
+        let last = self.peer_counters.get(&src).copied();
+        if last.is_some_and(|l| status.counter <= l) {
+            self.peer_drops += 1;
+            return false;
+        }
+        self.peer_counters.insert(src, status.counter);
+        self.reported = Some(Reported { addr: src, status, at: now });
+        let same = self.params.mode != HaMode::NonHa && status.mode == self.params.mode.code();
+        if same && self.same_mode.is_none() {
+            let local = ip.unit_addr;
+            self.log(Notice::SameMode { mode: self.params.mode.as_str(), local, partner: src });
+        }
+        self.same_mode = same.then_some(src);
+        true
+    }
+
+    /// The link of interface `iface` went up or down.
+    pub fn handle_link(&mut self, now: Time, iface: usize, up: bool) {
+        let Some(st) = self.ifaces.get_mut(iface) else {
+            return;
+        };
+        if st.link_up == up {
+            return;
+        }
+        st.link_up = up;
+        let ip = &self.params.interfaces[iface];
+        if !ip.ha_check || self.params.mode == HaMode::NonHa {
+            return;
+        }
+        let name = ip.name.clone();
+        if up {
+            self.log(Notice::LinkRestored { iface: name.clone() });
+            if !self.demoted() && matches!(self.role, Role::Standby | Role::Init) {
+                self.down_deadline = Some(now + self.down_interval());
+                self.role_reason = format!("link restored on {name}");
+            }
+            return;
+        }
+        self.log(Notice::LinkLost { iface: name.clone() });
+        if self.params.hard_reboot_on_link_failure {
+            self.actions.push_back(Action::LinkLostRestart { iface });
+        }
+        if self.role.holds_addresses() {
+            // Tell the partner on the links that still work, so it takes
+            // over now instead of after the timeout.
+            self.send_adverts(true);
+            self.handover = None;
+            self.advert_deadline = None;
+            self.preempt_suppressed = true;
+            self.set_role(now, Role::Standby, format!("link lost on HA-check interface {name}"));
+        }
+        if self.role != Role::Pacified {
+            self.down_deadline = None;
+        }
+    }
+
+    /// An operator or service command.
+    pub fn handle_command(&mut self, now: Time, cmd: Command) -> Result<(), CommandError> {
+        match cmd {
+            Command::Handover { timeout } => self.start_handover(now, timeout),
+            Command::ClearPacified => {
+                if self.role != Role::Pacified {
+                    return Err(CommandError::NotPacified);
+                }
+                self.log(Notice::PacifiedCleared);
+                self.set_role(now, Role::Init, "pacified state cleared".into());
+                self.down_deadline = Some(now + self.params.startup_wait());
+                Ok(())
+            }
+            Command::Reload(p) => self.reload(now, *p),
+            Command::FollowerAttached => {
+                self.follower.attached = true;
+                self.follower.ever = true;
+                self.follower.failures = 0;
+                // A takeover of the role may have been held back for want
+                // of a follower: re-arm the timer from the last advert.
+                if matches!(self.role, Role::Standby | Role::Init) && self.down_deadline.is_none() && !self.demoted() {
+                    let from = self.heard.map_or(now, |h| h.at);
+                    self.down_deadline = Some((from + self.down_interval()).max(now));
+                }
+                Ok(())
+            }
+            Command::FollowerDetached => {
+                self.follower.attached = false;
+                if self.role.holds_addresses() {
+                    self.takeover_lost(now);
+                }
+                Ok(())
+            }
+            Command::TakeoverReport { ok } => {
+                if ok {
+                    self.follower.failures = 0;
+                } else {
+                    self.follower.failures += 1;
+                    if self.follower.failures >= TAKEOVER_FAILURES_TO_RESIGN && self.role.holds_addresses() {
+                        self.takeover_lost(now);
+                    }
+                }
+                Ok(())
+            }
+            Command::SetReady(r) => {
+                if self.ready != r {
+                    self.ready = r;
+                    self.peer_status_deadline = Some(now);
+                }
+                Ok(())
+            }
+            Command::SetGeneration(g) => {
+                self.generation = g;
+                Ok(())
+            }
+        }
+    }
+
+    /// Timers: call when [`poll_timeout`](Self::poll_timeout) is reached.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if let Some((window, counts)) = self.limiter.take_summary(now) {
+            self.log(Notice::DropSummary { window, counts });
+        }
+        if let Some(d) = self.down_deadline
+            && d <= now
+            && matches!(self.role, Role::Init | Role::Standby)
+        {
+            self.down_deadline = None;
+            if self.may_become_active() {
+                let why = match self.heard {
+                    Some(h) if self.role == Role::Standby => {
+                        format!("partner {} silent for {} ms", h.addr, now.since(h.at).as_millis())
+                    }
+                    _ => "no active partner heard during the initial wait".to_string(),
+                };
+                self.become_active(now, why);
+            }
+        }
+        if let Some(h) = &self.handover
+            && h.deadline <= now
+            && self.role == Role::Stopping
+        {
+            let took = now.since(h.started);
+            self.handover = None;
+            self.log(Notice::Handover {
+                partner: self.heard.map(|h| h.addr),
+                outcome: "not confirmed in time: staying active",
+            });
+            self.actions.push_back(Action::HandoverFinished { confirmed: false, partner: None, took });
+            self.set_role(now, Role::Active, "handover not confirmed by the partner".into());
+            self.advert_deadline = Some(now);
+        }
+        if let Some(d) = self.advert_deadline
+            && d <= now
+            && self.role.holds_addresses()
+        {
+            self.send_adverts(self.role == Role::Stopping);
+            // Keep the cadence anchored to the schedule, not to when
+            // this call happened, so jitter does not accumulate.
+            let mut next = d + self.params.interval();
+            if next <= now {
+                next = now + self.params.interval();
+            }
+            self.advert_deadline = Some(next);
+        }
+        if let Some(d) = self.peer_status_deadline
+            && d <= now
+        {
+            self.send_peer_status();
+            self.peer_status_deadline = Some(now + PEER_STATUS_INTERVAL);
+        }
+    }
+
+    // ----- outputs ------------------------------------------------------
+
+    /// The next action to carry out.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [
+            self.down_deadline,
+            self.advert_deadline,
+            self.peer_status_deadline,
+            self.handover.as_ref().map(|h| h.deadline),
+            self.limiter.summary_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The parameters in force.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The replay windows, if they changed since the last call (to persist).
+    pub fn take_replay_if_dirty(&mut self) -> Option<ReplayState> {
+        std::mem::take(&mut self.replay_dirty).then(|| self.replay.clone())
+    }
+
+    /// The next counter this unit would send (to persist in SHA-256 mode).
+    pub fn next_counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Counters of dropped packets.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// A snapshot for GetStatus.
+    pub fn status(&self, now: Time) -> Status {
+        let (local, partner) = self.squares(now);
+        let mut warnings = Vec::new();
+        if self.params.auth.no_password() && self.params.mode != HaMode::NonHa {
+            warnings.push(Notice::NoPassword.to_string());
+        }
+        if let Some(p) = self.same_mode {
+            warnings.push(format!(
+                "partner {p} is in HA mode {} too: set one unit first, the other second",
+                self.params.mode.as_str()
+            ));
+        }
+        if let Some(r) = self.reported
+            && r.status.vhid != self.params.vhid
+        {
+            warnings.push(format!(
+                "partner {} uses vhid {}, this unit {}: set the same ha.vhid",
+                r.addr, r.status.vhid, self.params.vhid
+            ));
+        }
+        if self.demoted() {
+            warnings.push("an HA-check interface has no link: this unit will not become active".into());
+        }
+        if self.follower.ever && !self.follower.attached {
+            warnings.push("the takeover service is not following the role".into());
+        }
+        if !self.foreign.is_empty() {
+            warnings.push(format!("adverts with another vhid seen on the wire ({} sources)", self.foreign.len()));
+        }
+        Status {
+            role: self.role,
+            role_reason: self.role_reason.clone(),
+            role_since: self.role_since,
+            heard: self.heard,
+            reported: self.reported,
+            partner_reachable: self.partner_reachable(now),
+            local_square: local,
+            partner_square: partner,
+            interfaces: self
+                .params
+                .interfaces
+                .iter()
+                .zip(&self.ifaces)
+                .map(|(p, s)| crate::status::IfaceView {
+                    name: p.name.clone(),
+                    link_up: s.link_up,
+                    ha_check: p.ha_check,
+                    unit_addr: p.unit_addr,
+                    shared: p.shared,
+                    sent: s.sent,
+                    received: s.received,
+                })
+                .collect(),
+            drops: self.drops.nonzero(),
+            peer_drops: self.peer_drops,
+            foreign: self.foreign.iter().map(|(&(vhid, src), f)| (vhid, src, *f)).collect(),
+            adverts_sent: self.adverts_sent,
+            adverts_received: self.adverts_received,
+            warnings,
+            follower_attached: self.follower.attached,
+            same_mode: self.same_mode.is_some(),
+            ready: self.ready,
+        }
+    }
+
+    // ----- the protocol -------------------------------------------------
+
+    fn validate(&self, iface: usize, packet: &[u8]) -> Result<Valid, Refused> {
+        let unknown = Ipv4Addr::UNSPECIFIED;
+        let ip = Ipv4Header::parse(packet).map_err(|e| {
+            let reason = match e {
+                Ipv4Error::TooShort => DropReason::TooShort,
+                Ipv4Error::BadVersion(_) => DropReason::BadIpVersion,
+                Ipv4Error::BadLength => DropReason::BadIpLength,
+                Ipv4Error::BadChecksum => DropReason::BadIpChecksum,
+                Ipv4Error::Fragment => DropReason::Fragment,
+            };
+            // The source is only trustworthy once the header parsed; still
+            // name it in the log when the bytes are there.
+            let src = if packet.len() >= 16 {
+                Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15])
+            } else {
+                unknown
+            };
+            Refused::new(reason, src)
+        })?;
+        let src = ip.src;
+        if ip.protocol != PROTO_CARP {
+            return Err(Refused::new(DropReason::NotCarp, src).detail(format!(": protocol {}", ip.protocol)));
+        }
+        let Some(ifp) = self.params.interfaces.get(iface).filter(|i| i.ha_check) else {
+            return Err(Refused::new(DropReason::WrongInterface, src));
+        };
+        if self.params.interfaces.iter().any(|i| i.unit_addr == src || i.shared == src) {
+            return Err(Refused::new(DropReason::OwnAddress, src));
+        }
+        if self.role == Role::Pacified {
+            return Err(Refused::new(DropReason::Pacified, src));
+        }
+        if ip.ttl != 255 {
+            return Err(Refused::new(DropReason::BadTtl, src).detail(ip.ttl.to_string()));
+        }
+        let payload = &packet[ip.header_len..ip.header_len + ip.payload_len];
+        let advert = Advert::parse(payload).map_err(|e| {
+            let reason = match e {
+                CarpError::TooShort | CarpError::BadLength { .. } => DropReason::BadLength,
+                CarpError::BadVersion(_) => DropReason::BadVersion,
+                CarpError::BadType(_) => DropReason::BadType,
+                CarpError::BadChecksum => DropReason::BadChecksum,
+            };
+            Refused::new(reason, src).detail(format!(": {e}"))
+        })?;
+        let expected_dst = match ifp.destination {
+            Destination::Unicast => ifp.unit_addr,
+            _ => ifp.advert_destination(),
+        };
+        if ip.dst != expected_dst {
+            return Err(Refused::new(DropReason::BadDestination, src)
+                .detail(format!(": sent to {}, this unit listens on {expected_dst}", ip.dst)));
+        }
+        if let Some(p) = ifp.partner_addr
+            && src != p
+        {
+            return Err(Refused::new(DropReason::NotPartner, src).detail(format!(": the partner is {p}")));
+        }
+        if advert.vhid != self.params.vhid {
+            let mut r = Refused::new(DropReason::ForeignVhid, src).detail(advert.vhid.to_string());
+            r.vhid = Some(advert.vhid);
+            return Err(r);
+        }
+        let rule = match (&self.keys[iface], &advert.auth) {
+            (IfaceKeys::Sha1(k), AuthData::Sha1(d)) => {
+                if !k.verify(advert.counter, d) {
+                    return Err(Refused::new(DropReason::BadDigest, src));
+                }
+                ReplayRule::Unseen
+            }
+            (IfaceKeys::Sha256(keys), AuthData::Sha256 { key_id, digest }) => {
+                let Some((_, k)) = keys.iter().find(|(id, _)| id == key_id) else {
+                    return Err(Refused::new(DropReason::UnknownKey, src)
+                        .detail(format!(": key id {key_id} is not configured")));
+                };
+                let signed = Sha256Signed {
+                    vhid: advert.vhid,
+                    advskew: advert.advskew,
+                    advbase: advert.advbase,
+                    key_id: *key_id,
+                    counter: advert.counter,
+                    src,
+                };
+                if !k.verify(&signed, digest) {
+                    return Err(Refused::new(DropReason::BadDigest, src));
+                }
+                ReplayRule::Window
+            }
+            (IfaceKeys::Sha1(_), AuthData::Sha256 { .. }) => {
+                return Err(Refused::new(DropReason::AuthModeMismatch, src)
+                    .detail("sends duet HMAC-SHA256 adverts but this unit uses ucarp-sha1"));
+            }
+            (IfaceKeys::Sha256(_), AuthData::Sha1(_)) => {
+                return Err(Refused::new(DropReason::AuthModeMismatch, src)
+                    .detail("sends ucarp-compatible HMAC-SHA1 adverts but this unit uses sha256"));
+            }
+        };
+        // Replay last: nothing unauthenticated may enter the windows.
+        if !self.replay.would_accept(src, advert.counter, rule) {
+            return Err(
+                Refused::new(DropReason::Replay, src).detail(format!("(counter {:#x} already seen)", advert.counter))
+            );
+        }
+        Ok(Valid { src, advert })
+    }
+
+    fn on_advert(&mut self, now: Time, iface: usize, src: Ipv4Addr, a: &Advert) {
+        let rule = match a.auth {
+            AuthData::Sha1(_) => ReplayRule::Unseen,
+            AuthData::Sha256 { .. } => ReplayRule::Window,
+        };
+        self.replay.check_and_record(src, a.counter, rule);
+        self.replay_dirty = true;
+        self.ifaces[iface].received += 1;
+        self.adverts_received += 1;
+        let theirs = Duration::from_micros(a.interval_us());
+        let ours = self.params.interval();
+        let resign = a.advbase == RESIGN_ADVBASE && a.advskew == RESIGN_ADVSKEW;
+        if resign {
+            self.last_resign = Some((a.counter, now));
+        } else if let Some((r, at)) = self.last_resign {
+            // duet sends one counter sequence over all its links; an advert
+            // numbered below the resign was sent before it.
+            if now.since(at) < RESIGN_GRACE && a.counter < r && r - a.counter < 1 << 16 {
+                return;
+            }
+        }
+        if !resign {
+            self.heard =
+                Some(Heard { addr: src, iface, advbase: a.advbase, advskew: a.advskew, at: now, interval: theirs });
+            let key = (src, a.interval_us());
+            let far_apart = theirs > ours * 2 || ours > theirs * 2;
+            if far_apart && self.mismatch_logged != Some(key) {
+                self.mismatch_logged = Some(key);
+                self.log(Notice::ProfileMismatch { partner: src, partner_interval: theirs, own_interval: ours });
+            }
+        }
+        match self.role {
+            Role::Pacified => {}
+            Role::Init | Role::Standby => {
+                if self.demoted() {
+                    self.set_role(now, Role::Standby, "an HA-check interface has no link".into());
+                    return;
+                }
+                // ucarp: a master that will time out anyway is as good as
+                // down. A resign advert (255/255) is the extreme case.
+                if resign || theirs > self.params.down_interval(None) {
+                    if self.may_become_active() {
+                        let why = if resign {
+                            format!("partner {src} handed over")
+                        } else {
+                            format!(
+                                "partner {src} advertises every {} ms, beyond this unit's timeout",
+                                theirs.as_millis()
+                            )
+                        };
+                        self.become_active(now, why);
+                    }
+                    return;
+                }
+                if self.params.preempt()
+                    && !self.preempt_suppressed
+                    && ours < theirs
+                    && self.ready
+                    && self.may_become_active()
+                {
+                    self.become_active(now, format!("preemption: this unit is the preferred server, {src} gives way"));
+                    return;
+                }
+                if self.role == Role::Init {
+                    self.set_role(now, Role::Standby, format!("active partner {src} heard"));
+                }
+                self.down_deadline = Some(now + self.params.down_interval(Some(theirs)));
+            }
+            Role::Active => {
+                if resign {
+                    // Both held the role and the other is leaving: make sure
+                    // every neighbour now points at this unit.
+                    self.log(Notice::Handover {
+                        partner: Some(src),
+                        outcome: "partner resigned while this unit is active: re-announcing",
+                    });
+                    self.actions.push_back(Action::Reannounce { reason: format!("partner {src} resigned") });
+                    return;
+                }
+                let own = self.params.interfaces[iface].unit_addr;
+                self.last_active_active = Some(now);
+                if theirs < ours || (theirs == ours && ucarp_addr_less(src, own)) {
+                    // As ucarp: one more advert so the winner knows it must
+                    // reassert, then give way.
+                    self.send_adverts(false);
+                    self.advert_deadline = None;
+                    self.log(Notice::PreferredMasterAdvertised { partner: src });
+                    self.set_role(now, Role::Standby, format!("preferred active {src} advertised"));
+                    self.down_deadline = Some(now + self.params.down_interval(Some(theirs)));
+                } else {
+                    self.log(Notice::ActiveActive { partner: src });
+                    self.actions.push_back(Action::Reannounce { reason: format!("active-active with {src}") });
+                    // Tell the other active at once rather than at the next tick.
+                    self.send_adverts(false);
+                    self.advert_deadline = Some(now + ours);
+                }
+            }
+            Role::Stopping => {
+                if resign {
+                    return;
+                }
+                let took = self.handover.take().map_or(Duration::ZERO, |h| now.since(h.started));
+                self.log(Notice::Handover { partner: Some(src), outcome: "confirmed: the partner is active" });
+                self.actions.push_back(Action::HandoverFinished { confirmed: true, partner: Some(src), took });
+                self.advert_deadline = None;
+                self.set_role(now, Role::Standby, format!("handed over to {src}"));
+                self.down_deadline = Some(now + self.params.down_interval(Some(theirs)));
+            }
+        }
+    }
+
+    fn start_handover(&mut self, now: Time, timeout: Duration) -> Result<(), CommandError> {
+        if self.role != Role::Active || self.params.mode == HaMode::NonHa {
+            return Err(CommandError::NotActive(self.role));
+        }
+        if let Some(why) = self.partner_cannot_take_over(now) {
+            return Err(CommandError::PartnerNotReady(why));
+        }
+        self.log(Notice::Handover { partner: self.reported.map(|r| r.addr), outcome: "started" });
+        self.handover = Some(Handover { started: now, deadline: now + timeout });
+        self.preempt_suppressed = true;
+        self.set_role(now, Role::Stopping, "planned handover".into());
+        self.send_adverts(true);
+        self.advert_deadline = Some(now + self.params.interval());
+        Ok(())
+    }
+
+    fn takeover_lost(&mut self, now: Time) {
+        if self.partner_cannot_take_over(now).is_some() {
+            self.log(Notice::TakeoverGone { resigning: false });
+            return;
+        }
+        self.log(Notice::TakeoverGone { resigning: true });
+        self.actions.push_back(Action::ScrubAddresses);
+        self.send_adverts(true);
+        self.preempt_suppressed = true;
+        self.handover = None;
+        self.advert_deadline = None;
+        self.set_role(now, Role::Standby, "takeover service gone: handed over".into());
+        self.down_deadline = Some(now + self.down_interval());
+    }
+
+    fn reload(&mut self, now: Time, p: Params) -> Result<(), CommandError> {
+        if p == self.params {
+            return Ok(());
+        }
+        p.check().map_err(CommandError::Rejected)?;
+        if p.mode != self.params.mode {
+            return Err(CommandError::Rejected(format!(
+                "ha.mode changed from {} to {}: a mode change needs a restart of the unit",
+                self.params.mode.as_str(),
+                p.mode.as_str()
+            )));
+        }
+        self.log(Notice::ConfigReloaded);
+        let old_links: BTreeMap<String, bool> =
+            self.params.interfaces.iter().zip(&self.ifaces).map(|(i, s)| (i.name.clone(), s.link_up)).collect();
+        self.ifaces = p
+            .interfaces
+            .iter()
+            .map(|i| IfaceState { link_up: old_links.get(&i.name).copied().unwrap_or(true), ..Default::default() })
+            .collect();
+        self.keys = build_keys(&p);
+        self.peer_key = PeerKey::new(p.auth.peer_secret());
+        self.params = p;
+        match self.role {
+            Role::Active | Role::Stopping => self.advert_deadline = Some(now),
+            Role::Standby => {
+                let from = self.heard.map_or(now, |h| h.at);
+                self.down_deadline = (!self.demoted()).then(|| from + self.down_interval());
+            }
+            Role::Init | Role::Pacified => {}
+        }
+        self.actions.push_back(Action::ParametersChanged);
+        self.peer_status_deadline = Some(now);
+        Ok(())
+    }
+
+    // ----- helpers ------------------------------------------------------
+
+    fn down_interval(&self) -> Duration {
+        self.params.down_interval(self.heard.map(|h| h.interval))
+    }
+
+    fn demoted(&self) -> bool {
+        self.params.interfaces.iter().zip(&self.ifaces).any(|(p, s)| p.ha_check && !s.link_up)
+    }
+
+    /// Gates every way into Active: not while demoted, and not without a
+    /// takeover service once one has followed (it would hold nothing).
+    fn may_become_active(&self) -> bool {
+        !self.demoted() && (!self.follower.ever || self.follower.attached)
+    }
+
+    fn partner_reachable(&self, now: Time) -> bool {
+        let adverts = self.heard.is_some_and(|h| now.since(h.at) < self.down_interval());
+        let reports = self.reported.is_some_and(|r| now.since(r.at) < PEER_STATUS_STALE);
+        adverts || reports
+    }
+
+    /// Why the partner cannot take over now, when that is known. A partner
+    /// that sends no peer status (ucarp) is given the benefit of the doubt.
+    fn partner_cannot_take_over(&self, now: Time) -> Option<String> {
+        let r = self.reported?;
+        if now.since(r.at) >= PEER_STATUS_STALE {
+            return Some(format!("partner {} not heard for {} ms", r.addr, now.since(r.at).as_millis()));
+        }
+        match Role::from_code(r.status.role) {
+            Some(Role::Standby) => None,
+            Some(other) => Some(format!("partner {} is {}", r.addr, other.display_name())),
+            None => Some(format!("partner {} reports an unknown role", r.addr)),
+        }
+    }
+
+    fn become_active(&mut self, now: Time, reason: String) {
+        self.down_deadline = None;
+        self.preempt_suppressed = false;
+        self.set_role(now, Role::Active, reason);
+        self.send_adverts(false);
+        self.advert_deadline = Some(now + self.params.interval());
+    }
+
+    fn set_role(&mut self, now: Time, to: Role, reason: String) {
+        self.role_reason.clone_from(&reason);
+        if self.role == to {
+            return;
+        }
+        let from = self.role;
+        self.role = to;
+        self.role_since = now;
+        self.log(Notice::SwitchingTo(to));
+        self.actions.push_back(Action::RoleChanged { from, to, reason });
+        self.peer_status_deadline = Some(now);
+    }
+
+    fn send_adverts(&mut self, resign: bool) {
+        if self.params.mode == HaMode::NonHa {
+            return;
+        }
+        let (advbase, advskew) =
+            if resign { (RESIGN_ADVBASE, RESIGN_ADVSKEW) } else { (self.params.advbase(), self.params.advskew()) };
+        for i in 0..self.params.interfaces.len() {
+            let p = &self.params.interfaces[i];
+            if !p.ha_check || !self.ifaces[i].link_up {
+                continue;
+            }
+            let counter = self.counter;
+            self.counter = self.counter.wrapping_add(1);
+            let auth = match &self.keys[i] {
+                IfaceKeys::Sha1(k) => AuthData::Sha1(k.digest(counter)),
+                IfaceKeys::Sha256(keys) => {
+                    let AuthParams::Sha256 { send_key, .. } = self.params.auth else {
+                        continue;
+                    };
+                    let Some((_, k)) = keys.iter().find(|(id, _)| *id == send_key) else {
+                        continue;
+                    };
+                    let signed = Sha256Signed {
+                        vhid: self.params.vhid,
+                        advskew,
+                        advbase,
+                        key_id: send_key,
+                        counter,
+                        src: p.unit_addr,
+                    };
+                    AuthData::Sha256 { key_id: send_key, digest: k.digest(&signed) }
+                }
+            };
+            let advert = Advert { vhid: self.params.vhid, advskew, advbase, counter, auth };
+            self.actions.push_back(Action::SendAdvert {
+                iface: i,
+                dst: p.advert_destination(),
+                payload: advert.to_bytes(),
+            });
+            self.ifaces[i].sent += 1;
+            self.adverts_sent += 1;
+        }
+    }
+
+    fn send_peer_status(&mut self) {
+        let mut flags = 0;
+        if self.ready {
+            flags |= peer::FLAG_READY;
+        }
+        if self.params.auth.no_password() {
+            flags |= peer::FLAG_NO_PASSWORD;
+        }
+        for i in 0..self.params.interfaces.len() {
+            let p = &self.params.interfaces[i];
+            let Some(dst) = p.partner_addr else { continue };
+            if !p.ha_check || !self.ifaces[i].link_up {
+                continue;
+            }
+            self.peer_counter += 1;
+            let s = PeerStatus {
+                mode: self.params.mode.code(),
+                role: self.role.code(),
+                vhid: self.params.vhid,
+                flags,
+                counter: self.peer_counter,
+                generation: self.generation,
+            };
+            self.actions.push_back(Action::SendPeerStatus {
+                iface: i,
+                dst,
+                payload: s.emit(&self.peer_key, p.unit_addr),
+            });
+        }
+    }
+
+    fn count_foreign(&mut self, now: Time, vhid: u8, src: Ipv4Addr) {
+        if !self.foreign.contains_key(&(vhid, src))
+            && self.foreign.len() >= MAX_FOREIGN
+            && let Some(oldest) = self.foreign.iter().min_by_key(|(_, f)| f.last_seen).map(|(k, _)| *k)
+        {
+            self.foreign.remove(&oldest);
+        }
+        let f = self.foreign.entry((vhid, src)).or_insert(Foreign { count: 0, last_seen: now });
+        f.count += 1;
+        f.last_seen = now;
+    }
+
+    fn log(&mut self, n: Notice) {
+        self.actions.push_back(Action::Log(n));
+    }
+
+    fn squares(&self, now: Time) -> ((Square, String), (Square, String)) {
+        if self.params.mode == HaMode::NonHa {
+            return ((Square::NotSetUp, "non-HA mode".into()), (Square::NotSetUp, "non-HA mode".into()));
+        }
+        if let Some(p) = self.same_mode {
+            let why = format!("both units in HA mode {} (partner {p})", self.params.mode.as_str());
+            return ((Square::Indeterminate, why.clone()), (Square::Indeterminate, why));
+        }
+        let recent_aa = self.last_active_active.is_some_and(|t| now.since(t) < self.params.interval() * 3);
+        let local = match self.role {
+            _ if recent_aa => (Square::Indeterminate, "both units active".into()),
+            Role::Init => (Square::Updating, self.role_reason.clone()),
+            Role::Standby => (Square::Standby, self.role_reason.clone()),
+            Role::Active | Role::Stopping => (Square::Active, self.role_reason.clone()),
+            Role::Pacified => (Square::Pacified, self.role_reason.clone()),
+        };
+        let partner = match self.reported {
+            Some(r) if now.since(r.at) < PEER_STATUS_STALE => {
+                if r.status.mode == HaMode::NonHa.code() {
+                    (Square::NotSetUp, format!("partner {} is in non-HA mode", r.addr))
+                } else {
+                    match Role::from_code(r.status.role) {
+                        Some(Role::Active | Role::Stopping) if recent_aa => {
+                            (Square::Indeterminate, "both units active".into())
+                        }
+                        Some(Role::Active | Role::Stopping)
+                            if self.heard.is_none_or(|h| now.since(h.at) >= h.interval * 3) =>
+                        {
+                            (Square::Unreachable, format!("partner {} reported active but sends no adverts", r.addr))
+                        }
+                        Some(Role::Active | Role::Stopping) => {
+                            (Square::Active, format!("partner {} is active", r.addr))
+                        }
+                        Some(Role::Standby) => (Square::Standby, format!("partner {} is standby", r.addr)),
+                        Some(Role::Init) => (Square::Updating, format!("partner {} is starting", r.addr)),
+                        Some(Role::Pacified) => (Square::Pacified, format!("partner {} is pacified", r.addr)),
+                        None => (Square::Indeterminate, format!("partner {} reports an unknown role", r.addr)),
+                    }
+                }
+            }
+            _ => match self.heard {
+                Some(h) if now.since(h.at) < h.interval * 3 => (Square::Active, format!("adverts from {}", h.addr)),
+                _ => (Square::Unreachable, "partner not heard".into()),
+            },
+        };
+        (local, partner)
+    }
+}
+
+fn build_keys(p: &Params) -> Vec<IfaceKeys> {
+    p.interfaces
+        .iter()
+        .map(|i| match &p.auth {
+            AuthParams::Ucarp { password } => IfaceKeys::Sha1(Sha1Key::new(password, p.vhid, i.shared)),
+            AuthParams::Sha256 { keys, .. } => {
+                IfaceKeys::Sha256(keys.iter().map(|(id, s)| (*id, Sha256Key::new(s, i.shared))).collect())
+            }
+        })
+        .collect()
+}
+
+/// The CARP payload length a given auth mode produces.
+pub fn advert_len(auth: &AuthParams) -> usize {
+    match auth {
+        AuthParams::Ucarp { .. } => carp::LEN_SHA1,
+        AuthParams::Sha256 { .. } => carp::LEN_SHA256,
+    }
+}

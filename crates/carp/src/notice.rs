@@ -1,0 +1,146 @@
+//! Every operator-facing log line of the election, in one place.
+//!
+//! The wording of the reference appliance is kept where it has one
+//! ("Switching to state: Active", "Bad digest - Check vhid, password and
+//! virtual IP address", "[CRITICAL] Detected Active - Active re-arping",
+//! "HA Config file has changed - reloading", "Bad TTL"). The adapter maps
+//! [`Level`] to its logger.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::drops::{DropCounters, DropReason};
+use crate::role::Role;
+
+/// Severity of a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+/// Something the operator should read in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// E12: every role change.
+    SwitchingTo(Role),
+    /// E12: a changed HA parameter was applied live.
+    ConfigReloaded,
+    /// E10: both units were active; this one stays and re-announces.
+    ActiveActive { partner: Ipv4Addr },
+    /// This unit gave way to a better active.
+    PreferredMasterAdvertised { partner: Ipv4Addr },
+    /// A packet was dropped.
+    Dropped { reason: DropReason, src: Ipv4Addr, iface: String, detail: String },
+    /// Drops whose lines were suppressed in the last window.
+    DropSummary { window: Duration, counts: DropCounters },
+    /// U1: both units are configured with the same HA mode.
+    SameMode { mode: &'static str, local: Ipv4Addr, partner: Ipv4Addr },
+    /// No password: any host on the segment can take the role.
+    NoPassword,
+    /// E7: a checked interface lost its link.
+    LinkLost { iface: String },
+    /// A checked interface has its link back.
+    LinkRestored { iface: String },
+    /// T4: the takeover service stopped following while active.
+    TakeoverGone { resigning: bool },
+    /// The partner advertises at another pace than this unit expects.
+    ProfileMismatch { partner: Ipv4Addr, partner_interval: Duration, own_interval: Duration },
+    /// E9.
+    Pacified { starts: u32, window: Duration },
+    /// The operator cleared the pacified state.
+    PacifiedCleared,
+    /// A planned handover started or ended.
+    Handover { partner: Option<Ipv4Addr>, outcome: &'static str },
+}
+
+impl Notice {
+    /// How loud.
+    pub fn level(&self) -> Level {
+        match self {
+            Self::SwitchingTo(_)
+            | Self::ConfigReloaded
+            | Self::PreferredMasterAdvertised { .. }
+            | Self::LinkRestored { .. } => Level::Warning,
+            Self::ActiveActive { .. } => Level::Critical,
+            Self::Dropped { reason, .. } => match reason {
+                DropReason::AuthModeMismatch | DropReason::Replay => Level::Error,
+                _ => Level::Warning,
+            },
+            Self::DropSummary { .. } => Level::Warning,
+            Self::SameMode { .. } | Self::NoPassword | Self::Pacified { .. } => Level::Error,
+            Self::LinkLost { .. } | Self::TakeoverGone { .. } | Self::ProfileMismatch { .. } => Level::Error,
+            Self::PacifiedCleared | Self::Handover { .. } => Level::Info,
+        }
+    }
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SwitchingTo(r) => write!(f, "Switching to state: {}", r.display_name()),
+            Self::ConfigReloaded => f.write_str("HA Config file has changed - reloading"),
+            Self::ActiveActive { partner } => {
+                write!(f, "[CRITICAL] Detected Active - Active re-arping (partner {partner} also claims the role; it gives way)")
+            }
+            Self::PreferredMasterAdvertised { partner } => {
+                write!(f, "Preferred master advertised by {partner}: going back to standby")
+            }
+            Self::Dropped { reason, src, iface, detail } => match reason {
+                DropReason::BadDigest => {
+                    write!(f, "Bad digest - Check vhid, password and virtual IP address (from {src} on {iface}{detail})")
+                }
+                DropReason::BadTtl => write!(f, "Bad TTL: [{detail}] from {src} on {iface} (sender is not on this segment)"),
+                DropReason::AuthModeMismatch => write!(
+                    f,
+                    "Authentication mode mismatch: {src} on {iface} {detail}; set the same ha.auth.mode on both units"
+                ),
+                DropReason::ForeignVhid => write!(f, "Ignoring vhid: [{detail}] from {src} on {iface} (another CARP/VRRP group on this segment)"),
+                DropReason::Replay => write!(f, "Replayed advert dropped: {src} on {iface} {detail}"),
+                other => write!(f, "Dropped packet ({}) from {src} on {iface}{detail}", other.as_str()),
+            },
+            Self::DropSummary { window, counts } => {
+                write!(f, "Suppressed drop log lines in the last {} s:", window.as_secs())?;
+                for (r, c) in counts.nonzero() {
+                    write!(f, " {}={c}", r.as_str())?;
+                }
+                Ok(())
+            }
+            Self::SameMode { mode, local, partner } => write!(
+                f,
+                "Both units are in HA mode {mode}: this unit {local} and partner {partner}; one must be first and the other second \
+                 (resolving to one active by address until fixed)"
+            ),
+            Self::NoPassword => f.write_str(
+                "No HA password set (ha.password): any host on the segment can take the active role; set the same password on both units",
+            ),
+            Self::LinkLost { iface } => write!(f, "Link lost on HA-check interface {iface}: demoting this unit"),
+            Self::LinkRestored { iface } => write!(f, "Link restored on HA-check interface {iface}"),
+            Self::TakeoverGone { resigning: true } => {
+                f.write_str("Takeover service gone while active: removing shared addresses and handing over to the partner")
+            }
+            Self::TakeoverGone { resigning: false } => f.write_str(
+                "Takeover service gone while active and the partner is not reachable: staying active with the addresses as they are",
+            ),
+            Self::ProfileMismatch { partner, partner_interval, own_interval } => write!(
+                f,
+                "Partner {partner} advertises every {} ms, this unit every {} ms: set the same ha.profile on both units",
+                partner_interval.as_millis(),
+                own_interval.as_millis()
+            ),
+            Self::Pacified { starts, window } => write!(
+                f,
+                "Pacified: {starts} starts within {} s; taking no part in HA until cleared (duetctl clear-pacified)",
+                window.as_secs()
+            ),
+            Self::PacifiedCleared => f.write_str("Pacified state cleared by the operator"),
+            Self::Handover { partner, outcome } => match partner {
+                Some(p) => write!(f, "Handover to {p}: {outcome}"),
+                None => write!(f, "Handover: {outcome}"),
+            },
+        }
+    }
+}

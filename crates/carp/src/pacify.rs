@@ -1,0 +1,94 @@
+//! The pacified rule (E9): more than `max_starts` starts within `window`
+//! puts a unit out of HA until an operator clears it. The history is kept
+//! on disk by the adapter, in wall-clock seconds, so it survives restarts.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Starts of the unit's services, in UNIX seconds, and the last clear.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartHistory {
+    /// One entry per start, oldest first.
+    pub starts: Vec<StartRecord>,
+    /// Starts at or before this instant no longer count.
+    #[serde(default)]
+    pub cleared_at: Option<u64>,
+}
+
+/// One start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRecord {
+    /// UNIX seconds.
+    pub at: u64,
+    /// Which service started (or "unit").
+    pub what: String,
+}
+
+/// Entries kept at most (older ones cannot matter for any sane window).
+const KEEP: usize = 64;
+
+impl StartHistory {
+    /// Records a start at `now` (UNIX seconds).
+    pub fn record(&mut self, now: u64, what: &str) {
+        self.starts.push(StartRecord { at: now, what: what.to_string() });
+        if self.starts.len() > KEEP {
+            let excess = self.starts.len() - KEEP;
+            self.starts.drain(..excess);
+        }
+    }
+
+    /// Starts within `window` before `now` that count (after the last clear).
+    pub fn recent(&self, now: u64, window: Duration) -> u32 {
+        let from = now.saturating_sub(window.as_secs());
+        let n = self
+            .starts
+            .iter()
+            .filter(|s| s.at > from && s.at <= now && self.cleared_at.is_none_or(|c| s.at > c))
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// More than `max_starts` counted starts in the window.
+    pub fn is_pacified(&self, now: u64, window: Duration, max_starts: u32) -> bool {
+        self.recent(now, window) > max_starts
+    }
+
+    /// The operator cleared the state at `now`.
+    pub fn clear(&mut self, now: u64) {
+        self.cleared_at = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fourth_start_in_five_minutes_pacifies() {
+        let w = Duration::from_secs(300);
+        let mut h = StartHistory::default();
+        for t in [1000, 1060, 1120] {
+            h.record(t, "election");
+            assert!(!h.is_pacified(t, w, 3));
+        }
+        h.record(1180, "election");
+        assert!(h.is_pacified(1180, w, 3));
+        // Five minutes after the first start it has aged out.
+        assert!(!h.is_pacified(1300, w, 3));
+    }
+
+    #[test]
+    fn clearing_forgets_earlier_starts() {
+        let w = Duration::from_secs(300);
+        let mut h = StartHistory::default();
+        for t in [10, 20, 30, 40] {
+            h.record(t, "unit");
+        }
+        assert!(h.is_pacified(40, w, 3));
+        h.clear(45);
+        assert!(!h.is_pacified(50, w, 3));
+        h.record(60, "unit");
+        assert_eq!(h.recent(60, w), 1);
+    }
+}

@@ -1,0 +1,496 @@
+//! Scenario tests of the election core over the in-memory network.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use duet_carp::params::{AuthParams, HaMode, Preferred};
+use duet_carp::{Command, DropReason, Role, Square, Time};
+
+fn pair(preferred: Preferred, timeout_s: u64) -> Net {
+    Net::new(
+        vec![
+            pair_params(HaMode::First, preferred, standard(timeout_s)),
+            pair_params(HaMode::Second, preferred, standard(timeout_s)),
+        ],
+        7,
+    )
+}
+
+#[test]
+fn a_pair_elects_first_and_settles() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(2));
+    assert_eq!(n.role(0), Some(Role::Init));
+    assert_eq!(n.actives(), 0, "nobody claims the role during the initial wait");
+    n.run_for(Duration::from_secs(2));
+    assert_eq!(n.role(0), Some(Role::Active));
+    assert_eq!(n.role(1), Some(Role::Standby));
+    n.run_for(Duration::from_secs(30));
+    assert_eq!(n.actives(), 1);
+    assert!(n.notices(0).iter().any(|l| l == "Switching to state: Active"));
+    assert!(n.notices(1).iter().any(|l| l == "Switching to state: Standby"));
+    let s0 = n.status(0);
+    assert_eq!(s0.local_square.0, Square::Active);
+    assert_eq!(s0.partner_square.0, Square::Standby, "peer status tells the active its standby is there");
+    let s1 = n.status(1);
+    assert_eq!(s1.partner_square.0, Square::Active);
+}
+
+#[test]
+fn standby_takes_over_within_the_timeout_after_the_active_dies() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Active));
+    n.kill(0);
+    let took = n
+        .run_until_cond(Duration::from_secs(6), Duration::from_millis(10), |n| n.role(1) == Some(Role::Active))
+        .unwrap();
+    assert!(took <= Duration::from_millis(3010), "took {took:?}");
+    assert!(took >= Duration::from_secs(2), "took {took:?}: the last advert was at most 1 s before the kill");
+    let s = n.status(1);
+    assert_eq!(s.partner_square.0, Square::Unreachable);
+}
+
+#[test]
+fn preferred_none_does_not_fail_back() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    n.kill(0);
+    n.run_for(Duration::from_secs(5));
+    assert_eq!(n.role(1), Some(Role::Active));
+    n.start(0);
+    n.run_for(Duration::from_secs(20));
+    assert_eq!(n.role(0), Some(Role::Standby));
+    assert_eq!(n.role(1), Some(Role::Active));
+}
+
+#[test]
+fn preferred_first_takes_the_role_back() {
+    let mut n = pair(Preferred::First, 3);
+    n.run_for(Duration::from_secs(10));
+    n.kill(0);
+    n.run_for(Duration::from_secs(5));
+    assert_eq!(n.role(1), Some(Role::Active));
+    n.start(0);
+    let took = n
+        .run_until_cond(Duration::from_secs(5), Duration::from_millis(10), |n| n.role(0) == Some(Role::Active))
+        .unwrap();
+    assert!(took <= Duration::from_millis(1100), "first preempts at the second's next advert, took {took:?}");
+    n.run_for(Duration::from_secs(5));
+    assert_eq!(n.role(1), Some(Role::Standby));
+    assert_eq!(n.actives(), 1);
+}
+
+#[test]
+fn preferred_second_takes_the_role_from_first() {
+    let mut n = pair(Preferred::Second, 3);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(1), Some(Role::Active), "the preferred unit has the shorter skew and wins the start");
+    assert_eq!(n.role(0), Some(Role::Standby));
+}
+
+#[test]
+fn planned_handover_switches_without_waiting_for_the_timeout() {
+    let mut n = pair(Preferred::None, 9);
+    n.run_for(Duration::from_secs(12));
+    assert_eq!(n.role(0), Some(Role::Active));
+    let t0 = n.now;
+    n.e(0).handle_command(t0, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
+    n.drain(0);
+    assert_eq!(n.role(0), Some(Role::Stopping), "the old active keeps the addresses until confirmed");
+    n.run_for(Duration::from_millis(5));
+    assert_eq!(n.role(1), Some(Role::Active));
+    assert_eq!(n.role(0), Some(Role::Standby));
+    assert_eq!(n.units[0].handovers, vec![true]);
+    n.run_for(Duration::from_secs(30));
+    assert_eq!(n.role(1), Some(Role::Active), "no failback with preferred none");
+}
+
+#[test]
+fn handover_refused_when_not_active_or_partner_gone() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    let now = n.now;
+    assert!(n.e(1).handle_command(now, Command::Handover { timeout: Duration::from_secs(1) }).is_err());
+    n.kill(1);
+    n.run_for(Duration::from_secs(5));
+    let now = n.now;
+    let err = n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_secs(1) }).unwrap_err();
+    assert!(err.to_string().contains("partner"), "{err}");
+    assert_eq!(n.role(0), Some(Role::Active));
+}
+
+#[test]
+fn unconfirmed_handover_returns_to_active() {
+    // A partner that sends no peer status (think ucarp) gets the benefit of
+    // the doubt; when it does not take over, the unit resumes.
+    let mut p1 = pair_params(HaMode::First, Preferred::None, standard(3));
+    p1.interfaces[0].partner_addr = Some(B);
+    let mut n = Net::new(vec![p1], 3);
+    n.run_for(Duration::from_secs(5));
+    assert_eq!(n.role(0), Some(Role::Active));
+    let now = n.now;
+    n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_millis(500) }).unwrap();
+    n.drain(0);
+    n.run_for(Duration::from_secs(1));
+    assert_eq!(n.role(0), Some(Role::Active));
+    assert_eq!(n.units[0].handovers, vec![false]);
+}
+
+#[test]
+fn link_loss_on_the_only_checked_link_fails_over_after_the_timeout() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    n.set_link(0, 0, false);
+    assert_eq!(n.role(0), Some(Role::Standby), "demoted at once");
+    let took = n
+        .run_until_cond(Duration::from_secs(5), Duration::from_millis(10), |n| n.role(1) == Some(Role::Active))
+        .unwrap();
+    assert!(took <= Duration::from_millis(3010), "{took:?}");
+    // While demoted the unit never takes the role, even when nobody else has it.
+    n.kill(1);
+    n.run_for(Duration::from_secs(30));
+    assert_eq!(n.role(0), Some(Role::Standby));
+    n.set_link(0, 0, true);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Active));
+}
+
+#[test]
+fn link_loss_on_one_of_two_checked_links_hands_over_at_once() {
+    let mut n = Net::new(
+        vec![
+            two_arm_params(HaMode::First, Preferred::None, standard(9)),
+            two_arm_params(HaMode::Second, Preferred::None, standard(9)),
+        ],
+        8,
+    );
+    n.run_for(Duration::from_secs(12));
+    assert_eq!(n.role(0), Some(Role::Active));
+    n.set_link(0, 1, false);
+    assert_eq!(n.role(0), Some(Role::Standby));
+    n.run_for(Duration::from_millis(5));
+    assert_eq!(n.role(1), Some(Role::Active), "the resign advert on eth0 made the partner take over at once");
+    n.run_for(Duration::from_secs(30));
+    assert_eq!(n.actives(), 1);
+}
+
+#[test]
+fn active_active_resolves_within_one_interval_to_first() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    n.cut[0] = true;
+    n.run_for(Duration::from_secs(5));
+    assert_eq!(n.actives(), 2, "partitioned: both active");
+    n.cut[0] = false;
+    let healed = n.now;
+    let took = n.run_until_cond(Duration::from_secs(3), Duration::from_millis(1), |n| n.actives() == 1).unwrap();
+    assert!(took <= Duration::from_millis(1010), "took {took:?}");
+    assert_eq!(n.role(0), Some(Role::Active), "the first unit (shorter skew) keeps the role");
+    assert!(n.units[0].reannounces >= 1);
+    assert!(
+        n.units[0].notices.iter().any(|(t, l)| {
+            *t >= healed && l.to_string().starts_with("[CRITICAL] Detected Active - Active re-arping")
+        })
+    );
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.actives(), 1);
+}
+
+#[test]
+fn same_mode_is_reported_gray_and_resolved_to_one_active() {
+    let a = pair_params(HaMode::First, Preferred::None, standard(3));
+    let mut b = pair_params(HaMode::First, Preferred::None, standard(3));
+    b.interfaces[0].unit_addr = B;
+    b.interfaces[0].partner_addr = Some(A);
+    let mut n = Net::new(vec![a, b], 11);
+    n.run_for(Duration::from_secs(20));
+    assert_eq!(n.actives(), 1, "equal skew: ucarp's address tie-break leaves one active");
+    for i in 0..2 {
+        let s = n.status(i);
+        assert_eq!(s.local_square.0, Square::Indeterminate);
+        assert_eq!(s.partner_square.0, Square::Indeterminate);
+        assert!(n.notices(i).iter().any(|l| l.contains("Both units are in HA mode first")
+            && l.contains("198.18.0.1")
+            && l.contains("198.18.0.2")));
+    }
+}
+
+#[test]
+fn pacified_unit_sends_nothing_until_cleared() {
+    let p = pair_params(HaMode::First, Preferred::None, standard(3));
+    let init = duet_carp::Init { pacified: Some((4, Duration::from_secs(300))), ..Default::default() };
+    let mut e = duet_carp::Election::new(p, Time::ZERO, init);
+    assert_eq!(e.role(), Role::Pacified);
+    let mut t = Time::ZERO;
+    for _ in 0..100 {
+        t = t + Duration::from_millis(100);
+        e.handle_timeout(t);
+        while let Some(a) = e.poll_action() {
+            assert!(!matches!(a, duet_carp::Action::SendAdvert { .. }), "pacified units send no adverts");
+        }
+    }
+    assert_eq!(e.status(t).local_square.0, Square::Pacified);
+    e.handle_command(t, Command::ClearPacified).unwrap();
+    assert_eq!(e.role(), Role::Init);
+    assert!(e.handle_command(t, Command::ClearPacified).is_err());
+}
+
+#[test]
+fn wrong_password_is_bad_digest_and_changes_nothing() {
+    let a = pair_params(HaMode::First, Preferred::None, standard(3));
+    let mut b = pair_params(HaMode::Second, Preferred::None, standard(3));
+    b.auth = AuthParams::Ucarp { password: b"other".to_vec() };
+    let mut n = Net::new(vec![a, b], 5);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.actives(), 2, "neither accepts the other's adverts");
+    assert!(n.e(1).drops().get(DropReason::BadDigest) > 0);
+    assert!(n.notices(1).iter().any(|l| l.starts_with("Bad digest - Check vhid, password and virtual IP address")));
+}
+
+#[test]
+fn ttl_other_than_255_is_dropped() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    let captured = n.units[0].sent.last().unwrap().clone();
+    let mut hop = captured.clone();
+    // Rewrite the TTL to 64 and fix the IP checksum, as a router would.
+    hop[8] = 64;
+    hop[10] = 0;
+    hop[11] = 0;
+    let c = duet_wire::checksum::internet(&hop[..20]);
+    hop[10..12].copy_from_slice(&c.to_be_bytes());
+    let before = n.e(1).drops().get(DropReason::BadTtl);
+    n.inject(1, hop);
+    n.run_for(Duration::from_millis(1));
+    assert_eq!(n.e(1).drops().get(DropReason::BadTtl), before + 1);
+    assert!(n.notices(1).iter().any(|l| l.starts_with("Bad TTL: [64]")));
+}
+
+#[test]
+fn replays_of_a_dead_active_do_not_keep_it_alive() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    let capture: Vec<Vec<u8>> = n.units[0].sent.clone();
+    assert!(capture.len() >= 5);
+    n.kill(0);
+    // An attacker replays the captured adverts every 200 ms.
+    let mut k = 0;
+    let killed = n.now;
+    let mut became = None;
+    while n.now.since(killed) < Duration::from_secs(8) {
+        n.inject(1, capture[k % capture.len()].clone());
+        k += 1;
+        n.run_for(Duration::from_millis(200));
+        if became.is_none() && n.role(1) == Some(Role::Active) {
+            became = Some(n.now.since(killed));
+        }
+    }
+    let became = became.expect("standby took over despite the replay");
+    assert!(became <= Duration::from_millis(3210), "{became:?}");
+    assert_eq!(n.role(1), Some(Role::Active), "and it keeps the role");
+    assert!(n.e(1).drops().get(DropReason::Replay) >= 30);
+}
+
+#[test]
+fn forged_better_advert_without_the_key_flips_nothing() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    // advbase 0 advskew 0 "from" the standby's partner, digest of garbage.
+    let forged =
+        duet_wire::Advert { vhid: 10, advskew: 0, advbase: 0, counter: 1, auth: duet_wire::AuthData::Sha1([0x42; 20]) };
+    for _ in 0..50 {
+        n.inject(0, ip_packet(B, duet_carp::params::CARP_GROUP, 255, &forged.to_bytes()));
+        n.run_for(Duration::from_millis(20));
+    }
+    assert_eq!(n.role(0), Some(Role::Active));
+    assert_eq!(n.role(1), Some(Role::Standby));
+    assert_eq!(n.e(0).drops().get(DropReason::BadDigest), 50);
+}
+
+#[test]
+fn modified_timing_fields_of_a_captured_advert_are_refused() {
+    // ucarp's HMAC does not cover advbase/advskew. A captured advert with
+    // its timing fields changed still carries a counter already seen.
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    let mut pkt = n.units[0].sent.last().unwrap().clone();
+    pkt[20 + 2] = 255; // advskew
+    pkt[20 + 5] = 255; // advbase: "resign"
+    pkt[26] = 0;
+    pkt[27] = 0;
+    let c = duet_wire::checksum::internet(&pkt[20..]);
+    pkt[26..28].copy_from_slice(&c.to_be_bytes());
+    n.inject(1, pkt);
+    n.run_for(Duration::from_millis(10));
+    assert_eq!(n.role(1), Some(Role::Standby), "a forged resign built from a capture is a replay");
+    assert_eq!(n.e(1).drops().get(DropReason::Replay), 1);
+}
+
+#[test]
+fn foreign_vhids_are_counted_per_vhid_and_source() {
+    let other =
+        duet_wire::Advert { vhid: 77, advskew: 0, advbase: 1, counter: 5, auth: duet_wire::AuthData::Sha1([0; 20]) };
+    let src = std::net::Ipv4Addr::new(198, 18, 0, 99);
+    // From a third host the partner check would drop it first; a unit
+    // without a configured partner address shows the vhid table.
+    let mut solo = Net::new(
+        vec![{
+            let mut p = pair_params(HaMode::Second, Preferred::None, standard(3));
+            p.interfaces[0].partner_addr = None;
+            p
+        }],
+        1,
+    );
+    for _ in 0..3 {
+        solo.inject(0, ip_packet(src, duet_carp::params::CARP_GROUP, 255, &other.to_bytes()));
+    }
+    solo.run_for(Duration::from_millis(10));
+    let s = solo.status(0);
+    assert_eq!(s.foreign.len(), 1);
+    assert_eq!((s.foreign[0].0, s.foreign[0].1, s.foreign[0].2.count), (77, src, 3));
+}
+
+#[test]
+fn reload_applies_live_and_logs() {
+    let mut n = pair(Preferred::None, 9);
+    n.run_for(Duration::from_secs(12));
+    let mut p = n.units[1].params.clone();
+    p.timing = standard(3);
+    let now = n.now;
+    n.e(1).handle_command(now, Command::Reload(Box::new(p.clone()))).unwrap();
+    n.drain(1);
+    assert!(n.notices(1).iter().any(|l| l == "HA Config file has changed - reloading"));
+    n.kill(0);
+    let took = n
+        .run_until_cond(Duration::from_secs(10), Duration::from_millis(10), |n| n.role(1) == Some(Role::Active))
+        .unwrap();
+    assert!(took <= Duration::from_millis(3100), "the new 3 s timeout is in force: {took:?}");
+    let mut bad = p;
+    bad.mode = HaMode::First;
+    let now = n.now;
+    assert!(n.e(1).handle_command(now, Command::Reload(Box::new(bad))).is_err(), "mode changes need a restart");
+}
+
+#[test]
+fn takeover_gone_on_the_active_scrubs_and_hands_over() {
+    let mut n = pair(Preferred::None, 9);
+    n.run_for(Duration::from_secs(12));
+    let now = n.now;
+    n.e(0).handle_command(now, Command::FollowerAttached).unwrap();
+    n.e(0).handle_command(now, Command::FollowerDetached).unwrap();
+    n.drain(0);
+    assert_eq!(n.units[0].scrubs, 1);
+    n.run_for(Duration::from_millis(5));
+    assert_eq!(n.role(1), Some(Role::Active));
+    // Without its takeover the unit does not take the role back.
+    n.kill(1);
+    n.run_for(Duration::from_secs(30));
+    assert_eq!(n.role(0), Some(Role::Standby));
+    let now = n.now;
+    n.e(0).handle_command(now, Command::FollowerAttached).unwrap();
+    n.run_for(Duration::from_secs(12));
+    assert_eq!(n.role(0), Some(Role::Active));
+}
+
+#[test]
+fn fast_profile_detects_a_dead_active_within_150ms() {
+    let mut n = Net::new(
+        vec![pair_params(HaMode::First, Preferred::None, fast()), pair_params(HaMode::Second, Preferred::None, fast())],
+        21,
+    );
+    n.run_for(Duration::from_secs(2));
+    assert_eq!(n.role(0), Some(Role::Active));
+    n.kill(0);
+    let took = n
+        .run_until_cond(Duration::from_secs(1), Duration::from_millis(1), |n| n.role(1) == Some(Role::Active))
+        .unwrap();
+    assert!(took <= Duration::from_millis(150), "{took:?}");
+}
+
+#[test]
+fn sha256_mode_interoperates_and_rotates_keys_without_failover() {
+    let mk = |mode, keys: Vec<(u8, &[u8])>, send| {
+        let mut p = pair_params(mode, Preferred::None, standard(3));
+        p.auth = AuthParams::Sha256 { keys: keys.into_iter().map(|(i, k)| (i, k.to_vec())).collect(), send_key: send };
+        p
+    };
+    let k1: &[u8] = b"key one, long enough";
+    let k2: &[u8] = b"key two, also long";
+    let mut n = Net::new(vec![mk(HaMode::First, vec![(1, k1)], 1), mk(HaMode::Second, vec![(1, k1)], 1)], 9);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Active));
+    assert_eq!(n.role(1), Some(Role::Standby));
+    let changes = n.role_log.len();
+    // Rollout: both accept 1 and 2, then both send 2, then drop 1.
+    for (i, mode) in [(0, HaMode::First), (1, HaMode::Second)] {
+        let now = n.now;
+        n.e(i).handle_command(now, Command::Reload(Box::new(mk(mode, vec![(1, k1), (2, k2)], 1)))).unwrap();
+        n.run_for(Duration::from_secs(2));
+    }
+    for (i, mode) in [(0, HaMode::First), (1, HaMode::Second)] {
+        let now = n.now;
+        n.e(i).handle_command(now, Command::Reload(Box::new(mk(mode, vec![(1, k1), (2, k2)], 2)))).unwrap();
+        n.run_for(Duration::from_secs(2));
+    }
+    for (i, mode) in [(0, HaMode::First), (1, HaMode::Second)] {
+        let now = n.now;
+        n.e(i).handle_command(now, Command::Reload(Box::new(mk(mode, vec![(2, k2)], 2)))).unwrap();
+        n.run_for(Duration::from_secs(2));
+    }
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role_log.len(), changes, "no role change during the rotation");
+    assert_eq!(n.e(1).drops().get(DropReason::BadDigest) + n.e(1).drops().get(DropReason::UnknownKey), 0);
+}
+
+#[test]
+fn auth_mode_mismatch_is_reported_clearly() {
+    let a = pair_params(HaMode::First, Preferred::None, standard(3));
+    let mut b = pair_params(HaMode::Second, Preferred::None, standard(3));
+    b.auth = AuthParams::Sha256 { keys: vec![(1, b"k".to_vec())], send_key: 1 };
+    let mut n = Net::new(vec![a, b], 4);
+    n.run_for(Duration::from_secs(10));
+    assert!(n.e(1).drops().get(DropReason::AuthModeMismatch) > 0);
+    assert!(n.notices(1).iter().any(|l| l.contains("Authentication mode mismatch") && l.contains("ha.auth.mode")));
+}
+
+#[test]
+fn sha256_replay_dropped_across_receiver_restart() {
+    let mk = |mode| {
+        let mut p = pair_params(mode, Preferred::None, standard(3));
+        p.auth = AuthParams::Sha256 { keys: vec![(1, b"secret key".to_vec())], send_key: 1 };
+        p
+    };
+    let mut n = Net::new(vec![mk(HaMode::First), mk(HaMode::Second)], 13);
+    n.run_for(Duration::from_secs(10));
+    let old = n.units[0].sent[2].clone();
+    let saved = n.e(1).take_replay_if_dirty().unwrap();
+    // The receiver restarts with its saved windows.
+    let now = n.now;
+    let mut e = duet_carp::Election::new(
+        mk(HaMode::Second),
+        now,
+        duet_carp::Init { replay: saved, counter_seed: 1, ..Default::default() },
+    );
+    assert_eq!(e.handle_packet(now, 0, &old), Err(DropReason::Replay));
+    let fresh = {
+        n.run_for(Duration::from_millis(1100));
+        n.units[0].sent.last().unwrap().clone()
+    };
+    assert_eq!(e.handle_packet(n.now, 0, &fresh), Ok(()));
+}
+
+#[test]
+fn handover_from_the_preferred_unit_is_not_taken_back() {
+    let mut n = pair(Preferred::First, 3);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Active));
+    let now = n.now;
+    n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_secs(2) }).unwrap();
+    n.drain(0);
+    n.run_for(Duration::from_secs(20));
+    assert_eq!(n.role(1), Some(Role::Active), "the operator asked for the partner: no preemption back");
+    assert_eq!(n.role(0), Some(Role::Standby));
+}
