@@ -1,1 +1,86 @@
-//! The unit configuration file: parsing, validation with errors that name the field
+//! The unit configuration file: one TOML file per unit, read by every
+//! duet service of that unit, plus `DUET_` environment variables.
+//!
+//! [`load`] reads and merges the file and the environment (figment), then
+//! [`UnitConfig::validate`] checks every field and reports *all* problems
+//! at once, each naming the field, what is wrong and what to do. Nothing
+//! here touches the network or the disk beyond reading the file.
+//!
+//! Environment variables override the file: `DUET_HA__TIMEOUT_S=3` sets
+//! `ha.timeout_s` (sections are separated by a double underscore).
+
+mod addr;
+mod model;
+mod validate;
+
+pub use addr::Cidr;
+pub use model::*;
+pub use validate::{FieldError, Validated};
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing, unreadable or not TOML of the expected shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What figment said, with the field path when it knows one.
+        message: String,
+    },
+    /// One or more fields hold values that cannot be used.
+    #[error("{path}: {} problem(s):\n{}", errors.len(), errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Every problem found.
+        errors: Vec<FieldError>,
+    },
+}
+
+/// Reads `path` and the `DUET_` environment into a [`UnitConfig`] without
+/// validating it.
+pub fn load_raw(path: &Path) -> Result<UnitConfig, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError::Parse {
+            path: path.display().to_string(),
+            message: "no such file; pass the unit's configuration with --config".into(),
+        });
+    }
+    Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(Env::prefixed("DUET_").split("__").ignore(&["config"]))
+        .extract::<UnitConfig>()
+        .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: describe(&e) })
+}
+
+/// Reads and validates a unit configuration.
+pub fn load(path: &Path) -> Result<Validated, ConfigError> {
+    let raw = load_raw(path)?;
+    raw.validate().map_err(|errors| ConfigError::Invalid { path: path.display().to_string(), errors })
+}
+
+/// Parses TOML text (for tests and for `--check` of generated files).
+pub fn from_toml(text: &str) -> Result<Validated, ConfigError> {
+    let raw: UnitConfig = Figment::new()
+        .merge(Toml::string(text))
+        .extract()
+        .map_err(|e| ConfigError::Parse { path: "<text>".into(), message: describe(&e) })?;
+    raw.validate().map_err(|errors| ConfigError::Invalid { path: "<text>".into(), errors })
+}
+
+fn describe(e: &figment::Error) -> String {
+    e.clone()
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,293 @@
+//! The shape of the unit configuration file, with its defaults.
+//!
+//! ```toml
+//! [unit]
+//! name = "lb1"
+//! mode = "first"                # non-ha | first | second
+//! state_dir = "/var/lib/duet"   # start history, replay windows
+//!
+//! [ha]
+//! password = "s3cret"           # ucarp-compatible: at most 19 bytes
+//! timeout_s = 9                 # 3, 6, 9, 12 or 15
+//! preferred = "none"            # none | first | second
+//! # vhid = 10                   # default: last octet of the first shared address
+//!
+//! [[interface]]
+//! name = "eth0"
+//! unit1 = "198.18.0.1/24"
+//! unit2 = "198.18.0.2/24"
+//! shared = "198.18.0.10/24"
+//! ha_check = true
+//! ```
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::Cidr;
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConfig {
+    pub unit: UnitSection,
+    #[serde(default)]
+    pub ha: HaSection,
+    #[serde(default, rename = "interface")]
+    pub interfaces: Vec<InterfaceSection>,
+    #[serde(default)]
+    pub election: ElectionSection,
+    #[serde(default)]
+    pub takeover: TakeoverSection,
+    #[serde(default)]
+    pub supervisor: SupervisorSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// HA mode (U1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    NonHa,
+    First,
+    Second,
+}
+
+/// `[unit]`: who this unit is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitSection {
+    /// Operator-chosen name (letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    pub mode: Mode,
+    /// Where the unit keeps its start history and replay windows.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Switch to preferred server (E5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PreferredServer {
+    #[default]
+    None,
+    First,
+    Second,
+}
+
+/// Timing profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// One advert per second, takeover after `timeout_s` (the reference's behaviour).
+    #[default]
+    Standard,
+    /// Sub-second adverts (E13), duet pairs only.
+    Fast,
+}
+
+/// Advert authentication mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// HMAC-SHA1 as ucarp 1.5 (interoperates with ucarp).
+    #[default]
+    UcarpSha1,
+    /// HMAC-SHA256 over the whole advert with a replay window, duet pairs only.
+    Sha256,
+}
+
+/// What a checked link loss does when hard reboot is on (E8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkFailureAction {
+    /// The unit supervisor restarts all the unit's services.
+    #[default]
+    RestartServices,
+    /// The unit supervisor runs `ha.link_failure_command`.
+    Command,
+}
+
+/// `[ha]`: the HA parameters (E3–E15).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaSection {
+    /// Virtual host id 1-255; default: last octet of the first interface's shared address.
+    pub vhid: Option<u16>,
+    /// Seconds without adverts before the standby takes over: 3, 6, 9, 12 or 15.
+    pub timeout_s: u64,
+    pub preferred: PreferredServer,
+    /// Seconds a starting unit that hears no partner waits before it becomes active (0-300).
+    pub initial_wait_s: u64,
+    /// Send adverts to 255.255.255.255 instead of 224.0.0.18.
+    pub use_broadcast: bool,
+    /// Send adverts to the partner's unit address only (every interface).
+    pub unicast: bool,
+    /// ucarp-compatible password (at most 19 bytes).
+    pub password: Option<String>,
+    pub profile: Profile,
+    /// Fast profile: advert interval in ms (10-500).
+    pub fast_interval_ms: u64,
+    /// Fast profile: intervals without an advert before takeover (3-10).
+    pub fast_dead_factor: u32,
+    /// Override of the derived advskew (0-254), e.g. to match a ucarp peer.
+    pub advskew: Option<u16>,
+    pub hard_reboot_on_link_failure: bool,
+    pub link_failure_action: LinkFailureAction,
+    /// Command run on a checked link loss when the action is `command`.
+    pub link_failure_command: Vec<String>,
+    /// More than this many starts within the window pacify the unit (E9).
+    pub pacify_max_starts: u32,
+    pub pacify_window_s: u64,
+    /// How long a planned handover waits for the partner to confirm.
+    pub handover_timeout_ms: u64,
+    pub auth: AuthSection,
+}
+
+impl Default for HaSection {
+    fn default() -> Self {
+        Self {
+            vhid: None,
+            timeout_s: 9,
+            preferred: PreferredServer::None,
+            initial_wait_s: 0,
+            use_broadcast: false,
+            unicast: false,
+            password: None,
+            profile: Profile::Standard,
+            fast_interval_ms: 20,
+            fast_dead_factor: 4,
+            advskew: None,
+            hard_reboot_on_link_failure: false,
+            link_failure_action: LinkFailureAction::RestartServices,
+            link_failure_command: Vec::new(),
+            pacify_max_starts: 3,
+            pacify_window_s: 300,
+            handover_timeout_ms: 3000,
+            auth: AuthSection::default(),
+        }
+    }
+}
+
+/// `[ha.auth]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub mode: AuthMode,
+    /// SHA-256 keys; all are accepted, `send_key` signs.
+    pub keys: Vec<KeySection>,
+    pub send_key: Option<u16>,
+}
+
+/// One SHA-256 key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    pub id: u16,
+    pub secret: String,
+}
+
+/// `[[interface]]`: one interface and its three addresses (U2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSection {
+    pub name: String,
+    /// Unit 1's (mode first) address; in non-HA mode the unit's address.
+    pub unit1: Option<Cidr>,
+    /// Unit 2's (mode second) address.
+    pub unit2: Option<Cidr>,
+    /// The shared address, held by the active unit only.
+    pub shared: Option<Cidr>,
+    /// Use for HA checks (E7).
+    #[serde(default = "yes")]
+    pub ha_check: bool,
+    /// Per-interface override of `ha.unicast`.
+    #[serde(default)]
+    pub unicast: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[election]`: the election service process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectionSection {
+    /// gRPC listen address (local admin and the unit's other services).
+    pub listen: String,
+    /// UDP port of the peer-status datagram.
+    pub status_port: u16,
+}
+
+impl Default for ElectionSection {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:7870".into(), status_port: 6973 }
+    }
+}
+
+/// `[takeover]`: the takeover service process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TakeoverSection {
+    pub listen: String,
+    /// Gratuitous ARPs in the burst after taking over (1-100).
+    pub garp_count: u32,
+    /// Milliseconds between the GARPs of a burst.
+    pub garp_spacing_ms: u64,
+    /// Seconds between GARP refreshes while active (0: off).
+    pub garp_refresh_s: u64,
+    /// Own the virtual MAC 00:00:5e:00:01:<vhid> while active (T2).
+    pub vmac: bool,
+    /// Milliseconds between reconcile passes (besides netlink events).
+    pub reconcile_interval_ms: u64,
+}
+
+impl Default for TakeoverSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7871".into(),
+            garp_count: 3,
+            garp_spacing_ms: 20,
+            garp_refresh_s: 30,
+            vmac: false,
+            reconcile_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[supervisor]`: the `duet unit` process that runs the services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorSection {
+    /// Directory of the service binaries (default: next to `duet`).
+    pub bin_dir: Option<PathBuf>,
+    /// First restart delay of a crashed service, doubled up to the maximum.
+    pub restart_backoff_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    /// How long a service may take to stop on SIGTERM.
+    pub stop_grace_ms: u64,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        Self { bin_dir: None, restart_backoff_ms: 200, restart_backoff_max_ms: 10_000, stop_grace_ms: 5_000 }
+    }
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Log filter (tracing env-filter syntax).
+    pub log: String,
+    /// OTLP/gRPC endpoint for traces and metrics; unset: no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self { log: "info".into(), otlp_endpoint: None }
+    }
+}
