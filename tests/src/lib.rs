@@ -1,1 +1,282 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared helpers of duet's end-to-end tests and benchmarks: a lab of
+//! units in network namespaces, their configuration files, the service
+//! binaries, gRPC calls made from inside a unit's namespace, and packet
+//! crafting for hostile-wire tests.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use duet_proto::common::v1::Role;
+use duet_proto::election::v1 as pb;
+use duet_proto::election::v1::election_service_client::ElectionServiceClient;
+use duet_testkit::{HostId, Lab, Proc, in_netns};
+
+/// The election's gRPC address inside a unit's namespace.
+pub const ELECTION: &str = "http://127.0.0.1:7870";
+
+/// Addresses of the standard lab.
+pub const UNIT1: &str = "198.18.0.1";
+pub const UNIT2: &str = "198.18.0.2";
+pub const SHARED: &str = "198.18.0.10";
+pub const CLIENT: &str = "198.18.0.100";
+pub const ATTACKER: &str = "198.18.0.66";
+
+/// Path of a workspace binary (built by `cargo build --workspace --bins`).
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("DUET_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (or set DUET_BIN_DIR)", p.display());
+    p
+}
+
+/// A unit's configuration file text.
+#[derive(Debug, Clone)]
+pub struct UnitConfig {
+    pub name: String,
+    pub mode: &'static str,
+    pub state_dir: PathBuf,
+    /// Extra lines in `[ha]`.
+    pub ha: String,
+    /// Extra lines in the `[[interface]]` of eth0.
+    pub iface: String,
+    /// Extra sections at the end.
+    pub extra: String,
+}
+
+impl UnitConfig {
+    /// A unit of the standard pair: 198.18.0.1/2, shared .10, timeout 3 s.
+    pub fn new(name: &str, mode: &'static str, lab_dir: &Path) -> Self {
+        Self {
+            name: name.into(),
+            mode,
+            state_dir: lab_dir.join(format!("state-{name}")),
+            ha: "password = \"secret\"\ntimeout_s = 3\n".into(),
+            iface: String::new(),
+            extra: String::new(),
+        }
+    }
+
+    /// The TOML text.
+    pub fn toml(&self) -> String {
+        format!(
+            "[unit]\nname = \"{}\"\nmode = \"{}\"\nstate_dir = \"{}\"\n\n[ha]\n{}\n[[interface]]\nname = \"eth0\"\nunit1 = \"{UNIT1}/24\"\nunit2 = \"{UNIT2}/24\"\nshared = \"{SHARED}/24\"\n{}\n\n[telemetry]\nlog = \"info,duet=debug\"\n\n{}\n",
+            self.name,
+            self.mode,
+            self.state_dir.display(),
+            self.ha,
+            self.iface,
+            self.extra
+        )
+    }
+
+    /// Writes the file into `dir` and returns its path.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let p = dir.join(format!("{}.toml", self.name));
+        std::fs::write(&p, self.toml())?;
+        Ok(p)
+    }
+}
+
+/// The standard lab: units `a` (198.18.0.1) and `b` (198.18.0.2), a client
+/// `c` (198.18.0.100), optionally an attacker `x` (198.18.0.66), all on one
+/// bridge.
+#[derive(Debug)]
+pub struct PairLab {
+    pub lab: Lab,
+    pub a: HostId,
+    pub b: HostId,
+    pub c: HostId,
+    pub x: Option<HostId>,
+}
+
+impl PairLab {
+    pub fn new(test: &str) -> anyhow::Result<Self> {
+        Self::build(test, false)
+    }
+
+    pub fn with_attacker(test: &str) -> anyhow::Result<Self> {
+        Self::build(test, true)
+    }
+
+    fn build(test: &str, attacker: bool) -> anyhow::Result<Self> {
+        let mut lab = Lab::new(test)?;
+        let lan = lab.segment("lan")?;
+        let a = lab.host("a")?;
+        let b = lab.host("b")?;
+        let c = lab.host("c")?;
+        lab.attach(a, lan, "eth0", &[&format!("{UNIT1}/24")])?;
+        lab.attach(b, lan, "eth0", &[&format!("{UNIT2}/24")])?;
+        lab.attach(c, lan, "eth0", &[&format!("{CLIENT}/24")])?;
+        let x = if attacker {
+            let x = lab.host("x")?;
+            lab.attach(x, lan, "eth0", &[&format!("{ATTACKER}/24")])?;
+            Some(x)
+        } else {
+            None
+        };
+        Ok(Self { lab, a, b, c, x })
+    }
+
+    /// Starts `duet-election` in `host` with `cfg`.
+    pub fn election(&mut self, host: HostId, cfg: &UnitConfig) -> anyhow::Result<Proc> {
+        let label = format!("election-{}", cfg.name);
+        self.election_labeled(host, cfg, &label)
+    }
+
+    /// Same, with its own log label (one log file per label).
+    pub fn election_labeled(&mut self, host: HostId, cfg: &UnitConfig, label: &str) -> anyhow::Result<Proc> {
+        let path = cfg.write(self.lab.dir())?;
+        let exe = bin("duet-election");
+        let exe = exe.to_string_lossy().into_owned();
+        let p = path.to_string_lossy().into_owned();
+        self.lab.spawn(host, label, &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])
+    }
+
+    /// GetStatus of the election in `host`.
+    pub fn status(&self, host: HostId) -> anyhow::Result<pb::GetStatusResponse> {
+        grpc(&self.lab.ns(host), |mut c| async move { Ok(c.get_status(pb::GetStatusRequest {}).await?.into_inner()) })
+    }
+
+    /// The role of the election in `host`, or `None` if it does not answer.
+    pub fn role(&self, host: HostId) -> Option<Role> {
+        self.status(host).ok().and_then(|s| Role::try_from(s.role).ok())
+    }
+
+    /// Waits until `host` has `role`; returns how long it took.
+    pub fn wait_role(&self, host: HostId, role: Role, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if self.role(host) == Some(role) {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!("{} did not become {role:?} within {timeout:?} (now {:?})", self.lab.ns(host), self.role(host));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs `f` with an election client connected inside namespace `ns`.
+pub fn grpc<T, F, Fut>(ns: &str, f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(ElectionServiceClient<tonic::transport::Channel>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let c = tokio::time::timeout(Duration::from_secs(3), ElectionServiceClient::connect(ELECTION))
+                .await
+                .context("connecting to the election timed out")??;
+            tokio::time::timeout(Duration::from_secs(15), f(c)).await.context("gRPC call timed out")?
+        })
+    })?
+}
+
+/// Wraps a CARP payload in an IPv4 header with the given TTL.
+pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let h = duet_wire::Ipv4Header {
+        tos: 0,
+        ident: 7,
+        dont_fragment: true,
+        ttl,
+        protocol: 112,
+        src,
+        dst,
+        header_len: 20,
+        payload_len: payload.len(),
+    };
+    let mut b = vec![0; 20 + payload.len()];
+    h.emit(&mut b);
+    b[20..].copy_from_slice(payload);
+    b
+}
+
+/// Sends raw IPv4 packets (header included) from inside namespace `ns`,
+/// `gap` apart.
+pub fn send_raw(ns: &str, packets: Vec<Vec<u8>>, gap: Duration) -> anyhow::Result<()> {
+    in_netns(ns, move || -> anyhow::Result<()> {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255)))?;
+        s.set_header_included_v4(true)?;
+        s.bind_device(Some(b"eth0"))?;
+        s.set_broadcast(true)?;
+        for p in packets {
+            let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+            s.send_to(&p, &SockAddr::from(std::net::SocketAddrV4::new(dst, 0)))?;
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
+        }
+        Ok(())
+    })?
+}
+
+/// Timestamps and sources of CARP adverts seen by a tcpdump in a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// Seconds since the UNIX epoch.
+    pub at: f64,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+}
+
+/// Starts `tcpdump` for protocol 112 on eth0 of `host`.
+pub fn capture_adverts(lab: &mut Lab, host: HostId, label: &str) -> anyhow::Result<Proc> {
+    let p = lab.spawn(host, label, &["tcpdump", "-l", "-n", "-tt", "-i", "eth0", "ip proto 112"], &[])?;
+    p.wait_log("listening on", Duration::from_secs(5))?;
+    Ok(p)
+}
+
+/// Parses tcpdump's `-tt -n` lines for protocol 112.
+pub fn parse_adverts(log: &str) -> Vec<Seen> {
+    log.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let at: f64 = it.next()?.parse().ok()?;
+            if it.next()? != "IP" {
+                return None;
+            }
+            let src: Ipv4Addr = it.next()?.parse().ok()?;
+            if it.next()? != ">" {
+                return None;
+            }
+            let dst: Ipv4Addr = it.next()?.trim_end_matches(':').parse().ok()?;
+            Some(Seen { at, src, dst })
+        })
+        .collect()
+}
+
+/// Seconds since the UNIX epoch, now.
+pub fn epoch_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Median of a non-empty slice.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs an end-to-end test body in a fresh [`PairLab`]. Skips (or, with
+/// `CI` set, fails) without root. An error panics while the lab is still
+/// alive, so the lab prints the logs of every process it ran.
+pub fn lab_test(name: &str, attacker: bool, body: impl FnOnce(&mut PairLab) -> anyhow::Result<()>) {
+    if !duet_testkit::require_root(name) {
+        return;
+    }
+    let tag: String = name.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    let mut l = if attacker { PairLab::with_attacker(&tag) } else { PairLab::new(&tag) }.expect("building the lab");
+    if let Err(e) = body(&mut l) {
+        panic!("{name}: {e:#}");
+    }
+}

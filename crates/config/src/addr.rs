@@ -37,7 +37,8 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("\"{s}\" has no prefix length: write it as 198.18.0.1/24"))?;
+        let (a, p) =
+            s.split_once('/').ok_or_else(|| format!("\"{s}\" has no prefix length: write it as 198.18.0.1/24"))?;
         let addr: Ipv4Addr = a.parse().map_err(|_| format!("\"{a}\" is not an IPv4 address"))?;
         let prefix: u8 = p.parse().map_err(|_| format!("\"{p}\" is not a prefix length (0-32)"))?;
         if prefix > 32 {

@@ -54,7 +54,9 @@ pub fn load_raw(path: &Path) -> Result<UnitConfig, ConfigError> {
     }
     Figment::new()
         .merge(Toml::file_exact(path))
-        .merge(Env::prefixed("DUET_").split("__").ignore(&["config"]))
+        // Only DUET_<SECTION>__<FIELD> variables: DUET_LOG, DUET_CONFIG and
+        // friends belong to the processes, not to the file.
+        .merge(Env::prefixed("DUET_").filter(|k| k.as_str().contains("__")).split("__"))
         .extract::<UnitConfig>()
         .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: describe(&e) })
 }

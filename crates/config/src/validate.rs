@@ -91,7 +91,10 @@ impl UnitConfig {
         for (k, i) in self.interfaces.iter().enumerate() {
             let f = |x: &str| format!("interface[{k}].{x}");
             if i.name.is_empty() || i.name.len() > 15 || i.name.contains(['/', ' ']) {
-                e.add(f("name"), format!("\"{}\" is not a Linux interface name (1-15 characters, no '/' or spaces)", i.name));
+                e.add(
+                    f("name"),
+                    format!("\"{}\" is not a Linux interface name (1-15 characters, no '/' or spaces)", i.name),
+                );
             }
             if self.interfaces[..k].iter().any(|o| o.name == i.name) {
                 e.add(f("name"), format!("interface \"{}\" is listed twice: merge the two sections", i.name));
@@ -129,7 +132,8 @@ impl UnitConfig {
                 e.add(f("shared"), format!("unit1 {u1}, unit2 {u2} and shared {sh} must be three different addresses"));
             }
             for (label, c) in [("unit1", u1), ("unit2", u2), ("shared", sh)] {
-                if c.addr == c.network() || c.addr == c.broadcast() || c.addr.is_multicast() || c.addr.is_unspecified() {
+                if c.addr == c.network() || c.addr == c.broadcast() || c.addr.is_multicast() || c.addr.is_unspecified()
+                {
                     e.add(f(label), format!("{c} is a network, broadcast or multicast address: use a host address"));
                 }
             }
@@ -191,7 +195,10 @@ impl UnitConfig {
                 e.add("ha.fast_interval_ms", format!("{} is out of range: use 10-500 ms", self.ha.fast_interval_ms));
             }
             if !(3..=10).contains(&self.ha.fast_dead_factor) {
-                e.add("ha.fast_dead_factor", format!("{} is out of range: use 3-10 intervals", self.ha.fast_dead_factor));
+                e.add(
+                    "ha.fast_dead_factor",
+                    format!("{} is out of range: use 3-10 intervals", self.ha.fast_dead_factor),
+                );
             }
         }
         let advskew = match self.ha.advskew {
@@ -231,30 +238,49 @@ impl UnitConfig {
             e.add("ha.pacify_max_starts", "0 would pacify every start: use 1 or more (the reference uses 3)");
         }
         if !(10..=86_400).contains(&self.ha.pacify_window_s) {
-            e.add("ha.pacify_window_s", format!("{} is out of range: use 10-86400 seconds (the reference uses 300)", self.ha.pacify_window_s));
+            e.add(
+                "ha.pacify_window_s",
+                format!("{} is out of range: use 10-86400 seconds (the reference uses 300)", self.ha.pacify_window_s),
+            );
         }
         if !(100..=60_000).contains(&self.ha.handover_timeout_ms) {
-            e.add("ha.handover_timeout_ms", format!("{} is out of range: use 100-60000 ms", self.ha.handover_timeout_ms));
+            e.add(
+                "ha.handover_timeout_ms",
+                format!("{} is out of range: use 100-60000 ms", self.ha.handover_timeout_ms),
+            );
         }
 
         // Authentication (E2, E13, E15).
         let auth = match self.ha.auth.mode {
             AuthMode::UcarpSha1 => {
                 if !self.ha.auth.keys.is_empty() {
-                    e.add("ha.auth.keys", "keys are used with ha.auth.mode = \"sha256\" only: remove them or change the mode");
+                    e.add(
+                        "ha.auth.keys",
+                        "keys are used with ha.auth.mode = \"sha256\" only: remove them or change the mode",
+                    );
                 }
                 let pw = self.ha.password.clone().unwrap_or_default();
                 if pw.len() > UCARP_MAX_PASSWORD {
-                    e.add("ha.password", format!("{} bytes is too long: ucarp-compatible passwords have at most {UCARP_MAX_PASSWORD} bytes", pw.len()));
+                    e.add(
+                        "ha.password",
+                        format!(
+                            "{} bytes is too long: ucarp-compatible passwords have at most {UCARP_MAX_PASSWORD} bytes",
+                            pw.len()
+                        ),
+                    );
                 }
                 if pw.is_empty() && is_ha {
-                    warnings.push("ha.password is not set: any host on the segment can take the active role".to_string());
+                    warnings
+                        .push("ha.password is not set: any host on the segment can take the active role".to_string());
                 }
                 AuthParams::Ucarp { password: pw.into_bytes() }
             }
             AuthMode::Sha256 => {
                 if self.ha.password.is_some() {
-                    e.add("ha.password", "with ha.auth.mode = \"sha256\" the keys are in ha.auth.keys: remove ha.password");
+                    e.add(
+                        "ha.password",
+                        "with ha.auth.mode = \"sha256\" the keys are in ha.auth.keys: remove ha.password",
+                    );
                 }
                 let mut keys = Vec::new();
                 for (k, key) in self.ha.auth.keys.iter().enumerate() {
@@ -262,7 +288,10 @@ impl UnitConfig {
                         e.add(format!("ha.auth.keys[{k}].id"), format!("{} is out of range: use 1-255", key.id));
                     }
                     if self.ha.auth.keys[..k].iter().any(|o| o.id == key.id) {
-                        e.add(format!("ha.auth.keys[{k}].id"), format!("key id {} is used twice: give every key its own id", key.id));
+                        e.add(
+                            format!("ha.auth.keys[{k}].id"),
+                            format!("key id {} is used twice: give every key its own id", key.id),
+                        );
                     }
                     if key.secret.len() < 16 {
                         e.add(format!("ha.auth.keys[{k}].secret"), "too short: use at least 16 bytes");
@@ -270,7 +299,10 @@ impl UnitConfig {
                     keys.push((u8::try_from(key.id).unwrap_or(0), key.secret.clone().into_bytes()));
                 }
                 if keys.is_empty() {
-                    e.add("ha.auth.keys", "sha256 mode needs at least one key: add [[ha.auth.keys]] with id and secret");
+                    e.add(
+                        "ha.auth.keys",
+                        "sha256 mode needs at least one key: add [[ha.auth.keys]] with id and secret",
+                    );
                 }
                 let send = match self.ha.auth.send_key {
                     Some(s) => u8::try_from(s).unwrap_or(0),
@@ -309,7 +341,8 @@ impl UnitConfig {
             e.add("takeover.reconcile_interval_ms", "out of range: use 50-60000 ms");
         }
 
-        let state_dir = self.unit.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/duet").join(&self.unit.name));
+        let state_dir =
+            self.unit.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/duet").join(&self.unit.name));
         let params = Params {
             mode: ha_mode,
             vhid,
@@ -393,19 +426,28 @@ shared = "198.18.0.10/24"
     #[test]
     fn every_problem_is_reported_at_once() {
         let bad = GOOD
-            .replace("timeout_s = 3", "timeout_s = 5\nvhid = 300\npreferred = \"first\"\nhard_reboot_on_link_failure = true")
+            .replace(
+                "timeout_s = 3",
+                "timeout_s = 5\nvhid = 300\npreferred = \"first\"\nhard_reboot_on_link_failure = true",
+            )
             .replace("shared = \"198.18.0.10/24\"", "shared = \"198.18.1.10/24\"");
         let e = errors(&bad);
         assert!(e.iter().any(|l| l.starts_with("ha.timeout_s:")), "{e:?}");
         assert!(e.iter().any(|l| l.starts_with("ha.vhid: 300")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("ha.hard_reboot_on_link_failure: allowed only with ha.preferred")), "{e:?}");
+        assert!(
+            e.iter().any(|l| l.starts_with("ha.hard_reboot_on_link_failure: allowed only with ha.preferred")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|l| l.starts_with("interface[0].shared: 198.18.1.10/24 is not in the subnet")), "{e:?}");
     }
 
     #[test]
     fn last_ha_check_cannot_be_disabled() {
         let e = errors(&format!("{GOOD}ha_check = false\n"));
-        assert!(e.iter().any(|l| l.starts_with("interface[*].ha_check:") && l.contains("cannot be turned off")), "{e:?}");
+        assert!(
+            e.iter().any(|l| l.starts_with("interface[*].ha_check:") && l.contains("cannot be turned off")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -449,7 +491,10 @@ shared = "198.18.0.10/24"
 
     #[test]
     fn non_ha_needs_only_the_unit_address() {
-        let v = from_toml("[unit]\nname = \"solo\"\nmode = \"non-ha\"\n[[interface]]\nname = \"eth0\"\nunit1 = \"198.18.0.1/24\"\n").unwrap();
+        let v = from_toml(
+            "[unit]\nname = \"solo\"\nmode = \"non-ha\"\n[[interface]]\nname = \"eth0\"\nunit1 = \"198.18.0.1/24\"\n",
+        )
+        .unwrap();
         assert_eq!(v.election.mode, duet_carp::HaMode::NonHa);
     }
 }

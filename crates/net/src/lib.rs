@@ -1,1 +1,14 @@
-//! Thin adapters to the kernel: raw CARP sockets, multicast, netlink links and addresses, ARP
+//! Thin adapters between duet's pure logic and the Linux kernel.
+//!
+//! Each module wraps one kernel interface and does no protocol work of its
+//! own: [`carp_socket`] (raw IPv4 sockets for protocol 112: send with TTL
+//! 255, join 224.0.0.18, receive every advert as it came off the wire),
+//! [`netlink`] (links, their state and events, IPv4 addresses, macvlan),
+//! [`garp`] (gratuitous ARP on an AF_PACKET socket) and [`sysctl`].
+//! This is the only crate of the workspace allowed `unsafe`, and only for
+//! socket options the safe crates do not cover; each use says why.
+
+pub mod carp_socket;
+pub mod garp;
+pub mod netlink;
+pub mod sysctl;

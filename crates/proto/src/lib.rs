@@ -4,7 +4,7 @@
 //! named after its proto package (`duet.election.v1` is [`election::v1`]).
 //! [`FILE_DESCRIPTOR_SET`] feeds the gRPC reflection service.
 
-#![allow(unreachable_pub, missing_debug_implementations, clippy::use_self)]
+#![allow(unreachable_pub, missing_debug_implementations, unused_qualifications, clippy::use_self)]
 
 /// The encoded `FileDescriptorSet` of every duet proto file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/duet_descriptor.bin"));

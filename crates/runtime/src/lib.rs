@@ -1,1 +1,12 @@
-//! Process plumbing shared by the services: telemetry, shutdown, task supervision, gRPC health and reflection
+//! Process plumbing every duet service shares, so that each service's
+//! `main` stays short: telemetry set-up ([`telemetry`]), a shutdown signal
+//! that tasks and servers wait on ([`shutdown`]), supervised tasks whose
+//! failures are logged and visible in health ([`tasks`]), and a gRPC
+//! server with the standard health service and reflection (v1 and v1alpha)
+//! already registered ([`grpc`]). No protocol logic lives here.
+
+pub mod fsutil;
+pub mod grpc;
+pub mod shutdown;
+pub mod tasks;
+pub mod telemetry;

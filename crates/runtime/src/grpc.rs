@@ -1,0 +1,63 @@
+//! A gRPC server with what every duet service serves besides its own
+//! service: the standard health service (`grpc.health.v1`) and server
+//! reflection in both v1 and v1alpha (grpcurl and `buf curl` use v1; the
+//! Python reflection client still speaks v1alpha only).
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::shutdown::Shutdown;
+
+/// Health of one process: the overall status ("") and its own service.
+#[derive(Debug, Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    service: &'static str,
+}
+
+impl Health {
+    /// Sets both the overall status and the named service's status.
+    pub async fn set(&self, serving: bool) {
+        let s = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.reporter.set_service_status("", s).await;
+        self.reporter.set_service_status(self.service, s).await;
+    }
+}
+
+/// A server builder with health (starting NOT_SERVING) and reflection
+/// registered, for the service `S`. Add the service itself with
+/// `router.add_service(..)`.
+pub fn router<S: NamedService>() -> anyhow::Result<(Router, Health)> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(duet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(duet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let router =
+        Server::builder().add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+    Ok((router, Health { reporter, service: S::NAME }))
+}
+
+/// Binds `addr` (port 0 picks one) and reports the address actually bound.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local = l.local_addr()?;
+    Ok((l, local))
+}
+
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn serve(router: Router, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.future()).await?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Supervised tasks: each has a name; its failure (an error or a panic) is
+//! logged and recorded, so health can report it; all are aborted when the
+//! [`Tasks`] is dropped, so nothing outlives its owner.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+/// A failed task: its name and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub task: String,
+    pub error: String,
+}
+
+/// A set of named tasks.
+#[derive(Debug, Default)]
+pub struct Tasks {
+    set: JoinSet<(String, Result<(), String>)>,
+    failures: Arc<Mutex<Vec<Failure>>>,
+}
+
+impl Tasks {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spawns a task that runs once. An error or a panic ends it and is
+    /// recorded as a failure.
+    pub fn spawn<F>(&mut self, name: &str, fut: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let name = name.to_string();
+        let failures = Arc::clone(&self.failures);
+        self.set.spawn(async move {
+            let outcome = match tokio::spawn(fut).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(j) if j.is_panic() => Err(format!("panicked: {}", panic_message(j))),
+                Err(j) => Err(format!("cancelled: {j}")),
+            };
+            if let Err(e) = &outcome {
+                tracing::error!(task = %name, error = %e, "task failed");
+                lock(&failures).push(Failure { task: name.clone(), error: e.clone() });
+            }
+            (name, outcome)
+        });
+    }
+
+    /// Spawns a task built by `make` and builds it again after an error or
+    /// a panic (logged and recorded), waiting `backoff` (doubling up to 16
+    /// times it) between attempts. It ends only when a run returns `Ok`.
+    pub fn spawn_restarting<M, F>(&mut self, name: &str, backoff: Duration, mut make: M)
+    where
+        M: FnMut() -> F + Send + 'static,
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let failures = Arc::clone(&self.failures);
+        let task = name.to_string();
+        self.spawn(name, async move {
+            let mut delay = backoff;
+            loop {
+                let e = match tokio::spawn(make()).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(j) if j.is_panic() => format!("panicked: {}", panic_message(j)),
+                    Err(j) => return Err(anyhow::anyhow!("cancelled: {j}")),
+                };
+                tracing::error!(task = %task, error = %e, retry_in_ms = delay.as_millis() as u64, "task failed; restarting");
+                lock(&failures).push(Failure { task: task.clone(), error: e });
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(backoff * 16);
+            }
+        });
+    }
+
+    /// Waits for the next task to end; `None` when none is left.
+    pub async fn next(&mut self) -> Option<(String, Result<(), String>)> {
+        loop {
+            match self.set.join_next().await? {
+                Ok(r) => return Some(r),
+                // The wrapper itself never panics; an abort is ours.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Failures so far (most recent last).
+    pub fn failures(&self) -> Vec<Failure> {
+        lock(&self.failures).clone()
+    }
+
+    /// A handle to read failures from elsewhere (health, status).
+    pub fn failure_log(&self) -> Arc<Mutex<Vec<Failure>>> {
+        Arc::clone(&self.failures)
+    }
+
+    /// Waits up to `grace` for all tasks to end, then aborts the rest.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let all = async { while self.next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(left = self.set.len(), "tasks did not stop in time; aborting them");
+            self.set.abort_all();
+        }
+    }
+
+    /// Aborts every task now (for tasks that hold no state, such as
+    /// receive loops), and waits for them to be gone.
+    pub async fn abort(mut self) {
+        self.set.abort_all();
+        while self.set.join_next().await.is_some() {}
+    }
+
+    /// Number of tasks still running.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// True when no task is running.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere while holding it; the
+    // list of failures is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn panic_message(j: tokio::task::JoinError) -> String {
+    let p = j.into_panic();
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn failures_are_recorded_and_named() {
+        let mut t = Tasks::new();
+        t.spawn("ok", async { Ok(()) });
+        t.spawn("err", async { Err(anyhow::anyhow!("boom")) });
+        t.spawn("panic", async { panic!("kaboom") });
+        let mut ended = Vec::new();
+        while let Some((name, r)) = t.next().await {
+            ended.push((name, r.is_ok()));
+        }
+        ended.sort();
+        assert_eq!(ended, vec![("err".into(), false), ("ok".into(), true), ("panic".into(), false)]);
+        let f = t.failures();
+        assert!(f.iter().any(|f| f.task == "panic" && f.error.contains("kaboom")));
+    }
+
+    #[tokio::test]
+    async fn restarting_task_comes_back_after_a_panic() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let r = Arc::clone(&runs);
+        let mut t = Tasks::new();
+        t.spawn_restarting("loop", Duration::from_millis(1), move || {
+            let r = Arc::clone(&r);
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("receive loop hit a bug");
+                }
+                Ok(())
+            }
+        });
+        let (name, outcome) = t.next().await.unwrap();
+        assert_eq!((name.as_str(), outcome.is_ok()), ("loop", true));
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(t.failures().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn shutdown_aborts_what_does_not_stop() {
+        let mut t = Tasks::new();
+        t.spawn("forever", async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        });
+        let start = std::time::Instant::now();
+        t.shutdown(Duration::from_millis(50)).await;
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}

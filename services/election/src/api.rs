@@ -1,0 +1,350 @@
+//! The `duet.election.v1.ElectionService` gRPC API: a thin edge that turns
+//! requests into messages for the driver and its answers into protos.
+//! gRPC status codes are chosen here and nowhere else.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use duet_carp::{DropReason, HaMode, Role, Square};
+use duet_proto::common::v1 as common;
+use duet_proto::election::v1 as pb;
+use duet_runtime::shutdown::Shutdown;
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use crate::driver::{EventKind, Request, RoleEvent, Shared, Snapshot, TakeoverReport, lock};
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    pub shared: Arc<Shared>,
+    pub unit_name: String,
+    pub shutdown: Shutdown,
+}
+
+pub(crate) fn role(r: Role) -> i32 {
+    (match r {
+        Role::Init => common::Role::Init,
+        Role::Standby => common::Role::Standby,
+        Role::Active => common::Role::Active,
+        Role::Pacified => common::Role::Pacified,
+        Role::Stopping => common::Role::Stopping,
+    }) as i32
+}
+
+fn mode(m: HaMode) -> i32 {
+    (match m {
+        HaMode::NonHa => common::HaMode::NonHa,
+        HaMode::First => common::HaMode::First,
+        HaMode::Second => common::HaMode::Second,
+    }) as i32
+}
+
+fn square(s: Square) -> i32 {
+    (match s {
+        Square::Active => common::UnitStatus::Active,
+        Square::Standby => common::UnitStatus::Standby,
+        Square::Unreachable => common::UnitStatus::Unreachable,
+        Square::Pacified => common::UnitStatus::Pacified,
+        Square::NotSetUp => common::UnitStatus::NotSetUp,
+        Square::Indeterminate => common::UnitStatus::Indeterminate,
+        Square::Updating => common::UnitStatus::Updating,
+    }) as i32
+}
+
+fn drop_reason(r: DropReason) -> i32 {
+    use pb::DropReason as P;
+    (match r {
+        DropReason::TooShort => P::TooShort,
+        DropReason::BadIpVersion => P::BadIpVersion,
+        DropReason::BadIpChecksum => P::BadIpChecksum,
+        DropReason::BadIpLength => P::BadIpLength,
+        DropReason::NotCarp => P::NotCarp,
+        DropReason::Fragment => P::Fragment,
+        DropReason::BadTtl => P::BadTtl,
+        DropReason::BadVersion => P::BadVersion,
+        DropReason::BadType => P::BadType,
+        DropReason::BadLength => P::BadLength,
+        DropReason::BadChecksum => P::BadChecksum,
+        DropReason::BadDestination => P::BadDestination,
+        DropReason::ForeignVhid => P::ForeignVhid,
+        DropReason::BadDigest => P::BadDigest,
+        DropReason::Replay => P::Replay,
+        DropReason::AuthModeMismatch => P::AuthModeMismatch,
+        DropReason::UnknownKey => P::UnknownKey,
+        DropReason::NotPartner => P::NotPartner,
+        DropReason::OwnAddress => P::OwnAddress,
+        DropReason::WrongInterface => P::WrongInterface,
+        DropReason::Pacified => P::Pacified,
+    }) as i32
+}
+
+fn ts(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn event_proto(epoch: u64, e: &RoleEvent) -> pb::WatchRoleResponse {
+    let kind = match e.kind {
+        EventKind::Snapshot => pb::RoleEventKind::Snapshot,
+        EventKind::Changed => pb::RoleEventKind::Changed,
+        EventKind::Reannounce => pb::RoleEventKind::Reannounce,
+        EventKind::Parameters => pb::RoleEventKind::Parameters,
+    };
+    pb::WatchRoleResponse {
+        epoch,
+        seq: e.seq,
+        kind: kind as i32,
+        role: role(e.role),
+        previous_role: role(e.previous),
+        at: Some(ts(e.at)),
+        reason: e.reason.clone(),
+        ha_timeout_ms: u64::try_from(e.ha_timeout.as_millis()).unwrap_or(u64::MAX),
+        advert_interval_ms: u64::try_from(e.interval.as_millis()).unwrap_or(u64::MAX),
+        vhid: u32::from(e.vhid),
+    }
+}
+
+pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusResponse {
+    let st = &s.status;
+    let p = &s.params;
+    let w = s.wall;
+    let first_if = p.interfaces.first();
+    let unit = common::UnitIdentity {
+        name: unit_name.to_string(),
+        mode: mode(p.mode),
+        address: first_if.map(|i| i.unit_addr.to_string()).unwrap_or_default(),
+        vhid: u32::from(p.vhid),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let local = common::StatusSquare { unit: 0, status: square(st.local_square.0), detail: st.local_square.1.clone() };
+    let partner =
+        common::StatusSquare { unit: 0, status: square(st.partner_square.0), detail: st.partner_square.1.clone() };
+    let squares = match p.mode {
+        HaMode::Second => vec![common::StatusSquare { unit: 1, ..partner }, common::StatusSquare { unit: 2, ..local }],
+        _ => vec![common::StatusSquare { unit: 1, ..local }, common::StatusSquare { unit: 2, ..partner }],
+    };
+    let now = w.now();
+    let partner_status = pb::PartnerStatus {
+        address: st
+            .heard
+            .map(|h| h.addr.to_string())
+            .or_else(|| st.reported.map(|r| r.addr.to_string()))
+            .or_else(|| first_if.and_then(|i| i.partner_addr).map(|a| a.to_string()))
+            .unwrap_or_default(),
+        advbase: st.heard.map_or(0, |h| u32::from(h.advbase)),
+        advskew: st.heard.map_or(0, |h| u32::from(h.advskew)),
+        last_heard: st.heard.map(|h| ts(w.to_system(h.at))),
+        silent_ms: st.heard.map_or(0, |h| u64::try_from(now.since(h.at).as_millis()).unwrap_or(u64::MAX)),
+        reachable: st.partner_reachable,
+        mode: st.reported.and_then(|r| HaMode::from_code(r.status.mode)).map_or(0, mode),
+    };
+    let mut warnings = st.warnings.clone();
+    if s.queue_full > 0 {
+        warnings.push(format!("{} packets dropped because the receive queue was full (flood?)", s.queue_full));
+    }
+    if s.send_errors > 0 {
+        warnings.push(format!("{} adverts could not be sent", s.send_errors));
+    }
+    pb::GetStatusResponse {
+        unit: Some(unit),
+        role: role(st.role),
+        role_reason: st.role_reason.clone(),
+        role_since: Some(ts(w.to_system(st.role_since))),
+        squares,
+        partner: Some(partner_status),
+        interfaces: st
+            .interfaces
+            .iter()
+            .map(|i| pb::InterfaceStatus {
+                name: i.name.clone(),
+                link_up: i.link_up,
+                ha_check: i.ha_check,
+                unit_address: i.unit_addr.to_string(),
+                shared_address: i.shared.to_string(),
+                adverts_sent: i.sent,
+                adverts_received: i.received,
+            })
+            .collect(),
+        drops: st.drops.iter().map(|(r, c)| pb::DropCount { reason: drop_reason(*r), count: *c }).collect(),
+        foreign_vhids: st
+            .foreign
+            .iter()
+            .map(|(vhid, src, f)| pb::ForeignVhid {
+                vhid: u32::from(*vhid),
+                source: src.to_string(),
+                count: f.count,
+                last_seen: Some(ts(w.to_system(f.last_seen))),
+            })
+            .collect(),
+        adverts_sent: st.adverts_sent,
+        adverts_received: st.adverts_received,
+        warnings,
+        parameters: Some(pb::HaParameters {
+            mode: mode(p.mode),
+            vhid: u32::from(p.vhid),
+            ha_timeout_ms: u64::try_from(p.ha_timeout().as_millis()).unwrap_or(0),
+            advert_interval_ms: u64::try_from(p.interval().as_millis()).unwrap_or(0),
+            preferred_server: p.preferred.as_str().into(),
+            initial_wait_ms: u64::try_from(p.initial_wait.as_millis()).unwrap_or(0),
+            use_broadcast: p.interfaces.iter().any(|i| i.destination == duet_carp::Destination::Broadcast),
+            unicast: p.interfaces.iter().any(|i| i.destination == duet_carp::Destination::Unicast),
+            profile: p.profile_name().into(),
+            auth_mode: p.auth.mode_name().into(),
+            advbase: u32::from(p.advbase()),
+            advskew: u32::from(p.advskew()),
+            hard_reboot_on_link_failure: p.hard_reboot_on_link_failure,
+        }),
+        takeover: Some(takeover_proto(st.follower_attached, s.takeover.as_ref())),
+        recent_starts: s.recent_starts,
+        epoch: s.epoch,
+        seq: s.seq,
+    }
+}
+
+fn takeover_proto(following: bool, t: Option<&TakeoverReport>) -> pb::TakeoverStatus {
+    match t {
+        None => pb::TakeoverStatus { following, ..Default::default() },
+        Some(t) => pb::TakeoverStatus {
+            following,
+            applied_role: t.role,
+            applied_seq: t.seq,
+            addresses_at: t.addresses_at.map(ts),
+            first_garp_at: t.first_garp_at.map(ts),
+            ok: t.ok,
+            error: t.error.clone(),
+        },
+    }
+}
+
+impl Api {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.requests.send(make(tx)).await.map_err(|_| Status::unavailable("the election is shutting down"))?;
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .map_err(|_| Status::deadline_exceeded("the election did not answer within 5 s"))?
+            .map_err(|_| Status::unavailable("the election is shutting down"))
+    }
+}
+
+type RoleStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRoleResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::election_service_server::ElectionService for Api {
+    async fn get_status(
+        &self,
+        _: GrpcRequest<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let snap = self.ask(Request::Status).await?;
+        Ok(Response::new(status_proto(&self.unit_name, &snap)))
+    }
+
+    type WatchRoleStream = RoleStream;
+
+    async fn watch_role(&self, req: GrpcRequest<pb::WatchRoleRequest>) -> Result<Response<RoleStream>, Status> {
+        let follower = !req.get_ref().follower.is_empty();
+        // Subscribe before reading the current event: anything published
+        // in between is in the receiver and skipped by its sequence number.
+        let mut rx = lock(&self.shared.events).resubscribe();
+        let mut snapshot = self.shared.current();
+        snapshot.kind = EventKind::Snapshot;
+        let (tx, out) = mpsc::channel(64);
+        let shared = Arc::clone(&self.shared);
+        let mut shutdown = self.shutdown.clone();
+        if follower {
+            let _ = shared.requests.send(Request::Follower { attached: true }).await;
+        }
+        tokio::spawn(async move {
+            let epoch = shared.epoch;
+            let mut last = snapshot.seq;
+            if tx.send(Ok(event_proto(epoch, &snapshot))).await.is_ok() {
+                loop {
+                    let ev = tokio::select! {
+                        r = rx.recv() => r,
+                        () = tx.closed() => break,
+                        () = shutdown.wait() => break,
+                    };
+                    let ev = match ev {
+                        Ok(ev) if ev.seq <= last => continue,
+                        Ok(ev) => ev,
+                        // Too slow a reader: never skip silently; send the
+                        // current state as a snapshot (the follower sees the
+                        // gap and takes the snapshot as the truth).
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let mut s = shared.current();
+                            s.kind = EventKind::Snapshot;
+                            s
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    last = ev.seq;
+                    if tx.send(Ok(event_proto(epoch, &ev))).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            if follower && !shutdown.fired() {
+                let _ = shared.requests.send(Request::Follower { attached: false }).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn handover(&self, req: GrpcRequest<pb::HandoverRequest>) -> Result<Response<pb::HandoverResponse>, Status> {
+        let ms = req.get_ref().timeout_ms;
+        let timeout = Duration::from_millis(if ms == 0 { 3000 } else { ms.min(60_000) });
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .requests
+            .send(Request::Handover { timeout, reply: tx })
+            .await
+            .map_err(|_| Status::unavailable("the election is shutting down"))?;
+        let r = tokio::time::timeout(timeout + Duration::from_secs(2), rx)
+            .await
+            .map_err(|_| Status::deadline_exceeded("the handover did not finish in time"))?
+            .map_err(|_| Status::unavailable("the election is shutting down"))?;
+        match r {
+            Ok(o) => Ok(Response::new(pb::HandoverResponse {
+                confirmed: o.confirmed,
+                partner: o.partner.map(|p| p.to_string()).unwrap_or_default(),
+                took_ms: u64::try_from(o.took.as_millis()).unwrap_or(u64::MAX),
+            })),
+            Err(e) => Err(Status::failed_precondition(e)),
+        }
+    }
+
+    async fn clear_pacified(
+        &self,
+        _: GrpcRequest<pb::ClearPacifiedRequest>,
+    ) -> Result<Response<pb::ClearPacifiedResponse>, Status> {
+        match self.ask(Request::ClearPacified).await? {
+            Ok(r) => Ok(Response::new(pb::ClearPacifiedResponse { role: role(r) })),
+            Err(e) => Err(Status::failed_precondition(e)),
+        }
+    }
+
+    async fn report_applied(
+        &self,
+        req: GrpcRequest<pb::ReportAppliedRequest>,
+    ) -> Result<Response<pb::ReportAppliedResponse>, Status> {
+        let r = req.into_inner();
+        let rep = TakeoverReport {
+            epoch: r.epoch,
+            seq: r.seq,
+            role: r.role,
+            ok: r.ok,
+            error: r.error,
+            addresses_at: r.addresses_at.and_then(|t| SystemTime::try_from(t).ok()),
+            first_garp_at: r.first_garp_at.and_then(|t| SystemTime::try_from(t).ok()),
+        };
+        self.shared
+            .requests
+            .send(Request::TakeoverReport(rep))
+            .await
+            .map_err(|_| Status::unavailable("the election is shutting down"))?;
+        Ok(Response::new(pb::ReportAppliedResponse {}))
+    }
+}

@@ -1,0 +1,115 @@
+//! What the election keeps on disk in the unit's state directory: the
+//! start history (pacified rule, E9), the replay windows (E15) and the last
+//! advert counter sent (HMAC-SHA256 mode). Every write is crash-safe.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use duet_carp::pacify::StartHistory;
+use duet_carp::replay::ReplayState;
+use duet_runtime::fsutil::{read_optional, write_atomic};
+use serde::{Deserialize, Serialize};
+
+/// The state directory of one unit.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    last_sent: u64,
+}
+
+/// Seconds since the UNIX epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the UNIX epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl StateDir {
+    /// Opens (creating) the directory.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create the state directory {}: set unit.state_dir to a writable directory", dir.display())
+        })?;
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn load<T: for<'de> Deserialize<'de> + Default>(&self, name: &str) -> anyhow::Result<T> {
+        let p = self.path(name);
+        match read_optional(&p).with_context(|| format!("reading {}", p.display()))? {
+            None => Ok(T::default()),
+            Some(b) => serde_json::from_slice(&b).or_else(|e| {
+                // A damaged file must not keep the unit from starting; the
+                // atomic writes make this unlikely. Keep a copy to look at.
+                let bad = p.with_extension("damaged");
+                let _ = std::fs::rename(&p, &bad);
+                tracing::error!(file = %p.display(), error = %e, moved_to = %bad.display(), "state file unreadable; starting from empty");
+                Ok(T::default())
+            }),
+        }
+    }
+
+    fn save<T: Serialize>(&self, name: &str, v: &T) -> anyhow::Result<()> {
+        let p = self.path(name);
+        let b = serde_json::to_vec_pretty(v)?;
+        write_atomic(&p, &b).with_context(|| format!("writing {}", p.display()))
+    }
+
+    /// Records a start of `what` and returns the history.
+    pub fn record_start(&self, what: &str) -> anyhow::Result<StartHistory> {
+        let mut h: StartHistory = self.load("start-history.json")?;
+        h.record(unix_now(), what);
+        self.save("start-history.json", &h)?;
+        Ok(h)
+    }
+
+    /// The history as it is.
+    pub fn start_history(&self) -> anyhow::Result<StartHistory> {
+        self.load("start-history.json")
+    }
+
+    /// Marks the history cleared now (ClearPacified).
+    pub fn clear_starts(&self) -> anyhow::Result<()> {
+        let mut h: StartHistory = self.load("start-history.json")?;
+        h.clear(unix_now());
+        self.save("start-history.json", &h)
+    }
+
+    /// The replay windows of the last run.
+    pub fn replay(&self) -> anyhow::Result<ReplayState> {
+        self.load("replay.json")
+    }
+
+    /// Saves the replay windows.
+    pub fn save_replay(&self, r: &ReplayState) -> anyhow::Result<()> {
+        self.save("replay.json", r)
+    }
+
+    /// The last counter sent (SHA-256 mode).
+    pub fn last_counter(&self) -> anyhow::Result<Option<u64>> {
+        let c: Counter = self.load("counter.json")?;
+        Ok((c.last_sent != 0).then_some(c.last_sent))
+    }
+
+    /// Saves the last counter sent.
+    pub fn save_counter(&self, last_sent: u64) -> anyhow::Result<()> {
+        self.save("counter.json", &Counter { last_sent })
+    }
+}
+
+/// Whether the history pacifies the unit now, and the counted starts.
+pub fn pacified(h: &StartHistory, window: Duration, max_starts: u32) -> (bool, u32) {
+    let now = unix_now();
+    (h.is_pacified(now, window, max_starts), h.recent(now, window))
+}
