@@ -28,9 +28,12 @@ pub fn bin(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("DUET_BIN_DIR") {
         return PathBuf::from(dir).join(name);
     }
-    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    // Tests run from target/<profile>/deps/, the demo from target/<profile>/.
+    let exe = std::env::current_exe().expect("own binary path");
+    let mut dir = exe.parent().expect("binary directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target directory");
+    }
     let p = dir.join(name);
     assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (or set DUET_BIN_DIR)", p.display());
     p

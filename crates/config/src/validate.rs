@@ -354,10 +354,10 @@ impl UnitConfig {
             advskew,
             hard_reboot_on_link_failure: self.ha.hard_reboot_on_link_failure,
         };
-        if e.0.is_empty() {
-            if let Err(why) = params.check() {
-                e.add("ha", why);
-            }
+        if e.0.is_empty()
+            && let Err(why) = params.check()
+        {
+            e.add("ha", why);
         }
         if !e.0.is_empty() {
             return Err(e.0);

@@ -1,5 +1,7 @@
 //! The environment overrides the file, section by section.
 
+#![allow(clippy::result_large_err)] // figment::Jail's closure signature
+
 use std::io::Write;
 
 #[test]

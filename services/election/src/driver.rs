@@ -438,11 +438,11 @@ impl Driver {
                 self.election.handle_peer_datagram(now, iface, src, &bytes);
             }
             Inbound::Link { name, up } => {
-                if let Some(k) = self.election.params().interfaces.iter().position(|i| i.name == name) {
-                    if self.link_up[k] != up {
-                        self.link_up[k] = up;
-                        self.election.handle_link(now, k, up);
-                    }
+                if let Some(k) = self.election.params().interfaces.iter().position(|i| i.name == name)
+                    && self.link_up[k] != up
+                {
+                    self.link_up[k] = up;
+                    self.election.handle_link(now, k, up);
                 }
             }
         }
@@ -476,10 +476,10 @@ impl Driver {
             }
             Request::ClearPacified(reply) => {
                 let r = self.election.handle_command(now, Command::ClearPacified).map_err(|e| e.to_string());
-                if r.is_ok() {
-                    if let Err(e) = self.state.clear_starts() {
-                        tracing::error!("cannot record the cleared start history: {e:#}");
-                    }
+                if r.is_ok()
+                    && let Err(e) = self.state.clear_starts()
+                {
+                    tracing::error!("cannot record the cleared start history: {e:#}");
                 }
                 let _ = reply.send(r.map(|()| self.election.role()));
             }
@@ -518,12 +518,12 @@ impl Driver {
         while let Some(a) = self.election.poll_action() {
             match a {
                 Action::SendAdvert { iface, dst, payload } => {
-                    if let Some(s) = &self.sockets[iface] {
-                        if let Err(e) = s.send(dst, &payload) {
-                            self.send_errors += 1;
-                            if self.send_errors.is_power_of_two() {
-                                tracing::warn!(errors = self.send_errors, "{e}");
-                            }
+                    if let Some(s) = &self.sockets[iface]
+                        && let Err(e) = s.send(dst, &payload)
+                    {
+                        self.send_errors += 1;
+                        if self.send_errors.is_power_of_two() {
+                            tracing::warn!(errors = self.send_errors, "{e}");
                         }
                     }
                 }
@@ -617,15 +617,15 @@ impl Driver {
             return;
         }
         self.last_replay_save = Instant::now();
-        if let Some(r) = self.election.take_replay_if_dirty() {
-            if let Err(e) = self.state.save_replay(&r) {
-                tracing::error!("cannot save the replay windows: {e:#}");
-            }
+        if let Some(r) = self.election.take_replay_if_dirty()
+            && let Err(e) = self.state.save_replay(&r)
+        {
+            tracing::error!("cannot save the replay windows: {e:#}");
         }
-        if matches!(self.election.params().auth, duet_carp::AuthParams::Sha256 { .. }) {
-            if let Err(e) = self.state.save_counter(self.election.next_counter()) {
-                tracing::error!("cannot save the advert counter: {e:#}");
-            }
+        if matches!(self.election.params().auth, duet_carp::AuthParams::Sha256 { .. })
+            && let Err(e) = self.state.save_counter(self.election.next_counter())
+        {
+            tracing::error!("cannot save the advert counter: {e:#}");
         }
     }
 
