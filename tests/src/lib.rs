@@ -142,6 +142,15 @@ impl PairLab {
         self.lab.spawn(host, label, &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])
     }
 
+    /// Starts `duet-takeover` in `host` with `cfg` (written by `election`
+    /// or here).
+    pub fn takeover(&mut self, host: HostId, cfg: &UnitConfig) -> anyhow::Result<Proc> {
+        let path = cfg.write(self.lab.dir())?;
+        let exe = bin("duet-takeover").to_string_lossy().into_owned();
+        let p = path.to_string_lossy().into_owned();
+        self.lab.spawn(host, &format!("takeover-{}", cfg.name), &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])
+    }
+
     /// GetStatus of the election in `host`.
     pub fn status(&self, host: HostId) -> anyhow::Result<pb::GetStatusResponse> {
         grpc(&self.lab.ns(host), |mut c| async move { Ok(c.get_status(pb::GetStatusRequest {}).await?.into_inner()) })

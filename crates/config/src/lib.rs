@@ -86,3 +86,21 @@ fn describe(e: &figment::Error) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// Name of the macvlan that carries the virtual MAC of `ifname` (T2):
+/// `dv<vhid>.<ifname>`, cut to the 15 characters Linux allows. The election
+/// (fail-safe scrub) and the takeover service both use it.
+pub fn vmac_device(ifname: &str, vhid: u8) -> String {
+    let mut n = format!("dv{vhid}.{ifname}");
+    n.truncate(15);
+    n
+}
+
+#[cfg(test)]
+mod name_tests {
+    #[test]
+    fn vmac_device_names_fit_linux() {
+        assert_eq!(super::vmac_device("eth0", 10), "dv10.eth0");
+        assert_eq!(super::vmac_device("enp0s31f6-long", 255).len(), 15);
+    }
+}

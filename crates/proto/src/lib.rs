@@ -24,3 +24,11 @@ pub mod election {
         tonic::include_proto!("duet.election.v1");
     }
 }
+
+/// `duet.takeover.v1`: the takeover service.
+pub mod takeover {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("duet.takeover.v1");
+    }
+}
