@@ -151,6 +151,14 @@ impl PairLab {
         self.lab.spawn(host, &format!("takeover-{}", cfg.name), &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])
     }
 
+    /// Starts a whole unit (`duet unit --config`) in `host`.
+    pub fn unit(&mut self, host: HostId, cfg: &UnitConfig) -> anyhow::Result<Proc> {
+        let path = cfg.write(self.lab.dir())?;
+        let exe = bin("duet").to_string_lossy().into_owned();
+        let p = path.to_string_lossy().into_owned();
+        self.lab.spawn(host, &format!("unit-{}", cfg.name), &["env", "DUET_LOG=info,duet=debug", &exe, "unit", "--config", &p], &[])
+    }
+
     /// GetStatus of the election in `host`.
     pub fn status(&self, host: HostId) -> anyhow::Result<pb::GetStatusResponse> {
         grpc(&self.lab.ns(host), |mut c| async move { Ok(c.get_status(pb::GetStatusRequest {}).await?.into_inner()) })
@@ -264,6 +272,23 @@ pub fn parse_adverts(log: &str) -> Vec<Seen> {
             }
             let dst: Ipv4Addr = it.next()?.trim_end_matches(':').parse().ok()?;
             Some(Seen { at, src, dst })
+        })
+        .collect()
+}
+
+/// Pids of the processes running `binary` (by file name) inside `host`.
+pub fn pids_of(lab: &Lab, host: HostId, binary: &str) -> Vec<i32> {
+    let Ok(out) = lab.run_status(host, &["ip", "netns", "pids", &lab.ns(host)]) else { return Vec::new() };
+    // `ip netns pids` must run outside the namespace; `run_status` runs
+    // inside it, which `ip` tolerates (the namespace is named explicitly).
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/exe"))
+                .ok()
+                .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .is_some_and(|n| n == binary)
         })
         .collect()
 }

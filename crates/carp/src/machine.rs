@@ -102,6 +102,8 @@ pub enum Command {
     SetReady(bool),
     /// The configuration generation this unit holds (told to the partner).
     SetGeneration(u64),
+    /// The start history now says pacified (E9): leave HA at once.
+    Pacify { starts: u32, window: Duration },
 }
 
 /// Why a command was refused.
@@ -492,6 +494,21 @@ impl Election {
             }
             Command::SetGeneration(g) => {
                 self.generation = g;
+                Ok(())
+            }
+            Command::Pacify { starts, window } => {
+                if self.role == Role::Pacified || self.params.mode == HaMode::NonHa {
+                    return Ok(());
+                }
+                self.log(Notice::Pacified { starts, window });
+                if self.role.holds_addresses() {
+                    // Hand over on the way out, as on a link loss.
+                    self.send_adverts(true);
+                }
+                self.handover = None;
+                self.advert_deadline = None;
+                self.down_deadline = None;
+                self.set_role(now, Role::Pacified, format!("{starts} starts within {} s", window.as_secs()));
                 Ok(())
             }
         }

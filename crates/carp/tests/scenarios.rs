@@ -494,3 +494,19 @@ fn handover_from_the_preferred_unit_is_not_taken_back() {
     assert_eq!(n.role(1), Some(Role::Active), "the operator asked for the partner: no preemption back");
     assert_eq!(n.role(0), Some(Role::Standby));
 }
+
+#[test]
+fn pacify_while_active_hands_over_and_leaves_ha() {
+    let mut n = pair(Preferred::None, 9);
+    n.run_for(Duration::from_secs(12));
+    assert_eq!(n.role(0), Some(Role::Active));
+    let now = n.now;
+    n.e(0).handle_command(now, Command::Pacify { starts: 4, window: Duration::from_secs(300) }).unwrap();
+    n.drain(0);
+    assert_eq!(n.role(0), Some(Role::Pacified));
+    n.run_for(Duration::from_millis(5));
+    assert_eq!(n.role(1), Some(Role::Active), "the resign advert made the partner take over at once");
+    n.run_for(Duration::from_secs(30));
+    assert_eq!(n.role(0), Some(Role::Pacified));
+    assert_eq!(n.actives(), 1);
+}

@@ -171,6 +171,8 @@ pub(crate) struct Setup {
     pub handover_timeout: Duration,
     pub pacify: (Duration, u32),
     pub shared_addrs: Vec<(String, Ipv4Addr, u8)>,
+    /// The takeover service puts the shared addresses on VMAC macvlans.
+    pub vmac: bool,
 }
 
 pub(crate) struct Driver {
@@ -192,11 +194,13 @@ pub(crate) struct Driver {
     handover_timeout: Duration,
     pacify: (Duration, u32),
     shared_addrs: Vec<(String, Ipv4Addr, u8)>,
+    vmac: bool,
     exit: Option<Exit>,
     last_replay_save: Instant,
     health: duet_runtime::grpc::Health,
     serving: Option<bool>,
     link_up: Vec<bool>,
+    metrics: crate::metrics::Metrics,
 }
 
 pub(crate) struct Handles {
@@ -265,11 +269,13 @@ impl Driver {
             handover_timeout: setup.handover_timeout,
             pacify: setup.pacify,
             shared_addrs: setup.shared_addrs,
+            vmac: setup.vmac,
             exit: None,
             last_replay_save: Instant::now(),
             health,
             serving: None,
             link_up: vec![true; n],
+            metrics: crate::metrics::Metrics::new(),
         };
         Ok((d, Handles { shared, inbound: in_tx }))
     }
@@ -367,6 +373,10 @@ impl Driver {
     pub(crate) async fn run(mut self, mut shutdown: Shutdown) -> Exit {
         self.act();
         let mut stopping: Option<Instant> = None;
+        // The unit supervisor records restarts of the other services in the
+        // same start history; look at it now and then (E9).
+        let mut history_check = tokio::time::interval(Duration::from_secs(1));
+        history_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.election.poll_timeout().map(|t| self.wall.to_instant(t));
             let stop_deadline = stopping.map(|s| s + self.handover_timeout + Duration::from_millis(200));
@@ -390,6 +400,11 @@ impl Driver {
                     }
                 }
                 Some(r) = self.requests.recv() => self.request(r),
+                _ = history_check.tick() => {
+                    self.check_history();
+                    let now = self.wall.now();
+                    self.metrics.update(&self.election.status(now), self.election.drops(), self.shared.queue_full.load(Ordering::Relaxed));
+                }
                 Some(first) = self.inbound.recv() => {
                     self.inbound_one(first);
                     // Drain what is queued without yielding to the timer
@@ -426,6 +441,24 @@ impl Driver {
             self.publish(ev);
         }
         self.save_state(true);
+    }
+
+    fn check_history(&mut self) {
+        if self.election.role() == Role::Pacified {
+            return;
+        }
+        let history = match self.state.start_history() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("cannot read the start history: {e:#}");
+                return;
+            }
+        };
+        let (pacified, starts) = crate::state::pacified(&history, self.pacify.0, self.pacify.1);
+        if pacified {
+            let now = self.wall.now();
+            let _ = self.election.handle_command(now, Command::Pacify { starts, window: self.pacify.0 });
+        }
     }
 
     fn inbound_one(&mut self, i: Inbound) {
@@ -533,6 +566,7 @@ impl Driver {
                     }
                 }
                 Action::RoleChanged { from, to, reason } => {
+                    self.metrics.role_changed(to);
                     let ev = self.next_event(EventKind::Changed, to, from, reason);
                     self.publish(ev);
                 }
@@ -594,6 +628,12 @@ impl Driver {
     /// addresses; remove them before the partner takes them over.
     fn scrub(&self) {
         let addrs = self.shared_addrs.clone();
+        let vmacs: Vec<String> = if self.vmac {
+            let vhid = self.election.params().vhid;
+            addrs.iter().map(|(i, _, _)| duet_config::vmac_device(i, vhid)).collect()
+        } else {
+            Vec::new()
+        };
         tokio::spawn(async move {
             let nl = match Netlink::new() {
                 Ok(nl) => nl,
@@ -602,6 +642,14 @@ impl Driver {
                     return;
                 }
             };
+            // Deleting a macvlan takes its addresses with it.
+            for dev in vmacs {
+                match nl.delete_link(&dev).await {
+                    Ok(true) => tracing::warn!(%dev, "removed the virtual MAC device (takeover service gone)"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(%dev, "cannot remove the virtual MAC device: {e}"),
+                }
+            }
             for (ifname, addr, prefix) in addrs {
                 match nl.del_address(&ifname, addr, prefix).await {
                     Ok(true) => tracing::warn!(%ifname, %addr, "removed shared address (takeover service gone)"),

@@ -11,6 +11,7 @@
 
 mod api;
 pub mod driver;
+mod metrics;
 pub mod state;
 
 use std::path::PathBuf;
@@ -48,6 +49,7 @@ pub async fn run(
         handover_timeout: cfg.handover_timeout,
         pacify: (cfg.pacify_window, cfg.raw.ha.pacify_max_starts),
         shared_addrs: cfg.shared.iter().map(|(i, c)| (i.clone(), c.addr, c.prefix)).collect(),
+        vmac: cfg.raw.takeover.vmac,
     };
     let epoch: u64 = rand::random();
     let (mut driver, handles) = driver::Driver::new(setup, epoch, health)?;

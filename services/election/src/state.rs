@@ -66,12 +66,38 @@ impl StateDir {
         write_atomic(&p, &b).with_context(|| format!("writing {}", p.display()))
     }
 
-    /// Records a start of `what` and returns the history.
+    /// Records a start of `what` and returns the history. The election
+    /// and the unit supervisor both record starts: a lock file keeps their
+    /// read-modify-write cycles apart.
     pub fn record_start(&self, what: &str) -> anyhow::Result<StartHistory> {
+        let _lock = self.lock()?;
         let mut h: StartHistory = self.load("start-history.json")?;
         h.record(unix_now(), what);
         self.save("start-history.json", &h)?;
         Ok(h)
+    }
+
+    /// An exclusive lock on the history, waited for at most 2 s.
+    fn lock(&self) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = self.path("start-history.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => return Ok(l),
+                Err((f, _)) if std::time::Instant::now() < deadline => {
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((_, e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
+            }
+        }
     }
 
     /// The history as it is.
@@ -81,6 +107,7 @@ impl StateDir {
 
     /// Marks the history cleared now (ClearPacified).
     pub fn clear_starts(&self) -> anyhow::Result<()> {
+        let _lock = self.lock()?;
         let mut h: StartHistory = self.load("start-history.json")?;
         h.clear(unix_now());
         self.save("start-history.json", &h)

@@ -1,0 +1,291 @@
+//! The unit supervisor: one command runs a whole duet unit.
+//!
+//! `duet unit --config unit.toml` starts the unit's services as separate
+//! processes (election first, then takeover), restarts a crashed one with
+//! backoff and records every restart in the unit's start history, so that a
+//! unit that keeps crashing is pacified (E9). On SIGTERM it asks the
+//! election for a planned handover (E11), then stops the services in order.
+//! When the election exits asking for a restart of the services (a checked
+//! link lost with hard reboot on, E8), it restarts them all, or runs the
+//! configured command.
+//!
+//! It holds no HA state of its own and talks to the services only through
+//! process signals and the election's gRPC API.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use duet_config::{LinkFailureAction, Validated};
+use duet_proto::election::v1::HandoverRequest;
+use duet_proto::election::v1::election_service_client::ElectionServiceClient;
+use duet_runtime::shutdown::Shutdown;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Exit code with which the election asks for all services to restart (E8).
+pub const EXIT_RESTART_SERVICES: i32 = 75;
+/// A service that ran this long before crashing starts again from the
+/// shortest backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// One service of the unit.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Short name ("election").
+    pub name: &'static str,
+    /// Binary file name ("duet-election").
+    pub binary: &'static str,
+}
+
+/// The services a unit runs today, in start order.
+pub fn services() -> Vec<ServiceSpec> {
+    vec![
+        ServiceSpec { name: "election", binary: "duet-election" },
+        ServiceSpec { name: "takeover", binary: "duet-takeover" },
+    ]
+}
+
+struct Running {
+    spec: ServiceSpec,
+    child: Option<Child>,
+    started: Instant,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    starts: u32,
+}
+
+/// The supervisor of one unit.
+pub struct Supervisor {
+    cfg: Validated,
+    config_path: PathBuf,
+    bin_dir: PathBuf,
+    services: Vec<Running>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor").field("unit", &self.cfg.raw.unit.name).field("bin_dir", &self.bin_dir).finish()
+    }
+}
+
+/// Where the service binaries are: `supervisor.bin_dir`, else next to `duet`.
+pub fn bin_dir(cfg: &Validated) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &cfg.raw.supervisor.bin_dir {
+        return Ok(d.clone());
+    }
+    let exe = std::env::current_exe().context("finding the duet binary")?;
+    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+impl Supervisor {
+    /// Checks that every service binary is there.
+    pub fn new(cfg: Validated, config_path: PathBuf, bin_dir: PathBuf) -> anyhow::Result<Self> {
+        let base = Duration::from_millis(cfg.raw.supervisor.restart_backoff_ms);
+        let mut running = Vec::new();
+        for spec in services() {
+            let p = bin_dir.join(spec.binary);
+            if !p.exists() {
+                anyhow::bail!(
+                    "{} not found in {}: install it next to duet or set supervisor.bin_dir",
+                    spec.binary,
+                    bin_dir.display()
+                );
+            }
+            running.push(Running { spec, child: None, started: Instant::now(), backoff: base, restart_at: None, starts: 0 });
+        }
+        Ok(Self { cfg, config_path, bin_dir, services: running })
+    }
+
+    fn spawn(&mut self, k: usize) -> anyhow::Result<()> {
+        let r = &mut self.services[k];
+        let exe = self.bin_dir.join(r.spec.binary);
+        let child = Command::new(&exe)
+            .arg("--config")
+            .arg(&self.config_path)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        tracing::info!(service = r.spec.name, pid = child.id().unwrap_or(0), "service started");
+        r.child = Some(child);
+        r.started = Instant::now();
+        r.restart_at = None;
+        r.starts += 1;
+        Ok(())
+    }
+
+    /// Runs the unit until `shutdown`; then hands over and stops everything.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+        for k in 0..self.services.len() {
+            self.spawn(k)?;
+        }
+        loop {
+            let next_restart = self.services.iter().filter_map(|r| r.restart_at).min();
+            tokio::select! {
+                () = shutdown.wait() => break,
+                (k, status) = wait_any(&mut self.services) => self.exited(k, status).await?,
+                () = sleep_until(next_restart) => {
+                    let now = Instant::now();
+                    for k in 0..self.services.len() {
+                        if self.services[k].restart_at.is_some_and(|t| t <= now) {
+                            if let Err(e) = self.spawn(k) {
+                                tracing::error!("{e:#}");
+                                self.schedule_restart(k);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.stop().await;
+        Ok(())
+    }
+
+    async fn exited(&mut self, k: usize, status: std::io::Result<ExitStatus>) -> anyhow::Result<()> {
+        let name = self.services[k].spec.name;
+        self.services[k].child = None;
+        let code = status.as_ref().ok().and_then(ExitStatus::code);
+        if name == "election" && code == Some(EXIT_RESTART_SERVICES) {
+            tracing::error!("the election lost a checked link with hard reboot on (E8)");
+            return self.link_failure().await;
+        }
+        match &status {
+            Ok(s) => tracing::error!(service = name, status = %s, "service exited; restarting it"),
+            Err(e) => tracing::error!(service = name, error = %e, "lost track of the service; restarting it"),
+        }
+        // The election records its own starts; restarts of the others are
+        // recorded here, so a unit whose services keep crashing is pacified.
+        if name != "election" {
+            if let Err(e) = duet_election::state::StateDir::open(&self.cfg.state_dir).and_then(|s| s.record_start(name).map(|_| ())) {
+                tracing::error!("cannot record the restart in the start history: {e:#}");
+            }
+        }
+        self.schedule_restart(k);
+        Ok(())
+    }
+
+    fn schedule_restart(&mut self, k: usize) {
+        let max = Duration::from_millis(self.cfg.raw.supervisor.restart_backoff_max_ms);
+        let base = Duration::from_millis(self.cfg.raw.supervisor.restart_backoff_ms);
+        let r = &mut self.services[k];
+        if r.started.elapsed() >= HEALTHY_RUN {
+            r.backoff = base;
+        }
+        let delay = r.backoff;
+        r.backoff = (r.backoff * 2).min(max);
+        r.restart_at = Some(Instant::now() + delay);
+        tracing::warn!(service = r.spec.name, delay_ms = delay.as_millis() as u64, "restart scheduled");
+    }
+
+    /// E8: a checked link was lost and hard reboot is on.
+    async fn link_failure(&mut self) -> anyhow::Result<()> {
+        match self.cfg.raw.ha.link_failure_action {
+            LinkFailureAction::Command => {
+                let argv = &self.cfg.raw.ha.link_failure_command;
+                tracing::error!(command = ?argv, "running the link-failure command");
+                let run = Command::new(&argv[0]).args(&argv[1..]).status();
+                match tokio::time::timeout(Duration::from_secs(60), run).await {
+                    Ok(Ok(s)) => tracing::info!(status = %s, "link-failure command finished"),
+                    Ok(Err(e)) => tracing::error!("link-failure command failed to run: {e}"),
+                    Err(_) => tracing::error!("link-failure command did not finish within 60 s"),
+                }
+            }
+            LinkFailureAction::RestartServices => tracing::error!("restarting all services of the unit"),
+        }
+        self.stop_services().await;
+        for k in 0..self.services.len() {
+            self.spawn(k)?;
+        }
+        Ok(())
+    }
+
+    /// Planned handover, then every service stopped in order.
+    async fn stop(&mut self) {
+        tracing::info!("stopping the unit: planned handover first");
+        match self.handover().await {
+            Ok(msg) => tracing::info!("{msg}"),
+            Err(e) => tracing::warn!("no planned handover: {e:#}"),
+        }
+        self.stop_services().await;
+        tracing::info!("unit stopped");
+    }
+
+    async fn handover(&self) -> anyhow::Result<String> {
+        let url = format!("http://{}", self.cfg.election_listen);
+        let timeout = self.cfg.handover_timeout;
+        let call = async {
+            let mut c = ElectionServiceClient::connect(url).await?;
+            let r = c.handover(HandoverRequest { timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(3000) }).await;
+            match r {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    Ok(if r.confirmed {
+                        format!("handed over to {} in {} ms", r.partner, r.took_ms)
+                    } else {
+                        "handover not confirmed by the partner".to_string()
+                    })
+                }
+                // Not active (or no partner ready): nothing to hand over.
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(format!("nothing to hand over: {}", s.message())),
+                Err(s) => Err(anyhow::anyhow!("handover failed: {}", s.message())),
+            }
+        };
+        tokio::time::timeout(timeout + Duration::from_secs(2), call).await.context("the handover did not finish in time")?
+    }
+
+    /// Stops the services in start order (the election first, so that it no
+    /// longer hands the role out; the takeover last, releasing the addresses).
+    async fn stop_services(&mut self) {
+        let grace = Duration::from_millis(self.cfg.raw.supervisor.stop_grace_ms);
+        for r in &mut self.services {
+            r.restart_at = None;
+            let Some(mut child) = r.child.take() else { continue };
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap_or(0)), Signal::SIGTERM);
+            }
+            match tokio::time::timeout(grace, child.wait()).await {
+                Ok(Ok(s)) => tracing::info!(service = r.spec.name, status = %s, "service stopped"),
+                Ok(Err(e)) => tracing::warn!(service = r.spec.name, "waiting for the service: {e}"),
+                Err(_) => {
+                    tracing::error!(service = r.spec.name, grace_ms = grace.as_millis() as u64, "service did not stop in time; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until any running child exits.
+async fn wait_any(services: &mut [Running]) -> (usize, std::io::Result<ExitStatus>) {
+    let waits: Vec<_> = services
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(k, r)| r.child.as_mut().map(|c| Box::pin(async move { (k, c.wait().await) })))
+        .collect();
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    futures_select_all(waits).await
+}
+
+async fn futures_select_all<F: Future + Unpin>(futs: Vec<F>) -> F::Output {
+    let mut futs = futs;
+    std::future::poll_fn(move |cx| {
+        for f in &mut futs {
+            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,86 @@
+//! `duet`: runs a whole duet unit from one configuration file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use duet_runtime::telemetry::{self, TelemetryConfig};
+
+/// duet: high availability for a pair of load-balancer units.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run this unit's services (election, takeover) from one configuration file.
+    Unit {
+        /// The unit's configuration file.
+        #[arg(long, short, env = "DUET_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a unit configuration file and exit.
+    Check {
+        #[arg(long, short, env = "DUET_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (config, check) = match args.cmd {
+        Cmd::Unit { config } => (config, false),
+        Cmd::Check { config } => (config, true),
+    };
+    let cfg = match duet_config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        println!("{}: OK (unit {}, mode {})", config.display(), cfg.raw.unit.name, cfg.election.mode.as_str());
+        for w in &cfg.warnings {
+            println!("warning: {w}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let tcfg = TelemetryConfig { log: cfg.raw.telemetry.log.clone(), otlp_endpoint: cfg.raw.telemetry.otlp_endpoint.clone() };
+        let _telemetry = match telemetry::init("duet-unit", &cfg.raw.unit.name, &tcfg) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("cannot set up telemetry: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (trigger, shutdown) = duet_runtime::shutdown::channel();
+        if let Err(e) = duet_runtime::shutdown::on_signals(trigger) {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        let run = async {
+            let dir = duet_unit::bin_dir(&cfg)?;
+            let sup = duet_unit::Supervisor::new(cfg, config, dir)?;
+            sup.run(shutdown).await
+        };
+        match run.await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

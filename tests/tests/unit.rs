@@ -1,0 +1,117 @@
+//! The unit supervisor (`duet unit`): services as processes, restarts with
+//! backoff, planned handover and ordered stop on SIGTERM, pacified after
+//! repeated crashes, and the hard-reboot action (E8).
+
+use std::time::{Duration, Instant};
+
+use duet_proto::common::v1::Role;
+use duet_tests::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const T: Duration = Duration::from_secs(20);
+
+fn sigkill(pids: &[i32]) {
+    for p in pids {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn a_crashed_service_is_restarted() {
+    lab_test("unit_restart", false, |l| {
+        let cfg = UnitConfig::new("lb1", "first", l.lab.dir());
+        let unit = l.unit(l.a, &cfg)?;
+        l.wait_role(l.a, Role::Active, T)?;
+        let before = pids_of(&l.lab, l.a, "duet-takeover");
+        assert_eq!(before.len(), 1, "one takeover process");
+        sigkill(&before);
+        let after = duet_testkit::wait_for("a new takeover process", Duration::from_secs(5), Duration::from_millis(50), || {
+            let now = pids_of(&l.lab, l.a, "duet-takeover");
+            (now.len() == 1 && now != before).then_some(now)
+        })?;
+        assert_ne!(after, before);
+        unit.wait_log("restart scheduled", Duration::from_secs(1))?;
+        // The shared address is back on the unit (its election stays active
+        // or takes the role again once its takeover follows).
+        duet_testkit::wait_for("the shared address back", Duration::from_secs(10), Duration::from_millis(50), || {
+            l.lab.addr_present(l.a, "eth0", SHARED).ok().filter(|p| *p)
+        })?;
+        Ok(())
+    });
+}
+
+#[test]
+fn sigterm_hands_over_then_stops_every_service() {
+    lab_test("unit_sigterm", false, |l| {
+        let mut c1 = UnitConfig::new("lb1", "first", l.lab.dir());
+        let mut c2 = UnitConfig::new("lb2", "second", l.lab.dir());
+        for c in [&mut c1, &mut c2] {
+            c.ha = "password = \"secret\"\ntimeout_s = 15\n".into();
+        }
+        let mut u1 = l.unit(l.a, &c1)?;
+        let _u2 = l.unit(l.b, &c2)?;
+        l.wait_role(l.a, Role::Active, Duration::from_secs(40))?;
+        l.wait_role(l.b, Role::Standby, T)?;
+        duet_testkit::wait_for("shared address on lb1", Duration::from_secs(5), Duration::from_millis(50), || {
+            l.lab.addr_present(l.a, "eth0", SHARED).ok().filter(|p| *p)
+        })?;
+        let start = Instant::now();
+        let status = u1.terminate(Duration::from_secs(10))?;
+        assert!(status.is_some_and(|s| s.success()), "clean exit: {status:?}");
+        assert!(start.elapsed() < Duration::from_secs(5), "no waiting for the 15 s timeout: {:?}", start.elapsed());
+        assert_eq!(l.role(l.b), Some(Role::Active));
+        assert!(l.lab.addr_present(l.b, "eth0", SHARED)?);
+        assert!(!l.lab.addr_present(l.a, "eth0", SHARED)?, "the stopped unit released the address");
+        assert!(pids_of(&l.lab, l.a, "duet-election").is_empty() && pids_of(&l.lab, l.a, "duet-takeover").is_empty());
+        u1.wait_log("handed over to 198.18.0.2", Duration::from_secs(1))?;
+        Ok(())
+    });
+}
+
+#[test]
+fn repeated_crashes_pacify_the_unit() {
+    lab_test("unit_pacify", false, |l| {
+        let mut c1 = UnitConfig::new("lb1", "first", l.lab.dir());
+        c1.ha.push_str("pacify_window_s = 60\n");
+        c1.extra.push_str("[supervisor]\nrestart_backoff_ms = 50\nrestart_backoff_max_ms = 200\n");
+        let _u = l.unit(l.a, &c1)?;
+        l.wait_role(l.a, Role::Active, T)?;
+        // The election's own start counts once; three takeover crashes make four.
+        for _ in 0..3 {
+            let before = pids_of(&l.lab, l.a, "duet-takeover");
+            sigkill(&before);
+            duet_testkit::wait_for("takeover restarted", Duration::from_secs(5), Duration::from_millis(20), || {
+                let now = pids_of(&l.lab, l.a, "duet-takeover");
+                (now.len() == 1 && now != before).then_some(())
+            })?;
+        }
+        l.wait_role(l.a, Role::Pacified, Duration::from_secs(6))?;
+        duet_testkit::wait_for("shared address released", Duration::from_secs(5), Duration::from_millis(50), || {
+            l.lab.addr_present(l.a, "eth0", SHARED).ok().filter(|p| !*p)
+        })?;
+        Ok(())
+    });
+}
+
+#[test]
+fn hard_reboot_on_link_failure_restarts_the_services() {
+    lab_test("unit_hardreboot", false, |l| {
+        let mut c1 = UnitConfig::new("lb1", "first", l.lab.dir());
+        c1.ha.push_str("hard_reboot_on_link_failure = true\n");
+        let u = l.unit(l.a, &c1)?;
+        l.wait_role(l.a, Role::Active, T)?;
+        let election = pids_of(&l.lab, l.a, "duet-election");
+        let takeover = pids_of(&l.lab, l.a, "duet-takeover");
+        l.lab.link_down(l.a, "eth0")?;
+        u.wait_log("restarting all services of the unit", Duration::from_secs(5))?;
+        duet_testkit::wait_for("new election and takeover", Duration::from_secs(10), Duration::from_millis(50), || {
+            let e = pids_of(&l.lab, l.a, "duet-election");
+            let t = pids_of(&l.lab, l.a, "duet-takeover");
+            (e.len() == 1 && t.len() == 1 && e != election && t != takeover).then_some(())
+        })?;
+        l.lab.link_up(l.a, "eth0")?;
+        l.wait_role(l.a, Role::Active, T)?;
+        Ok(())
+    });
+}
