@@ -38,7 +38,7 @@ use duet_wire::peer::{self, PeerKey, PeerStatus};
 use crate::drops::{DropCounters, DropReason, LogLimiter};
 use crate::notice::Notice;
 use crate::params::{AuthParams, Destination, HaMode, Params, RESIGN_ADVBASE, RESIGN_ADVSKEW};
-use crate::replay::{ReplayRule, ReplayState};
+use crate::replay::{Context, ReplayRule, ReplayState, Verdict};
 use crate::role::Role;
 use crate::status::{Square, Status};
 use crate::time::Time;
@@ -271,6 +271,8 @@ pub struct Election {
     same_mode: Option<Ipv4Addr>,
     mismatch_logged: Option<(Ipv4Addr, u64)>,
     follower: Follower,
+    /// Counters this unit sent lately (ucarp adopts them; see `replay`).
+    own_recent: Vec<u64>,
     /// The partner's last resign advert: its counter and when it came.
     last_resign: Option<(u64, Time)>,
     /// This unit handed the role over: it does not preempt it back until
@@ -319,6 +321,7 @@ impl Election {
             same_mode: None,
             mismatch_logged: None,
             follower: Follower::default(),
+            own_recent: Vec::new(),
             last_resign: None,
             preempt_suppressed: false,
             adverts_sent: 0,
@@ -351,7 +354,7 @@ impl Election {
     /// is touched; a refused packet only moves counters (and, rate-limited,
     /// the log). Returns the reason when the packet was dropped.
     pub fn handle_packet(&mut self, now: Time, iface: usize, packet: &[u8]) -> Result<(), DropReason> {
-        match self.validate(iface, packet) {
+        match self.validate(now, iface, packet) {
             Ok(v) => {
                 self.on_advert(now, iface, v.src, &v.advert);
                 Ok(())
@@ -683,7 +686,7 @@ impl Election {
 
     // ----- the protocol -------------------------------------------------
 
-    fn validate(&self, iface: usize, packet: &[u8]) -> Result<Valid, Refused> {
+    fn validate(&self, now: Time, iface: usize, packet: &[u8]) -> Result<Valid, Refused> {
         let unknown = Ipv4Addr::UNSPECIFIED;
         let ip = Ipv4Header::parse(packet).map_err(|e| {
             let reason = match e {
@@ -781,12 +784,17 @@ impl Election {
             }
         };
         // Replay last: nothing unauthenticated may enter the windows.
-        if !self.replay.would_accept(src, advert.counter, rule) {
-            return Err(
-                Refused::new(DropReason::Replay, src).detail(format!("(counter {:#x} already seen)", advert.counter))
-            );
+        let live_for = self.params.down_interval(self.heard.map(|h| h.interval));
+        let ctx = Context { now, live_for, own_recent: &self.own_recent };
+        match self.replay.check(src, advert.counter, rule, &ctx) {
+            Verdict::Fresh => Ok(Valid { src, advert }),
+            Verdict::Replay => {
+                Err(Refused::new(DropReason::Replay, src)
+                    .detail(format!("(counter {:#x} already seen)", advert.counter)))
+            }
+            Verdict::OutOfSequence => Err(Refused::new(DropReason::Replay, src)
+                .detail(format!("(counter {:#x} out of sequence while the sender is live)", advert.counter))),
         }
-        Ok(Valid { src, advert })
     }
 
     fn on_advert(&mut self, now: Time, iface: usize, src: Ipv4Addr, a: &Advert) {
@@ -794,7 +802,7 @@ impl Election {
             AuthData::Sha1(_) => ReplayRule::Unseen,
             AuthData::Sha256 { .. } => ReplayRule::Window,
         };
-        self.replay.check_and_record(src, a.counter, rule);
+        self.replay.record(src, a.counter, rule, now);
         self.replay_dirty = true;
         self.ifaces[iface].received += 1;
         self.adverts_received += 1;
@@ -1037,6 +1045,10 @@ impl Election {
             }
             let counter = self.counter;
             self.counter = self.counter.wrapping_add(1);
+            if self.own_recent.len() >= 16 {
+                self.own_recent.remove(0);
+            }
+            self.own_recent.push(counter);
             let auth = match &self.keys[i] {
                 IfaceKeys::Sha1(k) => AuthData::Sha1(k.digest(counter)),
                 IfaceKeys::Sha256(keys) => {

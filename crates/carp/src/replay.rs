@@ -14,23 +14,41 @@
 //! sent while this unit was not listening (it was down) were never seen,
 //! so a replay of those is accepted once each.
 //!
+//! Alone, a ucarp master draws a new random counter for every advert; once
+//! it has heard any advert it counts up by one (and jumps to one more than a
+//! counter it hears). So a sender that is *live* (heard within the down
+//! interval) and counting up may only move forward by a few counters, or
+//! adopt one of this unit's own recent counters; any other new counter from
+//! it is refused as out of sequence. A new random counter (a restart, or a
+//! ucarp that never heard anyone) is accepted only from a sender that is not
+//! live: one that was never heard, has fallen silent and been declared
+//! down, or counts at random anyway.
+//!
 //! **HMAC-SHA256 mode.** duet senders make counters strictly increasing
 //! across their own restarts (time-based start), so the receiver keeps the
 //! highest counter per sender and a 64-wide window below it, like IPsec.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::Time;
+
 /// Gaps up to this many counters (lost adverts) are merged into one interval.
 const MERGE_GAP: u64 = 4096;
-/// Intervals kept per sender (one per restart or adoption; oldest go first).
-const MAX_INTERVALS: usize = 256;
+/// Intervals kept per sender. A counting sender needs one per life; a
+/// ucarp that never heard anyone needs one per advert (random counters), so
+/// this is also how many such adverts are remembered (about 68 minutes at
+/// one per second). Least recently touched go first.
+const MAX_INTERVALS: usize = 4096;
 /// Senders tracked (legitimate senders are the partner's few addresses).
 const MAX_SENDERS: usize = 64;
 /// Width of the SHA-256 window below the highest counter.
 const WINDOW: u64 = 64;
+/// How far a live, counting sender may move forward (lost adverts).
+const FORWARD: u64 = 64;
 
 /// Counters already accepted from one sender, as disjoint intervals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +168,36 @@ struct SenderState {
     seen: SeenCounters,
     window: Window,
     last_used: u64,
+    /// The last counter accepted.
+    #[serde(default)]
+    last: Option<u64>,
+    /// The last two accepted counters were close together: the sender counts.
+    #[serde(default)]
+    counting: bool,
+    /// When the last counter was accepted (this process only).
+    #[serde(skip)]
+    last_at: Option<Time>,
+}
+
+/// What a check says about a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Never seen and plausible: accept.
+    Fresh,
+    /// Seen before (or below the window): a replay.
+    Replay,
+    /// Never seen, but not where a live, counting sender can be.
+    OutOfSequence,
+}
+
+/// What the check needs to know besides the counter.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub now: Time,
+    /// A sender heard within this long is live.
+    pub live_for: Duration,
+    /// Counters this unit sent recently (ucarp adopts them).
+    pub own_recent: &'a [u64],
 }
 
 /// Which rule a counter is checked against.
@@ -162,45 +210,62 @@ pub enum ReplayRule {
 }
 
 impl ReplayState {
-    /// Checks `counter` from `sender` and records it if fresh. Returns
-    /// false for a replay. Call only after the digest verified: nothing
-    /// unauthenticated may enter the state.
-    pub fn check_and_record(&mut self, sender: Ipv4Addr, counter: u64, rule: ReplayRule) -> bool {
-        self.tick += 1;
-        let tick = self.tick;
-        if !self.senders.contains_key(&sender)
-            && self.senders.len() >= MAX_SENDERS
-            && let Some(lru) = self.senders.iter().min_by_key(|(_, s)| s.last_used).map(|(a, _)| *a)
-        {
-            self.senders.remove(&lru);
-        }
-        let s = self.senders.entry(sender).or_default();
-        let fresh = match rule {
-            ReplayRule::Unseen => {
-                if s.seen.contains(counter) {
-                    false
+    /// Judges `counter` from `sender` without recording it.
+    pub fn check(&self, sender: Ipv4Addr, counter: u64, rule: ReplayRule, ctx: &Context<'_>) -> Verdict {
+        let Some(s) = self.senders.get(&sender) else { return Verdict::Fresh };
+        match rule {
+            ReplayRule::Window => {
+                if s.window.would_accept(counter) {
+                    Verdict::Fresh
                 } else {
-                    s.seen.insert(counter);
-                    true
+                    Verdict::Replay
                 }
             }
-            ReplayRule::Window => s.window.accept(counter),
-        };
-        if fresh {
-            s.last_used = tick;
+            ReplayRule::Unseen => {
+                if s.seen.contains(counter) {
+                    return Verdict::Replay;
+                }
+                let live = s.last_at.is_some_and(|t| ctx.now.since(t) < ctx.live_for);
+                let (Some(last), true, true) = (s.last, live, s.counting) else { return Verdict::Fresh };
+                let forward = counter > last && counter - last <= FORWARD;
+                let adopted = ctx.own_recent.iter().any(|&o| counter > o && counter - o <= FORWARD);
+                if forward || adopted { Verdict::Fresh } else { Verdict::OutOfSequence }
+            }
         }
-        fresh
     }
 
-    /// Whether `counter` from `sender` would pass, without recording it.
-    pub fn would_accept(&self, sender: Ipv4Addr, counter: u64, rule: ReplayRule) -> bool {
-        let Some(s) = self.senders.get(&sender) else {
-            return true;
-        };
-        match rule {
-            ReplayRule::Unseen => !s.seen.contains(counter),
-            ReplayRule::Window => s.window.would_accept(counter),
+    /// Records `counter` from `sender` as accepted at `now`. Call only after
+    /// the digest verified and [`check`](Self::check) said fresh: nothing
+    /// unauthenticated may enter the state.
+    pub fn record(&mut self, sender: Ipv4Addr, counter: u64, rule: ReplayRule, now: Time) {
+        self.tick += 1;
+        let tick = self.tick;
+        if !self.senders.contains_key(&sender) && self.senders.len() >= MAX_SENDERS {
+            if let Some(lru) = self.senders.iter().min_by_key(|(_, s)| s.last_used).map(|(a, _)| *a) {
+                self.senders.remove(&lru);
+            }
         }
+        let s = self.senders.entry(sender).or_default();
+        match rule {
+            ReplayRule::Unseen => s.seen.insert(counter),
+            ReplayRule::Window => {
+                s.window.accept(counter);
+            }
+        }
+        s.counting = s.last.is_some_and(|l| counter > l && counter - l <= FORWARD);
+        s.last = Some(counter);
+        s.last_at = Some(now);
+        s.last_used = tick;
+    }
+
+    /// Checks and, when fresh, records (for callers without liveness).
+    pub fn check_and_record(&mut self, sender: Ipv4Addr, counter: u64, rule: ReplayRule) -> bool {
+        let ctx = Context { now: Time::ZERO, live_for: Duration::ZERO, own_recent: &[] };
+        let fresh = self.check(sender, counter, rule, &ctx) == Verdict::Fresh;
+        if fresh {
+            self.record(sender, counter, rule, Time::ZERO);
+        }
+        fresh
     }
 
     /// Senders with state.
@@ -263,8 +328,10 @@ mod tests {
         let a = Ipv4Addr::new(198, 18, 0, 2);
         r.check_and_record(a, 5, ReplayRule::Unseen);
         r.check_and_record(a, 9, ReplayRule::Window);
-        let back: ReplayState = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-        assert_eq!(back, r);
+        let text = serde_json::to_string(&r).unwrap();
+        let back: ReplayState = serde_json::from_str(&text).unwrap();
+        // Liveness (when a sender was last heard) is of this process only.
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
         let mut back = back;
         assert!(!back.check_and_record(a, 5, ReplayRule::Unseen));
         assert!(!back.check_and_record(a, 9, ReplayRule::Window));
@@ -300,5 +367,49 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod sequence_tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+    fn ctx(now_ms: u64, own: &[u64]) -> Context<'_> {
+        Context { now: Time::from_millis(now_ms), live_for: Duration::from_secs(3), own_recent: own }
+    }
+
+    #[test]
+    fn a_live_counting_sender_may_only_move_forward_a_little() {
+        let mut r = ReplayState::default();
+        for (k, c) in (100..110u64).enumerate() {
+            let t = k as u64 * 1000;
+            assert_eq!(r.check(A, c, ReplayRule::Unseen, &ctx(t, &[])), Verdict::Fresh);
+            r.record(A, c, ReplayRule::Unseen, Time::from_millis(t));
+        }
+        // A lost advert or two: fine.
+        assert_eq!(r.check(A, 112, ReplayRule::Unseen, &ctx(10_000, &[])), Verdict::Fresh);
+        // A counter from elsewhere while it is live: refused.
+        assert_eq!(r.check(A, 5, ReplayRule::Unseen, &ctx(10_000, &[])), Verdict::OutOfSequence);
+        assert_eq!(r.check(A, 1 << 40, ReplayRule::Unseen, &ctx(10_000, &[])), Verdict::OutOfSequence);
+        // Unless ucarp adopted one of ours.
+        assert_eq!(r.check(A, 5001, ReplayRule::Unseen, &ctx(10_000, &[5000])), Verdict::Fresh);
+        // Once it is silent (declared down), a new life is accepted...
+        assert_eq!(r.check(A, 5, ReplayRule::Unseen, &ctx(13_000, &[])), Verdict::Fresh);
+        // ...but never a counter it sent before.
+        assert_eq!(r.check(A, 105, ReplayRule::Unseen, &ctx(13_000, &[])), Verdict::Replay);
+    }
+
+    #[test]
+    fn a_ucarp_that_counts_at_random_is_accepted_but_never_twice() {
+        let mut r = ReplayState::default();
+        let mut t = 0;
+        for c in [0x317f_4e23_0a80_15ff_u64, 0x56d0_669e_486d_eb0b, 0x1234_5678_9abc_def0] {
+            assert_eq!(r.check(A, c, ReplayRule::Unseen, &ctx(t, &[])), Verdict::Fresh);
+            r.record(A, c, ReplayRule::Unseen, Time::from_millis(t));
+            t += 1000;
+        }
+        assert_eq!(r.check(A, 0x56d0_669e_486d_eb0b, ReplayRule::Unseen, &ctx(t, &[])), Verdict::Replay);
     }
 }
