@@ -240,10 +240,11 @@ impl ReplayState {
     pub fn record(&mut self, sender: Ipv4Addr, counter: u64, rule: ReplayRule, now: Time) {
         self.tick += 1;
         let tick = self.tick;
-        if !self.senders.contains_key(&sender) && self.senders.len() >= MAX_SENDERS {
-            if let Some(lru) = self.senders.iter().min_by_key(|(_, s)| s.last_used).map(|(a, _)| *a) {
-                self.senders.remove(&lru);
-            }
+        if !self.senders.contains_key(&sender)
+            && self.senders.len() >= MAX_SENDERS
+            && let Some(lru) = self.senders.iter().min_by_key(|(_, s)| s.last_used).map(|(a, _)| *a)
+        {
+            self.senders.remove(&lru);
         }
         let s = self.senders.entry(sender).or_default();
         match rule {
