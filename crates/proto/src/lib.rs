@@ -32,3 +32,19 @@ pub mod takeover {
         tonic::include_proto!("duet.takeover.v1");
     }
 }
+
+/// `duet.config.v1`: the configuration image.
+pub mod config {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("duet.config.v1");
+    }
+}
+
+/// `duet.configsync.v1`: the configsync service and its peer link.
+pub mod configsync {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("duet.configsync.v1");
+    }
+}
