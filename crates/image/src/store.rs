@@ -81,11 +81,10 @@ fn gen_numbers(dir: &Path) -> io::Result<Vec<u64>> {
     for e in fs::read_dir(dir)? {
         let name = e?.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name.strip_prefix("gen-").and_then(|r| r.strip_suffix(".pb")) {
-            if let Ok(g) = n.parse() {
+        if let Some(n) = name.strip_prefix("gen-").and_then(|r| r.strip_suffix(".pb"))
+            && let Ok(g) = n.parse() {
                 v.push(g);
             }
-        }
     }
     v.sort_unstable();
     Ok(v)

@@ -157,14 +157,13 @@ fn check_services(vss: &[VirtualService], p: &mut Problems) {
                 "set a scheduling method (ROUND_ROBIN, WEIGHTED_ROUND_ROBIN, SOURCE_HASH, LEAST_CONNECTION)",
             );
         }
-        if let Ok(a) = addr {
-            if !endpoints.insert((a, vs.port, vs.protocol)) {
+        if let Ok(a) = addr
+            && !endpoints.insert((a, vs.port, vs.protocol)) {
                 p.add(
                     f("port"),
                     format!("{}:{} {} is served by another virtual service", vs.address, vs.port, proto.as_str_name()),
                 );
             }
-        }
         let mut reals = HashSet::new();
         for (r, rs) in vs.real_servers.iter().enumerate() {
             let rf = |x: &str| format!("virtual_services[{id}].real_servers[{r}].{x}");
