@@ -10,3 +10,4 @@ pub mod grpc;
 pub mod shutdown;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;

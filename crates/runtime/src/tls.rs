@@ -1,0 +1,115 @@
+//! Mutual TLS for the links between the two units (configsync, replicator;
+//! SPEC S3, R5, O5).
+//!
+//! Both units' certificates are signed by the pair's CA. Each side presents
+//! its own certificate and checks the other's: the client checks that the
+//! server's certificate is valid for the partner's name (standard host name
+//! verification against the CA), and the server requires a client
+//! certificate signed by the CA and then checks, per request, that it was
+//! issued to the partner's name ([`PeerTls::check_peer`]). A certificate of
+//! the right CA but for another name is refused and logged.
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::{CertificateDer, ServerName};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::{Request, Status};
+
+/// Where the PEM files are.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The pair's CA certificate.
+    pub ca: PathBuf,
+    /// This unit's certificate (issued to its unit name).
+    pub cert: PathBuf,
+    /// This unit's private key.
+    pub key: PathBuf,
+}
+
+/// The loaded material and the partner's expected name.
+#[derive(Clone)]
+pub struct PeerTls {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    partner: String,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls").field("partner", &self.partner).finish_non_exhaustive()
+    }
+}
+
+fn read(what: &str, field: &str, p: &Path) -> anyhow::Result<Vec<u8>> {
+    let b = std::fs::read(p).map_err(|e| {
+        anyhow::anyhow!("{what} {}: {e}; set {field} (make a test pair with `duetctl certs`)", p.display())
+    })?;
+    if !String::from_utf8_lossy(&b).contains("-----BEGIN") {
+        anyhow::bail!("{what} {} is not PEM; set {field} to a PEM file", p.display());
+    }
+    Ok(b)
+}
+
+impl PeerTls {
+    /// Loads the files; `partner` is the name the partner's certificate
+    /// must be issued to. `section` names the config section in errors.
+    pub fn load(files: &TlsFiles, partner: &str, section: &str) -> anyhow::Result<Self> {
+        ServerName::try_from(partner.to_string())
+            .map_err(|_| anyhow::anyhow!("{section}.partner_name \"{partner}\" is not a usable certificate name"))?;
+        Ok(Self {
+            ca: read("CA certificate", &format!("{section}.tls_ca"), &files.ca)?,
+            cert: read("certificate", &format!("{section}.tls_cert"), &files.cert)?,
+            key: read("private key", &format!("{section}.tls_key"), &files.key)?,
+            partner: partner.to_string(),
+        })
+    }
+
+    /// The partner's expected name.
+    pub fn partner(&self) -> &str {
+        &self.partner
+    }
+
+    /// Server side: present this unit's certificate, require a client
+    /// certificate signed by the pair's CA.
+    pub fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert, &self.key))
+            .client_ca_root(Certificate::from_pem(&self.ca))
+    }
+
+    /// Client side: present this unit's certificate, accept only a server
+    /// certificate for the partner's name signed by the pair's CA.
+    pub fn client(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca))
+            .identity(Identity::from_pem(&self.cert, &self.key))
+            .domain_name(self.partner.clone())
+    }
+
+    /// Checks that the client certificate of `req` (already verified against
+    /// the CA by the TLS handshake) was issued to the partner.
+    pub fn check_peer<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let certs = req.peer_certs().ok_or_else(|| {
+            tracing::warn!(peer = ?req.remote_addr(), "peer request without a client certificate refused");
+            Status::unauthenticated("a client certificate is required")
+        })?;
+        let leaf: &CertificateDer<'_> = certs.first().ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
+        let ok = webpki::EndEntityCert::try_from(leaf).ok().and_then(|c| {
+            let name = ServerName::try_from(self.partner.as_str()).ok()?;
+            c.verify_is_valid_for_subject_name(&name).ok()
+        });
+        if ok.is_none() {
+            tracing::error!(
+                peer = ?req.remote_addr(),
+                expected = %self.partner,
+                "peer certificate is not issued to the partner: request refused"
+            );
+            return Err(Status::permission_denied(format!(
+                "this unit accepts only its partner \"{}\"; the certificate presented is for another name",
+                self.partner
+            )));
+        }
+        Ok(())
+    }
+}
