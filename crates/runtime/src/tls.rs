@@ -94,7 +94,8 @@ impl PeerTls {
             tracing::warn!(peer = ?req.remote_addr(), "peer request without a client certificate refused");
             Status::unauthenticated("a client certificate is required")
         })?;
-        let leaf: &CertificateDer<'_> = certs.first().ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
+        let leaf: &CertificateDer<'_> =
+            certs.first().ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
         let ok = webpki::EndEntityCert::try_from(leaf).ok().and_then(|c| {
             let name = ServerName::try_from(self.partner.as_str()).ok()?;
             c.verify_is_valid_for_subject_name(&name).ok()
