@@ -11,10 +11,12 @@
 
 mod addr;
 mod model;
+mod sync;
 mod validate;
 
 pub use addr::Cidr;
 pub use model::*;
+pub use sync::{ConfigSync, PeerLink};
 pub use validate::{FieldError, Validated};
 
 use std::path::Path;
@@ -43,8 +45,30 @@ pub enum ConfigError {
     },
 }
 
-/// Reads `path` and the `DUET_` environment into a [`UnitConfig`] without
-/// validating it.
+/// File name, in the unit's state directory, of the HA settings taken
+/// from the synced configuration image (written by configsync).
+pub const HA_OVERLAY: &str = "ha-image.toml";
+
+/// The overlay file of the unit whose file is `path`, if it can be told.
+pub fn overlay_path(path: &Path) -> Option<std::path::PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Unit {
+        name: String,
+        state_dir: Option<std::path::PathBuf>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Head {
+        unit: Unit,
+    }
+    let head: Head = Figment::new().merge(Toml::file_exact(path)).extract().ok()?;
+    let dir = head.unit.state_dir.unwrap_or_else(|| std::path::PathBuf::from("/var/lib/duet").join(head.unit.name));
+    Some(dir.join(HA_OVERLAY))
+}
+
+/// Reads `path`, the HA overlay from the synced image (if any) and the
+/// `DUET_` environment into a [`UnitConfig`] without validating it. The
+/// overlay wins over the file (the pair's image is authoritative once
+/// written); the environment wins over both.
 pub fn load_raw(path: &Path) -> Result<UnitConfig, ConfigError> {
     if !path.exists() {
         return Err(ConfigError::Parse {
@@ -52,8 +76,11 @@ pub fn load_raw(path: &Path) -> Result<UnitConfig, ConfigError> {
             message: "no such file; pass the unit's configuration with --config".into(),
         });
     }
-    Figment::new()
-        .merge(Toml::file_exact(path))
+    let mut fig = Figment::new().merge(Toml::file_exact(path));
+    if let Some(o) = overlay_path(path).filter(|o| o.exists()) {
+        fig = fig.merge(Toml::file_exact(o));
+    }
+    fig
         // Only DUET_<SECTION>__<FIELD> variables: DUET_LOG, DUET_CONFIG and
         // friends belong to the processes, not to the file.
         .merge(Env::prefixed("DUET_").filter(|k| k.as_str().contains("__")).split("__"))

@@ -40,6 +40,8 @@ pub struct UnitConfig {
     #[serde(default)]
     pub takeover: TakeoverSection,
     #[serde(default)]
+    pub configsync: ConfigSyncSection,
+    #[serde(default)]
     pub supervisor: SupervisorSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
@@ -253,6 +255,53 @@ impl Default for TakeoverSection {
             garp_refresh_s: 30,
             vmac: false,
             reconcile_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[configsync]`: the configsync service and its peer link (S1-S6).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigSyncSection {
+    /// Run it as part of the unit (`duet unit`).
+    pub enabled: bool,
+    /// gRPC listen address of the operator's API.
+    pub listen: String,
+    /// TCP port of the peer link (the reference's 6973).
+    pub peer_port: u16,
+    /// The "HA Update Interface": the peer link runs between the two units'
+    /// addresses on this interface (default: the first interface).
+    pub update_interface: Option<String>,
+    /// The name the partner's certificate is issued to (its `unit.name`).
+    pub partner_name: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Generations kept for rollback.
+    pub keep_generations: usize,
+    /// Where the image is stored (default `<state_dir>/config`).
+    pub store_dir: Option<PathBuf>,
+    /// Full sync period when the image does not set `ha.sync_interval_s`.
+    pub sync_interval_s: u64,
+    /// How long a push to the partner may take.
+    pub push_timeout_ms: u64,
+}
+
+impl Default for ConfigSyncSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:7872".into(),
+            peer_port: 6973,
+            update_interface: None,
+            partner_name: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            keep_generations: 20,
+            store_dir: None,
+            sync_interval_s: 120,
+            push_timeout_ms: 5000,
         }
     }
 }

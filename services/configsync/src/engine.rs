@@ -1,0 +1,361 @@
+//! The sync rules, around the store: who may write, what a push does on
+//! the receiving side, how a split is merged (S2, S3, S5). No network here:
+//! the API and peer adapters call these methods under one lock.
+
+use std::time::SystemTime;
+
+use duet_image::change::{Change, apply};
+use duet_image::store::{self, Store};
+use duet_image::{Problem, validate};
+use duet_proto::common::v1::Role;
+use duet_proto::config::v1::{Backup, Image, LocalSettings};
+use duet_proto::configsync::v1::{PushRequest, PushResponse, PushResult};
+
+/// Why a write was refused; the API maps each to a gRPC status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// This unit is not the active one (S2).
+    NotActive { role: Role, active_hint: String },
+    /// The role is not known (the election is not reachable).
+    RoleUnknown,
+    /// The change was based on an older generation.
+    StaleBase { base: u64, current: u64 },
+    /// The image does not validate.
+    Invalid(Vec<Problem>),
+    /// Restoring a backup of the other kind of unit (S6).
+    WrongKind(String),
+    /// Anything else (the store failed).
+    Failed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotActive { role, active_hint } => write!(
+                f,
+                "this unit is {}: configuration changes are taken on the active unit only; write to {active_hint}",
+                role.as_str_name().trim_start_matches("ROLE_").to_lowercase()
+            ),
+            Self::RoleUnknown => {
+                f.write_str("the election service is not reachable, so this unit cannot tell whether it is active; try again")
+            }
+            Self::StaleBase { base, current } => write!(
+                f,
+                "stale base: the change was made on generation {base} but the current one is {current}; read it again and re-apply"
+            ),
+            Self::Invalid(p) => {
+                write!(f, "{} problem(s): ", p.len())?;
+                let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
+                f.write_str(&lines.join("; "))
+            }
+            Self::WrongKind(why) | Self::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A committed or adopted generation, for the watchers.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub image: Image,
+    pub origin: &'static str,
+}
+
+/// The engine of one unit.
+#[derive(Debug)]
+pub struct Engine {
+    pub store: Store,
+    pub unit: String,
+    /// This unit is in an HA mode (first/second), not non-HA.
+    pub ha_unit: bool,
+    pub mode: duet_proto::common::v1::HaMode,
+    /// The role as the election last said; `None` when not known.
+    pub role: Option<Role>,
+    /// Where to send writers when this unit is not active.
+    pub active_hint: String,
+    /// Named backups made by split merges, for status.
+    pub split_backups: Vec<String>,
+}
+
+impl Engine {
+    /// Whether this unit takes writes now.
+    pub fn writable(&self) -> Result<(), Refusal> {
+        match self.role {
+            None => Err(Refusal::RoleUnknown),
+            Some(Role::Active | Role::Stopping) => Ok(()),
+            Some(_) if !self.ha_unit => Ok(()),
+            Some(role) => Err(Refusal::NotActive { role, active_hint: self.active_hint.clone() }),
+        }
+    }
+
+    /// Validates a candidate image.
+    pub fn check(&self, image: &Image) -> Result<(), Refusal> {
+        validate(image, self.ha_unit).map_err(Refusal::Invalid)
+    }
+
+    /// S1/S2: commits `change` on generation `base`.
+    pub fn apply(&mut self, base: u64, change: Change, comment: &str) -> Result<Committed, Refusal> {
+        self.writable()?;
+        let current = self.store.current().generation;
+        if base != current {
+            return Err(Refusal::StaleBase { base, current });
+        }
+        let next = apply(self.store.current(), change).map_err(|p| Refusal::Invalid(vec![p]))?;
+        self.check(&next)?;
+        self.commit(&next, "committed", comment)
+    }
+
+    fn commit(&mut self, content: &Image, origin: &'static str, comment: &str) -> Result<Committed, Refusal> {
+        let img = self
+            .store
+            .commit(content, store::provenance(&self.unit, origin, comment))
+            .map_err(|e| Refusal::Failed(e.to_string()))?
+            .clone();
+        Ok(Committed { image: img, origin })
+    }
+
+    /// S6: the whole image as a backup.
+    pub fn backup(&self) -> Backup {
+        Backup {
+            image: Some(self.store.current().clone()),
+            mode: self.mode as i32,
+            unit: self.unit.clone(),
+            created_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// S6: restores a backup on generation `base`; a backup of a non-HA unit
+    /// onto an HA unit (or the reverse) is refused.
+    pub fn restore(&mut self, base: u64, b: &Backup) -> Result<Committed, Refusal> {
+        self.writable()?;
+        let from_ha = b.mode != duet_proto::common::v1::HaMode::NonHa as i32;
+        if from_ha != self.ha_unit {
+            let (from, to) = if from_ha { ("an HA unit", "a non-HA unit") } else { ("a non-HA unit", "an HA unit") };
+            return Err(Refusal::WrongKind(format!(
+                "this backup was taken on {from} ({}) and cannot be restored onto {to}: put the unit in the same kind of mode first",
+                b.unit
+            )));
+        }
+        let current = self.store.current().generation;
+        if base != current {
+            return Err(Refusal::StaleBase { base, current });
+        }
+        let image = b.image.clone().unwrap_or_default();
+        self.check(&image)?;
+        self.commit(&image, "restored", &format!("restored from a backup of {}", b.unit))
+    }
+
+    /// Commits a kept generation's content again.
+    pub fn rollback(&mut self, base: u64, to: u64) -> Result<Committed, Refusal> {
+        self.writable()?;
+        let current = self.store.current().generation;
+        if base != current {
+            return Err(Refusal::StaleBase { base, current });
+        }
+        let old = self.store.generation(to).map_err(|e| Refusal::Failed(e.to_string()))?;
+        self.commit(&old, "rolled-back", &format!("rolled back to generation {to}"))
+    }
+
+    /// The active side re-commits its content above what the partner holds
+    /// (after a STALE answer), so both converge on one number.
+    pub fn rebase_above(&mut self, held: u64) -> Result<Committed, Refusal> {
+        let content = self.store.current().clone();
+        let img = self
+            .store
+            .commit_at(&content, held + 1, store::provenance(&self.unit, "committed", &format!("re-based above the partner's generation {held}")))
+            .map_err(|e| Refusal::Failed(e.to_string()))?
+            .clone();
+        Ok(Committed { image: img, origin: "committed" })
+    }
+
+    /// The receiving side of a push (S3, S5). Returns the answer and, when
+    /// the image was adopted, the new generation.
+    pub fn receive(&mut self, req: &PushRequest) -> Result<(PushResponse, Option<Committed>), String> {
+        let pushed = req.image.clone().unwrap_or_default();
+        if !duet_image::hash_ok(&pushed) {
+            return Err("the pushed image does not match its hash".into());
+        }
+        if matches!(self.role, Some(Role::Active | Role::Stopping)) && self.ha_unit {
+            return Err(format!(
+                "{} is active too: both units are active; the election settles which one stays, then the configuration follows",
+                self.unit
+            ));
+        }
+        let cur = self.store.current().clone();
+        let answer = |result: PushResult, img: &Image, backup: String| PushResponse {
+            result: result as i32,
+            held_generation: img.generation,
+            held_hash: img.hash.clone(),
+            backup_name: backup,
+        };
+        if cur.generation == pushed.generation && cur.hash == pushed.hash {
+            let _ = self.store.set_synced(cur.generation);
+            return Ok((answer(PushResult::Already, &cur, String::new()), None));
+        }
+        if pushed.generation <= cur.generation {
+            return Ok((answer(PushResult::Stale, &cur, String::new()), None));
+        }
+        // Generations of ours the partner never had: written here while both
+        // were active (a split), or changed by hand. They lose, but are kept.
+        let synced = self.store.synced();
+        let mut backup = String::new();
+        if cur.generation > synced {
+            let stamp = humantime(SystemTime::now());
+            let name = format!("split-{}-{stamp}", self.unit);
+            let reason = format!(
+                "generations {}..={} of {} were not on the partner {} when it pushed generation {}; the active unit's image wins (S5)",
+                synced + 1,
+                cur.generation,
+                self.unit,
+                req.from_unit,
+                pushed.generation
+            );
+            match self.store.set_aside(synced, &name, &reason) {
+                Ok(moved) if !moved.is_empty() => {
+                    tracing::error!(backup = %name, generations = moved.len(), "configuration split merged: {reason}; kept as backup {name}");
+                    self.split_backups.push(name.clone());
+                    backup = name;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("cannot set the diverged generations aside: {e}")),
+            }
+        }
+        let prov = pushed.provenance.clone().map_or_else(
+            || store::provenance(&req.from_unit, "synced", ""),
+            |mut p| {
+                p.origin = "synced".into();
+                p
+            },
+        );
+        let img = self.store.commit_at(&pushed, pushed.generation, prov).map_err(|e| e.to_string())?.clone();
+        let _ = self.store.set_synced(img.generation);
+        Ok((answer(PushResult::Adopted, &img, backup), Some(Committed { image: img, origin: "synced" })))
+    }
+
+    /// Local settings (S4), on either unit.
+    pub fn set_local(&self, l: &LocalSettings) -> Result<(), Refusal> {
+        self.store.set_local(l).map_err(|e| Refusal::Failed(e.to_string()))
+    }
+}
+
+/// `20261126T082315Z` (UTC), for backup names.
+pub fn humantime(t: SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use duet_image::store::Store;
+    use duet_proto::config::v1::{HaSettings, Interface};
+
+    use super::*;
+
+    fn engine(dir: &std::path::Path, unit: &str, role: Role) -> Engine {
+        Engine {
+            store: Store::open(dir, 20).unwrap(),
+            unit: unit.into(),
+            ha_unit: true,
+            mode: duet_proto::common::v1::HaMode::First,
+            role: Some(role),
+            active_hint: "lb1 at 198.18.0.1".into(),
+            split_backups: vec![],
+        }
+    }
+
+    fn image(t: u32) -> Image {
+        Image {
+            ha: Some(HaSettings { timeout_s: t, ..Default::default() }),
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                unit1: "198.18.0.1/24".into(),
+                unit2: "198.18.0.2/24".into(),
+                shared: "198.18.0.10/24".into(),
+                ha_check: true,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn push(from: &Engine) -> PushRequest {
+        PushRequest { image: Some(from.store.current().clone()), from_unit: from.unit.clone(), from_role: Role::Active as i32, full: false }
+    }
+
+    #[test]
+    fn the_standby_refuses_writes_naming_the_active() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = engine(d.path(), "lb2", Role::Standby);
+        let e = s.apply(0, Change::Replace(image(3)), "").unwrap_err().to_string();
+        assert!(e.contains("standby") && e.contains("lb1 at 198.18.0.1"), "{e}");
+    }
+
+    #[test]
+    fn stale_base_and_invalid_images_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = engine(d.path(), "lb1", Role::Active);
+        a.apply(0, Change::Replace(image(3)), "").unwrap();
+        assert!(matches!(a.apply(0, Change::Replace(image(6)), ""), Err(Refusal::StaleBase { base: 0, current: 1 })));
+        let e = a.apply(1, Change::Replace(image(4)), "").unwrap_err().to_string();
+        assert!(e.contains("ha.timeout_s: 4 is not allowed"), "{e}");
+        assert_eq!(a.store.current().generation, 1, "nothing half-applied");
+    }
+
+    #[test]
+    fn push_adopts_then_a_split_is_merged_with_the_losers_kept() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = engine(da.path(), "lb1", Role::Active);
+        let mut b = engine(db.path(), "lb2", Role::Standby);
+        a.apply(0, Change::Replace(image(3)), "").unwrap();
+        let (r, c) = b.receive(&push(&a)).unwrap();
+        assert_eq!(r.result, PushResult::Adopted as i32);
+        assert_eq!(c.unwrap().image.hash, a.store.current().hash);
+        // Split: both active, both write.
+        b.role = Some(Role::Active);
+        a.apply(1, Change::Replace(image(6)), "a during split").unwrap();
+        b.apply(1, Change::Replace(image(9)), "b during split").unwrap();
+        b.apply(2, Change::Replace(image(12)), "b again").unwrap();
+        assert!(b.receive(&push(&a)).is_err(), "while both are active nothing is adopted");
+        // The election settles on a; b becomes standby.
+        b.role = Some(Role::Standby);
+        let (r, _) = b.receive(&push(&a)).unwrap();
+        assert_eq!(r.result, PushResult::Stale as i32);
+        assert_eq!(r.held_generation, 3);
+        a.rebase_above(r.held_generation).unwrap();
+        let (r, c) = b.receive(&push(&a)).unwrap();
+        assert_eq!(r.result, PushResult::Adopted as i32);
+        assert!(r.backup_name.starts_with("split-lb2-"), "{r:?}");
+        assert_eq!(c.unwrap().image.generation, 4);
+        assert_eq!(b.store.current().hash, a.store.current().hash);
+        let backups = b.store.backups();
+        assert_eq!(backups[0].generations.iter().map(|g| g.generation).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn restore_refuses_the_other_kind_of_unit() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = engine(d.path(), "lb1", Role::Active);
+        let mut b = a.backup();
+        b.mode = duet_proto::common::v1::HaMode::NonHa as i32;
+        let e = a.restore(0, &b).unwrap_err().to_string();
+        assert!(e.contains("non-HA unit") && e.contains("cannot be restored onto an HA unit"), "{e}");
+    }
+
+    #[test]
+    fn humantime_formats_utc() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_680_000);
+        assert_eq!(humantime(t), "20261126T080000Z");
+    }
+}

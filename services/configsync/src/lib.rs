@@ -1,0 +1,325 @@
+//! The configsync service of a duet unit (SPEC S1-S6).
+//!
+//! One configuration image per pair, stored crash-safe on each unit
+//! (`duet-image`), written on the active unit only, pushed to the standby
+//! over gRPC with mutual TLS on TCP 6973 at every commit, every
+//! `sync_interval` in full, and on `ForceUpdate`. The rules live in
+//! [`engine`]; this crate adds the adapters: the role followed from the
+//! election, the operator API ([`api`]), the peer link ([`peer`]) and the
+//! HA overlay for the election ([`overlay`]).
+
+mod api;
+pub mod engine;
+mod overlay;
+mod peer;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use duet_config::{ConfigSync, Validated};
+use duet_image::store::Store;
+use duet_proto::common::v1::{HaMode, Role};
+use duet_proto::config::v1::{HaSettings, Image, Interface, PreferredServer, TimingProfile};
+use duet_proto::configsync::v1::config_sync_service_server::ConfigSyncServiceServer;
+use duet_proto::configsync::v1::peer_sync_service_server::PeerSyncServiceServer;
+use duet_proto::election::v1::WatchRoleRequest;
+use duet_proto::election::v1::election_service_client::ElectionServiceClient;
+use duet_runtime::shutdown::{self, Shutdown};
+use duet_runtime::tasks::Tasks;
+use duet_runtime::tls::{PeerTls, TlsFiles};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+
+use crate::engine::{Committed, Engine};
+
+/// What this unit knows of its partner's copy.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PartnerView {
+    pub last_ok: Option<Instant>,
+    pub generation: Option<u64>,
+    pub hash: String,
+    pub role: i32,
+    pub last_sync: Option<(SystemTime, Duration)>,
+    pub last_error: String,
+}
+
+/// A request to push now (ForceUpdate), answered when done.
+pub(crate) type ForceReply = oneshot::Sender<Result<(u64, String, Duration), String>>;
+
+/// State shared by the API, the peer server and the background tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub engine: tokio::sync::Mutex<Engine>,
+    pub generations: broadcast::Sender<Committed>,
+    pub push_now: Notify,
+    pub force: mpsc::Sender<ForceReply>,
+    pub partner: Mutex<PartnerView>,
+    pub cfg: ConfigSync,
+    pub unit: String,
+    pub unit_address: String,
+    pub tls: Option<PeerTls>,
+    pub state_dir: PathBuf,
+    pub bootstrap: Image,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// After a generation became current: tell watchers, write the HA
+    /// overlay, wake the pusher.
+    pub(crate) fn committed(&self, c: Committed) {
+        if let Err(e) = overlay::write(&self.state_dir, &c.image) {
+            tracing::error!("cannot write the HA overlay for the election: {e}");
+        }
+        tracing::info!(generation = c.image.generation, hash = %&c.image.hash[..12], origin = c.origin, "configuration generation current");
+        let _ = self.generations.send(c);
+        self.push_now.notify_one();
+    }
+
+    /// Whether the partner answered recently.
+    pub(crate) fn partner_reachable(&self) -> bool {
+        lock(&self.partner).last_ok.is_some_and(|t| t.elapsed() < PROBE_EVERY * 3)
+    }
+}
+
+/// How often each unit asks its partner what it holds.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The image a unit with an empty store starts the pair with: the HA
+/// settings and interfaces of its unit file.
+fn bootstrap_image(cfg: &Validated) -> Image {
+    let h = &cfg.raw.ha;
+    let preferred = match h.preferred {
+        duet_config::PreferredServer::None => PreferredServer::None,
+        duet_config::PreferredServer::First => PreferredServer::First,
+        duet_config::PreferredServer::Second => PreferredServer::Second,
+    };
+    let profile = match h.profile {
+        duet_config::Profile::Standard => TimingProfile::Standard,
+        duet_config::Profile::Fast => TimingProfile::Fast,
+    };
+    Image {
+        ha: Some(HaSettings {
+            vhid: h.vhid.map_or(0, u32::from),
+            timeout_s: u32::try_from(h.timeout_s).unwrap_or(9),
+            preferred: preferred as i32,
+            initial_wait_s: u32::try_from(h.initial_wait_s).unwrap_or(0),
+            use_broadcast: h.use_broadcast,
+            unicast: h.unicast,
+            profile: profile as i32,
+            fast_interval_ms: u32::try_from(h.fast_interval_ms).unwrap_or(20),
+            fast_dead_factor: h.fast_dead_factor,
+            hard_reboot_on_link_failure: h.hard_reboot_on_link_failure,
+            sync_interval_s: 0,
+            l4_updates: true,
+            l7_updates: true,
+        }),
+        interfaces: cfg
+            .raw
+            .interfaces
+            .iter()
+            .map(|i| Interface {
+                name: i.name.clone(),
+                unit1: i.unit1.map(|c| c.to_string()).unwrap_or_default(),
+                unit2: i.unit2.map(|c| c.to_string()).unwrap_or_default(),
+                shared: i.shared.map(|c| c.to_string()).unwrap_or_default(),
+                ha_check: i.ha_check,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Runs configsync until `shutdown`. `listener` is the operator API's.
+pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let cs = cfg.configsync().map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
+        anyhow::anyhow!("configsync cannot start:\n{}", lines.join("\n"))
+    })?;
+    let store = Store::open(&cs.store_dir, cs.keep_generations)?;
+    let ha_unit = cfg.raw.unit.mode != duet_config::Mode::NonHa;
+    let mode = match cfg.raw.unit.mode {
+        duet_config::Mode::NonHa => HaMode::NonHa,
+        duet_config::Mode::First => HaMode::First,
+        duet_config::Mode::Second => HaMode::Second,
+    };
+    let first = cfg.election.interfaces.first();
+    let active_hint = match (&cs.peer, first) {
+        (Some(p), Some(i)) => format!("the active unit (partner {} at {}, or the shared address {})", p.partner_name, p.partner.ip(), i.shared),
+        _ => "the active unit".to_string(),
+    };
+    let tls = match &cs.peer {
+        Some(p) => Some(PeerTls::load(
+            &TlsFiles { ca: p.tls_ca.clone(), cert: p.tls_cert.clone(), key: p.tls_key.clone() },
+            &p.partner_name,
+            "configsync",
+        )?),
+        None => None,
+    };
+    let engine = Engine {
+        store,
+        unit: cfg.raw.unit.name.clone(),
+        ha_unit,
+        mode,
+        role: if ha_unit { None } else { Some(Role::Active) },
+        active_hint,
+        split_backups: Vec::new(),
+    };
+    let current = engine.store.current().clone();
+    let (gen_tx, _) = broadcast::channel(1024);
+    let (force_tx, force_rx) = mpsc::channel(8);
+    let shared = Arc::new(Shared {
+        engine: tokio::sync::Mutex::new(engine),
+        generations: gen_tx,
+        push_now: Notify::new(),
+        force: force_tx,
+        partner: Mutex::new(PartnerView::default()),
+        cfg: cs.clone(),
+        unit: cfg.raw.unit.name.clone(),
+        unit_address: first.map(|i| i.unit_addr.to_string()).unwrap_or_default(),
+        tls,
+        state_dir: cfg.state_dir.clone(),
+        bootstrap: bootstrap_image(&cfg),
+    });
+    if current.generation > 0 {
+        if let Err(e) = overlay::write(&shared.state_dir, &current) {
+            tracing::error!("cannot write the HA overlay: {e}");
+        }
+    }
+
+    let (stop_trigger, stop) = shutdown::channel();
+    let (router, health) = duet_runtime::grpc::router::<ConfigSyncServiceServer<api::Api>>()?;
+    let router = router.add_service(ConfigSyncServiceServer::new(api::Api { shared: Arc::clone(&shared), shutdown: stop.clone() }));
+    let mut tasks = Tasks::new();
+    tasks.spawn("operator API", duet_runtime::grpc::serve(router, listener, stop.clone()));
+
+    if let (Some(p), Some(tls)) = (&cs.peer, &shared.tls) {
+        let l = TcpListener::bind(p.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for the partner on {}: {e}; the unit address must be on {} and the port ({}) free",
+                p.listen,
+                p.interface,
+                p.listen.port()
+            )
+        })?;
+        let server = tonic::transport::Server::builder()
+            .tls_config(tls.server())?
+            .add_service(PeerSyncServiceServer::new(peer::PeerServer { shared: Arc::clone(&shared) }));
+        let s = stop.clone();
+        tasks.spawn("peer link server", async move {
+            server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), s.future()).await?;
+            Ok(())
+        });
+        let sh = Arc::clone(&shared);
+        let s = stop.clone();
+        tasks.spawn("pusher", peer::pusher(sh, force_rx, s));
+        let sh = Arc::clone(&shared);
+        let s = stop.clone();
+        tasks.spawn("partner prober", peer::prober(sh, s));
+    } else {
+        drop(force_rx);
+    }
+    if ha_unit {
+        let sh = Arc::clone(&shared);
+        let election = format!("http://{}", cfg.election_listen);
+        let s = stop.clone();
+        tasks.spawn("role follower", follow_role(sh, election, s));
+    } else {
+        bootstrap_if_empty(&shared).await;
+    }
+    health.set(true).await;
+    tracing::info!(unit = %shared.unit, store = %cs.store_dir.display(), generation = current.generation, "configsync started");
+
+    let mut sd = shutdown;
+    sd.wait().await;
+    stop_trigger.fire();
+    tasks.shutdown(Duration::from_secs(3)).await;
+    tracing::info!("configsync stopped");
+    Ok(())
+}
+
+/// A unit that becomes active with nothing stored takes the partner's
+/// image if it has one, else starts the pair's image from its unit file.
+pub(crate) async fn bootstrap_if_empty(shared: &Shared) {
+    if shared.engine.lock().await.store.current().generation > 0 {
+        return;
+    }
+    if let Some(img) = peer::fetch(shared).await {
+        if img.generation > 0 {
+            let mut e = shared.engine.lock().await;
+            if e.store.current().generation == 0 {
+                let prov = duet_image::store::provenance(&img.provenance.clone().unwrap_or_default().unit, "synced", "taken from the partner: this unit had no configuration");
+                match e.store.commit_at(&img, img.generation, prov) {
+                    Ok(i) => {
+                        let c = Committed { image: i.clone(), origin: "synced" };
+                        let _ = e.store.set_synced(c.image.generation);
+                        drop(e);
+                        shared.committed(c);
+                    }
+                    Err(err) => tracing::error!("cannot store the partner's image: {err}"),
+                }
+            }
+            return;
+        }
+    }
+    let mut e = shared.engine.lock().await;
+    if e.store.current().generation > 0 {
+        return;
+    }
+    if let Err(p) = duet_image::validate(&shared.bootstrap, e.ha_unit) {
+        let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
+        tracing::warn!("the unit file's HA settings do not make a valid image; not bootstrapping: {}", lines.join("; "));
+        return;
+    }
+    let prov = duet_image::store::provenance(&shared.unit, "committed", "bootstrapped from the unit file");
+    match e.store.commit(&shared.bootstrap, prov) {
+        Ok(i) => {
+            let c = Committed { image: i.clone(), origin: "committed" };
+            drop(e);
+            shared.committed(c);
+        }
+        Err(err) => tracing::error!("cannot bootstrap the image: {err}"),
+    }
+}
+
+/// Follows the election's role; writes are taken only while active.
+async fn follow_role(shared: Arc<Shared>, election: String, mut stop: Shutdown) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let stream = async {
+            let mut c = ElectionServiceClient::connect(election.clone()).await?;
+            let mut s = c.watch_role(WatchRoleRequest { follower: String::new() }).await?.into_inner();
+            while let Some(ev) = s.message().await? {
+                let role = Role::try_from(ev.role).unwrap_or(Role::Unspecified);
+                let became_active = {
+                    let mut e = shared.engine.lock().await;
+                    let was = e.role;
+                    e.role = Some(role);
+                    role == Role::Active && was != Some(Role::Active)
+                };
+                if became_active {
+                    bootstrap_if_empty(&shared).await;
+                    shared.push_now.notify_one();
+                }
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = stream => {
+                if let Err(e) = r {
+                    tracing::debug!("role stream from the election: {e:#}");
+                }
+            }
+            () = stop.wait() => return Ok(()),
+        }
+        shared.engine.lock().await.role = None;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.wait() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,90 @@
+//! `duet-configsync`: the configsync service of one duet unit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use duet_runtime::telemetry::{self, TelemetryConfig};
+
+/// The configsync service of a duet unit: one configuration image, synced to the partner.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The unit's configuration file.
+    #[arg(long, short, env = "DUET_CONFIG")]
+    config: PathBuf,
+    /// Validate the configuration (including [configsync]) and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match duet_config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        return match cfg.configsync() {
+            Ok(c) => {
+                println!("{}: OK (store {}, peer {:?})", args.config.display(), c.store_dir.display(), c.peer.map(|p| p.partner));
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("{e}");
+                }
+                ExitCode::from(2)
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let tcfg = TelemetryConfig { log: cfg.raw.telemetry.log.clone(), otlp_endpoint: cfg.raw.telemetry.otlp_endpoint.clone() };
+        let _telemetry = match telemetry::init("duet-configsync", &cfg.raw.unit.name, &tcfg) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("cannot set up telemetry: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (trigger, shutdown) = duet_runtime::shutdown::channel();
+        if let Err(e) = duet_runtime::shutdown::on_signals(trigger) {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        let listen = match cfg.configsync() {
+            Ok(c) => c.listen,
+            Err(errs) => {
+                for e in errs {
+                    tracing::error!("{e}");
+                }
+                return ExitCode::from(2);
+            }
+        };
+        let (listener, addr) = match duet_runtime::grpc::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e:#}; set configsync.listen to a free address");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(%addr, "gRPC listening");
+        match duet_configsync::run(cfg, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,238 @@
+//! The peer link (S3): the server the partner pushes to, and the pusher
+//! and prober that talk to the partner. Mutual TLS on both sides; the
+//! server also checks, per request, that the client certificate is the
+//! partner's (R5, O5).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use duet_proto::common::v1::Role;
+use duet_proto::config::v1::Image;
+use duet_proto::configsync::v1 as pb;
+use duet_proto::configsync::v1::peer_sync_service_client::PeerSyncServiceClient;
+use duet_runtime::shutdown::Shutdown;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::{ForceReply, PROBE_EVERY, Shared, lock};
+
+/// The partner's side of the link, served on this unit.
+#[derive(Debug)]
+pub(crate) struct PeerServer {
+    pub shared: Arc<Shared>,
+}
+
+impl PeerServer {
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match &self.shared.tls {
+            Some(t) => t.check_peer(req),
+            None => Err(Status::unauthenticated("this unit has no peer link configured")),
+        }
+    }
+
+    fn heard(&self) {
+        let mut p = lock(&self.shared.partner);
+        p.last_ok = Some(Instant::now());
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_sync_service_server::PeerSyncService for PeerServer {
+    async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
+        self.check(&req)?;
+        self.heard();
+        let r = req.into_inner();
+        let outcome = self.shared.engine.lock().await.receive(&r);
+        match outcome {
+            Ok((resp, committed)) => {
+                {
+                    let mut p = lock(&self.shared.partner);
+                    p.generation = Some(resp.held_generation);
+                    p.hash.clone_from(&resp.held_hash);
+                    p.role = r.from_role;
+                }
+                if let Some(c) = committed {
+                    self.shared.committed(c);
+                }
+                Ok(Response::new(resp))
+            }
+            Err(e) => {
+                tracing::warn!(from = %r.from_unit, "push refused: {e}");
+                Err(Status::failed_precondition(e))
+            }
+        }
+    }
+
+    async fn held(&self, req: Request<pb::HeldRequest>) -> Result<Response<pb::HeldResponse>, Status> {
+        self.check(&req)?;
+        self.heard();
+        let e = self.shared.engine.lock().await;
+        let cur = e.store.current();
+        Ok(Response::new(pb::HeldResponse {
+            generation: cur.generation,
+            hash: cur.hash.clone(),
+            unit: e.unit.clone(),
+            role: e.role.unwrap_or(Role::Unspecified) as i32,
+        }))
+    }
+
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        self.check(&req)?;
+        self.heard();
+        let e = self.shared.engine.lock().await;
+        Ok(Response::new(pb::FetchResponse { image: Some(e.store.current().clone()) }))
+    }
+}
+
+fn client(shared: &Shared) -> Option<PeerSyncServiceClient<Channel>> {
+    let p = shared.cfg.peer.as_ref()?;
+    let tls = shared.tls.as_ref()?;
+    // The partner is reached by its address; the certificate is checked
+    // against its name (`domain_name` in the TLS config).
+    let ep = Endpoint::from_shared(format!("https://{}", p.partner))
+        .ok()?
+        .tls_config(tls.client())
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Some(PeerSyncServiceClient::new(ep.connect_lazy()).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20))
+}
+
+fn failed(shared: &Shared, e: &str) {
+    let mut p = lock(&shared.partner);
+    if p.last_error != e {
+        tracing::warn!("peer link: {e}");
+    }
+    p.last_error = e.to_string();
+}
+
+/// The partner's current image, if it answers.
+pub(crate) async fn fetch(shared: &Shared) -> Option<Image> {
+    let mut c = client(shared)?;
+    match tokio::time::timeout(shared.cfg.push_timeout, c.fetch(pb::FetchRequest {})).await {
+        Ok(Ok(r)) => r.into_inner().image.filter(duet_image::hash_ok),
+        _ => None,
+    }
+}
+
+/// Asks the partner what it holds every few seconds (both roles), so the
+/// status shows both units' generation and hash.
+pub(crate) async fn prober(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Result<()> {
+    let Some(mut c) = client(&shared) else { return Ok(()) };
+    loop {
+        match tokio::time::timeout(shared.cfg.push_timeout, c.held(pb::HeldRequest {})).await {
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                let mut p = lock(&shared.partner);
+                p.last_ok = Some(Instant::now());
+                p.generation = Some(r.generation);
+                p.hash = r.hash;
+                p.role = r.role;
+                p.last_error.clear();
+            }
+            Ok(Err(s)) => failed(&shared, &format!("the partner refused: {}", s.message())),
+            Err(_) => failed(&shared, "the partner did not answer in time"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PROBE_EVERY) => {}
+            () = stop.wait() => return Ok(()),
+        }
+    }
+}
+
+/// Pushes on commit, in full every sync interval, and on ForceUpdate,
+/// while this unit is active.
+pub(crate) async fn pusher(shared: Arc<Shared>, mut force: mpsc::Receiver<ForceReply>, mut stop: Shutdown) -> anyhow::Result<()> {
+    let Some(mut c) = client(&shared) else { return Ok(()) };
+    let mut next_full = Instant::now() + shared.cfg.sync_interval;
+    let mut pending = false;
+    loop {
+        let interval = {
+            let e = shared.engine.lock().await;
+            e.store.current().ha.map_or(0, |h| h.sync_interval_s)
+        };
+        let interval = if interval == 0 { shared.cfg.sync_interval } else { Duration::from_secs(u64::from(interval)) };
+        let retry = pending.then(|| Instant::now() + Duration::from_millis(500));
+        let wake = retry.map_or(next_full, |r| r.min(next_full));
+        let (full, reply) = tokio::select! {
+            () = shared.push_now.notified() => (false, None),
+            () = tokio::time::sleep_until(wake.into()) => (Instant::now() >= next_full, None),
+            Some(r) = force.recv() => (true, Some(r)),
+            () = stop.wait() => return Ok(()),
+        };
+        if full {
+            next_full = Instant::now() + interval;
+        }
+        let active = matches!(shared.engine.lock().await.role, Some(Role::Active | Role::Stopping));
+        if !active {
+            pending = false;
+            if let Some(r) = reply {
+                let _ = r.send(Err("this unit is not active: force update is done from the active unit".into()));
+            }
+            continue;
+        }
+        let outcome = push_once(&shared, &mut c, full).await;
+        pending = outcome.is_err();
+        if let Some(r) = reply {
+            let _ = r.send(outcome);
+        }
+    }
+}
+
+/// One push of the current generation; re-bases and pushes again when the
+/// partner holds a higher generation (after a split or a hand change).
+async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full: bool) -> Result<(u64, String, Duration), String> {
+    let start = Instant::now();
+    for _ in 0..3 {
+        let (image, from_role) = {
+            let e = shared.engine.lock().await;
+            (e.store.current().clone(), e.role.unwrap_or(Role::Unspecified))
+        };
+        let req = pb::PushRequest { image: Some(image.clone()), from_unit: shared.unit.clone(), from_role: from_role as i32, full };
+        let resp = match tokio::time::timeout(shared.cfg.push_timeout, c.push(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => {
+                let e = format!("push of generation {} refused by the partner: {}", image.generation, s.message());
+                failed(shared, &e);
+                return Err(e);
+            }
+            Err(_) => {
+                let e = format!("push of generation {} timed out", image.generation);
+                failed(shared, &e);
+                return Err(e);
+            }
+        };
+        {
+            let mut p = lock(&shared.partner);
+            p.last_ok = Some(Instant::now());
+            p.generation = Some(resp.held_generation);
+            p.hash.clone_from(&resp.held_hash);
+            p.last_error.clear();
+        }
+        match pb::PushResult::try_from(resp.result) {
+            Ok(pb::PushResult::Adopted | pb::PushResult::Already) => {
+                let took = start.elapsed();
+                lock(&shared.partner).last_sync = Some((SystemTime::now(), took));
+                let _ = shared.engine.lock().await.store.set_synced(image.generation);
+                if !resp.backup_name.is_empty() {
+                    tracing::error!(backup = %resp.backup_name, "the partner kept its diverged generations as a backup (split merge, S5)");
+                }
+                return Ok((image.generation, image.hash, took));
+            }
+            Ok(pb::PushResult::Stale) => {
+                let c = shared.engine.lock().await.rebase_above(resp.held_generation).map_err(|e| e.to_string())?;
+                tracing::warn!(
+                    partner_generation = resp.held_generation,
+                    generation = c.image.generation,
+                    "the partner holds a higher generation: re-based this unit's image above it"
+                );
+                shared.committed(c);
+            }
+            _ => return Err("the partner gave an unknown answer".into()),
+        }
+    }
+    Err("the partner kept holding a higher generation".into())
+}
