@@ -96,19 +96,24 @@ pub async fn run(
     Ok(exit)
 }
 
-/// E12: reloads the HA parameters when the file changes (checked every
-/// second and on SIGHUP). A file that does not validate changes nothing.
+/// E12: reloads the HA parameters when the unit file or the HA overlay
+/// from the synced image changes (checked every second and on SIGHUP). A
+/// result that does not validate changes nothing.
 async fn watch_config(path: PathBuf, shared: Arc<driver::Shared>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup())?;
-    let mut last = std::fs::read(&path).ok();
+    let read = |path: &PathBuf| {
+        let overlay = duet_config::overlay_path(path).and_then(|o| std::fs::read(o).ok());
+        (std::fs::read(path).ok(), overlay)
+    };
+    let mut last = read(&path);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = hup.recv() => {}
         }
-        let now = std::fs::read(&path).ok();
-        if now.is_none() || now == last {
+        let now = read(&path);
+        if now.0.is_none() || now == last {
             continue;
         }
         last = now;
@@ -118,7 +123,7 @@ async fn watch_config(path: PathBuf, shared: Arc<driver::Shared>) -> anyhow::Res
                     return Ok(());
                 }
             }
-            Err(e) => tracing::error!("configuration file changed but is not valid; nothing applied: {e}"),
+            Err(e) => tracing::error!("configuration changed but is not valid; nothing applied: {e}"),
         }
     }
 }
