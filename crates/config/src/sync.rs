@@ -50,7 +50,10 @@ impl Validated {
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
         if !(2..=1000).contains(&c.keep_generations) {
-            err("configsync.keep_generations", format!("{} is out of range: keep 2-1000 generations", c.keep_generations));
+            err(
+                "configsync.keep_generations",
+                format!("{} is out of range: keep 2-1000 generations", c.keep_generations),
+            );
         }
         if !(5..=3600).contains(&c.sync_interval_s) {
             err("configsync.sync_interval_s", format!("{} is out of range: use 5-3600 seconds", c.sync_interval_s));
@@ -79,7 +82,8 @@ impl Validated {
                 v.clone().unwrap_or_else(|| {
                     errs.push(FieldError {
                         field: format!("configsync.{f}"),
-                        message: "missing: the peer link needs mutual TLS (make a test pair with `duetctl certs`)".into(),
+                        message: "missing: the peer link needs mutual TLS (make a test pair with `duetctl certs`)"
+                            .into(),
                     });
                     PathBuf::new()
                 })
@@ -87,18 +91,18 @@ impl Validated {
             let ca = need("tls_ca", &c.tls_ca, &mut errs);
             let cert = need("tls_cert", &c.tls_cert, &mut errs);
             let key = need("tls_key", &c.tls_key, &mut errs);
-            if let Some(i) = iface {
-                if let Some(p) = i.partner_addr {
-                    peer = Some(PeerLink {
-                        interface: i.name.clone(),
-                        listen: SocketAddr::V4(SocketAddrV4::new(i.unit_addr, c.peer_port)),
-                        partner: SocketAddr::V4(SocketAddrV4::new(p, c.peer_port)),
-                        partner_name: name,
-                        tls_ca: ca,
-                        tls_cert: cert,
-                        tls_key: key,
-                    });
-                }
+            if let Some(i) = iface
+                && let Some(p) = i.partner_addr
+            {
+                peer = Some(PeerLink {
+                    interface: i.name.clone(),
+                    listen: SocketAddr::V4(SocketAddrV4::new(i.unit_addr, c.peer_port)),
+                    partner: SocketAddr::V4(SocketAddrV4::new(p, c.peer_port)),
+                    partner_name: name,
+                    tls_ca: ca,
+                    tls_cert: cert,
+                    tls_key: key,
+                });
             }
         }
         if !errs.is_empty() {

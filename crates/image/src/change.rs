@@ -60,7 +60,12 @@ pub fn apply(current: &Image, change: Change) -> Result<Image, Problem> {
 /// The part of `image` named by `section`: "" (all), "ha", "interfaces",
 /// "virtual_services" or "virtual_services/<name>".
 pub fn section(image: &Image, section: &str) -> Result<Image, Problem> {
-    let mut out = Image { generation: image.generation, hash: image.hash.clone(), provenance: image.provenance.clone(), ..Default::default() };
+    let mut out = Image {
+        generation: image.generation,
+        hash: image.hash.clone(),
+        provenance: image.provenance.clone(),
+        ..Default::default()
+    };
     match section {
         "" => return Ok(image.clone()),
         "ha" => out.ha = image.ha,
@@ -70,7 +75,9 @@ pub fn section(image: &Image, section: &str) -> Result<Image, Problem> {
             let Some(name) = s.strip_prefix("virtual_services/") else {
                 return Err(Problem {
                     field: "section".into(),
-                    message: format!("\"{s}\" is not a section: use ha, interfaces, virtual_services or virtual_services/<name>"),
+                    message: format!(
+                        "\"{s}\" is not a section: use ha, interfaces, virtual_services or virtual_services/<name>"
+                    ),
                 });
             };
             let vs = image.virtual_services.iter().find(|v| v.name == name).ok_or_else(|| Problem {

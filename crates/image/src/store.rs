@@ -82,9 +82,10 @@ fn gen_numbers(dir: &Path) -> io::Result<Vec<u64>> {
         let name = e?.file_name();
         let name = name.to_string_lossy();
         if let Some(n) = name.strip_prefix("gen-").and_then(|r| r.strip_suffix(".pb"))
-            && let Ok(g) = n.parse() {
-                v.push(g);
-            }
+            && let Ok(g) = n.parse()
+        {
+            v.push(g);
+        }
     }
     v.sort_unstable();
     Ok(v)
@@ -115,7 +116,9 @@ impl Store {
                     current = img;
                     break;
                 }
-                None => tracing::error!(file = %p.display(), "configuration generation unreadable or damaged; using the one before"),
+                None => {
+                    tracing::error!(file = %p.display(), "configuration generation unreadable or damaged; using the one before")
+                }
             }
         }
         Ok(Self { dir: dir.to_path_buf(), keep: keep.max(2), current })
@@ -183,7 +186,8 @@ impl Store {
     /// reason), and makes the highest remaining one current. Returns the
     /// generations moved (none: no backup is made).
     pub fn set_aside(&mut self, above: u64, name: &str, reason: &str) -> Result<Vec<GenInfo>, StoreError> {
-        let gens: Vec<u64> = gen_numbers(&self.dir).map_err(io_err(&self.dir))?.into_iter().filter(|g| *g > above).collect();
+        let gens: Vec<u64> =
+            gen_numbers(&self.dir).map_err(io_err(&self.dir))?.into_iter().filter(|g| *g > above).collect();
         if gens.is_empty() {
             return Ok(Vec::new());
         }
@@ -194,7 +198,11 @@ impl Store {
         for g in gens {
             let from = gen_file(&self.dir, g);
             if let Some(i) = read_gen(&from, g) {
-                moved.push(GenInfo { generation: i.generation, hash: i.hash.clone(), provenance: i.provenance.clone() });
+                moved.push(GenInfo {
+                    generation: i.generation,
+                    hash: i.hash.clone(),
+                    provenance: i.provenance.clone(),
+                });
             }
             // Copy durably first, then remove: a crash leaves the generation
             // in both places, never in neither.

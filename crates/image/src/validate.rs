@@ -158,12 +158,13 @@ fn check_services(vss: &[VirtualService], p: &mut Problems) {
             );
         }
         if let Ok(a) = addr
-            && !endpoints.insert((a, vs.port, vs.protocol)) {
-                p.add(
-                    f("port"),
-                    format!("{}:{} {} is served by another virtual service", vs.address, vs.port, proto.as_str_name()),
-                );
-            }
+            && !endpoints.insert((a, vs.port, vs.protocol))
+        {
+            p.add(
+                f("port"),
+                format!("{}:{} {} is served by another virtual service", vs.address, vs.port, proto.as_str_name()),
+            );
+        }
         let mut reals = HashSet::new();
         for (r, rs) in vs.real_servers.iter().enumerate() {
             let rf = |x: &str| format!("virtual_services[{id}].real_servers[{r}].{x}");

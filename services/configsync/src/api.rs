@@ -63,12 +63,15 @@ type GenStream = Pin<Box<dyn Stream<Item = Result<pb::WatchGenerationsResponse, 
 impl pb::config_sync_service_server::ConfigSyncService for Api {
     async fn get_config(&self, req: Request<pb::GetConfigRequest>) -> Result<Response<pb::GetConfigResponse>, Status> {
         let e = self.shared.engine.lock().await;
-        let img = section(e.store.current(), &req.get_ref().section)
-            .map_err(|p| Status::invalid_argument(p.to_string()))?;
+        let img =
+            section(e.store.current(), &req.get_ref().section).map_err(|p| Status::invalid_argument(p.to_string()))?;
         Ok(Response::new(pb::GetConfigResponse { image: Some(img) }))
     }
 
-    async fn apply_config(&self, req: Request<pb::ApplyConfigRequest>) -> Result<Response<pb::ApplyConfigResponse>, Status> {
+    async fn apply_config(
+        &self,
+        req: Request<pb::ApplyConfigRequest>,
+    ) -> Result<Response<pb::ApplyConfigResponse>, Status> {
         let r = req.into_inner();
         let change = match r.change {
             Some(PbChange::Image(i)) => Change::Replace(i),
@@ -76,21 +79,32 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
             Some(PbChange::Interfaces(i)) => Change::Interfaces(i.interfaces),
             Some(PbChange::UpsertVirtualService(v)) => Change::UpsertVirtualService(v),
             Some(PbChange::DeleteVirtualService(n)) => Change::DeleteVirtualService(n),
-            None => return Err(Status::invalid_argument("change: missing; set one of image, ha, interfaces, upsert_virtual_service, delete_virtual_service")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "change: missing; set one of image, ha, interfaces, upsert_virtual_service, delete_virtual_service",
+                ));
+            }
         };
         let outcome = self.shared.engine.lock().await.apply(r.base_generation, change, &r.comment);
         let (generation, hash) = self.done(outcome)?;
         Ok(Response::new(pb::ApplyConfigResponse { generation, hash, synced: false }))
     }
 
-    async fn check_config(&self, req: Request<pb::CheckConfigRequest>) -> Result<Response<pb::CheckConfigResponse>, Status> {
+    async fn check_config(
+        &self,
+        req: Request<pb::CheckConfigRequest>,
+    ) -> Result<Response<pb::CheckConfigResponse>, Status> {
         let img = req.into_inner().image.unwrap_or_default();
         let ha_unit = self.shared.engine.lock().await.ha_unit;
         let problems = match duet_image::validate(&img, ha_unit) {
             Ok(()) => Vec::new(),
             Err(p) => p.into_iter().map(|p| pb::FieldProblem { field: p.field, message: p.message }).collect(),
         };
-        Ok(Response::new(pb::CheckConfigResponse { valid: problems.is_empty(), problems, hash: duet_image::content_hash(&img) }))
+        Ok(Response::new(pb::CheckConfigResponse {
+            valid: problems.is_empty(),
+            problems,
+            hash: duet_image::content_hash(&img),
+        }))
     }
 
     type WatchGenerationsStream = GenStream;
@@ -136,18 +150,29 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 
-    async fn force_update(&self, _: Request<pb::ForceUpdateRequest>) -> Result<Response<pb::ForceUpdateResponse>, Status> {
+    async fn force_update(
+        &self,
+        _: Request<pb::ForceUpdateRequest>,
+    ) -> Result<Response<pb::ForceUpdateResponse>, Status> {
         {
             let e = self.shared.engine.lock().await;
             if !e.ha_unit {
-                return Err(Status::failed_precondition("this unit is not in an HA mode: there is no partner to update"));
+                return Err(Status::failed_precondition(
+                    "this unit is not in an HA mode: there is no partner to update",
+                ));
             }
             e.writable().map_err(|r| status(&r))?;
         }
         if !self.shared.partner_reachable() {
             let (addr, why) = {
                 let p = lock(&self.shared.partner);
-                let addr = self.shared.cfg.peer.as_ref().map(|p| format!("{} at {}", p.partner_name, p.partner)).unwrap_or_default();
+                let addr = self
+                    .shared
+                    .cfg
+                    .peer
+                    .as_ref()
+                    .map(|p| format!("{} at {}", p.partner_name, p.partner))
+                    .unwrap_or_default();
                 (addr, if p.last_error.is_empty() { "no answer yet".to_string() } else { p.last_error.clone() })
             };
             return Err(Status::unavailable(format!(
@@ -178,10 +203,9 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
 
     async fn restore(&self, req: Request<pb::RestoreRequest>) -> Result<Response<pb::RestoreResponse>, Status> {
         let r = req.into_inner();
-        let b = Backup::decode(r.backup.as_slice())
-            .ok()
-            .filter(|b| b.image.is_some())
-            .ok_or_else(|| Status::invalid_argument("backup: not a duet configuration backup (make one with `duetctl config backup`)"))?;
+        let b = Backup::decode(r.backup.as_slice()).ok().filter(|b| b.image.is_some()).ok_or_else(|| {
+            Status::invalid_argument("backup: not a duet configuration backup (make one with `duetctl config backup`)")
+        })?;
         let outcome = self.shared.engine.lock().await.restore(r.base_generation, &b);
         let (generation, hash) = self.done(outcome)?;
         Ok(Response::new(pb::RestoreResponse { generation, hash }))
@@ -259,7 +283,8 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
                 &partner.hash[..12.min(partner.hash.len())]
             ));
         }
-        let backups: Vec<String> = e.store.backups().into_iter().map(|b| b.name).filter(|n| n.starts_with("split-")).collect();
+        let backups: Vec<String> =
+            e.store.backups().into_iter().map(|b| b.name).filter(|n| n.starts_with("split-")).collect();
         if !backups.is_empty() {
             warnings.push(format!("{} split backup(s) kept: see `duetctl config history`", backups.len()));
         }

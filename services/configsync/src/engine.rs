@@ -36,9 +36,9 @@ impl std::fmt::Display for Refusal {
                 "this unit is {}: configuration changes are taken on the active unit only; write to {active_hint}",
                 role.as_str_name().trim_start_matches("ROLE_").to_lowercase()
             ),
-            Self::RoleUnknown => {
-                f.write_str("the election service is not reachable, so this unit cannot tell whether it is active; try again")
-            }
+            Self::RoleUnknown => f.write_str(
+                "the election service is not reachable, so this unit cannot tell whether it is active; try again",
+            ),
             Self::StaleBase { base, current } => write!(
                 f,
                 "stale base: the change was made on generation {base} but the current one is {current}; read it again and re-apply"
@@ -162,7 +162,11 @@ impl Engine {
         let content = self.store.current().clone();
         let img = self
             .store
-            .commit_at(&content, held + 1, store::provenance(&self.unit, "committed", &format!("re-based above the partner's generation {held}")))
+            .commit_at(
+                &content,
+                held + 1,
+                store::provenance(&self.unit, "committed", &format!("re-based above the partner's generation {held}")),
+            )
             .map_err(|e| Refusal::Failed(e.to_string()))?
             .clone();
         Ok(Committed { image: img, origin: "committed" })
@@ -291,7 +295,12 @@ mod tests {
     }
 
     fn push(from: &Engine) -> PushRequest {
-        PushRequest { image: Some(from.store.current().clone()), from_unit: from.unit.clone(), from_role: Role::Active as i32, full: false }
+        PushRequest {
+            image: Some(from.store.current().clone()),
+            from_unit: from.unit.clone(),
+            from_role: Role::Active as i32,
+            full: false,
+        }
     }
 
     #[test]

@@ -148,7 +148,12 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     };
     let first = cfg.election.interfaces.first();
     let active_hint = match (&cs.peer, first) {
-        (Some(p), Some(i)) => format!("the active unit (partner {} at {}, or the shared address {})", p.partner_name, p.partner.ip(), i.shared),
+        (Some(p), Some(i)) => format!(
+            "the active unit (partner {} at {}, or the shared address {})",
+            p.partner_name,
+            p.partner.ip(),
+            i.shared
+        ),
         _ => "the active unit".to_string(),
     };
     let tls = match &cs.peer {
@@ -184,15 +189,16 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         state_dir: cfg.state_dir.clone(),
         bootstrap: bootstrap_image(&cfg),
     });
-    if current.generation > 0 {
-        if let Err(e) = overlay::write(&shared.state_dir, &current) {
-            tracing::error!("cannot write the HA overlay: {e}");
-        }
+    if current.generation > 0
+        && let Err(e) = overlay::write(&shared.state_dir, &current)
+    {
+        tracing::error!("cannot write the HA overlay: {e}");
     }
 
     let (stop_trigger, stop) = shutdown::channel();
     let (router, health) = duet_runtime::grpc::router::<ConfigSyncServiceServer<api::Api>>()?;
-    let router = router.add_service(ConfigSyncServiceServer::new(api::Api { shared: Arc::clone(&shared), shutdown: stop.clone() }));
+    let router = router
+        .add_service(ConfigSyncServiceServer::new(api::Api { shared: Arc::clone(&shared), shutdown: stop.clone() }));
     let mut tasks = Tasks::new();
     tasks.spawn("operator API", duet_runtime::grpc::serve(router, listener, stop.clone()));
 
@@ -247,23 +253,27 @@ pub(crate) async fn bootstrap_if_empty(shared: &Shared) {
     if shared.engine.lock().await.store.current().generation > 0 {
         return;
     }
-    if let Some(img) = peer::fetch(shared).await {
-        if img.generation > 0 {
-            let mut e = shared.engine.lock().await;
-            if e.store.current().generation == 0 {
-                let prov = duet_image::store::provenance(&img.provenance.clone().unwrap_or_default().unit, "synced", "taken from the partner: this unit had no configuration");
-                match e.store.commit_at(&img, img.generation, prov) {
-                    Ok(i) => {
-                        let c = Committed { image: i.clone(), origin: "synced" };
-                        let _ = e.store.set_synced(c.image.generation);
-                        drop(e);
-                        shared.committed(c);
-                    }
-                    Err(err) => tracing::error!("cannot store the partner's image: {err}"),
+    if let Some(img) = peer::fetch(shared).await
+        && img.generation > 0
+    {
+        let mut e = shared.engine.lock().await;
+        if e.store.current().generation == 0 {
+            let prov = duet_image::store::provenance(
+                &img.provenance.clone().unwrap_or_default().unit,
+                "synced",
+                "taken from the partner: this unit had no configuration",
+            );
+            match e.store.commit_at(&img, img.generation, prov) {
+                Ok(i) => {
+                    let c = Committed { image: i.clone(), origin: "synced" };
+                    let _ = e.store.set_synced(c.image.generation);
+                    drop(e);
+                    shared.committed(c);
                 }
+                Err(err) => tracing::error!("cannot store the partner's image: {err}"),
             }
-            return;
         }
+        return;
     }
     let mut e = shared.engine.lock().await;
     if e.store.current().generation > 0 {
@@ -271,7 +281,10 @@ pub(crate) async fn bootstrap_if_empty(shared: &Shared) {
     }
     if let Err(p) = duet_image::validate(&shared.bootstrap, e.ha_unit) {
         let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
-        tracing::warn!("the unit file's HA settings do not make a valid image; not bootstrapping: {}", lines.join("; "));
+        tracing::warn!(
+            "the unit file's HA settings do not make a valid image; not bootstrapping: {}",
+            lines.join("; ")
+        );
         return;
     }
     let prov = duet_image::store::provenance(&shared.unit, "committed", "bootstrapped from the unit file");

@@ -30,7 +30,12 @@ fn main() -> ExitCode {
     if args.check {
         return match cfg.configsync() {
             Ok(c) => {
-                println!("{}: OK (store {}, peer {:?})", args.config.display(), c.store_dir.display(), c.peer.map(|p| p.partner));
+                println!(
+                    "{}: OK (store {}, peer {:?})",
+                    args.config.display(),
+                    c.store_dir.display(),
+                    c.peer.map(|p| p.partner)
+                );
                 ExitCode::SUCCESS
             }
             Err(errs) => {
@@ -49,7 +54,10 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let tcfg = TelemetryConfig { log: cfg.raw.telemetry.log.clone(), otlp_endpoint: cfg.raw.telemetry.otlp_endpoint.clone() };
+        let tcfg = TelemetryConfig {
+            log: cfg.raw.telemetry.log.clone(),
+            otlp_endpoint: cfg.raw.telemetry.otlp_endpoint.clone(),
+        };
         let _telemetry = match telemetry::init("duet-configsync", &cfg.raw.unit.name, &tcfg) {
             Ok(g) => g,
             Err(e) => {

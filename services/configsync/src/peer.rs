@@ -98,7 +98,11 @@ fn client(shared: &Shared) -> Option<PeerSyncServiceClient<Channel>> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    Some(PeerSyncServiceClient::new(ep.connect_lazy()).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20))
+    Some(
+        PeerSyncServiceClient::new(ep.connect_lazy())
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20),
+    )
 }
 
 fn failed(shared: &Shared, e: &str) {
@@ -145,7 +149,11 @@ pub(crate) async fn prober(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::R
 
 /// Pushes on commit, in full every sync interval, and on ForceUpdate,
 /// while this unit is active.
-pub(crate) async fn pusher(shared: Arc<Shared>, mut force: mpsc::Receiver<ForceReply>, mut stop: Shutdown) -> anyhow::Result<()> {
+pub(crate) async fn pusher(
+    shared: Arc<Shared>,
+    mut force: mpsc::Receiver<ForceReply>,
+    mut stop: Shutdown,
+) -> anyhow::Result<()> {
     let Some(mut c) = client(&shared) else { return Ok(()) };
     let mut next_full = Instant::now() + shared.cfg.sync_interval;
     let mut pending = false;
@@ -184,14 +192,23 @@ pub(crate) async fn pusher(shared: Arc<Shared>, mut force: mpsc::Receiver<ForceR
 
 /// One push of the current generation; re-bases and pushes again when the
 /// partner holds a higher generation (after a split or a hand change).
-async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full: bool) -> Result<(u64, String, Duration), String> {
+async fn push_once(
+    shared: &Shared,
+    c: &mut PeerSyncServiceClient<Channel>,
+    full: bool,
+) -> Result<(u64, String, Duration), String> {
     let start = Instant::now();
     for _ in 0..3 {
         let (image, from_role) = {
             let e = shared.engine.lock().await;
             (e.store.current().clone(), e.role.unwrap_or(Role::Unspecified))
         };
-        let req = pb::PushRequest { image: Some(image.clone()), from_unit: shared.unit.clone(), from_role: from_role as i32, full };
+        let req = pb::PushRequest {
+            image: Some(image.clone()),
+            from_unit: shared.unit.clone(),
+            from_role: from_role as i32,
+            full,
+        };
         let resp = match tokio::time::timeout(shared.cfg.push_timeout, c.push(req)).await {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(s)) => {

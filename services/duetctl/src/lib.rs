@@ -1,3 +1,11 @@
 //! The library side of `duetctl`: what the CLI does, callable from tests.
+//!
+//! `duetctl` talks to the services of the unit it runs on (their gRPC
+//! addresses come from the unit file given with `--config`, or the
+//! defaults) and prints text or, with `--json`, the protobuf JSON of the
+//! answers (the same JSON grpcurl prints).
 
 pub mod certs;
+pub mod client;
+pub mod config_cmd;
+pub mod status;

@@ -4,17 +4,37 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use duet_ctl::client::Addrs;
+use duet_ctl::{config_cmd, status};
 
-/// Administer a duet pair.
+/// Administer the duet unit this runs on (and through it, the pair).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    /// The unit's configuration file (for the services' addresses).
+    #[arg(long, short, global = true, env = "DUET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the answers as JSON (protobuf JSON, as grpcurl prints).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Both status squares, the role, the partner, the configuration generations.
+    Status,
+    /// Planned handover: the partner takes over now (run on the active unit).
+    Failover {
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+    /// Leave the pacified state and take part in HA again.
+    ClearPacified,
+    /// The configuration image.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Make a CA and one certificate per unit for the peer links (a test pair).
     Certs {
         /// Directory to write ca.pem, <unit>.pem and <unit>.key into.
@@ -32,20 +52,120 @@ enum Cmd {
     },
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let r = match args.cmd {
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print the image, or one section: ha, interfaces, virtual_services, virtual_services/<name>.
+    Get { section: Option<String> },
+    /// Change HA settings (key=value ...) or replace the whole image (--file).
+    Set {
+        /// HA settings, e.g. timeout_s=6 preferred=PREFERRED_SERVER_FIRST.
+        pairs: Vec<String>,
+        /// A whole image as JSON (as `config get` prints it).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The generation the change is based on (default: the current one).
+        #[arg(long)]
+        base: Option<u64>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Add or replace a virtual service from a JSON file.
+    SetVs {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        base: Option<u64>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Remove a virtual service.
+    DeleteVs {
+        name: String,
+        #[arg(long)]
+        base: Option<u64>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Validate an image file without committing it.
+    Check {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Save the whole image to a file.
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore the image from a backup file.
+    Restore {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        base: Option<u64>,
+    },
+    /// Push the whole image to the partner now.
+    ForceUpdate,
+    /// Generations kept and named backups.
+    History,
+    /// Commit a kept generation again.
+    Rollback {
+        generation: u64,
+        #[arg(long)]
+        base: Option<u64>,
+    },
+    /// This unit's own settings (never synced); --set replaces them from JSON.
+    Local {
+        #[arg(long)]
+        set: Option<PathBuf>,
+    },
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let a = Addrs::from_config(args.config.as_deref())?;
+    let json = args.json;
+    match args.cmd {
+        Cmd::Status => status::status(&a, json).await,
+        Cmd::Failover { timeout_ms } => status::failover(&a, timeout_ms, json).await,
+        Cmd::ClearPacified => status::clear_pacified(&a).await,
         Cmd::Certs { out, pair, units, days } => {
             let names: Vec<&str> = units.iter().map(String::as_str).collect();
-            duet_ctl::certs::generate(&out, &pair, &names, days).map(|w| {
-                println!("CA: {}", w.ca.display());
-                for (u, c, k) in w.units {
-                    println!("{u}: {} {}", c.display(), k.display());
-                }
-            })
+            let w = duet_ctl::certs::generate(&out, &pair, &names, days)?;
+            println!("CA: {}", w.ca.display());
+            for (u, c, k) in w.units {
+                println!("{u}: {} {}", c.display(), k.display());
+            }
+            Ok(())
+        }
+        Cmd::Config(c) => match c {
+            ConfigCmd::Get { section } => config_cmd::get(&a, section.as_deref().unwrap_or("")).await,
+            ConfigCmd::Set { pairs, file, base, comment } => match (file, pairs.is_empty()) {
+                (Some(f), true) => config_cmd::set_file(&a, &f, base, &comment, json).await,
+                (None, false) => config_cmd::set_ha(&a, &pairs, base, &comment, json).await,
+                _ => anyhow::bail!("give either --file IMAGE.json or HA settings as key=value, not both"),
+            },
+            ConfigCmd::SetVs { file, base, comment } => config_cmd::set_vs(&a, &file, base, &comment, json).await,
+            ConfigCmd::DeleteVs { name, base, comment } => config_cmd::delete_vs(&a, &name, base, &comment, json).await,
+            ConfigCmd::Check { file } => config_cmd::check(&a, &file, json).await,
+            ConfigCmd::Backup { out } => config_cmd::backup(&a, &out).await,
+            ConfigCmd::Restore { file, base } => config_cmd::restore(&a, &file, base).await,
+            ConfigCmd::ForceUpdate => config_cmd::force_update(&a, json).await,
+            ConfigCmd::History => config_cmd::history(&a, json).await,
+            ConfigCmd::Rollback { generation, base } => config_cmd::rollback(&a, generation, base).await,
+            ConfigCmd::Local { set } => config_cmd::local(&a, set.as_deref()).await,
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("duetctl: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    match r {
+    match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("duetctl: {e:#}");

@@ -1,0 +1,73 @@
+//! Connections to the unit's services.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
+use duet_proto::election::v1::election_service_client::ElectionServiceClient;
+use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where the unit's services listen.
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    pub election: SocketAddr,
+    pub takeover: SocketAddr,
+    pub configsync: SocketAddr,
+}
+
+impl Default for Addrs {
+    fn default() -> Self {
+        Self {
+            election: "127.0.0.1:7870".parse().expect("literal"),
+            takeover: "127.0.0.1:7871".parse().expect("literal"),
+            configsync: "127.0.0.1:7872".parse().expect("literal"),
+        }
+    }
+}
+
+impl Addrs {
+    /// From a unit file, when given; the defaults otherwise.
+    pub fn from_config(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(p) = path else { return Ok(Self::default()) };
+        let raw = duet_config::load_raw(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let parse = |field: &str, v: &str| {
+            v.parse::<SocketAddr>().with_context(|| format!("{field} \"{v}\" in {}", p.display()))
+        };
+        Ok(Self {
+            election: parse("election.listen", &raw.election.listen)?,
+            takeover: parse("takeover.listen", &raw.takeover.listen)?,
+            configsync: parse("configsync.listen", &raw.configsync.listen)?,
+        })
+    }
+}
+
+async fn channel(addr: SocketAddr, what: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the {what} service at {addr}: is the unit running here?"))
+}
+
+pub async fn election(a: &Addrs) -> anyhow::Result<ElectionServiceClient<Channel>> {
+    Ok(ElectionServiceClient::new(channel(a.election, "election").await?))
+}
+
+pub async fn takeover(a: &Addrs) -> anyhow::Result<TakeoverServiceClient<Channel>> {
+    Ok(TakeoverServiceClient::new(channel(a.takeover, "takeover").await?))
+}
+
+pub async fn configsync(a: &Addrs) -> anyhow::Result<ConfigSyncServiceClient<Channel>> {
+    Ok(ConfigSyncServiceClient::new(channel(a.configsync, "configsync").await?)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
+}
+
+/// A gRPC error as the operator should read it.
+pub fn explain(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
