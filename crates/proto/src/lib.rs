@@ -59,7 +59,9 @@ pub mod json {
 
     fn pool() -> &'static DescriptorPool {
         static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-        POOL.get_or_init(|| DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET).expect("the built-in descriptor set decodes"))
+        POOL.get_or_init(|| {
+            DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET).expect("the built-in descriptor set decodes")
+        })
     }
 
     fn descriptor(full_name: &str) -> Result<MessageDescriptor, String> {
@@ -89,7 +91,11 @@ pub mod json {
 
         #[test]
         fn round_trip_and_named_errors() {
-            let i = Image { generation: 3, ha: Some(HaSettings { timeout_s: 6, ..Default::default() }), ..Default::default() };
+            let i = Image {
+                generation: 3,
+                ha: Some(HaSettings { timeout_s: 6, ..Default::default() }),
+                ..Default::default()
+            };
             let j = super::to_json(&i, "duet.config.v1.Image").unwrap();
             assert!(j.contains("\"timeoutS\": 6"), "{j}");
             let back: Image = super::from_json(&j, "duet.config.v1.Image").unwrap();

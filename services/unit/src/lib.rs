@@ -94,7 +94,14 @@ impl Supervisor {
                     bin_dir.display()
                 );
             }
-            running.push(Running { spec, child: None, started: Instant::now(), backoff: base, restart_at: None, starts: 0 });
+            running.push(Running {
+                spec,
+                child: None,
+                started: Instant::now(),
+                backoff: base,
+                restart_at: None,
+                starts: 0,
+            });
         }
         Ok(Self { cfg, config_path, bin_dir, services: running })
     }
@@ -158,7 +165,9 @@ impl Supervisor {
         // The election records its own starts; restarts of the others are
         // recorded here, so a unit whose services keep crashing is pacified.
         if name != "election" {
-            if let Err(e) = duet_election::state::StateDir::open(&self.cfg.state_dir).and_then(|s| s.record_start(name).map(|_| ())) {
+            if let Err(e) =
+                duet_election::state::StateDir::open(&self.cfg.state_dir).and_then(|s| s.record_start(name).map(|_| ()))
+            {
                 tracing::error!("cannot record the restart in the start history: {e:#}");
             }
         }
@@ -217,7 +226,8 @@ impl Supervisor {
         let timeout = self.cfg.handover_timeout;
         let call = async {
             let mut c = ElectionServiceClient::connect(url).await?;
-            let r = c.handover(HandoverRequest { timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(3000) }).await;
+            let r =
+                c.handover(HandoverRequest { timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(3000) }).await;
             match r {
                 Ok(r) => {
                     let r = r.into_inner();
@@ -228,11 +238,15 @@ impl Supervisor {
                     })
                 }
                 // Not active (or no partner ready): nothing to hand over.
-                Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(format!("nothing to hand over: {}", s.message())),
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    Ok(format!("nothing to hand over: {}", s.message()))
+                }
                 Err(s) => Err(anyhow::anyhow!("handover failed: {}", s.message())),
             }
         };
-        tokio::time::timeout(timeout + Duration::from_secs(2), call).await.context("the handover did not finish in time")?
+        tokio::time::timeout(timeout + Duration::from_secs(2), call)
+            .await
+            .context("the handover did not finish in time")?
     }
 
     /// Stops the services in start order (the election first, so that it no
@@ -249,7 +263,11 @@ impl Supervisor {
                 Ok(Ok(s)) => tracing::info!(service = r.spec.name, status = %s, "service stopped"),
                 Ok(Err(e)) => tracing::warn!(service = r.spec.name, "waiting for the service: {e}"),
                 Err(_) => {
-                    tracing::error!(service = r.spec.name, grace_ms = grace.as_millis() as u64, "service did not stop in time; killing it");
+                    tracing::error!(
+                        service = r.spec.name,
+                        grace_ms = grace.as_millis() as u64,
+                        "service did not stop in time; killing it"
+                    );
                     let _ = child.kill().await;
                 }
             }
