@@ -285,8 +285,13 @@ impl Params {
     }
 
     /// The wait after start before a unit that hears nobody becomes active.
+    /// The unit that does not win ties waits one advert interval more, so
+    /// that when both start together the other's first advert reaches it
+    /// before its own timer fires, even on a busy machine (the skew alone
+    /// gives only 1/256 s).
     pub fn startup_wait(&self) -> Duration {
-        self.initial_wait.max(self.down_interval(None))
+        let extra = if self.favoured() { Duration::ZERO } else { self.interval() };
+        self.initial_wait.max(self.down_interval(None)) + extra
     }
 
     /// `standard` or `fast`.

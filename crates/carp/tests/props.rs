@@ -63,6 +63,9 @@ fn check(timing: Timing, preferred: Preferred, steps: Vec<Step>, seed: u64) -> R
     let p2 = pair_params(HaMode::Second, preferred, timing);
     let interval = p2.interval().max(p1.interval());
     let down = p2.down_interval(Some(interval)).max(p1.down_interval(Some(interval)));
+    // A (re)started unit first waits its start-up wait, a little longer for
+    // the unit that does not win ties.
+    let startup = p1.startup_wait().max(p2.startup_wait());
     let sample_every = if fast { Duration::from_millis(1) } else { Duration::from_millis(10) };
     let mut run = Run { net: Net::new(vec![p1, p2], seed), samples: Vec::new(), sample_every };
     let mut restarts: Vec<Time> = vec![Time::ZERO];
@@ -111,11 +114,11 @@ fn check(timing: Timing, preferred: Preferred, steps: Vec<Step>, seed: u64) -> R
         }
     }
     let healed = run.net.now;
-    let both_settled = restarts.iter().all(|r| healed.since(*r) > down * 2);
-    run.advance(down * 2 + interval * 3);
+    let both_settled = restarts.iter().all(|r| healed.since(*r) > startup.max(down) * 2);
+    run.advance(startup.max(down) * 2 + interval * 3);
 
     // 1. Once healed (and past any initial wait), exactly one active, for good.
-    let settle = if both_settled { interval + Duration::from_millis(5) } else { down + interval * 2 };
+    let settle = if both_settled { interval + Duration::from_millis(5) } else { startup.max(down) + interval * 2 };
     for &(t, actives, _) in &run.samples {
         if t >= healed + settle {
             prop_assert_eq!(
@@ -138,17 +141,20 @@ fn check(timing: Timing, preferred: Preferred, steps: Vec<Step>, seed: u64) -> R
         if *actives == 0 {
             let s = *zero_since.get_or_insert(*t);
             for started in alive {
-                let from = s.max(*started);
                 // The standby counts from the last advert to *arrive*; a
                 // jittered one can arrive up to a quarter interval late.
                 let max_delay = interval / 4 + Duration::from_millis(1);
+                // A unit takes the role within the down interval of the
+                // stretch, or within its start-up wait of its own start.
+                let deadline = (s + down).max(*started + startup) + max_delay + sample_every * 2;
                 prop_assert!(
-                    t.since(from) <= down + max_delay + sample_every * 2,
-                    "no active from {:?} to {:?} with a unit up since {:?} (down interval {:?}); roles {:?}",
+                    *t <= deadline,
+                    "no active from {:?} to {:?} with a unit up since {:?} (down interval {:?}, start-up wait {:?}); roles {:?}",
                     s,
                     t,
                     started,
                     down,
+                    startup,
                     run.net.role_log
                 );
             }

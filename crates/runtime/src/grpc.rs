@@ -6,10 +6,9 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -56,8 +55,14 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)>
     Ok((l, local))
 }
 
+/// Accepted connections with TCP_NODELAY: role events and pushes are
+/// small messages that must not wait for Nagle.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves `router` on `listener` until `shutdown` fires.
 pub async fn serve(router: Router, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.future()).await?;
+    router.serve_with_incoming_shutdown(incoming(listener), shutdown.future()).await?;
     Ok(())
 }

@@ -216,7 +216,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
             .add_service(PeerSyncServiceServer::new(peer::PeerServer { shared: Arc::clone(&shared) }));
         let s = stop.clone();
         tasks.spawn("peer link server", async move {
-            server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), s.future()).await?;
+            server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await?;
             Ok(())
         });
         let sh = Arc::clone(&shared);

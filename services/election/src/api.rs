@@ -11,8 +11,8 @@ use duet_proto::common::v1 as common;
 use duet_proto::election::v1 as pb;
 use duet_runtime::shutdown::Shutdown;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+
+use tokio::sync::{broadcast, oneshot};
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::driver::{EventKind, Request, RoleEvent, Shared, Snapshot, TakeoverReport, lock};
@@ -92,6 +92,7 @@ fn event_proto(epoch: u64, e: &RoleEvent) -> pb::WatchRoleResponse {
         EventKind::Changed => pb::RoleEventKind::Changed,
         EventKind::Reannounce => pb::RoleEventKind::Reannounce,
         EventKind::Parameters => pb::RoleEventKind::Parameters,
+        EventKind::Heartbeat => pb::RoleEventKind::Heartbeat,
     };
     pb::WatchRoleResponse {
         epoch,
@@ -232,6 +233,39 @@ impl Api {
 
 type RoleStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRoleResponse, Status>> + Send>>;
 
+struct WatchState {
+    rx: broadcast::Receiver<RoleEvent>,
+    first: Option<RoleEvent>,
+    last: u64,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    _guard: Option<FollowerGuard>,
+}
+
+/// Held by a follower's stream; when the stream is dropped (the follower
+/// disconnected or died), the driver is told at once (T4).
+struct FollowerGuard {
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+}
+
+impl Drop for FollowerGuard {
+    fn drop(&mut self) {
+        if self.shutdown.fired() {
+            return;
+        }
+        if self.shared.requests.try_send(Request::Follower { attached: false }).is_err() {
+            let tx = self.shared.requests.clone();
+            // The queue was full: deliver it in the background rather than lose it.
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    let _ = tx.send(Request::Follower { attached: false }).await;
+                });
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::election_service_server::ElectionService for Api {
     async fn get_status(
@@ -248,49 +282,63 @@ impl pb::election_service_server::ElectionService for Api {
         let follower = !req.get_ref().follower.is_empty();
         // Subscribe before reading the current event: anything published
         // in between is in the receiver and skipped by its sequence number.
-        let mut rx = lock(&self.shared.events).resubscribe();
+        let rx = lock(&self.shared.events).resubscribe();
         let mut snapshot = self.shared.current();
         snapshot.kind = EventKind::Snapshot;
-        let (tx, out) = mpsc::channel(64);
-        let shared = Arc::clone(&self.shared);
-        let mut shutdown = self.shutdown.clone();
-        if follower {
-            let _ = shared.requests.send(Request::Follower { attached: true }).await;
-        }
-        tokio::spawn(async move {
-            let epoch = shared.epoch;
-            let mut last = snapshot.seq;
-            if tx.send(Ok(event_proto(epoch, &snapshot))).await.is_ok() {
-                loop {
-                    let ev = tokio::select! {
-                        r = rx.recv() => r,
-                        () = tx.closed() => break,
-                        () = shutdown.wait() => break,
-                    };
-                    let ev = match ev {
-                        Ok(ev) if ev.seq <= last => continue,
-                        Ok(ev) => ev,
-                        // Too slow a reader: never skip silently; send the
-                        // current state as a snapshot (the follower sees the
-                        // gap and takes the snapshot as the truth).
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let mut s = shared.current();
-                            s.kind = EventKind::Snapshot;
-                            s
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    };
-                    last = ev.seq;
-                    if tx.send(Ok(event_proto(epoch, &ev))).await.is_err() {
-                        break;
-                    }
-                }
+        let guard = if follower {
+            let _ = self.shared.requests.send(Request::Follower { attached: true }).await;
+            Some(FollowerGuard { shared: Arc::clone(&self.shared), shutdown: self.shutdown.clone() })
+        } else {
+            None
+        };
+        let state = WatchState {
+            rx,
+            first: Some(snapshot),
+            last: 0,
+            shared: Arc::clone(&self.shared),
+            shutdown: self.shutdown.clone(),
+            _guard: guard,
+        };
+        // The stream is served straight from the broadcast receiver: no
+        // forwarding task, one hop fewer between a role change and the
+        // follower. It ends when the client goes (the guard then tells the
+        // driver the follower is gone) or on shutdown.
+        let stream = futures::stream::unfold(state, |mut st| async move {
+            let epoch = st.shared.epoch;
+            if let Some(s) = st.first.take() {
+                st.last = s.seq;
+                return Some((Ok(event_proto(epoch, &s)), st));
             }
-            if follower && !shutdown.fired() {
-                let _ = shared.requests.send(Request::Follower { attached: false }).await;
+            loop {
+                let beat = st.shared.current().interval.min(Duration::from_secs(1));
+                let ev = tokio::select! {
+                    r = st.rx.recv() => r,
+                    () = tokio::time::sleep(beat) => {
+                        let mut h = st.shared.current();
+                        h.kind = EventKind::Heartbeat;
+                        h.at = SystemTime::now();
+                        return Some((Ok(event_proto(epoch, &h)), st));
+                    }
+                    () = st.shutdown.wait() => return None,
+                };
+                let ev = match ev {
+                    Ok(ev) if ev.seq <= st.last => continue,
+                    Ok(ev) => ev,
+                    // Too slow a reader: never skip silently; send the
+                    // current state as a snapshot (the follower sees the
+                    // gap and takes the snapshot as the truth).
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let mut s = st.shared.current();
+                        s.kind = EventKind::Snapshot;
+                        s
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                st.last = ev.seq;
+                return Some((Ok(event_proto(epoch, &ev)), st));
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn handover(&self, req: GrpcRequest<pb::HandoverRequest>) -> Result<Response<pb::HandoverResponse>, Status> {

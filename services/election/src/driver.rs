@@ -76,6 +76,8 @@ pub(crate) enum EventKind {
     Changed,
     Reannounce,
     Parameters,
+    /// Liveness only (not part of the sequence).
+    Heartbeat,
 }
 
 /// One message of the role stream.
@@ -371,7 +373,7 @@ impl Driver {
     /// Runs until shutdown (after a planned handover when active) or a
     /// hard-reboot exit.
     pub(crate) async fn run(mut self, mut shutdown: Shutdown) -> Exit {
-        self.act();
+        self.act().await;
         let mut stopping: Option<Instant> = None;
         // The unit supervisor records restarts of the other services in the
         // same start history; look at it now and then (E9).
@@ -417,7 +419,7 @@ impl Driver {
                     }
                 }
             }
-            self.act();
+            self.act().await;
             if let Some(e) = self.exit {
                 self.finish();
                 return e;
@@ -547,7 +549,7 @@ impl Driver {
     }
 
     /// Carries out everything the core asked for.
-    fn act(&mut self) {
+    async fn act(&mut self) {
         while let Some(a) = self.election.poll_action() {
             match a {
                 Action::SendAdvert { iface, dst, payload } => {
@@ -588,7 +590,9 @@ impl Driver {
                     );
                     self.exit = Some(Exit::RestartServices);
                 }
-                Action::ScrubAddresses => self.scrub(),
+                // Awaited before the resign advert that follows it goes
+                // out, so the partner never finds the addresses still here.
+                Action::ScrubAddresses => self.scrub().await,
                 Action::HandoverFinished { confirmed, partner, took } => {
                     for r in self.pending_handovers.drain(..) {
                         let _ = r.send(Ok(HandoverOutcome { confirmed, partner, took }));
@@ -626,7 +630,7 @@ impl Driver {
 
     /// T4: the takeover service is gone while this unit held the shared
     /// addresses; remove them before the partner takes them over.
-    fn scrub(&self) {
+    async fn scrub(&self) {
         let addrs = self.shared_addrs.clone();
         let vmacs: Vec<String> = if self.vmac {
             let vhid = self.election.params().vhid;
@@ -634,7 +638,7 @@ impl Driver {
         } else {
             Vec::new()
         };
-        tokio::spawn(async move {
+        let work = async move {
             let nl = match Netlink::new() {
                 Ok(nl) => nl,
                 Err(e) => {
@@ -657,7 +661,10 @@ impl Driver {
                     Err(e) => tracing::error!(%ifname, %addr, "cannot remove shared address: {e}"),
                 }
             }
-        });
+        };
+        if tokio::time::timeout(Duration::from_millis(500), work).await.is_err() {
+            tracing::error!("removing the shared addresses took over 500 ms; handing over anyway");
+        }
     }
 
     fn save_state(&mut self, force: bool) {

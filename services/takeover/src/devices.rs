@@ -64,9 +64,21 @@ pub(crate) async fn hold_vmac(nl: &Netlink, parent: &str, v: &VmacSpec, shared: 
     Ok(link.map_err(|e| e.to_string())?.index)
 }
 
-/// Holds `shared` on `ifname` itself.
-pub(crate) async fn hold_plain(nl: &Netlink, ifname: &str, shared: Cidr) -> Result<(), String> {
-    nl.add_address(ifname, shared.addr, shared.prefix).await.map(drop).map_err(|e| e.to_string())
+/// Holds `shared` on `ifname` itself. With the interface's index known
+/// (the usual case) this is one netlink request.
+pub(crate) async fn hold_plain(nl: &Netlink, ifname: &str, index: Option<u32>, shared: Cidr) -> Result<(), String> {
+    let r = match index {
+        Some(i) => nl.add_address_at(ifname, i, shared.addr, shared.prefix).await,
+        None => nl.add_address(ifname, shared.addr, shared.prefix).await,
+    };
+    match r {
+        Ok(_) => Ok(()),
+        // The interface was recreated under the same name: look it up.
+        Err(NetlinkError::NotFound { .. }) if index.is_some() => {
+            nl.add_address(ifname, shared.addr, shared.prefix).await.map(drop).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Gives `shared` up on `ifname`, and deletes `vmac_device` (with the

@@ -14,8 +14,8 @@
 //! interface's netlink work at once, then sends the first gratuitous ARP of
 //! every interface, then leaves the rest of the bursts to timer tasks: no
 //! sleep and no shell-out between the event and the first frame, only the
-//! netlink requests themselves (two per address today, as
-//! `Netlink::add_address` looks the interface up by name first).
+//! netlink requests themselves (one per address: the interface's index is
+//! known, `Netlink::add_address_at`).
 //!
 //! Drift (T1): netlink events about the shared addresses and the devices
 //! carrying them, and a periodic pass, look at what the kernel has and
@@ -168,6 +168,8 @@ pub(crate) struct Driver {
     ever_followed: bool,
     /// Since when the role stream is down (`None` while following).
     stream_lost_at: Option<(Instant, SystemTime)>,
+    /// The last message of any kind (heartbeats included) on the stream.
+    last_message_at: Option<(Instant, SystemTime)>,
     connect_failures: u32,
     news: mpsc::Receiver<StreamNews>,
     net_events: Option<mpsc::Receiver<NetEvent>>,
@@ -272,6 +274,7 @@ impl Driver {
             following: false,
             ever_followed: false,
             stream_lost_at: Some(now),
+            last_message_at: None,
             connect_failures: 0,
             news: w.news,
             net_events,
@@ -298,9 +301,14 @@ impl Driver {
         self.publish().await;
         loop {
             let failsafe_at = self.failsafe_deadline();
+            let stale_at = self.stale_deadline();
             tokio::select! {
                 biased;
                 () = shutdown.wait() => break,
+                () = sleep_until(stale_at) => {
+                    let quiet = self.last_message_at.map_or(Duration::ZERO, |(t, _)| t.elapsed());
+                    self.stream_down(format!("no message, not even a heartbeat, for {} ms (the election hangs?)", quiet.as_millis()));
+                }
                 item = next_message(&mut self.stream) => {
                     let received = Instant::now();
                     match item {
@@ -373,7 +381,9 @@ impl Driver {
         }
         if self.following {
             self.following = false;
-            self.stream_lost_at = Some((Instant::now(), SystemTime::now()));
+            // Count from the last sign of life, not from when the loss was
+            // noticed: the partner's timer started no later than that.
+            self.stream_lost_at = Some(self.last_message_at.unwrap_or((Instant::now(), SystemTime::now())));
             notice::stream_lost(&why, self.mode == Mode::Hold, self.window());
             self.st.last_error = format!("role stream from the election lost: {why}");
         } else {
@@ -385,6 +395,17 @@ impl Driver {
         plan::failsafe_window(self.ha_timeout, self.advert_interval)
     }
 
+    /// The election sends a heartbeat every advert interval (at most every
+    /// second) on a quiet stream; three missed ones mean it hangs even if
+    /// its connection is still up.
+    fn stale_deadline(&self) -> Option<Instant> {
+        if !self.following {
+            return None;
+        }
+        let beat = self.advert_interval.min(Duration::from_secs(1));
+        self.last_message_at.map(|(t, _)| t + (beat * 3).max(Duration::from_millis(300)))
+    }
+
     fn failsafe_deadline(&self) -> Option<Instant> {
         match (self.mode, self.stream_lost_at) {
             (Mode::Hold | Mode::Unknown, Some((since, _))) => Some(since + self.window()),
@@ -394,6 +415,11 @@ impl Driver {
 
     async fn on_message(&mut self, msg: pb::WatchRoleResponse, received: Instant) {
         let received_wall = SystemTime::now();
+        self.last_message_at = Some((received, received_wall));
+        if msg.kind == pb::RoleEventKind::Heartbeat as i32 && !self.first_of_stream {
+            // Liveness only: not part of the sequence, changes nothing.
+            return;
+        }
         let first = std::mem::take(&mut self.first_of_stream);
         let role = Role::try_from(msg.role).unwrap_or(Role::Unspecified);
         let verdict = self.seq.accept(msg.epoch, msg.seq, first);
@@ -493,13 +519,13 @@ impl Driver {
         let nl = &*self.nl;
         let vmac = self.vmac;
         let jobs = self.ifaces.iter().map(|i| {
-            let (name, shared) = (i.name.clone(), i.shared);
+            let (name, shared, index) = (i.name.clone(), i.shared, i.link.as_ref().map(|l| l.index));
             async move {
                 if vmac {
                     let spec = VmacSpec::new(&name, vhid);
                     devices::hold_vmac(nl, &name, &spec, shared).await.map(|index| Some((spec.device, index)))
                 } else {
-                    devices::hold_plain(nl, &name, shared).await.map(|()| None)
+                    devices::hold_plain(nl, &name, index, shared).await.map(|()| None)
                 }
             }
         });
