@@ -163,21 +163,24 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
             }
             e.writable().map_err(|r| status(&r))?;
         }
-        if !self.shared.partner_reachable() {
-            let (addr, why) = {
-                let p = lock(&self.shared.partner);
-                let addr = self
-                    .shared
-                    .cfg
-                    .peer
-                    .as_ref()
-                    .map(|p| format!("{} at {}", p.partner_name, p.partner))
-                    .unwrap_or_default();
-                (addr, if p.last_error.is_empty() { "no answer yet".to_string() } else { p.last_error.clone() })
-            };
-            return Err(Status::unavailable(format!(
+        let unreachable = |why: &str| {
+            let addr = self
+                .shared
+                .cfg
+                .peer
+                .as_ref()
+                .map(|p| format!("{} at {}", p.partner_name, p.partner))
+                .unwrap_or_default();
+            Status::unavailable(format!(
                 "the partner {addr} is not reachable ({why}): a force update needs both units up and talking; check the peer link"
-            )));
+            ))
+        };
+        if !self.shared.partner_reachable() {
+            let why = {
+                let p = lock(&self.shared.partner);
+                if p.last_error.is_empty() { "no answer yet".to_string() } else { p.last_error.clone() }
+            };
+            return Err(unreachable(&why));
         }
         let (tx, rx) = oneshot::channel();
         self.shared.force.send(tx).await.map_err(|_| Status::unavailable("configsync is stopping"))?;
@@ -191,7 +194,7 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
                 hash,
                 took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             })),
-            Err(e) => Err(Status::unavailable(e)),
+            Err(e) => Err(unreachable(&e)),
         }
     }
 

@@ -107,6 +107,9 @@ fn client(shared: &Shared) -> Option<PeerSyncServiceClient<Channel>> {
 
 fn failed(shared: &Shared, e: &str) {
     let mut p = lock(&shared.partner);
+    // A failed call means the partner is not reachable now, whatever
+    // answered a moment ago.
+    p.last_ok = None;
     if p.last_error != e {
         tracing::warn!("peer link: {e}");
     }
