@@ -283,7 +283,13 @@ impl Netlink {
     /// As [`add_address`](Self::add_address) for an interface whose index
     /// the caller knows: one request instead of two (the takeover's hot
     /// path). `ifname` only names the interface in errors.
-    pub async fn add_address_at(&self, ifname: &str, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<bool, NetlinkError> {
+    pub async fn add_address_at(
+        &self,
+        ifname: &str,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<bool, NetlinkError> {
         check_prefix(ifname, addr, prefix)?;
         let what = || format!("{ifname}: cannot add {addr}/{prefix}");
         match self.ask(what, self.handle.address().add(index, addr.into(), prefix).execute()).await? {
@@ -308,7 +314,13 @@ impl Netlink {
     }
 
     /// As [`del_address`](Self::del_address) for a known interface index.
-    pub async fn del_address_at(&self, ifname: &str, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<bool, NetlinkError> {
+    pub async fn del_address_at(
+        &self,
+        ifname: &str,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<bool, NetlinkError> {
         check_prefix(ifname, addr, prefix)?;
         let what = || format!("{ifname}: cannot remove {addr}/{prefix}");
         let msg = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(addr, prefix).build();

@@ -67,6 +67,28 @@ pub fn on_signals(trigger: Trigger) -> std::io::Result<tokio::task::JoinHandle<(
     }))
 }
 
+/// Environment variable the unit supervisor sets for its services: its pid.
+pub const SUPERVISOR_ENV: &str = "DUET_SUPERVISOR_PID";
+
+/// For a service started by the unit supervisor (which runs it in its own
+/// process group, so that a signal to the supervisor's group reaches the
+/// supervisor alone): fires `trigger` when the supervisor is gone, so that
+/// no service outlives it and clashes with the ones it starts next time.
+/// Does nothing when the service was not started by a supervisor.
+pub fn on_supervisor_exit(trigger: Trigger) -> Option<tokio::task::JoinHandle<()>> {
+    let pid: i32 = std::env::var(SUPERVISOR_ENV).ok()?.parse().ok()?;
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if nix::unistd::getppid().as_raw() != pid {
+                tracing::error!(supervisor = pid, "the unit supervisor is gone: stopping");
+                trigger.fire();
+                return;
+            }
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

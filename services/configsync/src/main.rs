@@ -66,6 +66,7 @@ fn main() -> ExitCode {
             }
         };
         let (trigger, shutdown) = duet_runtime::shutdown::channel();
+        let _ = duet_runtime::shutdown::on_supervisor_exit(trigger.clone());
         if let Err(e) = duet_runtime::shutdown::on_signals(trigger) {
             tracing::error!("cannot install signal handlers: {e}");
             return ExitCode::FAILURE;

@@ -40,12 +40,24 @@ pub struct ServiceSpec {
     pub binary: &'static str,
 }
 
-/// The services a unit runs today, in start order.
-pub fn services() -> Vec<ServiceSpec> {
-    vec![
+/// The services a unit runs, in start order: election and takeover
+/// always; configsync when `[configsync]` is enabled and complete (a unit
+/// without certificates yet still runs, and the log says what is missing).
+pub fn services(cfg: &Validated) -> Vec<ServiceSpec> {
+    let mut v = vec![
         ServiceSpec { name: "election", binary: "duet-election" },
         ServiceSpec { name: "takeover", binary: "duet-takeover" },
-    ]
+    ];
+    if cfg.raw.configsync.enabled {
+        match cfg.configsync() {
+            Ok(_) => v.push(ServiceSpec { name: "configsync", binary: "duet-configsync" }),
+            Err(errs) => {
+                let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                tracing::warn!("configsync not started: {}", lines.join("; "));
+            }
+        }
+    }
+    v
 }
 
 struct Running {
@@ -85,7 +97,7 @@ impl Supervisor {
     pub fn new(cfg: Validated, config_path: PathBuf, bin_dir: PathBuf) -> anyhow::Result<Self> {
         let base = Duration::from_millis(cfg.raw.supervisor.restart_backoff_ms);
         let mut running = Vec::new();
-        for spec in services() {
+        for spec in services(&cfg) {
             let p = bin_dir.join(spec.binary);
             if !p.exists() {
                 anyhow::bail!(
@@ -109,9 +121,15 @@ impl Supervisor {
     fn spawn(&mut self, k: usize) -> anyhow::Result<()> {
         let r = &mut self.services[k];
         let exe = self.bin_dir.join(r.spec.binary);
+        // Its own process group: a signal to the supervisor's group (a
+        // terminal's Ctrl-C, `kill -- -pgid`) reaches the supervisor alone,
+        // which then stops the services in order. The service watches for
+        // the supervisor to disappear instead (SUPERVISOR_ENV).
         let child = Command::new(&exe)
             .arg("--config")
             .arg(&self.config_path)
+            .env(duet_runtime::shutdown::SUPERVISOR_ENV, std::process::id().to_string())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
@@ -136,12 +154,11 @@ impl Supervisor {
                 () = sleep_until(next_restart) => {
                     let now = Instant::now();
                     for k in 0..self.services.len() {
-                        if self.services[k].restart_at.is_some_and(|t| t <= now) {
-                            if let Err(e) = self.spawn(k) {
+                        if self.services[k].restart_at.is_some_and(|t| t <= now)
+                            && let Err(e) = self.spawn(k) {
                                 tracing::error!("{e:#}");
                                 self.schedule_restart(k);
                             }
-                        }
                     }
                 }
             }
@@ -164,12 +181,11 @@ impl Supervisor {
         }
         // The election records its own starts; restarts of the others are
         // recorded here, so a unit whose services keep crashing is pacified.
-        if name != "election" {
-            if let Err(e) =
+        if name != "election"
+            && let Err(e) =
                 duet_election::state::StateDir::open(&self.cfg.state_dir).and_then(|s| s.record_start(name).map(|_| ()))
-            {
-                tracing::error!("cannot record the restart in the start history: {e:#}");
-            }
+        {
+            tracing::error!("cannot record the restart in the start history: {e:#}");
         }
         self.schedule_restart(k);
         Ok(())
