@@ -269,6 +269,9 @@ pub struct Election {
     actions: VecDeque<Action>,
     last_active_active: Option<Time>,
     same_mode: Option<Ipv4Addr>,
+    /// Both active per the partner's peer status, with no advert of its
+    /// arriving (adverts filtered): the partner's address.
+    blind_active: Option<Ipv4Addr>,
     mismatch_logged: Option<(Ipv4Addr, u64)>,
     follower: Follower,
     /// Counters this unit sent lately (ucarp adopts them; see `replay`).
@@ -319,6 +322,7 @@ impl Election {
             actions: VecDeque::new(),
             last_active_active: None,
             same_mode: None,
+            blind_active: None,
             mismatch_logged: None,
             follower: Follower::default(),
             own_recent: Vec::new(),
@@ -401,6 +405,16 @@ impl Election {
             self.log(Notice::SameMode { mode: self.params.mode.as_str(), local, partner: src });
         }
         self.same_mode = same.then_some(src);
+        // Both active, yet none of the partner's adverts arrive: the adverts
+        // are filtered (multicast or broadcast blocked) while the unicast
+        // peer status gets through. CARP cannot settle this; say so loudly.
+        let partner_active = matches!(Role::from_code(status.role), Some(Role::Active | Role::Stopping));
+        let adverts_heard = self.heard.is_some_and(|h| now.since(h.at) < self.down_interval());
+        let blind = self.role.holds_addresses() && partner_active && !adverts_heard;
+        if blind && self.blind_active.is_none() {
+            self.log(Notice::BothActiveBlind { partner: src });
+        }
+        self.blind_active = blind.then_some(src);
         true
     }
 
@@ -624,6 +638,9 @@ impl Election {
         let mut warnings = Vec::new();
         if self.params.auth.no_password() && self.params.mode != HaMode::NonHa {
             warnings.push(Notice::NoPassword.to_string());
+        }
+        if let Some(p) = self.blind_active {
+            warnings.push(Notice::BothActiveBlind { partner: p }.to_string());
         }
         if let Some(p) = self.same_mode {
             warnings.push(format!(
@@ -1135,7 +1152,8 @@ impl Election {
             let why = format!("both units in HA mode {} (partner {p})", self.params.mode.as_str());
             return ((Square::Indeterminate, why.clone()), (Square::Indeterminate, why));
         }
-        let recent_aa = self.last_active_active.is_some_and(|t| now.since(t) < self.params.interval() * 3);
+        let recent_aa = self.last_active_active.is_some_and(|t| now.since(t) < self.params.interval() * 3)
+            || (self.blind_active.is_some() && self.role.holds_addresses());
         let local = match self.role {
             _ if recent_aa => (Square::Indeterminate, "both units active".into()),
             Role::Init => (Square::Updating, self.role_reason.clone()),

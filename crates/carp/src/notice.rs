@@ -41,6 +41,8 @@ pub enum Notice {
     SameMode { mode: &'static str, local: Ipv4Addr, partner: Ipv4Addr },
     /// No password: any host on the segment can take the role.
     NoPassword,
+    /// Both units are active and none of the partner's adverts arrive.
+    BothActiveBlind { partner: Ipv4Addr },
     /// E7: a checked interface lost its link.
     LinkLost { iface: String },
     /// A checked interface has its link back.
@@ -65,7 +67,7 @@ impl Notice {
             | Self::ConfigReloaded
             | Self::PreferredMasterAdvertised { .. }
             | Self::LinkRestored { .. } => Level::Warning,
-            Self::ActiveActive { .. } => Level::Critical,
+            Self::ActiveActive { .. } | Self::BothActiveBlind { .. } => Level::Critical,
             Self::Dropped { reason, .. } => match reason {
                 DropReason::AuthModeMismatch | DropReason::Replay => Level::Error,
                 _ => Level::Warning,
@@ -113,6 +115,11 @@ impl fmt::Display for Notice {
                 f,
                 "Both units are in HA mode {mode}: this unit {local} and partner {partner}; one must be first and the other second \
                  (resolving to one active by address until fixed)"
+            ),
+            Self::BothActiveBlind { partner } => write!(
+                f,
+                "[CRITICAL] Both units are active: partner {partner} reports active but none of its adverts arrive; \
+                 multicast or broadcast is probably filtered between the units: allow it or set ha.unicast = true on both"
             ),
             Self::NoPassword => f.write_str(
                 "No HA password set (ha.password): any host on the segment can take the active role; set the same password on both units",

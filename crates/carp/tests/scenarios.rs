@@ -510,3 +510,22 @@ fn pacify_while_active_hands_over_and_leaves_ha() {
     assert_eq!(n.role(0), Some(Role::Pacified));
     assert_eq!(n.actives(), 1);
 }
+
+#[test]
+fn filtered_adverts_leave_two_actives_and_both_say_so() {
+    let mut n = pair(Preferred::None, 3);
+    n.drop_adverts = true;
+    n.run_for(Duration::from_secs(15));
+    assert_eq!(n.actives(), 2, "CARP cannot settle what it cannot hear");
+    for i in 0..2 {
+        let s = n.status(i);
+        assert_eq!(s.local_square.0, Square::Indeterminate);
+        assert!(s.warnings.iter().any(|w| w.contains("Both units are active")), "{:?}", s.warnings);
+        assert!(
+            n.notices(i).iter().any(|l| l.starts_with("[CRITICAL] Both units are active") && l.contains("ha.unicast"))
+        );
+    }
+    n.drop_adverts = false;
+    n.run_for(Duration::from_secs(3));
+    assert_eq!(n.actives(), 1);
+}

@@ -79,6 +79,12 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
             if c.in_sync { " (in sync)" } else { " (NOT in sync)" }
         );
     }
+    if let (Some(t), Some(r)) = (&s.timer_lateness, &s.receive_delay) {
+        println!(
+            "scheduling: timer late p50 {} us, p99 {} us, max {} us; received packets wait p99 {} us, max {} us",
+            t.p50_us, t.p99_us, t.max_us, r.p99_us, r.max_us
+        );
+    }
     if !s.drops.is_empty() {
         let d: Vec<String> = s
             .drops

@@ -202,7 +202,14 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
         recent_starts: s.recent_starts,
         epoch: s.epoch,
         seq: s.seq,
+        timer_lateness: Some(delay(&s.timer_lateness)),
+        receive_delay: Some(delay(&s.receive_delay)),
     }
+}
+
+fn delay(d: &crate::driver::Delays) -> pb::SchedulingDelay {
+    let (p50_us, p99_us, max_us, samples) = d.summary();
+    pb::SchedulingDelay { p50_us, p99_us, max_us, samples }
 }
 
 fn takeover_proto(following: bool, t: Option<&TakeoverReport>) -> pb::TakeoverStatus {

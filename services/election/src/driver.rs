@@ -33,7 +33,7 @@ use crate::state::StateDir;
 /// What the receive side hands the driver.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    Packet { iface: usize, bytes: Vec<u8> },
+    Packet { iface: usize, bytes: Vec<u8>, at: Instant },
     Peer { iface: usize, src: Ipv4Addr, bytes: Vec<u8> },
     Link { name: String, up: bool },
 }
@@ -106,6 +106,8 @@ pub(crate) struct Snapshot {
     pub recent_starts: u32,
     pub queue_full: u64,
     pub send_errors: u64,
+    pub timer_lateness: Delays,
+    pub receive_delay: Delays,
 }
 
 /// Maps the core's monotonic time to wall-clock time for the API.
@@ -203,6 +205,39 @@ pub(crate) struct Driver {
     serving: Option<bool>,
     link_up: Vec<bool>,
     metrics: crate::metrics::Metrics,
+    timer_lateness: Delays,
+    receive_delay: Delays,
+}
+
+/// Recent scheduling delays (the last 4096) and the largest ever.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Delays {
+    recent: std::collections::VecDeque<u32>,
+    max_us: u64,
+    samples: u64,
+}
+
+impl Delays {
+    fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        if self.recent.len() >= 4096 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(u32::try_from(us).unwrap_or(u32::MAX));
+        self.max_us = self.max_us.max(us);
+        self.samples += 1;
+    }
+
+    /// (p50, p99, max, samples) in microseconds.
+    pub(crate) fn summary(&self) -> (u64, u64, u64, u64) {
+        let mut v: Vec<u32> = self.recent.iter().copied().collect();
+        if v.is_empty() {
+            return (0, 0, 0, 0);
+        }
+        v.sort_unstable();
+        let at = |p: f64| u64::from(v[((v.len() - 1) as f64 * p).round() as usize]);
+        (at(0.5), at(0.99), self.max_us, self.samples)
+    }
 }
 
 pub(crate) struct Handles {
@@ -278,6 +313,8 @@ impl Driver {
             serving: None,
             link_up: vec![true; n],
             metrics: crate::metrics::Metrics::new(),
+            timer_lateness: Delays::default(),
+            receive_delay: Delays::default(),
         };
         Ok((d, Handles { shared, inbound: in_tx }))
     }
@@ -385,6 +422,9 @@ impl Driver {
             tokio::select! {
                 biased;
                 () = sleep_until(deadline) => {
+                    if let Some(d) = deadline {
+                        self.timer_lateness.record(d.elapsed());
+                    }
                     let now = self.wall.now();
                     self.election.handle_timeout(now);
                 }
@@ -466,7 +506,8 @@ impl Driver {
     fn inbound_one(&mut self, i: Inbound) {
         let now = self.wall.now();
         match i {
-            Inbound::Packet { iface, bytes } => {
+            Inbound::Packet { iface, bytes, at } => {
+                self.receive_delay.record(at.elapsed());
                 let _ = self.election.handle_packet(now, iface, &bytes);
             }
             Inbound::Peer { iface, src, bytes } => {
@@ -499,6 +540,8 @@ impl Driver {
                     recent_starts: recent,
                     queue_full: self.shared.queue_full.load(Ordering::Relaxed),
                     send_errors: self.send_errors,
+                    timer_lateness: self.timer_lateness.clone(),
+                    receive_delay: self.receive_delay.clone(),
                 });
             }
             Request::Handover { timeout, reply } => {
@@ -709,7 +752,7 @@ async fn receive_loop(
         let n = sock.recv(&mut buf).await?;
         // Never wait for the driver here: a full queue means a flood, and
         // the packet is dropped and counted.
-        if tx.try_send(Inbound::Packet { iface, bytes: buf[..n].to_vec() }).is_err() {
+        if tx.try_send(Inbound::Packet { iface, bytes: buf[..n].to_vec(), at: Instant::now() }).is_err() {
             shared.queue_full.fetch_add(1, Ordering::Relaxed);
         }
     }

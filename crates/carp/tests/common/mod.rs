@@ -156,6 +156,9 @@ pub struct Net {
     pub loss_percent: f64,
     /// `cut[i]`: unit i can neither send nor receive.
     pub cut: Vec<bool>,
+    /// Adverts are dropped on the way (multicast filtered); peer-status
+    /// datagrams (unicast) still pass.
+    pub drop_adverts: bool,
     /// `link_down[i][k]`: interface k of unit i has no link.
     pub link_down: Vec<Vec<bool>>,
     /// Packets injected by a third party are wrapped with this source.
@@ -175,6 +178,7 @@ impl Net {
             jitter: Duration::from_micros(100),
             loss_percent: 0.0,
             cut: vec![false; n],
+            drop_adverts: false,
             link_down: params.iter().map(|p| vec![false; p.interfaces.len()]).collect(),
             role_log: Vec::new(),
         };
@@ -297,6 +301,9 @@ impl Net {
                 continue;
             }
             if self.loss_percent > 0.0 && self.rng.chance(self.loss_percent) {
+                continue;
+            }
+            if self.drop_adverts && matches!(kind, Kind::Advert(_)) {
                 continue;
             }
             let at = self.deliver_at();
