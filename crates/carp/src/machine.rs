@@ -145,6 +145,9 @@ pub struct Init {
     pub replay: ReplayState,
     /// Set when the start history says the unit is pacified: (starts, window).
     pub pacified: Option<(u32, Duration)>,
+    /// Window of the drop-log limiter (a few lines per reason per window,
+    /// then one summary line); zero means the default, 60 s.
+    pub drop_log_window: Duration,
 }
 
 /// A counter start for HMAC-SHA256 mode that is above anything sent
@@ -318,7 +321,10 @@ impl Election {
             drops: DropCounters::default(),
             peer_drops: 0,
             foreign: BTreeMap::new(),
-            limiter: LogLimiter::new(LOG_WINDOW, LOG_PER_WINDOW),
+            limiter: LogLimiter::new(
+                if init.drop_log_window.is_zero() { LOG_WINDOW } else { init.drop_log_window },
+                LOG_PER_WINDOW,
+            ),
             actions: VecDeque::new(),
             last_active_active: None,
             same_mode: None,

@@ -221,11 +221,14 @@ pub struct ElectionSection {
     pub listen: String,
     /// UDP port of the peer-status datagram.
     pub status_port: u16,
+    /// Dropped packets are logged a few lines per reason per window, then
+    /// summed up in one line at the end of the window (seconds).
+    pub drop_log_window_s: u64,
 }
 
 impl Default for ElectionSection {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:7870".into(), status_port: 6973 }
+        Self { listen: "127.0.0.1:7870".into(), status_port: 6973, drop_log_window_s: 60 }
     }
 }
 

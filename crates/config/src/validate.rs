@@ -328,6 +328,12 @@ impl UnitConfig {
         };
         let election_listen = listen(&mut e, "election.listen", &self.election.listen);
         let takeover_listen = listen(&mut e, "takeover.listen", &self.takeover.listen);
+        if !(1..=3600).contains(&self.election.drop_log_window_s) {
+            e.add(
+                "election.drop_log_window_s",
+                format!("{} is out of range: use 1-3600 seconds", self.election.drop_log_window_s),
+            );
+        }
         if !(1..=100).contains(&self.takeover.garp_count) {
             e.add("takeover.garp_count", format!("{} is out of range: use 1-100", self.takeover.garp_count));
         }

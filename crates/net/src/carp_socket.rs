@@ -19,9 +19,11 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
-use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, SockFilter, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+use crate::packet::link_addr;
 
 /// IP protocol number of CARP.
 const PROTO_CARP: i32 = 112;
@@ -105,21 +107,6 @@ fn drop_all() -> [SockFilter; 1] {
     [SockFilter::new(0x06, 0, 0, 0)]
 }
 
-/// The `sockaddr_ll` that binds a packet socket to `ifindex` for `protocol`.
-#[allow(unsafe_code)]
-pub(crate) fn packet_sockaddr(ifindex: u32, protocol: u16) -> SockAddr {
-    let mut storage = SockAddrStorage::zeroed();
-    // SAFETY: `sockaddr_ll` (20 bytes) fits in the zeroed, suitably aligned
-    // `sockaddr_storage`, and every bit pattern is a valid `sockaddr_ll`.
-    let ll: &mut libc::sockaddr_ll = unsafe { storage.view_as() };
-    ll.sll_family = libc::AF_PACKET as u16;
-    ll.sll_protocol = protocol.to_be();
-    ll.sll_ifindex = i32::try_from(ifindex).unwrap_or(0);
-    let len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    // SAFETY: the storage holds an initialised `sockaddr_ll` of `len` bytes.
-    unsafe { SockAddr::new(storage, len) }
-}
-
 impl CarpSocket {
     /// Opens the sockets of interface `iface` (index `ifindex`) whose own
     /// address is `unit_addr`. Must run inside a tokio runtime.
@@ -149,7 +136,8 @@ impl CarpSocket {
         let recv = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(i32::from(eth_p_ip.to_be()))))
             .map_err(setup("packet socket"))?;
         recv.attach_filter(&carp_filter()).map_err(setup("receive filter"))?;
-        recv.bind(&packet_sockaddr(ifindex, eth_p_ip)).map_err(setup("bind packet socket"))?;
+        recv.bind(&link_addr(i32::try_from(ifindex).unwrap_or(0), eth_p_ip, [0; 6]))
+            .map_err(setup("bind packet socket"))?;
         // Best effort: the default is fine when the limit is lower.
         let _ = recv.set_recv_buffer_size(RECV_BUFFER);
         recv.set_nonblocking(true).map_err(setup("non-blocking"))?;

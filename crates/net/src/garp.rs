@@ -19,7 +19,9 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use duet_wire::arp::{ArpPacket, BROADCAST, ETHERTYPE_ARP};
-use socket2::{Domain, SockAddr, SockAddrStorage, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::packet::link_addr;
 
 /// Why a gratuitous ARP could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +85,12 @@ impl GarpSender {
         // A send must never block its caller, even with the device queue
         // full: better an error (EAGAIN) now than an election stalled.
         socket.set_nonblocking(true).map_err(open_error)?;
-        socket.bind(&link_addr(index, 0)).map_err(|source| GarpError::Bind {
+        socket.bind(&link_addr(index, 0, BROADCAST)).map_err(|source| GarpError::Bind {
             ifname: ifname.to_owned(),
             ifindex,
             source,
         })?;
-        Ok(Self { socket, ifname: ifname.to_owned(), dest: link_addr(index, ETHERTYPE_ARP) })
+        Ok(Self { socket, ifname: ifname.to_owned(), dest: link_addr(index, ETHERTYPE_ARP, BROADCAST) })
     }
 
     /// Sends one gratuitous ARP announcing `ip` at `mac`: a broadcast frame
@@ -115,32 +117,13 @@ impl GarpSender {
 /// of one. Going through socket2's own storage type keeps the unsafe part to
 /// a typed view and one constructor, instead of raw `bind`/`sendto` calls
 /// with pointers and lengths.
-#[allow(unsafe_code)]
-fn link_addr(ifindex: i32, protocol: u16) -> SockAddr {
-    let mut storage = SockAddrStorage::zeroed();
-    // SAFETY: `view_as` requires one of this platform's `sockaddr_*` types,
-    // which `sockaddr_ll` is; it asserts that the type fits in the storage
-    // (20 of 128 bytes). The storage is zeroed, and all zeros is a valid
-    // `sockaddr_ll` (integers and a byte array only).
-    let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
-    ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
-    ll.sll_protocol = protocol.to_be();
-    ll.sll_ifindex = ifindex;
-    ll.sll_halen = 6;
-    ll.sll_addr[..6].copy_from_slice(&BROADCAST);
-    // SAFETY: `SockAddr::new` needs family, length and contents to agree:
-    // the storage holds an initialised `sockaddr_ll` with family AF_PACKET,
-    // and the length is exactly that of a `sockaddr_ll`.
-    unsafe { SockAddr::new(storage, size_of::<libc::sockaddr_ll>() as libc::socklen_t) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn link_address_is_a_packet_address() {
-        let addr = link_addr(3, ETHERTYPE_ARP);
+        let addr = link_addr(3, ETHERTYPE_ARP, BROADCAST);
         assert_eq!(addr.family(), libc::AF_PACKET as libc::sa_family_t);
         assert_eq!(addr.len() as usize, size_of::<libc::sockaddr_ll>());
         assert!(addr.as_socket().is_none());

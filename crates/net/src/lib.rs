@@ -6,9 +6,11 @@
 //! [`netlink`] (links, their state and events, IPv4 addresses, macvlan),
 //! [`garp`] (gratuitous ARP on an AF_PACKET socket) and [`sysctl`].
 //! This is the only crate of the workspace allowed `unsafe`, and only for
-//! socket options the safe crates do not cover; each use says why.
+//! socket addresses and options the safe crates do not cover ([`packet`]
+//! builds the one `sockaddr_ll`); each use says why.
 
 pub mod carp_socket;
 pub mod garp;
 pub mod netlink;
+pub mod packet;
 pub mod sysctl;

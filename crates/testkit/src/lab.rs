@@ -558,6 +558,18 @@ impl Lab {
             ],
             self.cmd_timeout,
         );
+        // A switch forwards frames and looks at nothing above layer 2. With
+        // br_netfilter loaded (Docker loads it) bridged IPv4 would go
+        // through iptables and have its header validated, so a frame with a
+        // bad IP checksum would never reach the hosts under test. Best
+        // effort: the keys exist only when the module is loaded.
+        for key in [
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ] {
+            let _ = cmd::output(&["ip", "netns", "exec", &sw, "sysctl", "-q", "-w", key], self.cmd_timeout);
+        }
         Ok(sw)
     }
 

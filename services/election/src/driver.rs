@@ -177,6 +177,7 @@ pub(crate) struct Setup {
     pub shared_addrs: Vec<(String, Ipv4Addr, u8)>,
     /// The takeover service puts the shared addresses on VMAC macvlans.
     pub vmac: bool,
+    pub drop_log_window: Duration,
 }
 
 pub(crate) struct Driver {
@@ -263,6 +264,7 @@ impl Driver {
             peer_counter_seed: crate::state::unix_ms() << 16,
             replay,
             pacified: is_pacified.then_some((starts, setup.pacify.0)),
+            drop_log_window: setup.drop_log_window,
         };
         let election = Election::new(setup.params.clone(), wall.now(), init);
         let (events, events_rx) = broadcast::channel(1024);

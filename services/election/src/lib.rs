@@ -50,6 +50,7 @@ pub async fn run(
         pacify: (cfg.pacify_window, cfg.raw.ha.pacify_max_starts),
         shared_addrs: cfg.shared.iter().map(|(i, c)| (i.clone(), c.addr, c.prefix)).collect(),
         vmac: cfg.raw.takeover.vmac,
+        drop_log_window: Duration::from_secs(cfg.raw.election.drop_log_window_s),
     };
     let epoch: u64 = rand::random();
     let (mut driver, handles) = driver::Driver::new(setup, epoch, health)?;
