@@ -3,6 +3,10 @@
 //! binaries, gRPC calls made from inside a unit's namespace, and packet
 //! crafting for hostile-wire tests.
 
+pub mod bench;
+pub mod probe;
+pub mod syncbench;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -148,7 +152,55 @@ impl PairLab {
         let path = cfg.write(self.lab.dir())?;
         let exe = bin("duet-takeover").to_string_lossy().into_owned();
         let p = path.to_string_lossy().into_owned();
-        self.lab.spawn(host, &format!("takeover-{}", cfg.name), &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])
+        self.lab.spawn(
+            host,
+            &format!("takeover-{}", cfg.name),
+            &[&exe, "--config", &p],
+            &[("DUET_LOG", "info,duet=debug")],
+        )
+    }
+
+    /// Starts `duet-configsync` in `host` with `cfg`.
+    pub fn configsync(&mut self, host: HostId, cfg: &UnitConfig) -> anyhow::Result<Proc> {
+        self.configsync_labeled(host, cfg, &format!("configsync-{}", cfg.name))
+    }
+
+    /// Same, with its own log label.
+    pub fn configsync_labeled(&mut self, host: HostId, cfg: &UnitConfig, label: &str) -> anyhow::Result<Proc> {
+        let path = cfg.write(self.lab.dir())?;
+        let exe = bin("duet-configsync").to_string_lossy().into_owned();
+        let p = path.to_string_lossy().into_owned();
+        self.lab.spawn(host, label, &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])
+    }
+
+    /// Certificates for units `lb1`, `lb2` (and `lb3`, a stranger with the
+    /// same CA) in `<lab>/certs`; returns the directory.
+    pub fn certs(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.lab.dir().join("certs");
+        if !dir.join("ca.pem").exists() {
+            duet_ctl::certs::generate(&dir, "test", &["lb1", "lb2", "lb3"], 2)?;
+        }
+        Ok(dir)
+    }
+
+    /// Adds a `[configsync]` section to `cfg` for unit `cert_name`
+    /// expecting `partner`, with a short full-sync period.
+    pub fn with_configsync(
+        &self,
+        cfg: &mut UnitConfig,
+        cert_name: &str,
+        partner: &str,
+        sync_interval_s: u64,
+    ) -> anyhow::Result<()> {
+        let d = self.certs()?;
+        cfg.extra.push_str(&format!(
+            "[configsync]\npartner_name = \"{partner}\"\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nsync_interval_s = {sync_interval_s}\nstore_dir = \"{}\"\n",
+            d.join("ca.pem").display(),
+            d.join(format!("{cert_name}.pem")).display(),
+            d.join(format!("{cert_name}.key")).display(),
+            cfg.state_dir.join("config").display(),
+        ));
+        Ok(())
     }
 
     /// Starts a whole unit (`duet unit --config`) in `host`.
@@ -156,7 +208,17 @@ impl PairLab {
         let path = cfg.write(self.lab.dir())?;
         let exe = bin("duet").to_string_lossy().into_owned();
         let p = path.to_string_lossy().into_owned();
-        self.lab.spawn(host, &format!("unit-{}", cfg.name), &["env", "DUET_LOG=info,duet=debug", &exe, "unit", "--config", &p], &[])
+        self.lab.spawn(
+            host,
+            &format!("unit-{}", cfg.name),
+            &["env", "DUET_LOG=info,duet=debug", &exe, "unit", "--config", &p],
+            &[],
+        )
+    }
+
+    /// The attacker's namespace (labs built with an attacker).
+    pub fn ns_attacker(&self) -> String {
+        self.lab.ns(self.x.expect("a lab with an attacker"))
     }
 
     /// GetStatus of the election in `host`.
@@ -202,6 +264,36 @@ where
     })?
 }
 
+/// The configsync service's gRPC address inside a unit's namespace.
+pub const CONFIGSYNC: &str = "http://127.0.0.1:7872";
+
+/// Runs `f` with a configsync client connected inside namespace `ns`.
+pub fn configsync_call<T, F, Fut>(ns: &str, f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(
+            duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient<tonic::transport::Channel>,
+        ) -> Fut
+        + Send
+        + 'static,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let c = tokio::time::timeout(
+                Duration::from_secs(3),
+                duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient::connect(CONFIGSYNC),
+            )
+            .await
+            .context("connecting to configsync timed out")??
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+            tokio::time::timeout(Duration::from_secs(30), f(c)).await.context("gRPC call timed out")?
+        })
+    })?
+}
+
 /// Wraps a CARP payload in an IPv4 header with the given TTL.
 pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
     let h = duet_wire::Ipv4Header {
@@ -239,6 +331,41 @@ pub fn send_raw(ns: &str, packets: Vec<Vec<u8>>, gap: Duration) -> anyhow::Resul
         }
         Ok(())
     })?
+}
+
+/// Sends IPv4 packets as whole Ethernet frames from `host`'s eth0, exactly
+/// as given (a raw IP socket would fix a wrong IP checksum). Multicast
+/// destinations get their group MAC, others the broadcast MAC.
+pub fn send_frames(lab: &Lab, host: HostId, packets: Vec<Vec<u8>>) -> anyhow::Result<()> {
+    let index: u32 = lab.run(host, &["cat", "/sys/class/net/eth0/ifindex"])?.trim().parse()?;
+    in_netns(&lab.ns(host), move || -> anyhow::Result<()> {
+        let s = duet_net::packet::FrameSender::open(index)?;
+        for p in packets {
+            let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+            let mac = if dst.is_multicast() {
+                let o = dst.octets();
+                [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+            } else {
+                [0xff; 6]
+            };
+            let mut f = Vec::with_capacity(14 + p.len());
+            f.extend_from_slice(&mac);
+            f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x66]);
+            f.extend_from_slice(&[0x08, 0x00]);
+            f.extend_from_slice(&p);
+            s.send(&f)?;
+        }
+        Ok(())
+    })?
+}
+
+/// Starts `tcpdump` for protocol 112 sent from `mac` (a unit's own frames,
+/// not spoofed copies) on eth0 of `host`.
+pub fn capture_adverts_from(lab: &mut Lab, host: HostId, mac: &str, label: &str) -> anyhow::Result<Proc> {
+    let filter = format!("ip proto 112 and ether src {mac}");
+    let p = lab.spawn(host, label, &["tcpdump", "-l", "-n", "-tt", "-i", "eth0", &filter], &[])?;
+    p.wait_log("listening on", Duration::from_secs(5))?;
+    Ok(p)
 }
 
 /// Timestamps and sources of CARP adverts seen by a tcpdump in a host.

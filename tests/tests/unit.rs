@@ -26,10 +26,15 @@ fn a_crashed_service_is_restarted() {
         let before = pids_of(&l.lab, l.a, "duet-takeover");
         assert_eq!(before.len(), 1, "one takeover process");
         sigkill(&before);
-        let after = duet_testkit::wait_for("a new takeover process", Duration::from_secs(5), Duration::from_millis(50), || {
-            let now = pids_of(&l.lab, l.a, "duet-takeover");
-            (now.len() == 1 && now != before).then_some(now)
-        })?;
+        let after = duet_testkit::wait_for(
+            "a new takeover process",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || {
+                let now = pids_of(&l.lab, l.a, "duet-takeover");
+                (now.len() == 1 && now != before).then_some(now)
+            },
+        )?;
         assert_ne!(after, before);
         unit.wait_log("restart scheduled", Duration::from_secs(1))?;
         // The shared address is back on the unit (its election stays active
@@ -105,11 +110,16 @@ fn hard_reboot_on_link_failure_restarts_the_services() {
         let takeover = pids_of(&l.lab, l.a, "duet-takeover");
         l.lab.link_down(l.a, "eth0")?;
         u.wait_log("restarting all services of the unit", Duration::from_secs(5))?;
-        duet_testkit::wait_for("new election and takeover", Duration::from_secs(10), Duration::from_millis(50), || {
-            let e = pids_of(&l.lab, l.a, "duet-election");
-            let t = pids_of(&l.lab, l.a, "duet-takeover");
-            (e.len() == 1 && t.len() == 1 && e != election && t != takeover).then_some(())
-        })?;
+        duet_testkit::wait_for(
+            "new election and takeover",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                let e = pids_of(&l.lab, l.a, "duet-election");
+                let t = pids_of(&l.lab, l.a, "duet-takeover");
+                (e.len() == 1 && t.len() == 1 && e != election && t != takeover).then_some(())
+            },
+        )?;
         l.lab.link_up(l.a, "eth0")?;
         l.wait_role(l.a, Role::Active, T)?;
         Ok(())

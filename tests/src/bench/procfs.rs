@@ -1,0 +1,104 @@
+//! The processes of a lab host and what they cost, read from `/proc`.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Pids of the processes whose network namespace is `ns` (a name under
+/// `/run/netns`), as `ip netns pids` finds them: by the namespace file's
+/// device and inode. This process is never included, even though some of
+/// its threads live there.
+pub fn ns_pids(ns: &str) -> Result<Vec<u32>> {
+    let target = fs::metadata(format!("/run/netns/{ns}")).with_context(|| format!("no namespace {ns}"))?;
+    let me = std::process::id();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        // A process may exit while we look: skip it.
+        if let Ok(m) = fs::metadata(format!("/proc/{pid}/ns/net"))
+            && m.dev() == target.dev()
+            && m.ino() == target.ino()
+        {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// SIGKILLs every process in namespace `ns` (all of them started by the
+/// benchmark in that host); returns how many were signalled.
+pub fn kill_all(ns: &str) -> Result<usize> {
+    let pids = ns_pids(ns)?;
+    for p in &pids {
+        let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
+    }
+    Ok(pids.len())
+}
+
+/// CPU time of a process so far in ns: the run time of each of its live
+/// threads (`/proc/<pid>/task/*/schedstat`, ns precision) plus the CPU time
+/// of its reaped children (scripts it ran, clock-tick precision); `None`
+/// once it has gone.
+pub fn cpu_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after
+    // the last ')' are fixed: state is field 3, cutime 16, cstime 17.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let children = (field(16)? + field(17)?) * 1_000_000_000 / ticks_per_s.max(1);
+    let mut threads = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        // A thread may exit while we look: skip it.
+        if let Some(ns) = fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            threads += ns;
+        }
+    }
+    Some(threads + children)
+}
+
+/// Proportional set size of a process in KiB; `None` once it has gone.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// The command name of a process (`/proc/<pid>/comm`).
+pub fn comm(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
+pub fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        assert!(cpu_ns(me, clock_ticks()).is_some_and(|ns| ns > 0));
+        assert!(pss_kib(me).unwrap_or(0) > 0);
+        assert!(!comm(me).is_empty());
+        assert!(clock_ticks() > 0);
+    }
+}

@@ -1,0 +1,679 @@
+//! The HA systems under test, each started as a pair on the standard lab:
+//! duet, keepalived (VRRPv2 and VRRPv3) and ucarp.
+//!
+//! A [`System`] starts both units, says when it is ready to be measured,
+//! and applies the three faults to one unit. Which unit is active is not
+//! its business: the benchmark looks at which namespace holds the shared
+//! address ([`holders`]).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::str::FromStr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use duet_proto::common::v1::Role;
+use duet_proto::takeover::v1 as tpb;
+use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
+use duet_testkit::{HostId, Proc, in_netns};
+use nix::sys::signal::Signal;
+
+use super::procfs;
+use crate::{PairLab, SHARED, UNIT1, UNIT2, UnitConfig, bin};
+
+/// The takeover service's gRPC address inside a unit's namespace.
+pub const TAKEOVER: &str = "http://127.0.0.1:7871";
+
+/// How long a graceful stop may take before the process is killed.
+const STOP_GRACE: Duration = Duration::from_secs(6);
+
+/// One unit of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Unit {
+    /// Unit 1: 198.18.0.1, host `a`.
+    One,
+    /// Unit 2: 198.18.0.2, host `b`.
+    Two,
+}
+
+impl Unit {
+    pub const BOTH: [Self; 2] = [Self::One, Self::Two];
+
+    /// The id its responder answers with: 1 or 2.
+    pub fn id(self) -> u8 {
+        match self {
+            Self::One => 1,
+            Self::Two => 2,
+        }
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.id() - 1)
+    }
+
+    pub fn other(self) -> Self {
+        match self {
+            Self::One => Self::Two,
+            Self::Two => Self::One,
+        }
+    }
+
+    pub fn host(self, l: &PairLab) -> HostId {
+        match self {
+            Self::One => l.a,
+            Self::Two => l.b,
+        }
+    }
+
+    /// Its own address.
+    pub fn addr(self) -> Ipv4Addr {
+        match self {
+            Self::One => UNIT1,
+            Self::Two => UNIT2,
+        }
+        .parse()
+        .expect("a literal address")
+    }
+}
+
+impl fmt::Display for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unit {}", self.id())
+    }
+}
+
+/// The systems the benchmark knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum SystemKind {
+    /// duet, HA timeout 3 s, preferred none.
+    Duet,
+    /// keepalived 2.2, VRRPv2, `advert_int 1`.
+    KeepalivedV2,
+    /// keepalived 2.2, VRRPv3, `advert_int 0.1`.
+    KeepalivedV3,
+    /// ucarp 1.5, advbase 1 s, deadratio 3.
+    Ucarp,
+}
+
+impl SystemKind {
+    pub const ALL: [Self; 4] = [Self::Duet, Self::KeepalivedV2, Self::KeepalivedV3, Self::Ucarp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Duet => "duet",
+            Self::KeepalivedV2 => "keepalived-v2",
+            Self::KeepalivedV3 => "keepalived-v3",
+            Self::Ucarp => "ucarp",
+        }
+    }
+
+    /// How often the active unit adverts.
+    pub fn advert_interval(self) -> Duration {
+        match self {
+            Self::KeepalivedV3 => Duration::from_millis(100),
+            Self::Duet | Self::KeepalivedV2 | Self::Ucarp => Duration::from_secs(1),
+        }
+    }
+
+    /// A fresh, stopped instance.
+    pub fn system(self, duet: DuetLaunch) -> Box<dyn System> {
+        match self {
+            Self::Duet => Box::new(Duet::new(duet)),
+            Self::KeepalivedV2 => Box::new(Keepalived::new(2)),
+            Self::KeepalivedV3 => Box::new(Keepalived::new(3)),
+            Self::Ucarp => Box::new(Ucarp::default()),
+        }
+    }
+}
+
+impl fmt::Display for SystemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SystemKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown system {s:?} (one of {})", Self::ALL.map(Self::name).join(", ")))
+    }
+}
+
+/// Timestamps of a duet unit's last role change and its takeover.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct DuetTimes {
+    /// The election's `role_since` (wall-clock seconds).
+    pub role_since: Option<f64>,
+    /// When the takeover service received the role event.
+    pub role_received_at: Option<f64>,
+    /// When it had added the shared addresses.
+    pub addresses_at: Option<f64>,
+    /// When it sent the first gratuitous ARP.
+    pub first_garp_at: Option<f64>,
+    /// Where the takeover times come from: "takeover" (its own GetStatus)
+    /// or "election" (what takeover reported to the election).
+    pub source: String,
+}
+
+/// An HA system started as a pair on a [`PairLab`].
+pub trait System: fmt::Debug {
+    fn kind(&self) -> SystemKind;
+
+    /// Starts both units; `run` numbers the starts (for log labels).
+    fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()>;
+
+    /// Whether the pair is ready to be measured, `active` holding the
+    /// shared address (e.g. the standby knows it is standby).
+    fn ready(&self, _l: &PairLab, _active: Unit) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// The unit loses its link and all its processes die at once.
+    fn crash(&mut self, l: &PairLab, unit: Unit) -> Result<()> {
+        crash_unit(l, unit, self.procs_mut(unit))
+    }
+
+    /// The unit's link goes down; its processes keep running.
+    fn link_down(&mut self, l: &PairLab, unit: Unit) -> Result<()> {
+        l.lab.link_down(unit.host(l), "eth0")
+    }
+
+    /// The unit is stopped the way an operator would (SIGTERM, or a planned
+    /// handover first where the system has one). Returns once it stopped.
+    fn graceful(&mut self, l: &PairLab, unit: Unit) -> Result<()>;
+
+    /// Stops both units and puts the lab back as it was before `start`.
+    fn stop(&mut self, l: &PairLab) -> Result<()> {
+        for u in Unit::BOTH {
+            terminate_all(self.procs_mut(u));
+        }
+        reset_units(l)
+    }
+
+    /// Role change and takeover timestamps of `unit` (duet only).
+    fn duet_times(&self, _l: &PairLab, _unit: Unit) -> Option<Result<DuetTimes>> {
+        None
+    }
+
+    /// The processes of `unit`.
+    fn procs_mut(&mut self, unit: Unit) -> &mut Vec<Proc>;
+}
+
+/// Units holding the shared address right now (on any interface).
+pub fn holders(l: &PairLab) -> Result<Vec<Unit>> {
+    let mut out = Vec::new();
+    for u in Unit::BOTH {
+        if holds_shared(l, u.host(l))? {
+            out.push(u);
+        }
+    }
+    Ok(out)
+}
+
+fn holds_shared(l: &PairLab, host: HostId) -> Result<bool> {
+    let out = l.lab.run(host, &["ip", "-4", "-o", "addr", "show"])?;
+    let needle = format!(" {SHARED}/");
+    Ok(out.lines().any(|line| line.contains(&needle)))
+}
+
+/// Link down, then SIGKILL to every process of the unit (its process
+/// groups and anything else in its namespace), then reap.
+pub fn crash_unit(l: &PairLab, unit: Unit, procs: &mut Vec<Proc>) -> Result<()> {
+    let host = unit.host(l);
+    l.lab.link_down(host, "eth0")?;
+    for p in procs.iter() {
+        let _ = p.signal(Signal::SIGKILL);
+    }
+    procfs::kill_all(&l.lab.ns(host))?;
+    for mut p in procs.drain(..) {
+        p.kill()?;
+    }
+    Ok(())
+}
+
+/// SIGTERM to every process, all together and once, then a wait for all of
+/// them to exit; whatever is left after the grace period is killed. Errors
+/// are printed, not returned (this is clean-up).
+///
+/// One signal only: a second SIGTERM to the process group can hit a
+/// script the daemon forked on the first (ucarp's down script) and leave
+/// the shared address behind.
+fn terminate_all(procs: &mut Vec<Proc>) {
+    for p in procs.iter() {
+        let _ = p.signal(Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for mut p in procs.drain(..) {
+        loop {
+            match p.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                Ok(None) => {
+                    eprintln!("duet-bench: {} did not stop within {STOP_GRACE:?}; killing it", p.label());
+                    let _ = p.kill();
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("duet-bench: stopping {}: {e:#}", p.label());
+                    let _ = p.kill();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// After a pair has stopped: kill leftovers, links up, the shared address
+/// removed everywhere, the client's ARP cache flushed.
+pub fn reset_units(l: &PairLab) -> Result<()> {
+    for u in Unit::BOTH {
+        let host = u.host(l);
+        procfs::kill_all(&l.lab.ns(host))?;
+        l.lab.link_up(host, "eth0")?;
+        let out = l.lab.run(host, &["ip", "-4", "-o", "addr", "show"])?;
+        let needle = format!(" {SHARED}/");
+        for line in out.lines().filter(|line| line.contains(&needle)) {
+            // "2: eth0    inet 198.18.0.10/24 scope global secondary eth0"
+            let mut w = line.split_whitespace();
+            let (Some(_), Some(dev), Some(_), Some(addr)) = (w.next(), w.next(), w.next(), w.next()) else { continue };
+            let dev = dev.split('@').next().unwrap_or(dev);
+            l.lab.run(host, &["ip", "addr", "del", addr, "dev", dev])?;
+        }
+    }
+    l.lab.run(l.c, &["ip", "neigh", "flush", "all"])?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- keepalived
+
+/// keepalived in VRRP-only mode, one instance per unit, both `state
+/// BACKUP` with priorities 100 (unit 1) and 90 (unit 2) and `nopreempt`:
+/// that is duet's "preferred none" (a unit that comes back does not take
+/// the role back); the higher priority only decides the first election.
+/// Authentication none; gratuitous ARP settings left at their defaults.
+#[derive(Debug)]
+pub struct Keepalived {
+    version: u8,
+    procs: [Vec<Proc>; 2],
+}
+
+impl Keepalived {
+    /// VRRP version 2 (`advert_int 1`) or 3 (`advert_int 0.1`).
+    pub fn new(version: u8) -> Self {
+        Self { version, procs: Default::default() }
+    }
+
+    /// The configuration file of `unit`.
+    pub fn config(&self, unit: Unit) -> String {
+        let (priority, advert) =
+            (if unit == Unit::One { 100 } else { 90 }, if self.version == 3 { "0.1" } else { "1" });
+        format!(
+            "global_defs {{\n  router_id lb{id}\n}}\n\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  nopreempt\n  version {v}\n  advert_int {advert}\n  virtual_ipaddress {{\n    {SHARED}/24 dev eth0\n  }}\n}}\n",
+            id = unit.id(),
+            v = self.version,
+        )
+    }
+}
+
+impl System for Keepalived {
+    fn kind(&self) -> SystemKind {
+        if self.version == 3 { SystemKind::KeepalivedV3 } else { SystemKind::KeepalivedV2 }
+    }
+
+    fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()> {
+        let dir = l.lab.dir().to_owned();
+        for u in Unit::BOTH {
+            let name = format!("keepalived-v{}-{}", self.version, u.id());
+            let conf = dir.join(format!("{name}.conf"));
+            std::fs::write(&conf, self.config(u))?;
+            let pid = dir.join(format!("{name}.pid"));
+            let vrrp_pid = dir.join(format!("{name}-vrrp.pid"));
+            // Stale pid files of a killed run would be taken for a live
+            // instance if their pid got reused.
+            let _ = std::fs::remove_file(&pid);
+            let _ = std::fs::remove_file(&vrrp_pid);
+            let p = l.lab.spawn(
+                u.host(l),
+                &format!("{name}-r{run}"),
+                &[
+                    "keepalived",
+                    "-n",
+                    "-l",
+                    "-D",
+                    "-G",
+                    "--vrrp",
+                    "-f",
+                    &path_str(&conf),
+                    "-p",
+                    &path_str(&pid),
+                    "-r",
+                    &path_str(&vrrp_pid),
+                ],
+                &[],
+            )?;
+            self.procs[u.index()].push(p);
+        }
+        Ok(())
+    }
+
+    fn graceful(&mut self, _l: &PairLab, unit: Unit) -> Result<()> {
+        // SIGTERM to the process group, as systemd does: the VRRP child
+        // sends a priority 0 advert and removes the address.
+        terminate_all(&mut self.procs[unit.index()]);
+        Ok(())
+    }
+
+    fn procs_mut(&mut self, unit: Unit) -> &mut Vec<Proc> {
+        &mut self.procs[unit.index()]
+    }
+}
+
+// --------------------------------------------------------------------- ucarp
+
+/// ucarp 1.5: vhid 10, advbase 1 s, deadratio 3, advskew 0 (unit 1) and 1
+/// (unit 2), no preemption (duet's "preferred none"); up/down scripts add
+/// and remove the shared address, the down script also at exit (`-z`).
+#[derive(Debug, Default)]
+pub struct Ucarp {
+    procs: [Vec<Proc>; 2],
+}
+
+impl Ucarp {
+    fn scripts(dir: &Path) -> Result<(String, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        // ucarp runs `<script> <interface> <address> [extra]` (src/spawn.c).
+        let up = dir.join("ucarp-up.sh");
+        let down = dir.join("ucarp-down.sh");
+        std::fs::write(&up, "#!/bin/sh\nexec ip addr add \"$2\"/24 dev \"$1\"\n")?;
+        std::fs::write(&down, "#!/bin/sh\nexec ip addr del \"$2\"/24 dev \"$1\"\n")?;
+        for p in [&up, &down] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok((path_str(&up), path_str(&down)))
+    }
+}
+
+impl System for Ucarp {
+    fn kind(&self) -> SystemKind {
+        SystemKind::Ucarp
+    }
+
+    fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()> {
+        let (up, down) = Self::scripts(l.lab.dir())?;
+        for u in Unit::BOTH {
+            let own = u.addr().to_string();
+            let skew = (u.id() - 1).to_string();
+            let p = l.lab.spawn(
+                u.host(l),
+                &format!("ucarp-{}-r{run}", u.id()),
+                &[
+                    "ucarp", "-i", "eth0", "-s", &own, "-v", "10", "-p", "secret", "-a", SHARED, "-b", "1", "-k",
+                    &skew, "-r", "3", "-u", &up, "-d", &down, "-z", "-n",
+                ],
+                &[],
+            )?;
+            self.procs[u.index()].push(p);
+        }
+        Ok(())
+    }
+
+    fn graceful(&mut self, _l: &PairLab, unit: Unit) -> Result<()> {
+        // ucarp has no planned handover: on SIGTERM it runs the down
+        // script and exits; the partner waits out the dead interval.
+        terminate_all(&mut self.procs[unit.index()]);
+        Ok(())
+    }
+
+    fn procs_mut(&mut self, unit: Unit) -> &mut Vec<Proc> {
+        &mut self.procs[unit.index()]
+    }
+}
+
+// ---------------------------------------------------------------------- duet
+
+/// How a duet unit is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum DuetLaunch {
+    /// `duet-election` and `duet-takeover` started one by one.
+    #[default]
+    Services,
+    /// The unit supervisor, `duet unit --config`.
+    Supervisor,
+}
+
+impl FromStr for DuetLaunch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "services" => Ok(Self::Services),
+            "unit" | "supervisor" => Ok(Self::Supervisor),
+            _ => Err(format!("unknown duet launch {s:?} (services or unit)")),
+        }
+    }
+}
+
+/// One running duet unit. The only place that starts and stops duet
+/// processes, so switching to the supervisor is one match here.
+#[derive(Debug)]
+pub struct DuetUnit {
+    launch: DuetLaunch,
+    /// In start order: election then takeover, or the supervisor alone.
+    procs: Vec<Proc>,
+}
+
+impl DuetUnit {
+    /// The unit's configuration: the standard pair (HA timeout 3 s,
+    /// preferred none), with a fresh state directory per start so that the
+    /// benchmark's many restarts do not pacify the unit (E9).
+    pub fn config(l: &PairLab, unit: Unit, run: usize) -> UnitConfig {
+        let (name, mode) = match unit {
+            Unit::One => ("lb1", "first"),
+            Unit::Two => ("lb2", "second"),
+        };
+        let mut cfg = UnitConfig::new(name, mode, l.lab.dir());
+        cfg.state_dir = l.lab.dir().join(format!("state-{name}-r{run}"));
+        cfg
+    }
+
+    /// Starts the unit's processes.
+    pub fn start(l: &mut PairLab, unit: Unit, run: usize, launch: DuetLaunch) -> Result<Self> {
+        let cfg = Self::config(l, unit, run);
+        let host = unit.host(l);
+        let procs = match launch {
+            DuetLaunch::Services => {
+                // The file is written once, before both start: writing it
+                // again for the second service (as `PairLab::election` then
+                // `PairLab::takeover` would) truncates it under the first
+                // one while it reads it.
+                let path = path_str(&cfg.write(l.lab.dir())?);
+                let mut procs = Vec::new();
+                for (service, binary) in [("election", "duet-election"), ("takeover", "duet-takeover")] {
+                    let exe = path_str(&bin(binary));
+                    procs.push(l.lab.spawn(
+                        host,
+                        &format!("{service}-{}-r{run}", cfg.name),
+                        &[&exe, "--config", &path],
+                        &[("DUET_LOG", "info,duet=debug")],
+                    )?);
+                }
+                procs
+            }
+            DuetLaunch::Supervisor => vec![l.unit(host, &cfg)?],
+        };
+        Ok(Self { launch, procs })
+    }
+
+    /// A process that exited already, with its log's tail.
+    fn check_running(&mut self) -> Result<()> {
+        for p in &mut self.procs {
+            if let Some(status) = p.try_wait()? {
+                let log = p.log();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                bail!(
+                    "{} exited at once ({status}); last lines:\n{}",
+                    p.label(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Planned stop: the election (or the supervisor) hands over to the
+    /// partner on SIGTERM and exits; then the takeover service stops.
+    pub fn graceful(mut self) -> Result<()> {
+        match self.launch {
+            DuetLaunch::Services => {
+                let mut it = self.procs.drain(..);
+                if let Some(mut election) = it.next() {
+                    election.terminate(STOP_GRACE)?;
+                }
+                for mut p in it {
+                    p.terminate(STOP_GRACE)?;
+                }
+            }
+            DuetLaunch::Supervisor => terminate_all(&mut self.procs),
+        }
+        Ok(())
+    }
+}
+
+/// duet, as `duet-election` plus `duet-takeover` per unit (or the unit
+/// supervisor), HA timeout 3 s, preferred none.
+#[derive(Debug)]
+pub struct Duet {
+    launch: DuetLaunch,
+    units: [Option<DuetUnit>; 2],
+    /// Stand-in while a unit is not running, for `procs_mut`.
+    none: Vec<Proc>,
+}
+
+impl Duet {
+    pub fn new(launch: DuetLaunch) -> Self {
+        Self { launch, units: [None, None], none: Vec::new() }
+    }
+}
+
+impl System for Duet {
+    fn kind(&self) -> SystemKind {
+        SystemKind::Duet
+    }
+
+    fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()> {
+        for u in Unit::BOTH {
+            self.units[u.index()] = Some(DuetUnit::start(l, u, run, self.launch)?);
+        }
+        // A service that cannot run at all shows within a moment.
+        thread::sleep(Duration::from_millis(300));
+        for unit in self.units.iter_mut().flatten() {
+            unit.check_running()?;
+        }
+        Ok(())
+    }
+
+    fn ready(&self, l: &PairLab, active: Unit) -> Result<bool> {
+        let roles = (l.role(active.host(l)), l.role(active.other().host(l)));
+        Ok(roles == (Some(Role::Active), Some(Role::Standby)))
+    }
+
+    fn graceful(&mut self, _l: &PairLab, unit: Unit) -> Result<()> {
+        match self.units[unit.index()].take() {
+            Some(u) => u.graceful(),
+            None => bail!("duet {unit} is not running"),
+        }
+    }
+
+    fn stop(&mut self, l: &PairLab) -> Result<()> {
+        let mut all: Vec<Proc> = self.units.iter_mut().filter_map(Option::take).flat_map(|u| u.procs).collect();
+        terminate_all(&mut all);
+        reset_units(l)
+    }
+
+    fn duet_times(&self, l: &PairLab, unit: Unit) -> Option<Result<DuetTimes>> {
+        Some(duet_times(l, unit.host(l)))
+    }
+
+    fn procs_mut(&mut self, unit: Unit) -> &mut Vec<Proc> {
+        match &mut self.units[unit.index()] {
+            Some(u) => &mut u.procs,
+            None => &mut self.none,
+        }
+    }
+}
+
+/// Seconds since the epoch of a protobuf timestamp.
+macro_rules! secs {
+    ($t:expr) => {
+        $t.as_ref().map(|t| t.seconds as f64 + f64::from(t.nanos) * 1e-9)
+    };
+}
+
+fn duet_times(l: &PairLab, host: HostId) -> Result<DuetTimes> {
+    let s = l.status(host).context("election GetStatus")?;
+    let mut t = DuetTimes { role_since: secs!(s.role_since), ..DuetTimes::default() };
+    match takeover_status(&l.lab.ns(host)) {
+        Ok(ts) if ts.addresses_at.is_some() => {
+            t.role_received_at = secs!(ts.role_received_at);
+            t.addresses_at = secs!(ts.addresses_at);
+            t.first_garp_at = secs!(ts.first_garp_at);
+            t.source = "takeover".into();
+        }
+        _ => {
+            let tk = s.takeover.unwrap_or_default();
+            t.addresses_at = secs!(tk.addresses_at);
+            t.first_garp_at = secs!(tk.first_garp_at);
+            t.source = "election".into();
+        }
+    }
+    Ok(t)
+}
+
+/// GetStatus of the takeover service inside namespace `ns`.
+pub fn takeover_status(ns: &str) -> Result<tpb::GetStatusResponse> {
+    in_netns(ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let mut c = tokio::time::timeout(Duration::from_secs(2), TakeoverServiceClient::connect(TAKEOVER))
+                .await
+                .context("connecting to the takeover service timed out")??;
+            let r = tokio::time::timeout(Duration::from_secs(5), c.get_status(tpb::GetStatusRequest {}))
+                .await
+                .context("takeover GetStatus timed out")??;
+            Ok(r.into_inner())
+        })
+    })?
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for k in SystemKind::ALL {
+            assert_eq!(k.name().parse::<SystemKind>(), Ok(k));
+        }
+        assert!("vrrp".parse::<SystemKind>().is_err());
+    }
+
+    #[test]
+    fn keepalived_v3_config() {
+        let c = Keepalived::new(3).config(Unit::Two);
+        for line in
+            ["state BACKUP", "priority 90", "nopreempt", "version 3", "advert_int 0.1", "198.18.0.10/24 dev eth0"]
+        {
+            assert!(c.contains(line), "{line} missing in\n{c}");
+        }
+    }
+}
