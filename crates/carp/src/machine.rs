@@ -1065,6 +1065,9 @@ impl Election {
             return Some(format!("partner {} not heard for {} ms", r.addr, now.since(r.at).as_millis()));
         }
         match Role::from_code(r.status.role) {
+            Some(Role::Standby) if r.status.flags & peer::FLAG_READY == 0 => {
+                Some(format!("partner {} has not finished syncing its state (R4)", r.addr))
+            }
             Some(Role::Standby) => None,
             Some(other) => Some(format!("partner {} is {}", r.addr, other.display_name())),
             None => Some(format!("partner {} reports an unknown role", r.addr)),

@@ -105,3 +105,11 @@ pub mod json {
         }
     }
 }
+
+/// `duet.replicator.v1`: the replicator and its peer link.
+pub mod replicator {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("duet.replicator.v1");
+    }
+}

@@ -223,6 +223,8 @@ fn takeover_proto(following: bool, t: Option<&TakeoverReport>) -> pb::TakeoverSt
             first_garp_at: t.first_garp_at.map(ts),
             ok: t.ok,
             error: t.error.clone(),
+            state_installed: t.state_installed,
+            state_wait_us: t.state_wait_us,
         },
     }
 }
@@ -394,6 +396,8 @@ impl pb::election_service_server::ElectionService for Api {
             error: r.error,
             addresses_at: r.addresses_at.and_then(|t| SystemTime::try_from(t).ok()),
             first_garp_at: r.first_garp_at.and_then(|t| SystemTime::try_from(t).ok()),
+            state_installed: r.state_installed,
+            state_wait_us: r.state_wait_us,
         };
         self.shared
             .requests
@@ -401,5 +405,19 @@ impl pb::election_service_server::ElectionService for Api {
             .await
             .map_err(|_| Status::unavailable("the election is shutting down"))?;
         Ok(Response::new(pb::ReportAppliedResponse {}))
+    }
+
+    async fn set_readiness(
+        &self,
+        req: GrpcRequest<pb::SetReadinessRequest>,
+    ) -> Result<Response<pb::SetReadinessResponse>, Status> {
+        let r = req.into_inner();
+        if r.component.is_empty() {
+            return Err(Status::invalid_argument("component: name the service reporting (e.g. \"replicator\")"));
+        }
+        let ready = self
+            .ask(|reply| Request::Readiness { component: r.component, ready: r.ready, reason: r.reason, reply })
+            .await?;
+        Ok(Response::new(pb::SetReadinessResponse { ready }))
     }
 }

@@ -55,6 +55,8 @@ pub(crate) enum Request {
     Follower { attached: bool },
     TakeoverReport(TakeoverReport),
     Reload(Box<Params>),
+    /// A component's readiness (R4); answered with the unit's readiness.
+    Readiness { component: String, ready: bool, reason: String, reply: oneshot::Sender<bool> },
 }
 
 /// The takeover service's last report (T4).
@@ -67,6 +69,8 @@ pub(crate) struct TakeoverReport {
     pub error: String,
     pub addresses_at: Option<SystemTime>,
     pub first_garp_at: Option<SystemTime>,
+    pub state_installed: bool,
+    pub state_wait_us: u64,
 }
 
 /// Kind of a role event (mirrors the proto enum).
@@ -208,7 +212,12 @@ pub(crate) struct Driver {
     metrics: crate::metrics::Metrics,
     timer_lateness: Delays,
     receive_delay: Delays,
+    /// Per component: ready, why, and when it last said so.
+    readiness: std::collections::BTreeMap<String, (bool, String, Instant)>,
 }
+
+/// A component silent this long no longer holds the unit back.
+const READINESS_STALE: Duration = Duration::from_secs(10);
 
 /// Recent scheduling delays (the last 4096) and the largest ever.
 #[derive(Debug, Clone, Default)]
@@ -317,6 +326,7 @@ impl Driver {
             metrics: crate::metrics::Metrics::new(),
             timer_lateness: Delays::default(),
             receive_delay: Delays::default(),
+            readiness: std::collections::BTreeMap::new(),
         };
         Ok((d, Handles { shared, inbound: in_tx }))
     }
@@ -447,6 +457,8 @@ impl Driver {
                 _ = history_check.tick() => {
                     self.check_history();
                     let now = self.wall.now();
+                    self.apply_readiness(now);
+                    let now = self.wall.now();
                     self.metrics.update(&self.election.status(now), self.election.drops(), self.shared.queue_full.load(Ordering::Relaxed));
                 }
                 Some(first) = self.inbound.recv() => {
@@ -485,6 +497,20 @@ impl Driver {
             self.publish(ev);
         }
         self.save_state(true);
+    }
+
+    /// The unit is ready when every component that spoke lately is.
+    fn apply_readiness(&mut self, now: Time) -> bool {
+        self.readiness.retain(|c, (_, _, at)| {
+            let fresh = at.elapsed() < READINESS_STALE;
+            if !fresh {
+                tracing::warn!(component = %c, "no readiness report for 10 s: no longer holding the unit back");
+            }
+            fresh
+        });
+        let ready = self.readiness.values().all(|(r, _, _)| *r);
+        let _ = self.election.handle_command(now, Command::SetReady(ready));
+        ready
     }
 
     fn check_history(&mut self) {
@@ -588,6 +614,18 @@ impl Driver {
                         let _ = self.election.handle_command(now, Command::TakeoverReleased);
                     }
                 }
+            }
+            Request::Readiness { component, ready, reason, reply } => {
+                let was = self.readiness.get(&component).map(|(r, _, _)| *r);
+                if was != Some(ready) {
+                    if ready {
+                        tracing::info!(%component, "ready: {reason}");
+                    } else {
+                        tracing::warn!(%component, "not ready to take over from a healthy partner: {reason}");
+                    }
+                }
+                self.readiness.insert(component, (ready, reason, Instant::now()));
+                let _ = reply.send(self.apply_readiness(now));
             }
             Request::Reload(p) => {
                 if let Err(e) = self.election.handle_command(now, Command::Reload(p)) {
