@@ -42,6 +42,8 @@ pub struct UnitConfig {
     #[serde(default)]
     pub configsync: ConfigSyncSection,
     #[serde(default)]
+    pub replicator: ReplicatorSection,
+    #[serde(default)]
     pub supervisor: SupervisorSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
@@ -247,6 +249,9 @@ pub struct TakeoverSection {
     pub vmac: bool,
     /// Milliseconds between reconcile passes (besides netlink events).
     pub reconcile_interval_ms: u64,
+    /// R4, state before address: on becoming active, wait at most this
+    /// long for the replicator to confirm the partner's state is installed.
+    pub state_wait_ms: u64,
 }
 
 impl Default for TakeoverSection {
@@ -259,6 +264,7 @@ impl Default for TakeoverSection {
             vmac: false,
             // A backstop: netlink events find drift at once.
             reconcile_interval_ms: 5000,
+            state_wait_ms: 500,
         }
     }
 }
@@ -306,6 +312,55 @@ impl Default for ConfigSyncSection {
             store_dir: None,
             sync_interval_s: 120,
             push_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[replicator]`: the replicator service (R1-R5). Its peer link uses the
+/// same identity and certificates as configsync's (`[configsync]`
+/// partner_name and tls_*).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicatorSection {
+    /// Run it as part of the unit (`duet unit`); the takeover service then
+    /// waits for its state before adding the addresses.
+    pub enabled: bool,
+    /// gRPC listen address of its local API.
+    pub listen: String,
+    /// TCP port of the peer link.
+    pub peer_port: u16,
+    /// The "HA Multicast Interface": the interface the link runs on
+    /// (default: configsync's update interface, else the first).
+    pub interface: Option<String>,
+    /// Replicate L4 connection entries (conntrack) and L7 persistence.
+    pub l4: bool,
+    pub l7: bool,
+    /// Changes per batch, and pending keys before a bulk resync instead.
+    pub batch_max: usize,
+    pub outbox_capacity: usize,
+    /// Period of the full refresh of connection timeouts on the standby.
+    pub refresh_interval_s: u64,
+    /// HAProxy runtime API socket and the stick tables to replicate.
+    pub haproxy_socket: Option<PathBuf>,
+    pub haproxy_tables: Vec<String>,
+    pub haproxy_poll_ms: u64,
+}
+
+impl Default for ReplicatorSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:7873".into(),
+            peer_port: 6974,
+            interface: None,
+            l4: true,
+            l7: true,
+            batch_max: 2048,
+            outbox_capacity: 500_000,
+            refresh_interval_s: 30,
+            haproxy_socket: None,
+            haproxy_tables: Vec::new(),
+            haproxy_poll_ms: 200,
         }
     }
 }

@@ -93,6 +93,10 @@ pub(crate) struct Setup {
     /// Where kernel parameters to restore are kept (see [`crate::sysctls`]).
     pub sysctl_file: std::path::PathBuf,
     pub election_url: String,
+    /// R4: the replicator to ask before adding the addresses, and how long
+    /// to wait for it.
+    pub replicator_url: Option<String>,
+    pub state_wait: Duration,
 }
 
 /// The virtual MAC device this service created on an interface.
@@ -139,6 +143,8 @@ impl Iface {
 struct Applied {
     addresses_at: Option<SystemTime>,
     first_garp_at: Option<SystemTime>,
+    state_installed: bool,
+    state_wait_us: u64,
 }
 
 pub(crate) struct Driver {
@@ -150,6 +156,8 @@ pub(crate) struct Driver {
     ha_timeout: Duration,
     advert_interval: Duration,
     election_url: String,
+    replicator_url: Option<String>,
+    state_wait: Duration,
     nl: Arc<Netlink>,
     sysctls: Saved,
     announcer: Announcer,
@@ -261,6 +269,8 @@ impl Driver {
             ha_timeout: setup.ha_timeout,
             advert_interval: setup.advert_interval,
             election_url: setup.election_url,
+            replicator_url: setup.replicator_url,
+            state_wait: setup.state_wait,
             nl,
             sysctls: Saved::load(setup.sysctl_file),
             announcer,
@@ -503,6 +513,7 @@ impl Driver {
         if self.mode == Mode::Hold {
             return false;
         }
+        self.wait_for_state().await;
         let started = Instant::now();
         let vhid = self.vhid;
         let mut sysctl_errors: Vec<Option<String>> = vec![None; self.ifaces.len()];
@@ -557,7 +568,7 @@ impl Driver {
         let latency = received.map(|r| r.elapsed());
         self.mode = Mode::Hold;
         self.failsafe_released = false;
-        self.applied = Applied { addresses_at: Some(addresses_at), first_garp_at };
+        self.applied = Applied { addresses_at: Some(addresses_at), first_garp_at, ..self.applied };
         self.next_refresh = self.garp_refresh.map(|r| Instant::now() + r);
         if let (Some(l), Some(_)) = (latency, first_garp_at) {
             self.metrics.garp_latency_ms.record(l.as_secs_f64() * 1000.0, &[]);
@@ -592,7 +603,7 @@ impl Driver {
         self.mode = Mode::Release;
         self.st.addresses_at = Some(SystemTime::now());
         self.st.first_garp_at = None;
-        self.applied = Applied { addresses_at: self.st.addresses_at, first_garp_at: None };
+        self.applied = Applied { addresses_at: self.st.addresses_at, first_garp_at: None, ..self.applied };
         if was == Mode::Hold || !removed.is_empty() {
             notice::released(&removed, &format!("role {}", notice::role_name(role)));
         } else if was == Mode::Unknown {
@@ -643,7 +654,7 @@ impl Driver {
         self.mode = Mode::Release;
         self.st.addresses_at = Some(SystemTime::now());
         self.st.first_garp_at = None;
-        self.applied = Applied { addresses_at: self.st.addresses_at, first_garp_at: None };
+        self.applied = Applied { addresses_at: self.st.addresses_at, first_garp_at: None, ..self.applied };
         if was == Mode::Hold || !removed.is_empty() {
             self.failsafe_released = true;
             self.st.failsafe_releases += 1;
@@ -927,6 +938,39 @@ impl Driver {
             .collect()
     }
 
+    /// R4, state before address: the replicated connection state must be
+    /// in the kernel before the addresses draw traffic here. The replicator
+    /// installs what it receives as it arrives, so this is normally an
+    /// immediate "yes"; it is bounded by `state_wait` either way.
+    async fn wait_for_state(&mut self) {
+        let Some(url) = self.replicator_url.clone() else {
+            self.applied.state_installed = true;
+            self.applied.state_wait_us = 0;
+            return;
+        };
+        let t = Instant::now();
+        let wait = self.state_wait;
+        let ask = async {
+            let ch = tonic::transport::Endpoint::from_shared(url)?.connect_timeout(wait).connect().await?;
+            let mut c = duet_proto::replicator::v1::replicator_service_client::ReplicatorServiceClient::new(ch);
+            let r = c
+                .wait_installed(duet_proto::replicator::v1::WaitInstalledRequest {
+                    timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(500),
+                })
+                .await?;
+            anyhow::Ok(r.into_inner().installed)
+        };
+        let installed = matches!(tokio::time::timeout(wait + Duration::from_millis(100), ask).await, Ok(Ok(true)));
+        self.applied.state_installed = installed;
+        self.applied.state_wait_us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if !installed {
+            tracing::warn!(
+                waited_ms = t.elapsed().as_millis() as u64,
+                "the replicator did not confirm the partner's state installed in time: taking the addresses anyway"
+            );
+        }
+    }
+
     fn build_report(&self) -> Option<Report> {
         let (epoch, seq) = self.seq.position()?;
         let errors = self.errors();
@@ -946,6 +990,8 @@ impl Driver {
             ok,
             error,
             follower: FOLLOWER.into(),
+            state_installed: self.applied.state_installed,
+            state_wait_us: self.applied.state_wait_us,
         })
     }
 
@@ -1008,7 +1054,7 @@ impl Driver {
         }
         self.sysctls.finish();
         self.mode = Mode::Release;
-        self.applied = Applied { addresses_at: Some(SystemTime::now()), first_garp_at: None };
+        self.applied = Applied { addresses_at: Some(SystemTime::now()), first_garp_at: None, ..self.applied };
         if let Some(mut r) = self.build_report() {
             if plan::holds(self.role) {
                 r.ok = false;

@@ -57,6 +57,8 @@ fn setup(cfg: &Validated) -> driver::Setup {
         advert_interval: cfg.election.interval(),
         sysctl_file: cfg.state_dir.join("takeover-sysctl.saved"),
         election_url: election::url(cfg.election_listen),
+        replicator_url: cfg.raw.replicator.enabled.then(|| format!("http://{}", cfg.raw.replicator.listen)),
+        state_wait: Duration::from_millis(t.state_wait_ms),
     }
 }
 
