@@ -686,6 +686,13 @@ mod scripted {
             self.with(|s| s.reports.push(req.into_inner()));
             Ok(Response::new(epb::ReportAppliedResponse {}))
         }
+
+        async fn set_readiness(
+            &self,
+            req: Request<epb::SetReadinessRequest>,
+        ) -> Result<Response<epb::SetReadinessResponse>, Status> {
+            Ok(Response::new(epb::SetReadinessResponse { ready: req.into_inner().ready }))
+        }
     }
 
     /// Serves `election` on 127.0.0.1:7870 inside namespace `ns` until the
