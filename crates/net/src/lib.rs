@@ -7,9 +7,12 @@
 //! [`garp`] (gratuitous ARP on an AF_PACKET socket) and [`sysctl`].
 //! This is the only crate of the workspace allowed `unsafe`, and only for
 //! socket addresses and options the safe crates do not cover ([`packet`]
-//! builds the one `sockaddr_ll`); each use says why.
+//! builds the one `sockaddr_ll`); each use says why. [`conntrack`] is the
+//! kernel connection-tracking table over ctnetlink (dump, create with NAT
+//! bindings, update, delete, events) for the replicator.
 
 pub mod carp_socket;
+pub mod conntrack;
 pub mod garp;
 pub mod netlink;
 pub mod packet;

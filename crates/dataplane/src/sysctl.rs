@@ -1,0 +1,67 @@
+//! The kernel parameters a load balancer needs, set and put back.
+
+use duet_net::sysctl;
+
+use crate::error::DataplaneError;
+
+/// What [`set_sysctls`] sets, in order:
+///
+/// - `net.ipv4.ip_forward=1`: the unit routes between clients and servers.
+/// - `net.netfilter.nf_conntrack_tcp_loose=0`: a TCP segment other than a
+///   SYN without a conntrack entry is INVALID (and dropped by duet's
+///   chains). With the default 1 conntrack "picks up" such a segment as a
+///   new connection, so after a failover without replicated state a
+///   mid-stream packet would be DNATed to a server chosen afresh, which
+///   answers with a reset.
+pub const SYSCTLS: [(&str, &str); 2] = [("net.ipv4.ip_forward", "1"), ("net.netfilter.nf_conntrack_tcp_loose", "0")];
+
+/// The values [`set_sysctls`] replaced, to put back with
+/// [`restore`](Self::restore).
+///
+/// Not restored on drop: the `net.*` parameters belong to the network
+/// namespace of the calling thread, and a drop may happen on another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "keep it to restore the old values at teardown"]
+pub struct Sysctls {
+    previous: Vec<(&'static str, String)>,
+}
+
+impl Sysctls {
+    /// Each parameter and the value it had before.
+    pub fn previous(&self) -> &[(&'static str, String)] {
+        &self.previous
+    }
+
+    /// Puts the old values back (in the calling thread's namespace), last
+    /// set first. Tries all and returns the first error.
+    pub fn restore(self) -> Result<(), DataplaneError> {
+        let mut first = None;
+        for (name, value) in self.previous.iter().rev() {
+            if let Err(e) = sysctl::write(name, value) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), |e| Err(e.into()))
+    }
+}
+
+/// Sets [`SYSCTLS`] in the calling thread's network namespace and returns
+/// the old values.
+///
+/// `nf_conntrack_tcp_loose` exists only once the conntrack module is
+/// loaded; [`crate::apply`] loads it (its rules use `ct`), so call this
+/// after the first apply. On failure the parameters already set are put
+/// back.
+pub fn set_sysctls() -> Result<Sysctls, DataplaneError> {
+    let mut done = Sysctls { previous: Vec::new() };
+    for (name, value) in SYSCTLS {
+        match sysctl::write(name, value) {
+            Ok(old) => done.previous.push((name, old)),
+            Err(e) => {
+                let _ = done.restore();
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(done)
+}
