@@ -4,6 +4,8 @@
 //! crafting for hostile-wire tests.
 
 pub mod bench;
+pub mod conns;
+pub mod lblab;
 pub mod probe;
 pub mod syncbench;
 

@@ -575,7 +575,10 @@ impl Election {
             && at <= now
             && self.role == Role::Stopping
         {
-            self.log(Notice::Handover { partner: self.reported.map(|r| r.addr), outcome: "the takeover service did not confirm the release in time: resigning anyway" });
+            self.log(Notice::Handover {
+                partner: self.reported.map(|r| r.addr),
+                outcome: "the takeover service did not confirm the release in time: resigning anyway",
+            });
             self.resign_now(now);
         }
         if let Some(h) = &self.handover
@@ -967,7 +970,8 @@ impl Election {
         // resigning advert waits for its report (at most RELEASE_WAIT).
         self.set_role(now, Role::Stopping, "planned handover".into());
         if self.follower.attached {
-            self.handover = Some(Handover { started: now, deadline: now + timeout, resign_at: Some(now + RELEASE_WAIT) });
+            self.handover =
+                Some(Handover { started: now, deadline: now + timeout, resign_at: Some(now + RELEASE_WAIT) });
             self.advert_deadline = None;
         } else {
             self.handover = Some(Handover { started: now, deadline: now + timeout, resign_at: None });

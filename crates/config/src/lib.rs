@@ -16,7 +16,7 @@ mod validate;
 
 pub use addr::Cidr;
 pub use model::*;
-pub use sync::{ConfigSync, PeerLink};
+pub use sync::{ConfigSync, PeerLink, Replicator};
 pub use validate::{FieldError, Validated};
 
 use std::path::Path;

@@ -118,3 +118,130 @@ impl Validated {
         })
     }
 }
+
+/// The replicator service's settings (`[replicator]`, its peer link made
+/// with configsync's identity and certificates).
+#[derive(Debug, Clone)]
+pub struct Replicator {
+    pub listen: SocketAddr,
+    /// `None` in non-HA mode.
+    pub peer: Option<PeerLink>,
+    pub l4: bool,
+    pub l7: bool,
+    pub batch_max: usize,
+    pub outbox_capacity: usize,
+    pub refresh_interval: Duration,
+    pub haproxy_socket: Option<PathBuf>,
+    pub haproxy_tables: Vec<String>,
+    pub haproxy_poll: Duration,
+    /// configsync's operator API (the data plane follows its image), when
+    /// configsync runs on this unit.
+    pub configsync_listen: Option<SocketAddr>,
+}
+
+impl Validated {
+    /// Resolves `[replicator]`; every problem names its field. The peer
+    /// link takes `partner_name` and `tls_*` from `[configsync]`.
+    pub fn replicator(&self) -> Result<Replicator, Vec<FieldError>> {
+        let r = &self.raw.replicator;
+        let mut errs = Vec::new();
+        let mut err = |field: &str, message: String| errs.push(FieldError { field: field.into(), message });
+        let listen = r.listen.parse().unwrap_or_else(|_| {
+            err("replicator.listen", format!("\"{}\" is not an address:port, e.g. \"127.0.0.1:7873\"", r.listen));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        if !(1..=65_536).contains(&r.batch_max) {
+            err("replicator.batch_max", format!("{} is out of range: use 1-65536 changes per batch", r.batch_max));
+        }
+        if !(1000..=10_000_000).contains(&r.outbox_capacity) {
+            err("replicator.outbox_capacity", format!("{} is out of range: use 1000-10000000 keys", r.outbox_capacity));
+        }
+        if !(1..=3600).contains(&r.refresh_interval_s) {
+            err(
+                "replicator.refresh_interval_s",
+                format!("{} is out of range: use 1-3600 seconds", r.refresh_interval_s),
+            );
+        }
+        if !(20..=60_000).contains(&r.haproxy_poll_ms) {
+            err("replicator.haproxy_poll_ms", format!("{} is out of range: use 20-60000 ms", r.haproxy_poll_ms));
+        }
+        if r.haproxy_socket.is_some() && r.haproxy_tables.is_empty() {
+            err("replicator.haproxy_tables", "empty: name the stick tables to replicate, e.g. [\"web\"]".into());
+        }
+        for t in &r.haproxy_tables {
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == ';') {
+                err("replicator.haproxy_tables", format!("\"{t}\" is not a stick table name"));
+            }
+        }
+        if r.peer_port == self.raw.configsync.peer_port {
+            err(
+                "replicator.peer_port",
+                format!("{} is configsync's peer port too: choose another (default 6974)", r.peer_port),
+            );
+        }
+        let mut peer = None;
+        if self.election.mode != HaMode::NonHa {
+            let ifaces = &self.election.interfaces;
+            let wanted = r.interface.as_ref().or(self.raw.configsync.update_interface.as_ref());
+            let iface = match wanted {
+                Some(n) => ifaces.iter().find(|i| &i.name == n).or_else(|| {
+                    err("replicator.interface", format!("\"{n}\" is not one of the unit's interfaces"));
+                    None
+                }),
+                None => ifaces.first(),
+            };
+            let c = &self.raw.configsync;
+            let name = c.partner_name.clone().unwrap_or_default();
+            if name.is_empty() {
+                err(
+                    "configsync.partner_name",
+                    "missing: the replicator's peer link needs the partner's certificate name (its unit.name)".into(),
+                );
+            }
+            let mut need = |f: &str, v: &Option<PathBuf>| {
+                v.clone().unwrap_or_else(|| {
+                    err(
+                        &format!("configsync.{f}"),
+                        "missing: the replicator's peer link needs mutual TLS (make a test pair with `duetctl certs`)"
+                            .into(),
+                    );
+                    PathBuf::new()
+                })
+            };
+            let ca = need("tls_ca", &c.tls_ca);
+            let cert = need("tls_cert", &c.tls_cert);
+            let key = need("tls_key", &c.tls_key);
+            if let Some(i) = iface
+                && let Some(p) = i.partner_addr
+            {
+                peer = Some(PeerLink {
+                    interface: i.name.clone(),
+                    listen: SocketAddr::V4(SocketAddrV4::new(i.unit_addr, r.peer_port)),
+                    partner: SocketAddr::V4(SocketAddrV4::new(p, r.peer_port)),
+                    partner_name: name,
+                    tls_ca: ca,
+                    tls_cert: cert,
+                    tls_key: key,
+                });
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let configsync_listen =
+            if self.raw.configsync.enabled { self.raw.configsync.listen.parse().ok() } else { None };
+        Ok(Replicator {
+            listen,
+            peer,
+            l4: r.l4,
+            l7: r.l7,
+            batch_max: r.batch_max,
+            outbox_capacity: r.outbox_capacity,
+            refresh_interval: Duration::from_secs(r.refresh_interval_s),
+            haproxy_socket: r.haproxy_socket.clone(),
+            haproxy_tables: r.haproxy_tables.clone(),
+            haproxy_poll: Duration::from_millis(r.haproxy_poll_ms),
+            configsync_listen,
+        })
+    }
+}

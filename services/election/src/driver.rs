@@ -50,13 +50,23 @@ pub(crate) struct HandoverOutcome {
 #[derive(Debug)]
 pub(crate) enum Request {
     Status(oneshot::Sender<Snapshot>),
-    Handover { timeout: Duration, reply: oneshot::Sender<Result<HandoverOutcome, String>> },
+    Handover {
+        timeout: Duration,
+        reply: oneshot::Sender<Result<HandoverOutcome, String>>,
+    },
     ClearPacified(oneshot::Sender<Result<Role, String>>),
-    Follower { attached: bool },
+    Follower {
+        attached: bool,
+    },
     TakeoverReport(TakeoverReport),
     Reload(Box<Params>),
     /// A component's readiness (R4); answered with the unit's readiness.
-    Readiness { component: String, ready: bool, reason: String, reply: oneshot::Sender<bool> },
+    Readiness {
+        component: String,
+        ready: bool,
+        reason: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// The takeover service's last report (T4).

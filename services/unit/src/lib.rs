@@ -42,7 +42,8 @@ pub struct ServiceSpec {
 
 /// The services a unit runs, in start order: election and takeover
 /// always; configsync when `[configsync]` is enabled and complete (a unit
-/// without certificates yet still runs, and the log says what is missing).
+/// without certificates yet still runs, and the log says what is missing);
+/// the replicator likewise when `[replicator]` is enabled.
 pub fn services(cfg: &Validated) -> Vec<ServiceSpec> {
     let mut v = vec![
         ServiceSpec { name: "election", binary: "duet-election" },
@@ -54,6 +55,15 @@ pub fn services(cfg: &Validated) -> Vec<ServiceSpec> {
             Err(errs) => {
                 let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
                 tracing::warn!("configsync not started: {}", lines.join("; "));
+            }
+        }
+    }
+    if cfg.raw.replicator.enabled {
+        match cfg.replicator() {
+            Ok(_) => v.push(ServiceSpec { name: "replicator", binary: "duet-replicator" }),
+            Err(errs) => {
+                let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                tracing::warn!("replicator not started: {}", lines.join("; "));
             }
         }
     }

@@ -1,0 +1,339 @@
+//! The replicator service of a duet unit (SPEC R1-R5) and the L4 data
+//! plane it needs.
+//!
+//! On both units it programs the virtual services of the configuration
+//! image into the kernel ([`duet_dataplane`], one nft transaction per
+//! generation, following configsync). On the active unit it follows the
+//! kernel's connection-tracking events for the flows of those services and
+//! of the shared addresses ([`sender`]), reads the persistence entries of
+//! the data plane, of HAProxy's stick tables and of any proxy that reports
+//! them over the API, and streams every change to the partner over gRPC
+//! with mutual TLS: numbered, coalesced, batched and acknowledged, with a
+//! bounded outbox and a bulk resync whenever the link is (re)made. On the
+//! standby it installs what it receives in its own kernel ahead of time
+//! ([`receiver`]): conntrack entries with their NAT bindings, persistence
+//! elements, HAProxy table entries. A failover then finds the state in
+//! place: the takeover service asks [`api`]'s `WaitInstalled` before it
+//! adds the addresses (R4), and a unit whose start-up resync is not done
+//! tells the election it is not ready to take over from a healthy partner.
+
+mod api;
+mod haproxy;
+pub mod model;
+mod receiver;
+mod sender;
+mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use duet_config::Validated;
+use duet_proto::common::v1::Role;
+use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
+use duet_proto::configsync::v1::{GetConfigRequest, WatchGenerationsRequest};
+use duet_proto::election::v1::election_service_client::ElectionServiceClient;
+use duet_proto::election::v1::{SetReadinessRequest, WatchRoleRequest};
+use duet_proto::replicator::v1::replication_peer_service_server::ReplicationPeerServiceServer;
+use duet_proto::replicator::v1::replicator_service_server::ReplicatorServiceServer;
+use duet_runtime::shutdown::{self, Shutdown};
+use duet_runtime::tasks::Tasks;
+use duet_runtime::tls::{PeerTls, TlsFiles};
+use tokio::net::TcpListener;
+
+use crate::state::{Shared, lock};
+
+/// Largest gRPC message on the peer link (a batch or a snapshot chunk).
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
+/// Runs the replicator until `shutdown`. `listener` is the local API's.
+pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let rc = cfg.replicator().map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
+        anyhow::anyhow!("the replicator cannot start:\n{}", lines.join("\n"))
+    })?;
+    let tls = match &rc.peer {
+        Some(p) => Some(PeerTls::load(
+            &TlsFiles { ca: p.tls_ca.clone(), cert: p.tls_cert.clone(), key: p.tls_key.clone() },
+            &p.partner_name,
+            "configsync",
+        )?),
+        None => None,
+    };
+    let ha_unit = cfg.raw.unit.mode != duet_config::Mode::NonHa;
+    let shared = Arc::new(Shared::new(cfg.raw.unit.name.clone(), rc.clone(), tls));
+    {
+        let mut f = lock(&shared.filter);
+        f.shared = cfg.shared.iter().map(|(_, c)| c.addr).collect();
+    }
+    if !ha_unit {
+        *lock(&shared.role) = Some(Role::Active);
+    }
+
+    let (stop_trigger, stop) = shutdown::channel();
+    let (router, health) = duet_runtime::grpc::router::<ReplicatorServiceServer<api::Api>>()?;
+    let router = router.add_service(ReplicatorServiceServer::new(api::Api { shared: Arc::clone(&shared) }));
+    let mut tasks = Tasks::new();
+    tasks.spawn("local API", duet_runtime::grpc::serve(router, listener, stop.clone()));
+
+    if let (Some(p), Some(tls)) = (&rc.peer, &shared.tls) {
+        let l = TcpListener::bind(p.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for the partner on {}: {e}; the unit address must be on {} and the port ({}) free \
+                 (replicator.peer_port)",
+                p.listen,
+                p.interface,
+                p.listen.port()
+            )
+        })?;
+        let server = tonic::transport::Server::builder()
+            .tls_config(tls.server())?
+            .http2_keepalive_interval(Some(Duration::from_secs(1)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(3)))
+            .add_service(
+                ReplicationPeerServiceServer::new(receiver::PeerServer { shared: Arc::clone(&shared) })
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            );
+        let s = stop.clone();
+        tasks.spawn("peer link server", async move {
+            server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await?;
+            Ok(())
+        });
+        tasks.spawn("sender", sender::run(Arc::clone(&shared), stop.clone()));
+    }
+    tasks.spawn("expiry", receiver::expiry(Arc::clone(&shared), stop.clone()));
+    if rc.l4 {
+        tasks.spawn("conntrack events", sender::watch_conntrack(Arc::clone(&shared), stop.clone()));
+        tasks.spawn("flow refresh", sender::refresh_flows(Arc::clone(&shared), stop.clone()));
+    }
+    if rc.l7 {
+        tasks.spawn("persistence poller", sender::poll_persistence(Arc::clone(&shared), stop.clone()));
+    }
+    if let Some(cs) = rc.configsync_listen {
+        tasks.spawn("data plane", follow_image(Arc::clone(&shared), format!("http://{cs}"), stop.clone()));
+    } else {
+        lock(&shared.dataplane).error =
+            "configsync does not run on this unit: no virtual services are programmed".to_string();
+    }
+    if ha_unit {
+        let election = format!("http://{}", cfg.election_listen);
+        tasks.spawn("role follower", follow_role(Arc::clone(&shared), election.clone(), stop.clone()));
+        tasks.spawn("readiness", report_readiness(Arc::clone(&shared), election, stop.clone()));
+    }
+    health.set(true).await;
+    tracing::info!(
+        unit = %shared.unit,
+        peer = ?rc.peer.as_ref().map(|p| p.partner),
+        l4 = rc.l4,
+        l7 = rc.l7,
+        "replicator started"
+    );
+
+    let mut sd = shutdown;
+    loop {
+        tokio::select! {
+            () = sd.wait() => break,
+            Some((name, r)) = tasks.next() => {
+                if let Err(e) = r {
+                    tracing::error!(task = %name, "replicator task failed: {e}");
+                    lock(&shared.send).last_error = format!("task {name} failed: {e}");
+                    health.set(false).await;
+                }
+            }
+        }
+    }
+    stop_trigger.fire();
+    tasks.shutdown(Duration::from_secs(3)).await;
+    tracing::info!("replicator stopped");
+    Ok(())
+}
+
+/// Follows the election's role: changes are sent only while active.
+async fn follow_role(shared: Arc<Shared>, election: String, mut stop: Shutdown) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let stream = async {
+            let mut c = ElectionServiceClient::connect(election.clone()).await?;
+            let mut s = c.watch_role(WatchRoleRequest { follower: String::new() }).await?.into_inner();
+            backoff = Duration::from_millis(50);
+            while let Some(ev) = s.message().await? {
+                let role = Role::try_from(ev.role).unwrap_or(Role::Unspecified);
+                set_role(&shared, Some(role));
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = stream => {
+                if let Err(e) = r {
+                    tracing::debug!("role stream from the election: {e:#}");
+                }
+            }
+            () = stop.wait() => return Ok(()),
+        }
+        // Without the election the role is unknown: stop sending (the
+        // takeover drops the addresses on its own fail-safe).
+        set_role(&shared, None);
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.wait() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn set_role(shared: &Shared, role: Option<Role>) {
+    let was = std::mem::replace(&mut *lock(&shared.role), role);
+    if was == role {
+        return;
+    }
+    let now_active = role == Some(Role::Active);
+    if now_active {
+        // Persistence reported by proxies on the old active now belongs
+        // to this unit (the data plane's and HAProxy's are in their own
+        // tables already and are read from there).
+        let shadow = lock(&shared.shadow);
+        let mut local = lock(&shared.local);
+        for (k, h) in shadow.iter() {
+            if let (model::Key::Persist { table, key }, model::Value::Persist(server)) = (k, &h.value)
+                && !table.starts_with("l4:")
+                && !table.starts_with("haproxy:")
+            {
+                local.insert((table.clone(), key.clone()), (server.clone(), h.expires_ms));
+            }
+        }
+        drop(local);
+        drop(shadow);
+        *lock(&shared.tracked) = state::Tracked::default();
+        shared.resync_wanted.store(true, Ordering::Relaxed);
+    } else if was == Some(Role::Active) {
+        lock(&shared.outbox).reset_after_snapshot();
+        lock(&shared.lag).reset_pending();
+    }
+    tracing::info!(role = ?role, "replicator follows the role");
+    shared.role_changed.notify_waiters();
+}
+
+/// R4: tells the election whether this unit may take over from a healthy
+/// partner, at every change and every 2 s.
+async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutdown) -> anyhow::Result<()> {
+    let mut last: Option<bool> = None;
+    let mut client: Option<ElectionServiceClient<tonic::transport::Channel>> = None;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let (ready, reason) = shared.readiness();
+        if last != Some(ready) || since.elapsed() >= Duration::from_secs(2) {
+            if client.is_none() {
+                client = ElectionServiceClient::connect(election.clone()).await.ok();
+            }
+            if let Some(c) = client.as_mut() {
+                let req = SetReadinessRequest { component: "replicator".into(), ready, reason: reason.clone() };
+                match tokio::time::timeout(Duration::from_secs(2), c.set_readiness(req)).await {
+                    Ok(Ok(_)) => {
+                        if last != Some(ready) {
+                            tracing::info!(ready, reason = %reason, "readiness reported to the election");
+                        }
+                        last = Some(ready);
+                        since = tokio::time::Instant::now();
+                    }
+                    _ => client = None,
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = stop.wait() => return Ok(()),
+        }
+    }
+}
+
+/// Programs the virtual services of every generation configsync makes
+/// current (one nft transaction each) and points the flow filter at them.
+async fn follow_image(shared: Arc<Shared>, configsync: String, mut stop: Shutdown) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    let mut sysctls_set = false;
+    loop {
+        let run = async {
+            let mut c = ConfigSyncServiceClient::connect(configsync.clone()).await?;
+            let mut s = c.watch_generations(WatchGenerationsRequest {}).await?.into_inner();
+            backoff = Duration::from_millis(100);
+            while let Some(g) = s.message().await? {
+                if g.generation == 0 || g.hash == lock(&shared.dataplane).hash {
+                    continue;
+                }
+                let image = c.get_config(GetConfigRequest { section: String::new() }).await?.into_inner().image;
+                let Some(image) = image else { continue };
+                apply_image(&shared, &image, &mut sysctls_set).await;
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = run => {
+                if let Err(e) = r {
+                    tracing::debug!("generation stream from configsync: {e:#}");
+                }
+            }
+            () = stop.wait() => return Ok(()),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.wait() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn apply_image(shared: &Shared, image: &duet_proto::config::v1::Image, sysctls_set: &mut bool) {
+    let ruleset = match duet_dataplane::render(image) {
+        Ok(r) => r,
+        Err(problems) => {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            let e = format!("generation {} not programmed: {}", image.generation, lines.join("; "));
+            tracing::error!("data plane: {e}");
+            lock(&shared.dataplane).error = e;
+            return;
+        }
+    };
+    let rs = ruleset.clone();
+    let applied = tokio::task::spawn_blocking(move || duet_dataplane::apply(&rs)).await;
+    match applied {
+        Ok(Ok(a)) => {
+            {
+                let mut d = lock(&shared.dataplane);
+                d.generation = a.generation;
+                d.hash = a.image_hash.clone();
+                d.services = u32::try_from(a.services).unwrap_or(u32::MAX);
+                d.real_servers = u32::try_from(a.real_servers).unwrap_or(u32::MAX);
+                d.applied_at = Some(SystemTime::now());
+                d.error.clear();
+            }
+            let endpoints = ruleset
+                .services()
+                .iter()
+                .map(|s| {
+                    let proto = match s.protocol {
+                        duet_dataplane::render::L4::Tcp => duet_net::conntrack::PROTO_TCP,
+                        duet_dataplane::render::L4::Udp => duet_net::conntrack::PROTO_UDP,
+                    };
+                    (s.address, s.port, proto)
+                })
+                .collect();
+            lock(&shared.filter).endpoints = endpoints;
+            if !*sysctls_set {
+                match tokio::task::spawn_blocking(duet_dataplane::set_sysctls).await {
+                    Ok(Ok(_)) => *sysctls_set = true,
+                    Ok(Err(e)) => tracing::error!("data plane: cannot set the kernel settings it needs: {e}"),
+                    Err(e) => tracing::error!("data plane: {e}"),
+                }
+            }
+            // New services: look for their flows now.
+            shared.refresh_now.notify_one();
+        }
+        Ok(Err(e)) => {
+            let e = format!("generation {} not programmed (the previous one stays in force): {e}", image.generation);
+            tracing::error!("data plane: {e}");
+            lock(&shared.dataplane).error = e;
+        }
+        Err(e) => lock(&shared.dataplane).error = format!("data plane task: {e}"),
+    }
+}

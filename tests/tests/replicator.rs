@@ -1,0 +1,293 @@
+//! The replicator in namespaces (SPEC R1-R5): established connections
+//! through the virtual service survive a crash of the active unit with no
+//! reset (state before address), HAProxy's stick-table entries are on the
+//! new active, the standby is resynced after a restart, expiry is honoured
+//! on both units, and a peer with the wrong certificate is refused.
+
+use std::time::{Duration, Instant};
+
+use duet_proto::common::v1::Role;
+use duet_proto::replicator::v1 as rp;
+use duet_testkit::{HostId, Proc, wait_for};
+use duet_tests::bench::procfs;
+use duet_tests::conns::ClientReport;
+use duet_tests::lblab::{self, LbLab, replicator_call};
+use duet_tests::*;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Runs a test body in a fresh [`LbLab`] (root needed; fails under CI
+/// without it).
+fn lb_test(name: &str, body: impl FnOnce(&mut LbLab) -> anyhow::Result<()>) {
+    if !duet_testkit::require_root(name) {
+        return;
+    }
+    let tag: String = name.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    let mut l = LbLab::new(&tag).expect("building the lab");
+    if let Err(e) = body(&mut l) {
+        panic!("{name}: {e:#}");
+    }
+}
+
+struct Pair {
+    c1: UnitConfig,
+    c2: UnitConfig,
+    u1: Option<Proc>,
+    u2: Option<Proc>,
+    _server: Proc,
+}
+
+/// Units lb1 (a, first) and lb2 (b, second) with the replicator, the echo
+/// server, and the virtual service programmed on both.
+fn start(l: &mut LbLab, extra: &str) -> anyhow::Result<Pair> {
+    let mut c1 = l.unit_config("lb1", "first", "lb1", "lb2")?;
+    let mut c2 = l.unit_config("lb2", "second", "lb2", "lb1")?;
+    c1.extra.push_str(extra);
+    c2.extra.push_str(extra);
+    let server = l.server()?;
+    let u1 = l.l.unit(l.l.a, &c1)?;
+    let u2 = l.l.unit(l.l.b, &c2)?;
+    l.l.wait_role(l.l.a, Role::Active, T)?;
+    l.l.wait_role(l.l.b, Role::Standby, T)?;
+    l.add_service(l.l.a, None)?;
+    Ok(Pair { c1, c2, u1: Some(u1), u2: Some(u2), _server: server })
+}
+
+/// SIGKILL of everything in the unit's namespace, then its links down
+/// (in this order, so that nothing of it can resign first).
+fn crash(l: &LbLab, host: HostId, unit: &mut Option<Proc>) -> anyhow::Result<()> {
+    procfs::kill_all(&l.l.lab.ns(host))?;
+    l.l.lab.link_down(host, "eth0")?;
+    l.l.lab.link_down(host, "eth1")?;
+    if let Some(mut p) = unit.take() {
+        p.kill()?;
+    }
+    Ok(())
+}
+
+fn client(l: &mut LbLab, k: usize, duration_s: u64) -> anyhow::Result<(Proc, std::path::PathBuf, std::path::PathBuf)> {
+    let ready = l.l.lab.dir().join("conns.ready");
+    let json = l.l.lab.dir().join("conns.json");
+    let exe = bin("duet-conns").to_string_lossy().into_owned();
+    let p = l.l.lab.spawn(
+        l.l.c,
+        "conns",
+        &[
+            &exe,
+            "client",
+            "--target",
+            &format!("{SHARED}:80"),
+            "--conns",
+            &k.to_string(),
+            "--duration-s",
+            &duration_s.to_string(),
+            "--ramp-ms",
+            "1000",
+            "--ready-file",
+            &ready.to_string_lossy(),
+            "--json",
+            &json.to_string_lossy(),
+        ],
+        &[],
+    )?;
+    Ok((p, ready, json))
+}
+
+fn report(json: &std::path::Path, timeout: Duration) -> anyhow::Result<ClientReport> {
+    let text = wait_for("the client's report", timeout, Duration::from_millis(200), || {
+        std::fs::read_to_string(json).ok().filter(|t| t.ends_with('}'))
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+#[test]
+fn established_connections_survive_a_crash_of_the_active_without_a_reset() {
+    lb_test("rp_survive", |l| {
+        let mut p = start(l, "")?;
+        // Resets sent to the client (its own, when it closes at the end, do
+        // not count).
+        let rst = l.l.lab.spawn(
+            l.l.c,
+            "rst-capture",
+            &[
+                "tcpdump",
+                "-i",
+                "eth0",
+                "-n",
+                "-l",
+                "-U",
+                &format!("src host {SHARED} and tcp[tcpflags] & tcp-rst != 0"),
+            ],
+            &[],
+        )?;
+        let k = 100;
+        let (_cl, ready, json) = client(l, k, 12)?;
+        wait_for("all connections open", T, Duration::from_millis(100), || ready.exists().then_some(()))?;
+        let held = l.wait_flows(l.l.b, k as u64, Duration::from_secs(10))?;
+        let sa = l.replicator_status(l.l.a)?;
+        eprintln!("standby holds {} flows, lag p50 {} µs p99 {} µs", held.flows, sa.lag_p50_us, sa.lag_p99_us);
+        // Ahead of time: the standby's kernel already has every flow, NAT'd
+        // to the real server.
+        let kernel = l.kernel_flows(l.l.b)?;
+        assert!(kernel.len() >= k, "the standby's kernel holds {} of {k} flows: {kernel:?}", kernel.len());
+        assert!(
+            kernel.iter().all(|f| f.contains(&format!("src={}", lblab::SERVER))),
+            "a flow on the standby is not bound to the real server: {kernel:?}"
+        );
+        assert!(sa.partner_connected && sa.mode == "sending", "active replicator: {sa:?}");
+
+        std::thread::sleep(Duration::from_secs(1));
+        let t0 = Instant::now();
+        crash(l, l.l.a, &mut p.u1)?;
+        l.l.wait_role(l.l.b, Role::Active, T)?;
+        eprintln!("lb2 active {:?} after the crash", t0.elapsed());
+        let r = report(&json, Duration::from_secs(30))?;
+        eprintln!("client: {r:?}");
+        let st = l.l.status(l.l.b)?;
+        let tk = st.takeover.unwrap_or_default();
+        eprintln!("takeover on lb2: state installed {} after {} µs", tk.state_installed, tk.state_wait_us);
+        assert!(tk.state_installed, "the takeover did not see the state installed: {tk:?}");
+        assert_eq!((r.ok, r.reset, r.hung, r.failed_connect), (k, 0, 0, 0), "connections through the failover: {r:?}");
+        let resets = rst.log().lines().filter(|l| l.contains("[R")).count();
+        assert_eq!(resets, 0, "the client saw resets:\n{}", rst.log());
+        drop(p);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_restarted_standby_is_resynced_and_expiry_is_honoured_on_both_units() {
+    lb_test("rp_resync", |l| {
+        let mut p = start(l, "")?;
+        let k = 20;
+        let (_cl, ready, _json) = client(l, k, 30)?;
+        wait_for("all connections open", T, Duration::from_millis(100), || ready.exists().then_some(()))?;
+        l.wait_flows(l.l.b, k as u64, Duration::from_secs(10))?;
+
+        // A proxy reports persistence entries on the active: one short-lived.
+        let ns_a = l.l.lab.ns(l.l.a);
+        let l_a = l.l.a;
+        replicator_call(&ns_a, |mut c| async move {
+            c.report_persistence(rp::ReportPersistenceRequest {
+                entries: vec![
+                    rp::PersistenceEntry {
+                        table: "cookies".into(),
+                        key: "u1".into(),
+                        server: "s1".into(),
+                        ttl_ms: 600_000,
+                    },
+                    rp::PersistenceEntry {
+                        table: "cookies".into(),
+                        key: "u2".into(),
+                        server: "s2".into(),
+                        ttl_ms: 3_000,
+                    },
+                ],
+            })
+            .await?;
+            Ok(())
+        })?;
+        // A bad report is refused whole, naming the field.
+        let bad = replicator_call(&ns_a, |mut c| async move {
+            Ok(c.report_persistence(rp::ReportPersistenceRequest {
+                entries: vec![
+                    rp::PersistenceEntry {
+                        table: "cookies".into(),
+                        key: "u3".into(),
+                        server: "s1".into(),
+                        ttl_ms: 1000,
+                    },
+                    rp::PersistenceEntry { table: "cookies".into(), key: "u4".into(), server: "s1".into(), ttl_ms: 0 },
+                ],
+            })
+            .await)
+        })?;
+        let e = bad.expect_err("a zero time to live is refused");
+        assert!(e.message().contains("entries[1].ttl_ms"), "{e:?}");
+
+        let (ns_a2, ns_b) = (l.l.lab.ns(l.l.a), l.l.lab.ns(l.l.b));
+        let list = move |h: HostId| -> anyhow::Result<Vec<rp::PersistenceEntry>> {
+            let ns = if h == l_a { ns_a2.clone() } else { ns_b.clone() };
+            replicator_call(&ns, |mut c| async move {
+                Ok(c.list_persistence(rp::ListPersistenceRequest { table: "cookies".into() })
+                    .await?
+                    .into_inner()
+                    .entries)
+            })
+        };
+        wait_for("both entries on the standby", Duration::from_secs(3), Duration::from_millis(50), || {
+            list(l.l.b).ok().filter(|e| e.len() == 2)
+        })?;
+        assert!(list(l.l.b)?.iter().all(|e| e.key != "u3"), "half of a refused report was taken");
+        // Expiry on both units.
+        wait_for("u2 expired on both", Duration::from_secs(8), Duration::from_millis(200), || {
+            let a = list(l.l.a).ok()?;
+            let b = list(l.l.b).ok()?;
+            (a.len() == 1 && b.len() == 1 && a[0].key == "u1" && b[0].key == "u1").then_some(())
+        })?;
+
+        // A UDP flow with a short kernel timeout on the active: replicated,
+        // then gone from both kernels when it times out.
+        l.l.lab.run(l.l.a, &["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=4"])?;
+        l.l.lab.run(l.l.b, &["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=4"])?;
+        let udp = |h: HostId| -> usize {
+            l.l.lab
+                .run(h, &["conntrack", "-L", "-p", "udp", "--orig-dst", SHARED])
+                .map(|o| o.lines().filter(|l| l.starts_with("udp")).count())
+                .unwrap_or(0)
+        };
+        l.l.lab.run(l.l.c, &["bash", "-c", &format!("echo x > /dev/udp/{SHARED}/9")])?;
+        wait_for("the UDP flow on both units", Duration::from_secs(5), Duration::from_millis(100), || {
+            (udp(l.l.a) == 1 && udp(l.l.b) == 1).then_some(())
+        })?;
+        wait_for("the UDP flow expired on both units", Duration::from_secs(15), Duration::from_millis(200), || {
+            (udp(l.l.a) == 0 && udp(l.l.b) == 0).then_some(())
+        })?;
+
+        // Restart the standby: it comes back empty and is resynced in bulk.
+        p.u2.take().map(|mut u| u.terminate(Duration::from_secs(10))).transpose()?;
+        l.l.lab.run(l.l.b, &["conntrack", "-F"])?;
+        p.u2 = Some(l.l.unit(l.l.b, &p.c2)?);
+        l.l.wait_role(l.l.b, Role::Standby, T)?;
+        let st = l.wait_flows(l.l.b, k as u64, Duration::from_secs(15))?;
+        assert_eq!(st.resync, "done", "{st:?}");
+        assert!(l.kernel_flows(l.l.b)?.len() >= k, "the resync did not reach the standby's kernel");
+        wait_for("u1 back on the standby", Duration::from_secs(5), Duration::from_millis(100), || {
+            list(l.l.b).ok().filter(|e| e.len() == 1 && e[0].key == "u1")
+        })?;
+        let sa = l.replicator_status(l.l.a)?;
+        assert!(sa.resyncs >= 2, "the active did not resync the restarted standby: {sa:?}");
+        drop(p.c1);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_peer_with_another_certificate_is_refused_and_nothing_is_installed() {
+    lb_test("rp_refuse", |l| {
+        // lb1 presents lb3's certificate (same CA, another name): lb2 must
+        // refuse everything it sends.
+        let c1 = l.unit_config("lb1", "first", "lb3", "lb2")?;
+        let c2 = l.unit_config("lb2", "second", "lb2", "lb1")?;
+        let _server = l.server()?;
+        let _u1 = l.l.unit(l.l.a, &c1)?;
+        let _u2 = l.l.unit(l.l.b, &c2)?;
+        l.l.wait_role(l.l.a, Role::Active, T)?;
+        l.l.wait_role(l.l.b, Role::Standby, T)?;
+        l.add_service_on(l.l.a, None, &[l.l.a])?;
+        let (_cl, ready, _json) = client(l, 10, 20)?;
+        wait_for("all connections open", T, Duration::from_millis(100), || ready.exists().then_some(()))?;
+        l.wait_flows(l.l.a, 10, Duration::from_secs(10))?;
+        let sb = wait_for("the refusal counted on lb2", T, Duration::from_millis(200), || {
+            l.replicator_status(l.l.b).ok().filter(|s| s.drops.get("refused_peers").copied().unwrap_or(0) >= 2)
+        })?;
+        assert_eq!(sb.flows, 0, "{sb:?}");
+        assert!(!sb.partner_connected, "{sb:?}");
+        assert!(sb.last_error.contains("lb1"), "the refusal does not say whom it expected: {sb:?}");
+        assert!(l.kernel_flows(l.l.b)?.is_empty(), "flows from a stranger were installed");
+        let sa = l.replicator_status(l.l.a)?;
+        assert!(!sa.partner_connected, "lb1 believes it has a link: {sa:?}");
+        assert!(!sa.last_error.is_empty(), "lb1 does not say why it has no link: {sa:?}");
+        Ok(())
+    });
+}
