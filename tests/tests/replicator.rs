@@ -291,3 +291,126 @@ fn a_peer_with_another_certificate_is_refused_and_nothing_is_installed() {
         Ok(())
     });
 }
+
+/// `cmd` on HAProxy's runtime API at `sock`.
+fn haproxy_cmd(sock: &std::path::Path, cmd: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("{cmd}\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// `key=... server_id=N` of the stick table `be`, as (key, id) pairs.
+fn stick_entries(sock: &std::path::Path) -> Vec<(String, u32)> {
+    let Ok(out) = haproxy_cmd(sock, "show table be") else { return Vec::new() };
+    out.lines()
+        .filter(|l| l.starts_with("0x"))
+        .filter_map(|l| {
+            let key = l.split_whitespace().find_map(|f| f.strip_prefix("key="))?.to_string();
+            let id = l.split_whitespace().find_map(|f| f.strip_prefix("server_id="))?.parse().ok()?;
+            Some((key, id))
+        })
+        .collect()
+}
+
+#[test]
+fn haproxy_stick_table_entries_are_on_the_new_active() {
+    lb_test("rp_haproxy", |l| {
+        let dir = l.l.lab.dir().to_path_buf();
+        let sock = |u: &str| dir.join(format!("haproxy-{u}.sock"));
+        // The same HAProxy on both units: clients stick to a server by
+        // source address.
+        let mut procs = Vec::new();
+        let extra = |u: &str| {
+            format!(
+                "[replicator]\nenabled = true\nrefresh_interval_s = 5\nhaproxy_socket = \"{}\"\nhaproxy_tables = [\"be\"]\nhaproxy_poll_ms = 100\n",
+                sock(u).display()
+            )
+        };
+        let mut c1 = l.unit_config("lb1", "first", "lb1", "lb2")?;
+        let mut c2 = l.unit_config("lb2", "second", "lb2", "lb1")?;
+        // unit_config has a [replicator] section already: replace it.
+        for (c, u) in [(&mut c1, "lb1"), (&mut c2, "lb2")] {
+            c.extra = c.extra.replace("[replicator]\nenabled = true\nrefresh_interval_s = 5\n", &extra(u));
+        }
+        for (h, u) in [(l.l.a, "lb1"), (l.l.b, "lb2")] {
+            let cfg = dir.join(format!("haproxy-{u}.cfg"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "global\n  stats socket {} mode 600 level admin\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\nfrontend fe\n  bind 0.0.0.0:8081\n  default_backend be\nbackend be\n  stick-table type ip size 1m expire 30m\n  stick on src\n  server s1 {}:8080 id 1\n  server s2 {}:8082 id 2\n",
+                    sock(u).display(),
+                    lblab::SERVER,
+                    lblab::SERVER
+                ),
+            )?;
+            procs.push(l.l.lab.spawn(
+                h,
+                &format!("haproxy-{u}"),
+                &["haproxy", "-db", "-f", &cfg.to_string_lossy()],
+                &[],
+            )?);
+        }
+        let exe = bin("duet-conns").to_string_lossy().into_owned();
+        procs.push(l.l.lab.spawn(
+            l.s,
+            "server2",
+            &[&exe, "serve", "--listen", &format!("{}:8082", lblab::SERVER)],
+            &[],
+        )?);
+        let server = l.server()?;
+        let mut u1 = Some(l.l.unit(l.l.a, &c1)?);
+        let _u2 = l.l.unit(l.l.b, &c2)?;
+        l.l.wait_role(l.l.a, Role::Active, T)?;
+        l.l.wait_role(l.l.b, Role::Standby, T)?;
+        wait_for("HAProxy up on both units", T, Duration::from_millis(100), || {
+            (haproxy_cmd(&sock("lb1"), "show info").is_ok() && haproxy_cmd(&sock("lb2"), "show info").is_ok())
+                .then_some(())
+        })?;
+
+        // The client goes through lb1's HAProxy: an entry for it.
+        let talk = |l: &LbLab| {
+            l.l.lab.run(
+                l.l.c,
+                &[
+                    "bash",
+                    "-c",
+                    &format!("exec 3<>/dev/tcp/{SHARED}/8081; echo hello >&3; read -t 3 line <&3; echo $line"),
+                ],
+            )
+        };
+        assert!(talk(l)?.contains("hello"), "no answer through lb1's HAProxy");
+        let on_a = wait_for("the stick entry on lb1", T, Duration::from_millis(50), || {
+            stick_entries(&sock("lb1")).into_iter().find(|(k, _)| k == CLIENT)
+        })?;
+        // Replicated ahead of time into lb2's HAProxy, same server.
+        let t0 = Instant::now();
+        let on_b = wait_for("the stick entry on lb2", Duration::from_secs(5), Duration::from_millis(20), || {
+            stick_entries(&sock("lb2")).into_iter().find(|(k, _)| k == CLIENT)
+        })?;
+        eprintln!("stick entry {on_a:?} on lb2 {:?} after it was seen on lb1", t0.elapsed());
+        assert_eq!(on_a, on_b);
+        let listed = replicator_call(&l.l.lab.ns(l.l.b), |mut c| async move {
+            Ok(c.list_persistence(rp::ListPersistenceRequest { table: "haproxy:be".into() })
+                .await?
+                .into_inner()
+                .entries)
+        })?;
+        assert!(listed.iter().any(|e| e.key == CLIENT && e.server == on_a.1.to_string()), "{listed:?}");
+
+        crash(l, l.l.a, &mut u1)?;
+        l.l.wait_role(l.l.b, Role::Active, T)?;
+        // The new active's HAProxy sends the client to the same server.
+        let answered = wait_for("an answer through lb2's HAProxy", T, Duration::from_millis(200), || {
+            talk(l).ok().filter(|o| o.contains("hello"))
+        })?;
+        drop(answered);
+        let after = stick_entries(&sock("lb2"));
+        assert!(after.contains(&on_a), "lb2's stick table after the failover: {after:?}, want {on_a:?}");
+        drop((procs, server));
+        Ok(())
+    });
+}
