@@ -135,6 +135,18 @@ fn established_connections_survive_a_crash_of_the_active_without_a_reset() {
             "a flow on the standby is not bound to the real server: {kernel:?}"
         );
         assert!(sa.partner_connected && sa.mode == "sending", "active replicator: {sa:?}");
+        // The operator sees it in the pair's status.
+        let ctl = bin("duetctl").to_string_lossy().into_owned();
+        let out = l.l.lab.run(l.l.a, &[&ctl, "status"])?;
+        assert!(
+            out.contains(&format!("replication: sending (linked to lb2), {k} flows")) && out.contains("lag "),
+            "duetctl status on lb1:\n{out}"
+        );
+        let out = l.l.lab.run(l.l.b, &[&ctl, "replication"])?;
+        assert!(
+            out.contains("replication: receiving (linked to lb1)") && out.contains("data plane: generation"),
+            "{out}"
+        );
 
         std::thread::sleep(Duration::from_secs(1));
         let t0 = Instant::now();

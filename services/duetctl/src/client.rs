@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
+use duet_proto::replicator::v1::replicator_service_client::ReplicatorServiceClient;
 use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -16,6 +17,7 @@ pub struct Addrs {
     pub election: SocketAddr,
     pub takeover: SocketAddr,
     pub configsync: SocketAddr,
+    pub replicator: SocketAddr,
 }
 
 impl Default for Addrs {
@@ -24,6 +26,7 @@ impl Default for Addrs {
             election: "127.0.0.1:7870".parse().expect("literal"),
             takeover: "127.0.0.1:7871".parse().expect("literal"),
             configsync: "127.0.0.1:7872".parse().expect("literal"),
+            replicator: "127.0.0.1:7873".parse().expect("literal"),
         }
     }
 }
@@ -40,6 +43,7 @@ impl Addrs {
             election: parse("election.listen", &raw.election.listen)?,
             takeover: parse("takeover.listen", &raw.takeover.listen)?,
             configsync: parse("configsync.listen", &raw.configsync.listen)?,
+            replicator: parse("replicator.listen", &raw.replicator.listen)?,
         })
     }
 }
@@ -65,6 +69,10 @@ pub async fn configsync(a: &Addrs) -> anyhow::Result<ConfigSyncServiceClient<Cha
     Ok(ConfigSyncServiceClient::new(channel(a.configsync, "configsync").await?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
+}
+
+pub async fn replicator(a: &Addrs) -> anyhow::Result<ReplicatorServiceClient<Channel>> {
+    Ok(ReplicatorServiceClient::new(channel(a.replicator, "replicator").await?))
 }
 
 /// A gRPC error as the operator should read it.

@@ -23,7 +23,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Both status squares, the role, the partner, the configuration generations.
+    /// Both status squares, the role, the partner, the configuration generations, replication.
     Status,
     /// Planned handover: the partner takes over now (run on the active unit).
     Failover {
@@ -32,6 +32,10 @@ enum Cmd {
     },
     /// Leave the pacified state and take part in HA again.
     ClearPacified,
+    /// The replicator: link to the partner, entries, lag, resync, drops, data plane.
+    Replication,
+    /// The persistence entries this unit holds (all tables, or one).
+    Persistence { table: Option<String> },
     /// The configuration image.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -127,6 +131,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Status => status::status(&a, json).await,
         Cmd::Failover { timeout_ms } => status::failover(&a, timeout_ms, json).await,
         Cmd::ClearPacified => status::clear_pacified(&a).await,
+        Cmd::Replication => status::replication(&a, json).await,
+        Cmd::Persistence { table } => status::persistence(&a, table.unwrap_or_default(), json).await,
         Cmd::Certs { out, pair, units, days } => {
             let names: Vec<&str> = units.iter().map(String::as_str).collect();
             let w = duet_ctl::certs::generate(&out, &pair, &names, days)?;

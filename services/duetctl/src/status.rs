@@ -31,6 +31,12 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
         }
         Err(_) => None,
     };
+    let rep = match client::replicator(a).await {
+        Ok(mut c) => {
+            c.get_status(duet_proto::replicator::v1::GetStatusRequest {}).await.ok().map(tonic::Response::into_inner)
+        }
+        Err(_) => None,
+    };
     if json {
         println!(
             "{}",
@@ -40,6 +46,12 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
             println!(
                 "{}",
                 duet_proto::json::to_json(c, "duet.configsync.v1.GetStatusResponse").map_err(anyhow::Error::msg)?
+            );
+        }
+        if let Some(r) = &rep {
+            println!(
+                "{}",
+                duet_proto::json::to_json(r, "duet.replicator.v1.GetStatusResponse").map_err(anyhow::Error::msg)?
             );
         }
         return Ok(());
@@ -79,6 +91,9 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
             if c.in_sync { " (in sync)" } else { " (NOT in sync)" }
         );
     }
+    if let Some(r) = &rep {
+        println!("{}", replication_line(r));
+    }
     if let (Some(t), Some(r)) = (&s.timer_lateness, &s.receive_delay) {
         println!(
             "scheduling: timer late p50 {} us, p99 {} us, max {} us; received packets wait p99 {} us, max {} us",
@@ -104,6 +119,105 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
     for w in s.warnings.iter().chain(cfg.iter().flat_map(|c| c.warnings.iter())) {
         println!("warning: {w}");
     }
+    Ok(())
+}
+
+/// One line on the replicator: mode, link, entries, lag.
+pub fn replication_line(r: &duet_proto::replicator::v1::GetStatusResponse) -> String {
+    let link = if r.partner_connected { format!("linked to {}", r.partner) } else { "NO link to the partner".into() };
+    let lag = if r.mode == "sending" {
+        format!(
+            ", lag {} changes / {} ms (p50 {:.1} ms, p99 {:.1} ms)",
+            r.lag_changes,
+            r.lag_ms,
+            r.lag_p50_us as f64 / 1000.0,
+            r.lag_p99_us as f64 / 1000.0
+        )
+    } else {
+        String::new()
+    };
+    let ready = if r.ready { String::new() } else { format!(", NOT ready: {}", r.not_ready_reason) };
+    let dropped: u64 = r.drops.values().sum();
+    let dropped = if dropped > 0 { format!(", {dropped} dropped (see `duetctl replication`)") } else { String::new() };
+    format!(
+        "replication: {} ({link}), {} flows, {} persistence entries, resync {}{lag}{ready}{dropped}",
+        r.mode, r.flows, r.persistence, r.resync
+    )
+}
+
+/// `duetctl replication`: the replicator's whole status.
+pub async fn replication(a: &Addrs, json: bool) -> anyhow::Result<()> {
+    let r = client::replicator(a)
+        .await?
+        .get_status(duet_proto::replicator::v1::GetStatusRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            duet_proto::json::to_json(&r, "duet.replicator.v1.GetStatusResponse").map_err(anyhow::Error::msg)?
+        );
+        return Ok(());
+    }
+    println!("{}", replication_line(&r));
+    println!(
+        "  sequence: last {} acknowledged {}; changes sent {} received {}; resyncs {}",
+        r.last_seq, r.acked_seq, r.changes_sent, r.changes_received, r.resyncs
+    );
+    if r.mode == "sending" {
+        println!(
+            "  lag (change to partner's acknowledgement): p50 {} us, p99 {} us, max {} us",
+            r.lag_p50_us, r.lag_p99_us, r.lag_max_us
+        );
+    }
+    if let Some(d) = &r.dataplane {
+        if d.generation > 0 {
+            println!(
+                "  data plane: generation {} ({}), {} virtual services, {} real servers; dropped invalid {} untracked {}",
+                d.generation,
+                &d.hash[..12.min(d.hash.len())],
+                d.services,
+                d.real_servers,
+                d.dropped_invalid,
+                d.dropped_untracked
+            );
+        }
+        if !d.error.is_empty() {
+            println!("  data plane error: {}", d.error);
+        }
+    }
+    let mut drops: Vec<_> = r.drops.iter().filter(|(_, v)| **v > 0).collect();
+    drops.sort();
+    if !drops.is_empty() {
+        let d: Vec<String> = drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  drops: {}", d.join(" "));
+    }
+    if !r.last_error.is_empty() {
+        println!("  last error: {}", r.last_error);
+    }
+    Ok(())
+}
+
+/// `duetctl persistence [TABLE]`: the persistence entries this unit holds.
+pub async fn persistence(a: &Addrs, table: String, json: bool) -> anyhow::Result<()> {
+    let r = client::replicator(a)
+        .await?
+        .list_persistence(duet_proto::replicator::v1::ListPersistenceRequest { table })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            duet_proto::json::to_json(&r, "duet.replicator.v1.ListPersistenceResponse").map_err(anyhow::Error::msg)?
+        );
+        return Ok(());
+    }
+    for e in &r.entries {
+        println!("{:<24} {:<40} -> {:<24} {:>8.1} s left", e.table, e.key, e.server, e.ttl_ms as f64 / 1000.0);
+    }
+    println!("{} entries", r.entries.len());
     Ok(())
 }
 
