@@ -34,32 +34,49 @@ fn flow_op(f: &Flow, now: u64) -> Op<Key, Value> {
     }
 }
 
-/// Follows the kernel's conntrack events; on the active unit, the flows
-/// the filter wants go to the outbox.
+/// Follows the kernel's conntrack events while this unit is active: the
+/// flows the filter wants go to the outbox. A standby does not listen (its
+/// own table fills with the partner's flows; decoding those would be
+/// wasted): what happens before the subscription is in the snapshot dump
+/// every new link starts with.
 pub(crate) async fn watch_conntrack(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Result<()> {
-    let mut events = duet_net::conntrack::events()
-        .map_err(|e| anyhow::anyhow!("cannot follow the kernel's conntrack events (CAP_NET_ADMIN needed): {e}"))?;
-    tracing::debug!(buffer = events.buffer_size(), "following conntrack events");
     loop {
-        let ev = tokio::select! {
-            ev = events.next() => ev?,
-            () = stop.wait() => return Ok(()),
-        };
-        match ev {
-            CtEvent::Overrun => {
-                shared.drops.overruns.fetch_add(1, Ordering::Relaxed);
-                if shared.is_active() {
+        while !shared.is_active() {
+            tokio::select! {
+                () = shared.role_changed.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = stop.wait() => return Ok(()),
+            }
+        }
+        let mut events = duet_net::conntrack::events()
+            .map_err(|e| anyhow::anyhow!("cannot follow the kernel's conntrack events (CAP_NET_ADMIN needed): {e}"))?;
+        tracing::debug!(buffer = events.buffer_size(), "following conntrack events");
+        // Anything between the role change and now: the next dump.
+        shared.refresh_now.notify_one();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        while shared.is_active() {
+            if stop.fired() {
+                return Ok(());
+            }
+            let ev = tokio::select! {
+                biased;
+                ev = events.next() => ev?,
+                _ = tick.tick() => continue,
+            };
+            match ev {
+                CtEvent::Overrun => {
+                    shared.drops.overruns.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("conntrack events were lost (socket buffer full): refreshing from a dump");
                     shared.refresh_now.notify_one();
                 }
-            }
-            CtEvent::Flow(kind, flow) => {
-                if !shared.is_active() || !lock(&shared.filter).wants(&flow) {
-                    continue;
+                CtEvent::Flow(kind, flow) => {
+                    if lock(&shared.filter).wants(&flow) {
+                        on_event(&shared, kind, flow);
+                    }
                 }
-                on_event(&shared, kind, flow);
             }
         }
+        tracing::debug!("no longer active: not following conntrack events");
     }
 }
 
