@@ -565,3 +565,40 @@ fn handover_resigns_anyway_when_the_release_is_not_reported() {
     assert_eq!(n.role(1), Some(Role::Active), "resigned after RELEASE_WAIT");
     assert!(n.notices(0).iter().any(|l| l.contains("did not confirm the release in time")));
 }
+
+#[test]
+fn a_preferred_unit_not_ready_does_not_take_the_role_back_until_it_is() {
+    // R4: a unit whose start-up resync is not done does not take over from
+    // a healthy partner; it still would from a dead one.
+    let mut n = pair(Preferred::First, 3);
+    n.run_for(Duration::from_secs(10));
+    n.kill(0);
+    n.run_for(Duration::from_secs(5));
+    assert_eq!(n.role(1), Some(Role::Active));
+    n.start(0);
+    let now = n.now;
+    n.e(0).handle_command(now, Command::SetReady(false)).unwrap();
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Standby), "not ready: no preemption");
+    assert_eq!(n.role(1), Some(Role::Active));
+    let now = n.now;
+    assert!(
+        n.e(1).handle_command(now, Command::Handover { timeout: Duration::from_secs(1) }).is_err(),
+        "a handover to a partner that is not ready is refused"
+    );
+    let now = n.now;
+    n.e(0).handle_command(now, Command::SetReady(true)).unwrap();
+    let took = n
+        .run_until_cond(Duration::from_secs(5), Duration::from_millis(10), |n| n.role(0) == Some(Role::Active))
+        .unwrap();
+    assert!(took <= Duration::from_millis(1100), "ready: preempts at the partner's next advert, took {took:?}");
+    // Not ready, but the partner dies: it takes over anyway.
+    n.run_for(Duration::from_secs(5));
+    let now = n.now;
+    n.e(1).handle_command(now, Command::SetReady(false)).unwrap();
+    n.kill(0);
+    let took = n
+        .run_until_cond(Duration::from_secs(6), Duration::from_millis(10), |n| n.role(1) == Some(Role::Active))
+        .unwrap();
+    assert!(took <= Duration::from_millis(3010), "took {took:?}");
+}
