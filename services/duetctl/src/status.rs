@@ -62,13 +62,18 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
         println!("  HA{}  {}   {}", q.unit, square(q.status), q.detail);
     }
     if let Some(p) = &s.partner {
+        // A standby partner sends no adverts: it is heard by its status
+        // datagram, which has no timing fields.
+        let timing = if p.advbase > 0 || p.advskew > 0 {
+            format!(" (advbase {} advskew {})", p.advbase, p.advskew)
+        } else {
+            " (by its status datagram)".to_string()
+        };
         println!(
-            "partner {}: {}, last advert {} ms ago (advbase {} advskew {})",
+            "partner {}: {}, last heard {} ms ago{timing}",
             p.address,
             if p.reachable { "reachable" } else { "NOT reachable" },
             p.silent_ms,
-            p.advbase,
-            p.advskew
         );
     }
     if let Some(t) = &s.takeover {
