@@ -19,6 +19,7 @@
 
 mod api;
 mod haproxy;
+mod metrics;
 pub mod model;
 mod receiver;
 mod sender;
@@ -121,6 +122,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         tasks.spawn("role follower", follow_role(Arc::clone(&shared), election.clone(), stop.clone()));
         tasks.spawn("readiness", report_readiness(Arc::clone(&shared), election, stop.clone()));
     }
+    let _metrics = metrics::Metrics::new(&shared);
     health.set(true).await;
     tracing::info!(
         unit = %shared.unit,
