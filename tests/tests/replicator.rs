@@ -53,6 +53,14 @@ fn start(l: &mut LbLab, extra: &str) -> anyhow::Result<Pair> {
     Ok(Pair { c1, c2, u1: Some(u1), u2: Some(u2), _server: server })
 }
 
+/// UDP flows to the shared address in `h`'s kernel.
+fn udp_flows(l: &LbLab, h: HostId) -> usize {
+    l.l.lab
+        .run(h, &["conntrack", "-L", "-p", "udp", "--orig-dst", SHARED])
+        .map(|o| o.lines().filter(|l| l.starts_with("udp")).count())
+        .unwrap_or(0)
+}
+
 /// SIGKILL of everything in the unit's namespace, then its links down
 /// (in this order, so that nothing of it can resign first).
 fn crash(l: &LbLab, host: HostId, unit: &mut Option<Proc>) -> anyhow::Result<()> {
@@ -242,18 +250,13 @@ fn a_restarted_standby_is_resynced_and_expiry_is_honoured_on_both_units() {
         // then gone from both kernels when it times out.
         l.l.lab.run(l.l.a, &["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=4"])?;
         l.l.lab.run(l.l.b, &["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=4"])?;
-        let udp = |h: HostId| -> usize {
-            l.l.lab
-                .run(h, &["conntrack", "-L", "-p", "udp", "--orig-dst", SHARED])
-                .map(|o| o.lines().filter(|l| l.starts_with("udp")).count())
-                .unwrap_or(0)
-        };
+        let udp = |l: &LbLab, h: HostId| udp_flows(l, h);
         l.l.lab.run(l.l.c, &["bash", "-c", &format!("echo x > /dev/udp/{SHARED}/9")])?;
         wait_for("the UDP flow on both units", Duration::from_secs(5), Duration::from_millis(100), || {
-            (udp(l.l.a) == 1 && udp(l.l.b) == 1).then_some(())
+            (udp(l, l.l.a) == 1 && udp(l, l.l.b) == 1).then_some(())
         })?;
         wait_for("the UDP flow expired on both units", Duration::from_secs(15), Duration::from_millis(200), || {
-            (udp(l.l.a) == 0 && udp(l.l.b) == 0).then_some(())
+            (udp(l, l.l.a) == 0 && udp(l, l.l.b) == 0).then_some(())
         })?;
 
         // Restart the standby: it comes back empty and is resynced in bulk.
@@ -269,6 +272,20 @@ fn a_restarted_standby_is_resynced_and_expiry_is_honoured_on_both_units() {
         })?;
         let sa = l.replicator_status(l.l.a)?;
         assert!(sa.resyncs >= 2, "the active did not resync the restarted standby: {sa:?}");
+
+        // The pair's "L4 updates" off (an HA setting of the image): new
+        // flows stay on the active.
+        let ctl = bin("duetctl").to_string_lossy().into_owned();
+        let out = l.l.lab.run(l.l.a, &[&ctl, "config", "set", "l4_updates=false"])?;
+        eprintln!("{out}");
+        for h in [l.l.a, l.l.b] {
+            wait_for("L4 updates off", Duration::from_secs(5), Duration::from_millis(100), || {
+                l.replicator_status(h).ok().filter(|s| !s.l4_updates && s.l7_updates)
+            })?;
+        }
+        l.l.lab.run(l.l.c, &["bash", "-c", &format!("echo x > /dev/udp/{SHARED}/10")])?;
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!((udp(l, l.l.a), udp(l, l.l.b)), (1, 0), "a flow was replicated with L4 updates off");
         drop(p.c1);
         Ok(())
     });

@@ -142,6 +142,12 @@ pub fn replication_line(r: &duet_proto::replicator::v1::GetStatusResponse) -> St
         String::new()
     };
     let ready = if r.ready { String::new() } else { format!(", NOT ready: {}", r.not_ready_reason) };
+    let off: Vec<&str> = [("L4 updates", r.l4_updates), ("L7 updates", r.l7_updates)]
+        .into_iter()
+        .filter(|(_, on)| !on)
+        .map(|(w, _)| w)
+        .collect();
+    let ready = if off.is_empty() { ready } else { format!("{ready}, {} OFF", off.join(" and ")) };
     let dropped: u64 = r.drops.values().sum();
     let dropped = if dropped > 0 { format!(", {dropped} dropped (see `duetctl replication`)") } else { String::new() };
     format!(

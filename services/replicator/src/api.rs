@@ -66,7 +66,7 @@ impl pb::replicator_service_server::ReplicatorService for Api {
             }
         }
         let now = now_ms();
-        let active = self.shared.is_active();
+        let active = self.shared.is_active() && self.shared.l7();
         for e in &r.entries {
             let exp = now + e.ttl_ms;
             lock(&self.shared.local).insert((e.table.clone(), e.key.clone()), (e.server.clone(), exp));
@@ -229,5 +229,7 @@ pub(crate) fn status(shared: &Shared) -> pb::GetStatusResponse {
             dropped_untracked: 0,
         }),
         not_ready_reason,
+        l4_updates: shared.l4(),
+        l7_updates: shared.l7(),
     }
 }

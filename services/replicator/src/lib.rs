@@ -286,6 +286,21 @@ async fn follow_image(shared: Arc<Shared>, configsync: String, mut stop: Shutdow
 }
 
 async fn apply_image(shared: &Shared, image: &duet_proto::config::v1::Image, sysctls_set: &mut bool) {
+    if let Some(ha) = &image.ha {
+        for (what, on, local, pair) in [
+            ("L4 updates (connections)", &shared.l4_on, shared.cfg.l4, ha.l4_updates),
+            ("L7 updates (persistence)", &shared.l7_on, shared.cfg.l7, ha.l7_updates),
+        ] {
+            let now = local && pair;
+            if on.swap(now, Ordering::Relaxed) != now {
+                tracing::warn!(
+                    generation = image.generation,
+                    "{what} {} (the pair's HA settings say {pair}, this unit's [replicator] {local})",
+                    if now { "on" } else { "off" }
+                );
+            }
+        }
+    }
     let ruleset = match duet_dataplane::render(image) {
         Ok(r) => r,
         Err(problems) => {

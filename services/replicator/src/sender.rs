@@ -70,7 +70,7 @@ pub(crate) async fn watch_conntrack(shared: Arc<Shared>, mut stop: Shutdown) -> 
                     shared.refresh_now.notify_one();
                 }
                 CtEvent::Flow(kind, flow) => {
-                    if lock(&shared.filter).wants(&flow) {
+                    if shared.l4() && lock(&shared.filter).wants(&flow) {
                         on_event(&shared, kind, flow);
                     }
                 }
@@ -121,7 +121,7 @@ pub(crate) async fn refresh_flows(shared: Arc<Shared>, mut stop: Shutdown) -> an
             () = shared.refresh_now.notified() => {}
             () = stop.wait() => return Ok(()),
         }
-        if !shared.is_active() || shared.cfg.peer.is_none() {
+        if !shared.is_active() || shared.cfg.peer.is_none() || !shared.l4() {
             continue;
         }
         if let Err(e) = refresh_once(&shared).await {
@@ -200,7 +200,7 @@ pub(crate) async fn poll_persistence(shared: Arc<Shared>, mut stop: Shutdown) ->
             () = tokio::time::sleep(haproxy_every.min(l4_every)) => {}
             () = stop.wait() => return Ok(()),
         }
-        if !shared.is_active() || shared.cfg.peer.is_none() {
+        if !shared.is_active() || shared.cfg.peer.is_none() || !shared.l7() {
             continue;
         }
         if last_l4.elapsed() >= l4_every {
@@ -446,7 +446,7 @@ async fn send_snapshot(shared: &Arc<Shared>, tx: &mpsc::Sender<pb::ReplicateRequ
     let seq = lock(&shared.outbox).reset_after_snapshot();
     lock(&shared.lag).reset_pending();
     let now = now_ms();
-    let flows = if shared.cfg.l4 { dump(shared).await? } else { Vec::new() };
+    let flows = if shared.l4() { dump(shared).await? } else { Vec::new() };
     {
         let mut tracked = lock(&shared.tracked);
         tracked.flows.clear();
@@ -455,7 +455,7 @@ async fn send_snapshot(shared: &Arc<Shared>, tx: &mpsc::Sender<pb::ReplicateRequ
         }
     }
     let mut persist: Vec<Op<Key, Value>> = Vec::new();
-    if shared.cfg.l7 {
+    if shared.l7() {
         let tracked = lock(&shared.tracked);
         let local = lock(&shared.local);
         for ((table, key), (server, exp)) in tracked.persist.iter().chain(local.iter()) {

@@ -212,6 +212,10 @@ pub(crate) struct Shared {
     pub tls: Option<duet_runtime::tls::PeerTls>,
     pub cfg: duet_config::Replicator,
     pub started: Instant,
+    /// The pair's "L4 updates" / "L7 updates" switches from the image's HA
+    /// settings, and-ed with this unit's `[replicator]` l4 / l7.
+    pub l4_on: AtomicBool,
+    pub l7_on: AtomicBool,
 }
 
 impl Shared {
@@ -240,6 +244,8 @@ impl Shared {
             dataplane: Mutex::new(DataplaneState::default()),
             conntrack: Mutex::new(None),
             tls,
+            l4_on: AtomicBool::new(cfg.l4),
+            l7_on: AtomicBool::new(cfg.l7),
             cfg,
             started: Instant::now(),
         }
@@ -247,6 +253,16 @@ impl Shared {
 
     pub(crate) fn role(&self) -> Option<Role> {
         *lock(&self.role)
+    }
+
+    /// Connection entries are replicated (R1).
+    pub(crate) fn l4(&self) -> bool {
+        self.l4_on.load(Ordering::Relaxed)
+    }
+
+    /// Persistence entries are replicated (R2).
+    pub(crate) fn l7(&self) -> bool {
+        self.l7_on.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_active(&self) -> bool {
