@@ -85,11 +85,34 @@ pub async fn set_ha(a: &Addrs, pairs: &[String], base: Option<u64>, comment: &st
             p.split_once('=').with_context(|| format!("\"{p}\": write settings as key=value, e.g. timeout_s=6"))?;
         let k = k.strip_prefix("ha.").unwrap_or(k);
         let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
-        obj[k] = value;
+        // The JSON has the camelCase names; `timeout_s` and `timeoutS` are
+        // the same field and must not both be there.
+        let camel = camel_case(k);
+        if let Some(o) = obj.as_object_mut() {
+            o.remove(k);
+        }
+        obj[camel] = value;
     }
     let ha: HaSettings =
         from_json(&obj.to_string(), "duet.config.v1.HaSettings").map_err(|e| anyhow::anyhow!("ha: {e}"))?;
     apply(a, Some(base), Change::Ha(ha), comment, json).await
+}
+
+/// `timeout_s` as protobuf's JSON names it: `timeoutS`.
+fn camel_case(k: &str) -> String {
+    let mut out = String::with_capacity(k.len());
+    let mut up = false;
+    for c in k.chars() {
+        if c == '_' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `config set-vs --file vs.json`.
@@ -212,4 +235,15 @@ pub async fn local(a: &Addrs, set: Option<&Path>) -> anyhow::Result<()> {
     }
     let l = c.get_local(cs::GetLocalRequest {}).await.map_err(explain)?.into_inner().local.unwrap_or_default();
     print(&l, "duet.config.v1.LocalSettings")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn settings_keys_become_json_names() {
+        assert_eq!(super::camel_case("timeout_s"), "timeoutS");
+        assert_eq!(super::camel_case("l4_updates"), "l4Updates");
+        assert_eq!(super::camel_case("timeoutS"), "timeoutS");
+        assert_eq!(super::camel_case("preferred"), "preferred");
+    }
 }
