@@ -77,8 +77,22 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
         );
     }
     if let Some(t) = &s.takeover {
+        // R4: on the active, whether the partner's state was installed
+        // before the addresses were added.
+        let state = if t.applied_role == Role::Active as i32 && rep.is_some() {
+            if t.state_installed {
+                format!(
+                    ", replicated state installed before the addresses (waited {:.1} ms)",
+                    t.state_wait_us as f64 / 1000.0
+                )
+            } else {
+                format!(", addresses added WITHOUT confirmed state (waited {:.1} ms)", t.state_wait_us as f64 / 1000.0)
+            }
+        } else {
+            String::new()
+        };
         println!(
-            "takeover: {}, applied {} (seq {}){}",
+            "takeover: {}, applied {} (seq {}){state}{}",
             if t.following { "following" } else { "NOT following" },
             role(t.applied_role),
             t.applied_seq,
