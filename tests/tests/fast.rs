@@ -214,6 +214,13 @@ fn fast_profile_keeps_its_role_at_one_percent_advert_loss() {
         l.wait_role(l.b, Role::Standby, T)?;
         let changes = |p: &Proc| p.log().matches("Switching to state").count();
         let before = (changes(&p1), changes(&p2));
+        for p in [&p1, &p2] {
+            assert!(
+                p.log().contains("real-time scheduling (SCHED_RR)"),
+                "the fast profile runs real-time:\n{}",
+                p.log()
+            );
+        }
         let _loss = l.lab.add_loss("ip protocol 112", 1)?;
         std::thread::sleep(Duration::from_secs(30));
         assert_eq!(

@@ -226,11 +226,16 @@ pub struct ElectionSection {
     /// Dropped packets are logged a few lines per reason per window, then
     /// summed up in one line at the end of the window (seconds).
     pub drop_log_window_s: u64,
+    /// Real-time scheduling (SCHED_RR, 1-99; 0 off) for the election's
+    /// threads, so a busy machine cannot delay its timers and reads
+    /// (needs CAP_SYS_NICE). Default: 10 with the fast profile, off
+    /// otherwise.
+    pub realtime_priority: Option<u8>,
 }
 
 impl Default for ElectionSection {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:7870".into(), status_port: 6973, drop_log_window_s: 60 }
+        Self { listen: "127.0.0.1:7870".into(), status_port: 6973, drop_log_window_s: 60, realtime_priority: None }
     }
 }
 

@@ -334,6 +334,11 @@ impl UnitConfig {
                 format!("{} is out of range: use 1-3600 seconds", self.election.drop_log_window_s),
             );
         }
+        if let Some(p) = self.election.realtime_priority
+            && p > 99
+        {
+            e.add("election.realtime_priority", format!("{p} is out of range: use 1-99, or 0 to turn it off"));
+        }
         if !(1..=100).contains(&self.takeover.garp_count) {
             e.add("takeover.garp_count", format!("{} is out of range: use 1-100", self.takeover.garp_count));
         }

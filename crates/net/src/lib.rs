@@ -16,4 +16,5 @@ pub mod conntrack;
 pub mod garp;
 pub mod netlink;
 pub mod packet;
+pub mod sched;
 pub mod sysctl;

@@ -52,6 +52,10 @@ fn main() -> ExitCode {
         eprintln!("{e:#}");
         return ExitCode::FAILURE;
     }
+    // Before the runtime starts, so that its threads inherit it.
+    let fast = cfg.election.profile_name() == "fast";
+    let rt_priority = cfg.raw.election.realtime_priority.unwrap_or(if fast { 10 } else { 0 });
+    let realtime = (rt_priority > 0).then(|| duet_net::sched::set_realtime(rt_priority));
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -71,6 +75,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        match &realtime {
+            Some(Ok(())) => tracing::info!(priority = rt_priority, "real-time scheduling (SCHED_RR) for the election"),
+            Some(Err(e)) => tracing::warn!(
+                priority = rt_priority,
+                "cannot use real-time scheduling ({e}): timers may be delayed on a busy machine; \
+                 grant CAP_SYS_NICE or set election.realtime_priority = 0"
+            ),
+            None => {}
+        }
         let (trigger, shutdown) = duet_runtime::shutdown::channel();
         let _ = duet_runtime::shutdown::on_supervisor_exit(trigger.clone());
         if let Err(e) = duet_runtime::shutdown::on_signals(trigger) {
