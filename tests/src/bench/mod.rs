@@ -17,15 +17,24 @@
 //! measured count as failures; slow figures are reported against the goals
 //! and never fail a run. `duet-bench` is the command line; the latest table
 //! and the command that made it are in `tests/src/bench/README.md`.
+//!
+//! [`replication`] is the replication benchmark (duet's replicator against
+//! keepalived + conntrackd, [`conntrackd`]): connections surviving a crash
+//! of the active, throughput and cost of replication, and the time from
+//! role active to state usable.
 
 pub mod capture;
+pub mod conntrackd;
 pub mod failover;
 pub mod idle;
+pub mod loss;
 pub mod procfs;
+pub mod replication;
 pub mod report;
 pub mod system;
 
 pub use failover::{Bench, FailoverOptions, PROBE_PORT, RepResult, Scenario, run_failover};
 pub use idle::{IdleCost, IdleOptions, run_idle};
+pub use replication::{ReplSystem, ReplicationOptions, ReplicationReport, run_survival, run_throughput};
 pub use report::{FailoverReport, Goal, Summary, goals, summarize};
 pub use system::{DuetLaunch, DuetUnit, System, SystemKind, Unit};

@@ -147,6 +147,14 @@ pub fn goals(reps: &[RepResult], s: &[Summary]) -> Vec<Goal> {
         pass: duet_crash.zip(ka_crash).map(|(d, k)| d <= k),
         correctness: false,
     });
+    let (fast_crash, v3_crash) =
+        (gap(SystemKind::DuetFast, Scenario::Crash), gap(SystemKind::KeepalivedV3, Scenario::Crash));
+    out.push(Goal {
+        goal: "duet fast profile crash gap median <= 150 ms and below keepalived VRRPv3's (same run)".into(),
+        measured: format!("{} vs {}", ms(fast_crash), ms(v3_crash)),
+        pass: fast_crash.map(|f| f <= 150.0 && v3_crash.is_none_or(|k| f < k)),
+        correctness: false,
+    });
     let graceful = gap(SystemKind::Duet, Scenario::Graceful);
     out.push(Goal {
         goal: "duet planned handover gap median <= 10 ms".into(),

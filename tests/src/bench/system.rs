@@ -89,6 +89,9 @@ impl fmt::Display for Unit {
 pub enum SystemKind {
     /// duet, HA timeout 3 s, preferred none.
     Duet,
+    /// duet's fast profile: adverts every 20 ms, takeover after 4 missed
+    /// (80 ms), preferred none.
+    DuetFast,
     /// keepalived 2.2, VRRPv2, `advert_int 1`.
     KeepalivedV2,
     /// keepalived 2.2, VRRPv3, `advert_int 0.1`.
@@ -98,11 +101,12 @@ pub enum SystemKind {
 }
 
 impl SystemKind {
-    pub const ALL: [Self; 4] = [Self::Duet, Self::KeepalivedV2, Self::KeepalivedV3, Self::Ucarp];
+    pub const ALL: [Self; 5] = [Self::Duet, Self::DuetFast, Self::KeepalivedV2, Self::KeepalivedV3, Self::Ucarp];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Duet => "duet",
+            Self::DuetFast => "duet-fast",
             Self::KeepalivedV2 => "keepalived-v2",
             Self::KeepalivedV3 => "keepalived-v3",
             Self::Ucarp => "ucarp",
@@ -113,6 +117,7 @@ impl SystemKind {
     pub fn advert_interval(self) -> Duration {
         match self {
             Self::KeepalivedV3 => Duration::from_millis(100),
+            Self::DuetFast => Duration::from_millis(FAST_INTERVAL_MS),
             Self::Duet | Self::KeepalivedV2 | Self::Ucarp => Duration::from_secs(1),
         }
     }
@@ -120,7 +125,8 @@ impl SystemKind {
     /// A fresh, stopped instance.
     pub fn system(self, duet: DuetLaunch) -> Box<dyn System> {
         match self {
-            Self::Duet => Box::new(Duet::new(duet)),
+            Self::Duet => Box::new(Duet::new(duet, false)),
+            Self::DuetFast => Box::new(Duet::new(duet, true)),
             Self::KeepalivedV2 => Box::new(Keepalived::new(2)),
             Self::KeepalivedV3 => Box::new(Keepalived::new(3)),
             Self::Ucarp => Box::new(Ucarp::default()),
@@ -160,6 +166,9 @@ pub struct DuetTimes {
     /// or "election" (what takeover reported to the election).
     pub source: String,
 }
+
+/// Advert interval of duet's fast profile in the benchmark.
+pub const FAST_INTERVAL_MS: u64 = 20;
 
 /// An HA system started as a pair on a [`PairLab`].
 pub trait System: fmt::Debug {
@@ -465,26 +474,33 @@ impl FromStr for DuetLaunch {
 pub struct DuetUnit {
     launch: DuetLaunch,
     /// In start order: election then takeover, or the supervisor alone.
-    procs: Vec<Proc>,
+    pub procs: Vec<Proc>,
 }
 
 impl DuetUnit {
     /// The unit's configuration: the standard pair (HA timeout 3 s,
     /// preferred none), with a fresh state directory per start so that the
     /// benchmark's many restarts do not pacify the unit (E9).
-    pub fn config(l: &PairLab, unit: Unit, run: usize) -> UnitConfig {
+    /// `fast`: the fast profile (adverts every [`FAST_INTERVAL_MS`], four
+    /// missed and the standby takes over).
+    pub fn config(l: &PairLab, unit: Unit, run: usize, fast: bool) -> UnitConfig {
         let (name, mode) = match unit {
             Unit::One => ("lb1", "first"),
             Unit::Two => ("lb2", "second"),
         };
         let mut cfg = UnitConfig::new(name, mode, l.lab.dir());
         cfg.state_dir = l.lab.dir().join(format!("state-{name}-r{run}"));
+        if fast {
+            cfg.ha.push_str(&format!(
+                "profile = \"fast\"\nfast_interval_ms = {FAST_INTERVAL_MS}\nfast_dead_factor = 4\n"
+            ));
+        }
         cfg
     }
 
     /// Starts the unit's processes.
-    pub fn start(l: &mut PairLab, unit: Unit, run: usize, launch: DuetLaunch) -> Result<Self> {
-        let cfg = Self::config(l, unit, run);
+    pub fn start(l: &mut PairLab, unit: Unit, run: usize, launch: DuetLaunch, fast: bool) -> Result<Self> {
+        let cfg = Self::config(l, unit, run, fast);
         let host = unit.host(l);
         let procs = match launch {
             DuetLaunch::Services => {
@@ -550,25 +566,26 @@ impl DuetUnit {
 #[derive(Debug)]
 pub struct Duet {
     launch: DuetLaunch,
+    fast: bool,
     units: [Option<DuetUnit>; 2],
     /// Stand-in while a unit is not running, for `procs_mut`.
     none: Vec<Proc>,
 }
 
 impl Duet {
-    pub fn new(launch: DuetLaunch) -> Self {
-        Self { launch, units: [None, None], none: Vec::new() }
+    pub fn new(launch: DuetLaunch, fast: bool) -> Self {
+        Self { launch, fast, units: [None, None], none: Vec::new() }
     }
 }
 
 impl System for Duet {
     fn kind(&self) -> SystemKind {
-        SystemKind::Duet
+        if self.fast { SystemKind::DuetFast } else { SystemKind::Duet }
     }
 
     fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()> {
         for u in Unit::BOTH {
-            self.units[u.index()] = Some(DuetUnit::start(l, u, run, self.launch)?);
+            self.units[u.index()] = Some(DuetUnit::start(l, u, run, self.launch, self.fast)?);
         }
         // A service that cannot run at all shows within a moment.
         thread::sleep(Duration::from_millis(300));

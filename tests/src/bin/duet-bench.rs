@@ -31,8 +31,8 @@ enum Cmd {
         /// Repetitions of each system x scenario.
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// Systems: duet, keepalived-v2, keepalived-v3, ucarp.
-        #[arg(long, value_delimiter = ',', default_value = "duet,keepalived-v2,keepalived-v3,ucarp")]
+        /// Systems: duet, duet-fast, keepalived-v2, keepalived-v3, ucarp.
+        #[arg(long, value_delimiter = ',', default_value = "duet,duet-fast,keepalived-v2,keepalived-v3,ucarp")]
         systems: Vec<SystemKind>,
         /// Scenarios: crash, linkdown, graceful.
         #[arg(long, value_delimiter = ',', default_value = "crash,linkdown,graceful")]
@@ -52,12 +52,53 @@ enum Cmd {
         /// Length of the sampling window in seconds.
         #[arg(long, default_value_t = 30)]
         secs: u64,
-        #[arg(long, value_delimiter = ',', default_value = "duet,keepalived-v2,keepalived-v3,ucarp")]
+        #[arg(long, value_delimiter = ',', default_value = "duet,duet-fast,keepalived-v2,keepalived-v3,ucarp")]
         systems: Vec<SystemKind>,
         #[arg(long, default_value = "bench-results/idle.json")]
         json: PathBuf,
         #[arg(long, default_value = "services")]
         duet_launch: DuetLaunch,
+    },
+    /// False failovers of the fast profile under random advert loss.
+    Loss {
+        /// Loss percentages, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,5")]
+        percents: Vec<u32>,
+        /// Length of each run in seconds (the issue asks for 600).
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+        #[arg(long, default_value = "bench-results/loss.json")]
+        json: PathBuf,
+    },
+    /// Replication: duet's replicator against keepalived + conntrackd (FTFW): connections
+    /// surviving a crash of the active, throughput and cost, role -> state usable.
+    Replication {
+        /// Survival repetitions per system.
+        #[arg(long, default_value_t = 4)]
+        reps: usize,
+        /// Client connections (K), each sending 16 bytes every 100 ms.
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Synthetic flow counts of the throughput runs (the largest also measures role -> state).
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        flows: Vec<usize>,
+        /// Systems: duet, conntrackd (keepalived + conntrackd FTFW).
+        #[arg(long, value_delimiter = ',', default_value = "duet,conntrackd")]
+        systems: Vec<duet_tests::bench::ReplSystem>,
+        /// Also run the survival part for conntrackd with nf_conntrack_tcp_loose=1 (the kernel default).
+        #[arg(long)]
+        loose: bool,
+        /// Skip the survival part.
+        #[arg(long)]
+        no_survival: bool,
+        /// Skip the throughput and role -> state parts.
+        #[arg(long)]
+        no_throughput: bool,
+        /// Seconds the client goes on after the crash (at least).
+        #[arg(long, default_value_t = 8)]
+        after_crash_s: u64,
+        #[arg(long, default_value = "bench-results/replication.json")]
+        json: PathBuf,
     },
 }
 
@@ -144,6 +185,90 @@ fn idle_cost(opts: IdleOptions, json: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn loss(opts: &duet_tests::bench::loss::LossOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    eprintln!("duet-bench: fast profile under advert loss {:?} %, {:?} each", opts.percents, opts.duration);
+    let results = duet_tests::bench::loss::run_loss(opts)?;
+    duet_tests::bench::loss::print(&results);
+    #[derive(serde::Serialize)]
+    struct LossReport<'a> {
+        command: String,
+        host: HostInfo,
+        runs: &'a [duet_tests::bench::loss::LossResult],
+    }
+    write_json(json, &LossReport { command: command_line(), host: HostInfo::probe(), runs: &results })?;
+    println!("results: {}", json.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replication(opts: duet_tests::bench::ReplicationOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    use duet_tests::bench::replication as rp;
+    let started_at = epoch_now();
+    eprintln!(
+        "duet-bench: replication, survival {} reps x {:?} with K={}, throughput {:?} x {:?} flows",
+        opts.reps, opts.survival, opts.conns, opts.throughput, opts.flows
+    );
+    let survival = rp::run_survival(&opts, |r| {
+        let line = match &r.error {
+            Some(e) => format!("ERROR {e}"),
+            None => format!(
+                "ok {} reset {} hung {} no-connect {} of {}, gap p50/p99 {:.0}/{:.0} ms, standby held {}, {:.1} s after the crash",
+                r.ok,
+                r.reset,
+                r.hung,
+                r.failed_connect,
+                r.conns,
+                r.gap_p50_ms,
+                r.gap_p99_ms,
+                r.standby_entries,
+                r.after_crash_s
+            ),
+        };
+        eprintln!("  survival rep {} {:<16} {line}", r.rep + 1, r.system);
+    });
+    let throughput = rp::run_throughput(&opts, |r| {
+        let line = match &r.error {
+            Some(e) => format!("ERROR {e}"),
+            None => format!(
+                "{:.0} ms to the standby, {:.0} entries/s, CPU {:.2} us/entry",
+                r.to_standby_ms.unwrap_or(f64::NAN),
+                r.entries_per_s.unwrap_or(f64::NAN),
+                r.total_cpu_us_per_entry.unwrap_or(f64::NAN)
+            ),
+        };
+        eprintln!("  throughput {:<16} {:>7} flows: {line}", r.system, r.flows);
+    });
+    let summaries = rp::summarize_survival(&survival, &opts);
+    let goals = rp::goals(&survival, &summaries, &throughput);
+    let report = rp::ReplicationReport {
+        command: command_line(),
+        started_at,
+        finished_at: epoch_now(),
+        host: HostInfo::probe(),
+        conntrackd: rp::conntrackd_version(),
+        options: opts,
+        survival_summaries: summaries,
+        goals,
+        survival,
+        throughput,
+    };
+    println!("\n{}", rp::tables(&report.survival_summaries, &report.throughput));
+    println!("{}", report::goals_text(&report.goals));
+    for r in report.survival.iter().filter(|r| r.error.is_some()) {
+        println!("error in survival rep {} of {}: {}", r.rep + 1, r.system, r.error.as_deref().unwrap_or(""));
+    }
+    for r in &report.throughput {
+        if let Some(e) = &r.error {
+            println!("error in the throughput run of {} with {} flows: {e}", r.system, r.flows);
+        }
+        if let Some(e) = r.state.as_ref().and_then(|s| s.error.as_ref()) {
+            println!("error in the role -> state run of {} with {} flows: {e}", r.system, r.flows);
+        }
+    }
+    write_json(json, &report)?;
+    println!("results: {}", json.display());
+    Ok(if report.correct() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if !nix::unistd::Uid::effective().is_root() {
@@ -166,6 +291,36 @@ fn main() -> ExitCode {
             let opts =
                 IdleOptions { systems, duet_launch, window: Duration::from_secs(secs), ..IdleOptions::default() };
             idle_cost(opts, &json)
+        }
+        Cmd::Loss { percents, secs, json } => {
+            let opts = duet_tests::bench::loss::LossOptions { percents, duration: Duration::from_secs(secs) };
+            loss(&opts, &json)
+        }
+        Cmd::Replication { reps, conns, flows, systems, loose, no_survival, no_throughput, after_crash_s, json } => {
+            use duet_tests::bench::ReplSystem;
+            let mut survival = if no_survival { Vec::new() } else { systems.clone() };
+            if loose && !no_survival && !survival.contains(&ReplSystem::ConntrackdLoose) {
+                survival.push(ReplSystem::ConntrackdLoose);
+            }
+            let throughput: Vec<ReplSystem> = if no_throughput {
+                Vec::new()
+            } else {
+                systems.iter().copied().filter(|s| *s != ReplSystem::ConntrackdLoose).collect()
+            };
+            if flows.iter().any(|&n| n == 0 || n > 1_000_000) {
+                eprintln!("duet-bench: --flows takes counts from 1 to 1,000,000");
+                return ExitCode::from(2);
+            }
+            let opts = duet_tests::bench::ReplicationOptions {
+                reps,
+                conns,
+                flows,
+                survival,
+                throughput,
+                after_crash: Duration::from_secs(after_crash_s),
+                ..duet_tests::bench::ReplicationOptions::default()
+            };
+            replication(opts, &json)
         }
     };
     match result {

@@ -1,0 +1,126 @@
+//! False failovers of the fast profile under random advert loss (issue 5):
+//! a settled duet pair (adverts every [`FAST_INTERVAL_MS`], takeover after
+//! four missed) runs for a while with an nftables rule on the lab's switch
+//! dropping a percentage of CARP packets at random in both directions
+//! (`numgen random`), and every role change of either unit is counted. The
+//! standby's scheduling figures (timer lateness, receive wait) are read at
+//! the end.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use duet_proto::common::v1::Role;
+use duet_testkit::Proc;
+
+use super::system::{DuetLaunch, DuetUnit, FAST_INTERVAL_MS, Unit};
+use crate::PairLab;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LossOptions {
+    /// Loss percentages, one run each.
+    pub percents: Vec<u32>,
+    pub duration: Duration,
+}
+
+/// One run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LossResult {
+    pub percent: u32,
+    pub seconds: f64,
+    /// Role changes of either unit while the loss was on (0 expected).
+    pub false_failovers: usize,
+    /// Adverts the active sent and the standby received meanwhile.
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Four consecutive losses needed for a false failover: the expected
+    /// count for this many adverts.
+    pub expected_false_failovers: f64,
+    pub standby_timer_late_p99_us: u64,
+    pub standby_timer_late_max_us: u64,
+    pub standby_receive_wait_p99_us: u64,
+    pub standby_receive_wait_max_us: u64,
+}
+
+/// Runs every percentage on a fresh pair.
+pub fn run_loss(o: &LossOptions) -> Result<Vec<LossResult>> {
+    let mut out = Vec::new();
+    for (run, &percent) in o.percents.iter().enumerate() {
+        let mut l = PairLab::new("loss")?;
+        let u1 = DuetUnit::start(&mut l, Unit::One, run, DuetLaunch::Services, true)?;
+        let u2 = DuetUnit::start(&mut l, Unit::Two, run, DuetLaunch::Services, true)?;
+        l.wait_role(l.a, Role::Active, Duration::from_secs(20))?;
+        l.wait_role(l.b, Role::Standby, Duration::from_secs(20))?;
+        std::thread::sleep(Duration::from_secs(2));
+        let procs: Vec<&Proc> = u1.procs.iter().chain(u2.procs.iter()).collect();
+        let count = || procs.iter().map(|p| p.log().matches("Switching to state").count()).sum::<usize>();
+        let before = count();
+        let (s0, r0) = (l.status(l.a)?.adverts_sent, l.status(l.b)?.adverts_received);
+        let rule = l.lab.add_loss("ip protocol 112", percent)?;
+        eprintln!("  {percent} % CARP loss for {:.0} s ...", o.duration.as_secs_f64());
+        let t0 = Instant::now();
+        std::thread::sleep(o.duration);
+        let seconds = t0.elapsed().as_secs_f64();
+        l.lab.remove_rule(rule)?;
+        let false_failovers = count() - before;
+        let (a, b) = (l.status(l.a)?, l.status(l.b)?);
+        if false_failovers == 0 && a.role != Role::Active as i32 {
+            bail!("unit 1 is not active after the run, yet no role change was logged");
+        }
+        let sent = a.adverts_sent.saturating_sub(s0);
+        let p = f64::from(percent) / 100.0;
+        let tl = b.timer_lateness.unwrap_or_default();
+        let rd = b.receive_delay.unwrap_or_default();
+        let r = LossResult {
+            percent,
+            seconds,
+            false_failovers,
+            adverts_sent: sent,
+            adverts_received: b.adverts_received.saturating_sub(r0),
+            expected_false_failovers: sent as f64 * p.powi(4),
+            standby_timer_late_p99_us: tl.p99_us,
+            standby_timer_late_max_us: tl.max_us,
+            standby_receive_wait_p99_us: rd.p99_us,
+            standby_receive_wait_max_us: rd.max_us,
+        };
+        eprintln!(
+            "  {percent} %: {} false failovers in {:.0} s ({} adverts sent, {} received)",
+            r.false_failovers, r.seconds, r.adverts_sent, r.adverts_received
+        );
+        drop((u1, u2));
+        l.lab.teardown()?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// The table.
+pub fn print(results: &[LossResult]) {
+    println!(
+        "\nfast profile ({FAST_INTERVAL_MS} ms adverts, takeover after 4 missed) under random CARP loss, both directions"
+    );
+    println!(
+        "{:<6} {:>8} {:>16} {:>14} {:>14} {:>12} {:>22} {:>22}",
+        "loss",
+        "seconds",
+        "false failovers",
+        "expected",
+        "adverts sent",
+        "received",
+        "standby timer late p99/max us",
+        "receive wait p99/max us"
+    );
+    for r in results {
+        println!(
+            "{:<6} {:>8.0} {:>16} {:>14.4} {:>14} {:>12} {:>22} {:>22}",
+            format!("{} %", r.percent),
+            r.seconds,
+            r.false_failovers,
+            r.expected_false_failovers,
+            r.adverts_sent,
+            r.adverts_received,
+            format!("{}/{}", r.standby_timer_late_p99_us, r.standby_timer_late_max_us),
+            format!("{}/{}", r.standby_receive_wait_p99_us, r.standby_receive_wait_max_us)
+        );
+    }
+}
