@@ -60,6 +60,11 @@ pub fn read(name: &str) -> Result<String, SysctlError> {
 pub fn write(name: &str, value: &str) -> Result<String, SysctlError> {
     let path = path_of(name)?;
     let previous = read_at(name, &path)?;
+    // Already so: no write, which also works where /proc/sys is read-only
+    // and the runtime set the value (a container's sysctls).
+    if previous.split_whitespace().eq(value.split_whitespace()) {
+        return Ok(previous);
+    }
     let write_error =
         |source| SysctlError::Write { name: name.to_owned(), path: path.clone(), value: value.to_owned(), source };
     // One write(2) of the whole value: the kernel parses each write on its

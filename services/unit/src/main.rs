@@ -16,7 +16,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run this unit's services (election, takeover) from one configuration file.
+    /// Run this unit's services (election, takeover, configsync, replicator) from one configuration file.
     Unit {
         /// The unit's configuration file.
         #[arg(long, short, env = "DUET_CONFIG")]

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Makes the example pair's peer-link certificates (configsync and
+# replicator, mutual TLS) in deploy/certs/: ca.pem, lb1.pem/lb1.key,
+# lb2.pem/lb2.key (and ca.key, which no container mounts). Private keys
+# never go into git (deploy/certs/.gitignore).
+#
+#   deploy/make-certs.sh            # only if deploy/certs/ca.pem is missing
+#   deploy/make-certs.sh --force    # a new CA and new unit certificates
+#
+# Uses duetctl from target/release (build it first, or set DUETCTL), or,
+# failing that, the duet:local image (DUET_IMAGE).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=$here/certs
+units=${UNITS:-lb1,lb2}
+if [ -e "$out/ca.pem" ] && [ "${1:-}" != --force ]; then
+    echo "make-certs: $out/ca.pem exists; keeping it (--force for new ones)" >&2
+    exit 0
+fi
+mkdir -p "$out"
+duetctl=${DUETCTL:-$here/../target/release/duetctl}
+image=${DUET_IMAGE:-duet:local}
+# duetctl reads DUET_CONFIG (or --config) for every command, certs
+# included, and fails if that file is missing: unset it on the host, and
+# give the image (which sets DUET_CONFIG=/etc/duet/unit.toml) a unit file.
+if [ -x "$duetctl" ]; then
+    env -u DUET_CONFIG "$duetctl" certs --out "$out" --pair duet-example --units "$units"
+elif docker image inspect "$image" >/dev/null 2>&1; then
+    docker run --rm --network none --user "$(id -u):$(id -g)" -v "$out:/out" \
+        -v "$here/lb1.toml:/etc/duet/unit.toml:ro" \
+        --entrypoint /usr/local/bin/duetctl "$image" certs --out /out --pair duet-example --units "$units"
+else
+    echo "make-certs: no duetctl: run deploy/build-image.sh first (or set DUETCTL)" >&2
+    exit 1
+fi
+# The containers run as root without CAP_DAC_OVERRIDE: they read these as
+# their owner (root on the host). The keys stay 0600.
+chmod 0644 "$out"/*.pem
+chmod 0600 "$out"/*.key
+if [ "$(id -u)" != 0 ]; then
+    echo "make-certs: note: the units run as root WITHOUT CAP_DAC_OVERRIDE, so they can read" >&2
+    echo "  a 0600 key only if root owns it: sudo chown 0:0 $out/*.key" >&2
+fi
