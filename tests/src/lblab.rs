@@ -94,17 +94,28 @@ impl LbLab {
         };
         let ns = self.l.lab.ns(host);
         let generation = configsync_call(&ns, move |mut c| async move {
-            let base = c.get_config(cs::GetConfigRequest { section: String::new() }).await?.into_inner();
-            let base = base.image.map_or(0, |i| i.generation);
-            let r = c
-                .apply_config(cs::ApplyConfigRequest {
-                    base_generation: base,
-                    comment: "test service".into(),
-                    change: Some(Change::UpsertVirtualService(vs)),
-                })
-                .await?
-                .into_inner();
-            Ok(r.generation)
+            // A unit that has just started bootstraps generation 1 from its
+            // file: a change read before that is stale; read again (bounded).
+            let mut tries = 0;
+            loop {
+                let base = c.get_config(cs::GetConfigRequest { section: String::new() }).await?.into_inner();
+                let base = base.image.map_or(0, |i| i.generation);
+                let r = c
+                    .apply_config(cs::ApplyConfigRequest {
+                        base_generation: base,
+                        comment: "test service".into(),
+                        change: Some(Change::UpsertVirtualService(vs.clone())),
+                    })
+                    .await;
+                match r {
+                    Ok(r) => return Ok(r.into_inner().generation),
+                    Err(s) if s.code() == tonic::Code::Aborted && tries < 5 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(s) => return Err(s.into()),
+                }
+            }
         })?;
         for &h in wait {
             wait_for(

@@ -145,6 +145,75 @@ fn ucarp_active_then_duet_joins_as_standby_and_takes_a_planned_handover_back() {
     });
 }
 
+/// Exactly one of duet (unit 1) and ucarp is master, and stays so for 3 s.
+fn one_master_stays(l: &PairLab, uc: &Proc) -> anyhow::Result<&'static str> {
+    let one = || {
+        let duet = l.role(l.a) == Some(Role::Active);
+        let ucarp = ucarp_state(uc) == Some("MASTER");
+        (duet != ucarp).then_some(if duet { "duet" } else { "ucarp" })
+    };
+    let who = duet_testkit::wait_for("exactly one master", Duration::from_secs(12), Duration::from_millis(50), one)?;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        anyhow::ensure!(
+            one() == Some(who),
+            "{who} was the only master, then duet {:?} ucarp {:?}",
+            l.role(l.a),
+            ucarp_state(uc)
+        );
+    }
+    Ok(who)
+}
+
+/// duet keeps a replay window of ucarp's counters (across its own restart
+/// too); a restarted ucarp starts with new random counters. Restarts of
+/// ucarp as standby and as active, each while duet's window holds the old
+/// instance's counters, end with one master as ucarp alone would.
+#[test]
+fn ucarp_restarts_as_standby_and_as_active_and_the_pair_converges() {
+    lab_test("ucarp_restarts", false, |l| {
+        let cfg = duet_cfg(l);
+        let mut duet = l.election(l.a, &cfg)?;
+        l.wait_role(l.a, Role::Active, T)?;
+        let mut uc = ucarp(l, l.b, 1, "ucarp1")?;
+        wait_ucarp(&uc, "BACKUP", Duration::from_secs(5))?;
+        std::thread::sleep(Duration::from_secs(3));
+
+        // ucarp restarts as standby: duet stays the master.
+        uc.kill()?;
+        let uc = ucarp(l, l.b, 1, "ucarp2")?;
+        wait_ucarp(&uc, "BACKUP", Duration::from_secs(5))?;
+        assert_eq!(one_master_stays(l, &uc)?, "duet", "ucarp log:\n{}", uc.log());
+
+        // ucarp becomes master (duet crashes), duet returns as standby with
+        // the window of ucarp's counters it saved.
+        duet.kill()?;
+        wait_ucarp(&uc, "MASTER", Duration::from_secs(6))?;
+        let _duet = l.election(l.a, &cfg)?;
+        l.wait_role(l.a, Role::Standby, T)?;
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(l.role(l.a), Some(Role::Standby));
+
+        // ucarp restarts as master: its new instance starts as backup with
+        // new counters; duet takes over after its timeout or defers to the
+        // new instance; either way one master, and it stays.
+        let mut uc = uc;
+        uc.kill()?;
+        let uc = ucarp(l, l.b, 1, "ucarp3")?;
+        let who = one_master_stays(l, &uc)?;
+        eprintln!("after ucarp restarted as master: {who} is the master");
+        let s = l.status(l.a)?;
+        let replays = s
+            .drops
+            .iter()
+            .find(|d| d.reason == duet_proto::election::v1::DropReason::Replay as i32)
+            .map_or(0, |d| d.count);
+        eprintln!("duet dropped {replays} adverts as replays");
+        assert!(!uc.log().contains("Bad digest"), "ucarp rejected duet's adverts:\n{}", uc.log());
+        Ok(())
+    });
+}
+
 #[test]
 fn equal_skew_split_brain_heals_to_the_same_single_master_on_both_sides() {
     lab_test("ucarp_tie", false, |l| {
