@@ -94,8 +94,9 @@ impl LbLab {
         };
         let ns = self.l.lab.ns(host);
         let generation = configsync_call(&ns, move |mut c| async move {
-            // A unit that has just started bootstraps generation 1 from its
-            // file: a change read before that is stale; read again (bounded).
+            // A unit that has just started makes generation 1 from its file:
+            // before that a change is refused (no image yet) or, read just
+            // before, stale; read again (bounded: 25 x 200 ms).
             let mut tries = 0;
             loop {
                 let base = c.get_config(cs::GetConfigRequest { section: String::new() }).await?.into_inner();
@@ -109,7 +110,7 @@ impl LbLab {
                     .await;
                 match r {
                     Ok(r) => return Ok(r.into_inner().generation),
-                    Err(s) if s.code() == tonic::Code::Aborted && tries < 5 => {
+                    Err(s) if matches!(s.code(), tonic::Code::Aborted | tonic::Code::Unavailable) && tries < 25 => {
                         tries += 1;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }

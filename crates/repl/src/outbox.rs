@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use foldhash::fast::RandomState;
+
 /// One change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op<K, V> {
@@ -44,7 +46,7 @@ pub struct Outbox<K, V> {
     next_seq: u64,
     acked: u64,
     /// Key -> its newest pending change and that change's number.
-    by_key: HashMap<K, (u64, Op<K, V>)>,
+    by_key: HashMap<K, (u64, Op<K, V>), RandomState>,
     /// Number -> key, for the pending changes, in order.
     by_seq: BTreeMap<u64, K>,
     /// The highest number handed out in a batch not yet acknowledged.
@@ -59,7 +61,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Outbox<K, V> {
             capacity,
             next_seq: last_seq + 1,
             acked: last_seq,
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             by_seq: BTreeMap::new(),
             sent_up_to: last_seq,
         }
@@ -113,11 +115,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Outbox<K, V> {
         if seq <= self.acked {
             return;
         }
-        let done: Vec<u64> = self.by_seq.range(..=seq).map(|(s, _)| *s).collect();
-        for s in done {
-            if let Some(k) = self.by_seq.remove(&s)
-                && self.by_key.get(&k).is_some_and(|(ks, _)| *ks == s)
-            {
+        // Cut the acknowledged front off in one go (no removal one by one).
+        let rest = self.by_seq.split_off(&(seq + 1));
+        let done = std::mem::replace(&mut self.by_seq, rest);
+        for (s, k) in done {
+            if self.by_key.get(&k).is_some_and(|(ks, _)| *ks == s) {
                 self.by_key.remove(&k);
             }
         }

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use foldhash::fast::RandomState;
+
 use crate::outbox::{Batch, Op};
 
 /// What applying a batch did.
@@ -26,17 +28,50 @@ pub struct Held<V> {
 /// The standby's copy of the active's table.
 #[derive(Debug)]
 pub struct Shadow<K, V> {
-    entries: HashMap<K, Held<V>>,
+    entries: HashMap<K, Held<V>, RandomState>,
     last_seq: u64,
+    /// Keys of one kind counted as they come and go (see [`Shadow::counting`]).
+    counter: Option<fn(&K) -> bool>,
+    counted: usize,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Default for Shadow<K, V> {
     fn default() -> Self {
-        Self { entries: HashMap::new(), last_seq: 0 }
+        Self { entries: HashMap::default(), last_seq: 0, counter: None, counted: 0 }
     }
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Shadow<K, V> {
+    /// An empty table that keeps a count of the keys for which `kind`
+    /// holds ([`Shadow::counted`]), so asking costs nothing per entry.
+    pub fn counting(kind: fn(&K) -> bool) -> Self {
+        Self { counter: Some(kind), ..Self::default() }
+    }
+
+    /// How many held keys are of the counted kind (0 without a counter).
+    pub fn counted(&self) -> usize {
+        self.counted
+    }
+
+    fn is_counted(&self, key: &K) -> bool {
+        self.counter.is_some_and(|f| f(key))
+    }
+
+    fn insert(&mut self, key: K, held: Held<V>) {
+        let counted = self.is_counted(&key);
+        if self.entries.insert(key, held).is_none() && counted {
+            self.counted += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &K) -> bool {
+        let gone = self.entries.remove(key).is_some();
+        if gone && self.is_counted(key) {
+            self.counted -= 1;
+        }
+        gone
+    }
+
     /// Applies `b` if it follows what was applied; entries already expired
     /// at `now_ms` are not kept.
     pub fn apply(&mut self, b: &Batch<K, V>, now_ms: u64) -> Applied<K> {
@@ -52,14 +87,14 @@ impl<K: Eq + Hash + Clone, V: Clone> Shadow<K, V> {
             match op {
                 Op::Upsert { key, value, expires_ms } => {
                     if *expires_ms > now_ms {
-                        self.entries.insert(key.clone(), Held { value: value.clone(), expires_ms: *expires_ms });
+                        self.insert(key.clone(), Held { value: value.clone(), expires_ms: *expires_ms });
                         upserted += 1;
-                    } else if self.entries.remove(key).is_some() {
+                    } else if self.remove(key) {
                         removed.push(key.clone());
                     }
                 }
                 Op::Delete { key } => {
-                    if self.entries.remove(key).is_some() {
+                    if self.remove(key) {
                         removed.push(key.clone());
                     }
                 }
@@ -76,6 +111,10 @@ impl<K: Eq + Hash + Clone, V: Clone> Shadow<K, V> {
             .filter(|(_, _, e)| *e > now_ms)
             .map(|(k, v, e)| (k, Held { value: v, expires_ms: e }))
             .collect();
+        self.counted = match self.counter {
+            Some(f) => self.entries.keys().filter(|k| f(k)).count(),
+            None => 0,
+        };
         self.last_seq = seq;
     }
 
@@ -84,7 +123,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Shadow<K, V> {
         let gone: Vec<K> =
             self.entries.iter().filter(|(_, h)| h.expires_ms <= now_ms).map(|(k, _)| k.clone()).collect();
         for k in &gone {
-            self.entries.remove(k);
+            self.remove(k);
         }
         gone
     }
@@ -132,6 +171,20 @@ mod tests {
         assert_eq!(s.apply(&b(5, 6, vec![]), 0), Applied::Gap { expected: 3, got: 5 });
         let r = s.apply(&b(3, 3, vec![Op::Delete { key: 1 }]), 0);
         assert_eq!(r, Applied::Ok { ack: 3, upserted: 0, removed: vec![1] });
+    }
+
+    #[test]
+    fn the_counted_kind_follows_inserts_removals_snapshots_and_expiry() {
+        let mut s: Shadow<u32, u32> = Shadow::counting(|k| k % 2 == 0);
+        let up = |k, e| Op::Upsert { key: k, value: 0, expires_ms: e };
+        s.apply(&b(1, 4, vec![up(2, 100), up(3, 100), up(4, 50), up(2, 100)]), 0);
+        assert_eq!((s.len(), s.counted()), (3, 2), "a replaced key is counted once");
+        s.apply(&b(5, 6, vec![Op::Delete { key: 2 }, Op::Delete { key: 8 }]), 0);
+        assert_eq!((s.len(), s.counted()), (2, 1));
+        assert_eq!(s.expire(60), vec![4]);
+        assert_eq!((s.len(), s.counted()), (1, 0));
+        s.load_snapshot(vec![(6, 0, 100), (7, 0, 100), (8, 0, 10)], 9, 20);
+        assert_eq!((s.len(), s.counted()), (2, 1), "expired snapshot entries are neither kept nor counted");
     }
 
     #[test]

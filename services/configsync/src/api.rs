@@ -85,7 +85,18 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
                 ));
             }
         };
-        let outcome = self.shared.engine.lock().await.apply(r.base_generation, change, &r.comment);
+        let mut engine = self.shared.engine.lock().await;
+        if engine.store.current().generation == 0 && !matches!(change, Change::Replace(_)) {
+            // A partial change needs an image to change: the unit makes
+            // generation 1 from its file (or gets it from the partner)
+            // right after it starts.
+            return Err(Status::unavailable(
+                "there is no configuration image yet (generation 0): the unit makes one from its file or gets \
+                 it from the partner just after it starts; retry in a moment, or apply a whole image",
+            ));
+        }
+        let outcome = engine.apply(r.base_generation, change, &r.comment);
+        drop(engine);
         let (generation, hash) = self.done(outcome)?;
         Ok(Response::new(pb::ApplyConfigResponse { generation, hash, synced: false }))
     }

@@ -131,7 +131,7 @@ impl pb::replicator_service_server::ReplicatorService for Api {
                 break self.shared.installed_now();
             }
         };
-        let flows = lock(&self.shared.shadow).iter().filter(|(k, _)| matches!(k, Key::Flow { .. })).count() as u64;
+        let flows = lock(&self.shared.shadow).counted() as u64;
         Ok(Response::new(pb::WaitInstalledResponse {
             installed,
             waited_us: u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -165,8 +165,7 @@ pub(crate) fn status(shared: &Shared) -> pb::GetStatusResponse {
         (t.flows.len() as u64, (t.persist.len() + lock(&shared.local).len()) as u64)
     } else {
         let s = lock(&shared.shadow);
-        let f = s.iter().filter(|(k, _)| matches!(k, Key::Flow { .. })).count() as u64;
-        (f, s.len() as u64 - f)
+        (s.counted() as u64, (s.len() - s.counted()) as u64)
     };
     let (last_seq, acked_seq, lag_changes) = if active {
         let o = lock(&shared.outbox);

@@ -62,8 +62,8 @@ impl pb::replication_peer_service_server::ReplicationPeerService for PeerServer 
 
 fn response(shared: &Shared, ack: u64, need_resync: bool, error: String) -> Result<pb::ReplicateResponse, Status> {
     let held = lock(&shared.shadow);
-    let flows = held.iter().filter(|(k, _)| matches!(k, Key::Flow { .. })).count() as u64;
-    let persistence = held.len() as u64 - flows;
+    let flows = held.counted() as u64;
+    let persistence = (held.len() - held.counted()) as u64;
     Ok(pb::ReplicateResponse { ack, need_resync, flows, persistence, error })
 }
 

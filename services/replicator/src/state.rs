@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use duet_net::conntrack::{Conntrack, Flow, Tuple};
 use duet_proto::common::v1::Role;
 use duet_repl::{Outbox, Shadow};
+use foldhash::fast::RandomState;
 use tokio::sync::Notify;
 
 use crate::model::{Key, Value};
@@ -27,8 +28,8 @@ pub(crate) fn now_ms() -> u64 {
 /// and protocol, and any to a shared address.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Filter {
-    pub endpoints: HashSet<(Ipv4Addr, u16, u8)>,
-    pub shared: HashSet<Ipv4Addr>,
+    pub endpoints: HashSet<(Ipv4Addr, u16, u8), RandomState>,
+    pub shared: HashSet<Ipv4Addr, RandomState>,
 }
 
 impl Filter {
@@ -105,7 +106,7 @@ pub(crate) struct Seen {
 /// The active side's memory of what the partner holds.
 #[derive(Debug, Default)]
 pub(crate) struct Tracked {
-    pub flows: HashMap<(Tuple, u16), Seen>,
+    pub flows: HashMap<(Tuple, u16), Seen, RandomState>,
     /// Persistence read from the data plane and HAProxy: (table, key) to
     /// (server, expiry as sent).
     pub persist: HashMap<(String, String), (String, u64)>,
@@ -229,7 +230,7 @@ impl Shared {
             lag: Mutex::new(Lag::default()),
             tracked: Mutex::new(Tracked::default()),
             local: Mutex::new(HashMap::new()),
-            shadow: Mutex::new(Shadow::default()),
+            shadow: Mutex::new(Shadow::counting(|k| matches!(k, Key::Flow { .. }))),
             filter: Mutex::new(Filter::default()),
             drops: Drops::default(),
             send: Mutex::new(SendState::default()),
