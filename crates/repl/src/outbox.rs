@@ -39,6 +39,23 @@ pub struct OutboxFull {
     pub pending: usize,
 }
 
+/// A pending change without its key (the key is the map's): keys are
+/// stored once per map, not again inside the change.
+#[derive(Debug, Clone)]
+enum Pending<V> {
+    Upsert { value: V, expires_ms: u64 },
+    Delete,
+}
+
+impl<V: Clone> Pending<V> {
+    fn to_op<K>(&self, key: K) -> Op<K, V> {
+        match self {
+            Self::Upsert { value, expires_ms } => Op::Upsert { key, value: value.clone(), expires_ms: *expires_ms },
+            Self::Delete => Op::Delete { key },
+        }
+    }
+}
+
 /// Changes waiting for the standby.
 #[derive(Debug)]
 pub struct Outbox<K, V> {
@@ -46,7 +63,7 @@ pub struct Outbox<K, V> {
     next_seq: u64,
     acked: u64,
     /// Key -> its newest pending change and that change's number.
-    by_key: HashMap<K, (u64, Op<K, V>), RandomState>,
+    by_key: HashMap<K, (u64, Pending<V>), RandomState>,
     /// Number -> key, for the pending changes, in order.
     by_seq: BTreeMap<u64, K>,
     /// The highest number handed out in a batch not yet acknowledged.
@@ -71,13 +88,16 @@ impl<K: Eq + Hash + Clone, V: Clone> Outbox<K, V> {
     /// replaced (the standby only needs the latest). Fails when the outbox
     /// is over capacity: the caller must resync the standby in bulk.
     pub fn push(&mut self, op: Op<K, V>) -> Result<u64, OutboxFull> {
-        let key = op.key().clone();
-        if !self.by_key.contains_key(&key) && self.by_key.len() >= self.capacity {
+        if !self.by_key.contains_key(op.key()) && self.by_key.len() >= self.capacity {
             return Err(OutboxFull { pending: self.by_key.len() });
         }
+        let (key, pending) = match op {
+            Op::Upsert { key, value, expires_ms } => (key, Pending::Upsert { value, expires_ms }),
+            Op::Delete { key } => (key, Pending::Delete),
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some((old, _)) = self.by_key.insert(key.clone(), (seq, op)) {
+        if let Some((old, _)) = self.by_key.insert(key.clone(), (seq, pending)) {
             self.by_seq.remove(&old);
         }
         self.by_seq.insert(seq, key);
@@ -96,8 +116,8 @@ impl<K: Eq + Hash + Clone, V: Clone> Outbox<K, V> {
             if ops.len() >= max {
                 break;
             }
-            if let Some((_, op)) = self.by_key.get(key) {
-                ops.push(op.clone());
+            if let Some((_, pending)) = self.by_key.get(key) {
+                ops.push(pending.to_op(key.clone()));
             }
             last = seq;
         }
