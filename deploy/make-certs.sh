@@ -20,14 +20,11 @@ fi
 mkdir -p "$out"
 duetctl=${DUETCTL:-$here/../target/release/duetctl}
 image=${DUET_IMAGE:-duet:local}
-# duetctl reads DUET_CONFIG (or --config) for every command, certs
-# included, and fails if that file is missing: unset it on the host, and
-# give the image (which sets DUET_CONFIG=/etc/duet/unit.toml) a unit file.
+# `duetctl certs` needs no unit file (DUET_CONFIG is ignored for it).
 if [ -x "$duetctl" ]; then
-    env -u DUET_CONFIG "$duetctl" certs --out "$out" --pair duet-example --units "$units"
+    "$duetctl" certs --out "$out" --pair duet-example --units "$units"
 elif docker image inspect "$image" >/dev/null 2>&1; then
     docker run --rm --network none --user "$(id -u):$(id -g)" -v "$out:/out" \
-        -v "$here/lb1.toml:/etc/duet/unit.toml:ro" \
         --entrypoint /usr/local/bin/duetctl "$image" certs --out /out --pair duet-example --units "$units"
 else
     echo "make-certs: no duetctl: run deploy/build-image.sh first (or set DUETCTL)" >&2

@@ -125,3 +125,23 @@ fn hard_reboot_on_link_failure_restarts_the_services() {
         Ok(())
     });
 }
+
+/// `duetctl certs` makes a CA and unit certificates without any unit file,
+/// even when DUET_CONFIG names one that does not exist (as in the image).
+#[test]
+fn duetctl_certs_needs_no_unit_file() {
+    let dir = std::env::temp_dir().join(format!("duet-certs-test-{}", std::process::id()));
+    let out = dir.join("certs");
+    let status = std::process::Command::new(bin("duetctl"))
+        .env("DUET_CONFIG", dir.join("no-such-unit.toml"))
+        .args(["certs", "--out"])
+        .arg(&out)
+        .args(["--pair", "t", "--units", "lb1,lb2"])
+        .output()
+        .expect("running duetctl");
+    assert!(status.status.success(), "duetctl certs failed: {}", String::from_utf8_lossy(&status.stderr));
+    for f in ["ca.pem", "lb1.pem", "lb1.key", "lb2.pem", "lb2.key"] {
+        assert!(out.join(f).is_file(), "{f} missing in {}", out.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -125,7 +125,13 @@ enum ConfigCmd {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let a = Addrs::from_config(args.config.as_deref())?;
+    // Making certificates talks to no service: it needs no unit file (and
+    // works where DUET_CONFIG names one that is not there, as in the image).
+    let a = if matches!(args.cmd, Cmd::Certs { .. }) {
+        Addrs::default()
+    } else {
+        Addrs::from_config(args.config.as_deref())?
+    };
     let json = args.json;
     match args.cmd {
         Cmd::Status => status::status(&a, json).await,
