@@ -27,6 +27,66 @@ pub struct PeerLink {
     pub tls_key: PathBuf,
 }
 
+impl Validated {
+    /// A peer link (configsync's, or the replicator's on its own port) on
+    /// `interface` (the first one when `None`; `interface_field` names the
+    /// setting), with `[configsync]`'s partner name and certificates. `None`
+    /// in non-HA mode, or when a problem was pushed to `errs`; `who` names
+    /// the link in the messages.
+    fn peer_link(
+        &self,
+        interface: Option<&String>,
+        interface_field: &str,
+        port: u16,
+        who: &str,
+        errs: &mut Vec<FieldError>,
+    ) -> Option<PeerLink> {
+        if self.election.mode == HaMode::NonHa {
+            return None;
+        }
+        let c = &self.raw.configsync;
+        let mut err = |field: &str, message: String| errs.push(FieldError { field: field.into(), message });
+        let ifaces = &self.election.interfaces;
+        let iface = match interface {
+            Some(n) => ifaces.iter().find(|i| &i.name == n).or_else(|| {
+                err(interface_field, format!("\"{n}\" is not one of the unit's interfaces"));
+                None
+            }),
+            None => ifaces.first(),
+        };
+        let name = c.partner_name.clone().unwrap_or_default();
+        if name.is_empty() {
+            err(
+                "configsync.partner_name",
+                format!("missing: {who} needs the name the partner's certificate is issued to (its unit.name)"),
+            );
+        }
+        let mut need = |f: &str, v: &Option<PathBuf>| {
+            v.clone().unwrap_or_else(|| {
+                err(
+                    &format!("configsync.{f}"),
+                    format!("missing: {who} needs mutual TLS (make a test pair with `duetctl certs`)"),
+                );
+                PathBuf::new()
+            })
+        };
+        let tls_ca = need("tls_ca", &c.tls_ca);
+        let tls_cert = need("tls_cert", &c.tls_cert);
+        let tls_key = need("tls_key", &c.tls_key);
+        let i = iface?;
+        let partner = i.partner_addr?;
+        Some(PeerLink {
+            interface: i.name.clone(),
+            listen: SocketAddr::V4(SocketAddrV4::new(i.unit_addr, port)),
+            partner: SocketAddr::V4(SocketAddrV4::new(partner, port)),
+            partner_name: name,
+            tls_ca,
+            tls_cert,
+            tls_key,
+        })
+    }
+}
+
 /// The configsync service's settings.
 #[derive(Debug, Clone)]
 pub struct ConfigSync {
@@ -61,50 +121,13 @@ impl Validated {
         if !(100..=60_000).contains(&c.push_timeout_ms) {
             err("configsync.push_timeout_ms", format!("{} is out of range: use 100-60000 ms", c.push_timeout_ms));
         }
-        let mut peer = None;
-        if self.election.mode != HaMode::NonHa {
-            let ifaces = &self.election.interfaces;
-            let iface = match &c.update_interface {
-                Some(n) => ifaces.iter().find(|i| &i.name == n).or_else(|| {
-                    err("configsync.update_interface", format!("\"{n}\" is not one of the unit's interfaces"));
-                    None
-                }),
-                None => ifaces.first(),
-            };
-            let name = c.partner_name.clone().unwrap_or_default();
-            if name.is_empty() {
-                err(
-                    "configsync.partner_name",
-                    "missing: the name the partner's certificate is issued to (its unit.name)".into(),
-                );
-            }
-            let need = |f: &str, v: &Option<PathBuf>, errs: &mut Vec<FieldError>| {
-                v.clone().unwrap_or_else(|| {
-                    errs.push(FieldError {
-                        field: format!("configsync.{f}"),
-                        message: "missing: the peer link needs mutual TLS (make a test pair with `duetctl certs`)"
-                            .into(),
-                    });
-                    PathBuf::new()
-                })
-            };
-            let ca = need("tls_ca", &c.tls_ca, &mut errs);
-            let cert = need("tls_cert", &c.tls_cert, &mut errs);
-            let key = need("tls_key", &c.tls_key, &mut errs);
-            if let Some(i) = iface
-                && let Some(p) = i.partner_addr
-            {
-                peer = Some(PeerLink {
-                    interface: i.name.clone(),
-                    listen: SocketAddr::V4(SocketAddrV4::new(i.unit_addr, c.peer_port)),
-                    partner: SocketAddr::V4(SocketAddrV4::new(p, c.peer_port)),
-                    partner_name: name,
-                    tls_ca: ca,
-                    tls_cert: cert,
-                    tls_key: key,
-                });
-            }
-        }
+        let peer = self.peer_link(
+            c.update_interface.as_ref(),
+            "configsync.update_interface",
+            c.peer_port,
+            "the peer link",
+            &mut errs,
+        );
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -179,52 +202,8 @@ impl Validated {
                 format!("{} is configsync's peer port too: choose another (default 6974)", r.peer_port),
             );
         }
-        let mut peer = None;
-        if self.election.mode != HaMode::NonHa {
-            let ifaces = &self.election.interfaces;
-            let wanted = r.interface.as_ref().or(self.raw.configsync.update_interface.as_ref());
-            let iface = match wanted {
-                Some(n) => ifaces.iter().find(|i| &i.name == n).or_else(|| {
-                    err("replicator.interface", format!("\"{n}\" is not one of the unit's interfaces"));
-                    None
-                }),
-                None => ifaces.first(),
-            };
-            let c = &self.raw.configsync;
-            let name = c.partner_name.clone().unwrap_or_default();
-            if name.is_empty() {
-                err(
-                    "configsync.partner_name",
-                    "missing: the replicator's peer link needs the partner's certificate name (its unit.name)".into(),
-                );
-            }
-            let mut need = |f: &str, v: &Option<PathBuf>| {
-                v.clone().unwrap_or_else(|| {
-                    err(
-                        &format!("configsync.{f}"),
-                        "missing: the replicator's peer link needs mutual TLS (make a test pair with `duetctl certs`)"
-                            .into(),
-                    );
-                    PathBuf::new()
-                })
-            };
-            let ca = need("tls_ca", &c.tls_ca);
-            let cert = need("tls_cert", &c.tls_cert);
-            let key = need("tls_key", &c.tls_key);
-            if let Some(i) = iface
-                && let Some(p) = i.partner_addr
-            {
-                peer = Some(PeerLink {
-                    interface: i.name.clone(),
-                    listen: SocketAddr::V4(SocketAddrV4::new(i.unit_addr, r.peer_port)),
-                    partner: SocketAddr::V4(SocketAddrV4::new(p, r.peer_port)),
-                    partner_name: name,
-                    tls_ca: ca,
-                    tls_cert: cert,
-                    tls_key: key,
-                });
-            }
-        }
+        let wanted = r.interface.as_ref().or(self.raw.configsync.update_interface.as_ref());
+        let peer = self.peer_link(wanted, "replicator.interface", r.peer_port, "the replicator's peer link", &mut errs);
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -243,5 +222,66 @@ impl Validated {
             haproxy_poll: Duration::from_millis(r.haproxy_poll_ms),
             configsync_listen,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::from_toml;
+
+    const UNIT: &str = r#"
+[unit]
+name = "lb1"
+mode = "first"
+state_dir = "/tmp/duet-config-test"
+[ha]
+password = "secret"
+timeout_s = 3
+[[interface]]
+name = "eth0"
+unit1 = "198.18.0.1/24"
+unit2 = "198.18.0.2/24"
+shared = "198.18.0.10/24"
+[[interface]]
+name = "eth1"
+unit1 = "198.19.0.1/24"
+unit2 = "198.19.0.2/24"
+shared = "198.19.0.10/24"
+"#;
+
+    fn fields(errs: Vec<crate::validate::FieldError>) -> Vec<String> {
+        errs.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn both_peer_links_need_the_partners_name_and_certificates() {
+        let v = from_toml(UNIT).expect("valid unit");
+        let want = ["configsync.partner_name", "configsync.tls_ca", "configsync.tls_cert", "configsync.tls_key"];
+        assert_eq!(fields(v.configsync().unwrap_err()), want);
+        assert_eq!(fields(v.replicator().unwrap_err()), want);
+    }
+
+    #[test]
+    fn the_peer_links_share_the_identity_and_differ_in_port_and_interface() {
+        let text = format!(
+            "{UNIT}[configsync]\npartner_name = \"lb2\"\ntls_ca = \"ca.pem\"\ntls_cert = \"lb1.pem\"\ntls_key = \"lb1.key\"\n\
+             [replicator]\ninterface = \"eth1\"\n"
+        );
+        let v = from_toml(&text).expect("valid unit");
+        let c = v.configsync().expect("configsync").peer.expect("HA: a peer link");
+        let r = v.replicator().expect("replicator").peer.expect("HA: a peer link");
+        assert_eq!(
+            (c.interface.as_str(), c.listen.to_string(), c.partner.to_string()),
+            ("eth0", "198.18.0.1:6973".into(), "198.18.0.2:6973".into())
+        );
+        assert_eq!(
+            (r.interface.as_str(), r.listen.to_string(), r.partner.to_string()),
+            ("eth1", "198.19.0.1:6974".into(), "198.19.0.2:6974".into())
+        );
+        assert_eq!((r.partner_name, r.tls_ca, r.tls_key), (c.partner_name, c.tls_ca, c.tls_key));
+
+        let bad = text.replace("interface = \"eth1\"", "interface = \"eth9\"");
+        let v = from_toml(&bad).expect("valid unit");
+        assert_eq!(fields(v.replicator().unwrap_err()), ["replicator.interface"]);
     }
 }
