@@ -55,6 +55,14 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)>
     Ok((l, local))
 }
 
+/// A service's gRPC listener on `addr`, logged once bound; the error names
+/// `setting`, the configuration key to change.
+pub async fn listen(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    let (listener, local) = bind(addr).await.map_err(|e| anyhow::anyhow!("{e:#}; set {setting} to a free address"))?;
+    tracing::info!(addr = %local, "gRPC listening");
+    Ok(listener)
+}
+
 /// Accepted connections with TCP_NODELAY: role events and pushes are
 /// small messages that must not wait for Nagle.
 pub fn incoming(listener: TcpListener) -> TcpIncoming {

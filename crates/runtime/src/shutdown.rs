@@ -67,6 +67,15 @@ pub fn on_signals(trigger: Trigger) -> std::io::Result<tokio::task::JoinHandle<(
     }))
 }
 
+/// The shutdown of a service process: SIGTERM or SIGINT, or (when the
+/// unit supervisor started it) the supervisor's exit.
+pub fn for_service() -> std::io::Result<Shutdown> {
+    let (trigger, shutdown) = channel();
+    let _ = on_supervisor_exit(trigger.clone());
+    on_signals(trigger)?;
+    Ok(shutdown)
+}
+
 /// Environment variable the unit supervisor sets for its services: its pid.
 pub const SUPERVISOR_ENV: &str = "DUET_SUPERVISOR_PID";
 

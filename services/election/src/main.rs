@@ -84,20 +84,20 @@ fn main() -> ExitCode {
             ),
             None => {}
         }
-        let (trigger, shutdown) = duet_runtime::shutdown::channel();
-        let _ = duet_runtime::shutdown::on_supervisor_exit(trigger.clone());
-        if let Err(e) = duet_runtime::shutdown::on_signals(trigger) {
-            tracing::error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-        let (listener, addr) = match duet_runtime::grpc::bind(cfg.election_listen).await {
-            Ok(l) => l,
+        let shutdown = match duet_runtime::shutdown::for_service() {
+            Ok(s) => s,
             Err(e) => {
-                tracing::error!("{e:#}; set election.listen to a free address");
+                tracing::error!("cannot install signal handlers: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%addr, "gRPC listening");
+        let listener = match duet_runtime::grpc::listen(cfg.election_listen, "election.listen").await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
         match duet_election::run(cfg, Some(args.config), listener, shutdown).await {
             Ok(duet_election::Exit::Shutdown) => ExitCode::SUCCESS,
             Ok(duet_election::Exit::RestartServices) => ExitCode::from(EXIT_RESTART_SERVICES),

@@ -67,12 +67,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (trigger, shutdown) = duet_runtime::shutdown::channel();
-        let _ = duet_runtime::shutdown::on_supervisor_exit(trigger.clone());
-        if let Err(e) = duet_runtime::shutdown::on_signals(trigger) {
-            tracing::error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
+        let shutdown = match duet_runtime::shutdown::for_service() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let listen = match cfg.replicator() {
             Ok(c) => c.listen,
             Err(errs) => {
@@ -82,14 +83,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let (listener, addr) = match duet_runtime::grpc::bind(listen).await {
+        let listener = match duet_runtime::grpc::listen(listen, "replicator.listen").await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!("{e:#}; set replicator.listen to a free address");
+                tracing::error!("{e:#}");
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%addr, "gRPC listening");
         match duet_replicator::run(cfg, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

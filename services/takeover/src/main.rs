@@ -73,20 +73,20 @@ fn main() -> ExitCode {
 }
 
 async fn serve(cfg: duet_config::Validated) -> ExitCode {
-    let (trigger, shutdown) = duet_runtime::shutdown::channel();
-    let _ = duet_runtime::shutdown::on_supervisor_exit(trigger.clone());
-    if let Err(e) = duet_runtime::shutdown::on_signals(trigger) {
-        tracing::error!("cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
-    let (listener, addr) = match duet_runtime::grpc::bind(cfg.takeover_listen).await {
-        Ok(l) => l,
+    let shutdown = match duet_runtime::shutdown::for_service() {
+        Ok(s) => s,
         Err(e) => {
-            tracing::error!("{e:#}; set takeover.listen to a free address");
+            tracing::error!("cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(%addr, "gRPC listening");
+    let listener = match duet_runtime::grpc::listen(cfg.takeover_listen, "takeover.listen").await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     match duet_takeover::run(cfg, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
