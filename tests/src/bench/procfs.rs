@@ -70,8 +70,18 @@ pub fn cpu_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
 
 /// Proportional set size of a process in KiB; `None` once it has gone.
 pub fn pss_kib(pid: u32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// Resident set size (VmRSS) of a process in KiB; `None` once it has gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// The number after `key` in a `/proc` file of "key: N kB" lines.
+fn kib_field(path: &str, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(path).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// The command name of a process (`/proc/<pid>/comm`).

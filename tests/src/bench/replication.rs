@@ -390,12 +390,6 @@ pub fn freeze_all(ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// VmRSS of a process in KiB; `None` once it has gone.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 /// A pair of one system running on a lab.
 #[derive(Debug)]
 enum Pair {
@@ -766,7 +760,7 @@ fn cpu_since(before: &[(u32, u64)], tick: u64) -> Option<u64> {
 }
 
 fn rss_of(pids: &[u32]) -> Option<u64> {
-    pids.iter().map(|&p| rss_kib(p)).sum()
+    pids.iter().map(|&p| procfs::rss_kib(p)).sum()
 }
 
 fn throughput_measure(
