@@ -730,6 +730,7 @@ fn scripted_event(epoch: u64, seq: u64, kind: epb::RoleEventKind, role: Role) ->
         ha_timeout_ms: 600,
         advert_interval_ms: 200,
         vhid: 10,
+        config_generation: 0,
     }
 }
 

@@ -27,6 +27,6 @@ pub use drops::{DropCounters, DropReason};
 pub use machine::{Action, Command, CommandError, Election, Init};
 pub use notice::{Level, Notice};
 pub use params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
-pub use role::Role;
+pub use role::{Role, RoleEvent, RoleEventKind};
 pub use status::{Square, Status};
 pub use time::Time;

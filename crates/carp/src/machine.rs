@@ -424,7 +424,10 @@ impl Election {
         // peer status gets through. CARP cannot settle this; say so loudly.
         let partner_active = matches!(Role::from_code(status.role), Some(Role::Active | Role::Stopping));
         let adverts_heard = self.heard.is_some_and(|h| now.since(h.at) < self.down_interval());
-        let blind = self.role.holds_addresses() && partner_active && !adverts_heard;
+        // Only an active unit: a stopping one has released the addresses,
+        // and the partner it hands over to may report active before its
+        // first advert arrives.
+        let blind = self.role == Role::Active && partner_active && !adverts_heard;
         if blind && self.blind_active.is_none() {
             self.log(Notice::BothActiveBlind { partner: src });
         }
@@ -458,7 +461,7 @@ impl Election {
         if self.params.hard_reboot_on_link_failure {
             self.actions.push_back(Action::LinkLostRestart { iface });
         }
-        if self.role.holds_addresses() {
+        if self.role.advertises() {
             // Tell the partner on the links that still work, so it takes
             // over now instead of after the timeout.
             self.send_adverts(true);
@@ -500,7 +503,7 @@ impl Election {
             }
             Command::FollowerDetached => {
                 self.follower.attached = false;
-                if self.role.holds_addresses() {
+                if self.role.advertises() {
                     self.takeover_lost(now);
                 }
                 Ok(())
@@ -510,7 +513,7 @@ impl Election {
                     self.follower.failures = 0;
                 } else {
                     self.follower.failures += 1;
-                    if self.follower.failures >= TAKEOVER_FAILURES_TO_RESIGN && self.role.holds_addresses() {
+                    if self.follower.failures >= TAKEOVER_FAILURES_TO_RESIGN && self.role.advertises() {
                         self.takeover_lost(now);
                     }
                 }
@@ -538,7 +541,7 @@ impl Election {
                     return Ok(());
                 }
                 self.log(Notice::Pacified { starts, window });
-                if self.role.holds_addresses() {
+                if self.role.advertises() {
                     // Hand over on the way out, as on a link loss.
                     self.send_adverts(true);
                 }
@@ -597,7 +600,7 @@ impl Election {
         }
         if let Some(d) = self.advert_deadline
             && d <= now
-            && self.role.holds_addresses()
+            && self.role.advertises()
         {
             self.send_adverts(self.role == Role::Stopping);
             // Keep the cadence anchored to the schedule, not to when
@@ -1203,7 +1206,7 @@ impl Election {
             return ((Square::Indeterminate, why.clone()), (Square::Indeterminate, why));
         }
         let recent_aa = self.last_active_active.is_some_and(|t| now.since(t) < self.params.interval() * 3)
-            || (self.blind_active.is_some() && self.role.holds_addresses());
+            || (self.blind_active.is_some() && self.role.advertises());
         let local = match self.role {
             _ if recent_aa => (Square::Indeterminate, "both units active".into()),
             Role::Init => (Square::Updating, self.role_reason.clone()),

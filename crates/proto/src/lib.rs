@@ -1,10 +1,14 @@
 //! Rust types and tonic stubs generated from duet's `proto/` directory.
 //!
-//! This crate holds generated code only: no logic. Each package is a module
-//! named after its proto package (`duet.election.v1` is [`election::v1`]).
+//! This crate holds generated code, plus the one conversion between each
+//! election domain type and its message ([`convert`]) and protobuf JSON
+//! for any message ([`json`]). Each package is a module named after its
+//! proto package (`duet.election.v1` is [`election::v1`]).
 //! [`FILE_DESCRIPTOR_SET`] feeds the gRPC reflection service.
 
 #![allow(unreachable_pub, missing_debug_implementations, unused_qualifications, clippy::use_self)]
+
+pub mod convert;
 
 /// The encoded `FileDescriptorSet` of every duet proto file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/duet_descriptor.bin"));
@@ -64,25 +68,40 @@ pub mod json {
         })
     }
 
-    fn descriptor(full_name: &str) -> Result<MessageDescriptor, String> {
-        pool().get_message_by_name(full_name).ok_or_else(|| format!("unknown message {full_name}"))
+    /// Why a message could not be turned into JSON or read from it.
+    #[derive(Debug, thiserror::Error)]
+    pub enum JsonError {
+        /// No message of that name in duet's descriptor set (a bug).
+        #[error("unknown message {0}")]
+        UnknownMessage(String),
+        /// The JSON text does not describe the message (the text names the
+        /// field and what is wrong).
+        #[error("{0}")]
+        Json(#[from] serde_json::Error),
+        /// The bytes of the message do not decode.
+        #[error("{0}")]
+        Decode(#[from] prost::DecodeError),
+    }
+
+    fn descriptor(full_name: &str) -> Result<MessageDescriptor, JsonError> {
+        pool().get_message_by_name(full_name).ok_or_else(|| JsonError::UnknownMessage(full_name.to_string()))
     }
 
     /// `msg` (of type `full_name`, e.g. "duet.config.v1.Image") as pretty JSON.
-    pub fn to_json<M: Message>(msg: &M, full_name: &str) -> Result<String, String> {
+    pub fn to_json<M: Message>(msg: &M, full_name: &str) -> Result<String, JsonError> {
         let d = descriptor(full_name)?;
-        let dm = DynamicMessage::decode(d, msg.encode_to_vec().as_slice()).map_err(|e| e.to_string())?;
-        serde_json::to_string_pretty(&dm).map_err(|e| e.to_string())
+        let dm = DynamicMessage::decode(d, msg.encode_to_vec().as_slice())?;
+        Ok(serde_json::to_string_pretty(&dm)?)
     }
 
     /// Parses JSON of type `full_name` into `M`. Unknown fields are errors
     /// that name the field.
-    pub fn from_json<M: Message + Default>(text: &str, full_name: &str) -> Result<M, String> {
+    pub fn from_json<M: Message + Default>(text: &str, full_name: &str) -> Result<M, JsonError> {
         let d = descriptor(full_name)?;
         let mut de = serde_json::Deserializer::from_str(text);
-        let dm = DynamicMessage::deserialize(d, &mut de).map_err(|e| e.to_string())?;
-        de.end().map_err(|e| e.to_string())?;
-        M::decode(dm.encode_to_vec().as_slice()).map_err(|e| e.to_string())
+        let dm = DynamicMessage::deserialize(d, &mut de)?;
+        de.end()?;
+        Ok(M::decode(dm.encode_to_vec().as_slice())?)
     }
 
     #[cfg(test)]
@@ -100,7 +119,9 @@ pub mod json {
             assert!(j.contains("\"timeoutS\": 6"), "{j}");
             let back: Image = super::from_json(&j, "duet.config.v1.Image").unwrap();
             assert_eq!(back, i);
-            let e = super::from_json::<Image>(r#"{"ha": {"timeoutZ": 1}}"#, "duet.config.v1.Image").unwrap_err();
+            let e = super::from_json::<Image>(r#"{"ha": {"timeoutZ": 1}}"#, "duet.config.v1.Image")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("timeoutZ"), "{e}");
         }
     }

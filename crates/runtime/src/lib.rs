@@ -5,6 +5,7 @@
 //! server with the standard health service and reflection (v1 and v1alpha)
 //! already registered ([`grpc`]). No protocol logic lives here.
 
+pub mod follow;
 pub mod fsutil;
 pub mod grpc;
 pub mod shutdown;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duet_image::change::{Change, section};
-use duet_proto::common::v1::Role;
 use duet_proto::config::v1::Backup;
 use duet_proto::configsync::v1 as pb;
 use duet_proto::configsync::v1::apply_config_request::Change as PbChange;
@@ -269,7 +268,7 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
         let local = pb::UnitConfigState {
             unit: e.unit.clone(),
             address: self.shared.unit_address.clone(),
-            role: e.role.unwrap_or(Role::Unspecified) as i32,
+            role: e.role.map_or(0, duet_proto::convert::role_i32),
             generation: cur.generation,
             hash: cur.hash.clone(),
             known: true,

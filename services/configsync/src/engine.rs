@@ -4,10 +4,10 @@
 
 use std::time::SystemTime;
 
+use duet_carp::Role;
 use duet_image::change::{Change, apply};
 use duet_image::store::{self, Store};
 use duet_image::{Problem, validate};
-use duet_proto::common::v1::Role;
 use duet_proto::config::v1::{Backup, Image, LocalSettings};
 use duet_proto::configsync::v1::{PushRequest, PushResponse, PushResult};
 
@@ -33,8 +33,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Self::NotActive { role, active_hint } => write!(
                 f,
-                "this unit is {}: configuration changes are taken on the active unit only; write to {active_hint}",
-                role.as_str_name().trim_start_matches("ROLE_").to_lowercase()
+                "this unit is {role}: configuration changes are taken on the active unit only; write to {active_hint}"
             ),
             Self::RoleUnknown => f.write_str(
                 "the election service is not reachable, so this unit cannot tell whether it is active; try again",
@@ -81,8 +80,7 @@ impl Engine {
     pub fn writable(&self) -> Result<(), Refusal> {
         match self.role {
             None => Err(Refusal::RoleUnknown),
-            Some(Role::Active | Role::Stopping) => Ok(()),
-            Some(_) if !self.ha_unit => Ok(()),
+            Some(r) if r.takes_writes() || !self.ha_unit => Ok(()),
             Some(role) => Err(Refusal::NotActive { role, active_hint: self.active_hint.clone() }),
         }
     }
@@ -179,7 +177,7 @@ impl Engine {
         if !duet_image::hash_ok(&pushed) {
             return Err("the pushed image does not match its hash".into());
         }
-        if matches!(self.role, Some(Role::Active | Role::Stopping)) && self.ha_unit {
+        if self.role.is_some_and(Role::is_authoritative) && self.ha_unit {
             return Err(format!(
                 "{} is active too: both units are active; the election settles which one stays, then the configuration follows",
                 self.unit
@@ -298,7 +296,7 @@ mod tests {
         PushRequest {
             image: Some(from.store.current().clone()),
             from_unit: from.unit.clone(),
-            from_role: Role::Active as i32,
+            from_role: duet_proto::convert::role_i32(Role::Active),
             full: false,
         }
     }

@@ -17,14 +17,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use duet_carp::Role;
 use duet_config::{ConfigSync, Validated};
 use duet_image::store::Store;
-use duet_proto::common::v1::{HaMode, Role};
+use duet_proto::common::v1::HaMode;
 use duet_proto::config::v1::{HaSettings, Image, Interface, PreferredServer, TimingProfile};
 use duet_proto::configsync::v1::config_sync_service_server::ConfigSyncServiceServer;
 use duet_proto::configsync::v1::peer_sync_service_server::PeerSyncServiceServer;
-use duet_proto::election::v1::WatchRoleRequest;
-use duet_proto::election::v1::election_service_client::ElectionServiceClient;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
 use duet_runtime::tls::{PeerTls, TlsFiles};
@@ -230,9 +229,9 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     }
     if ha_unit {
         let sh = Arc::clone(&shared);
-        let election = format!("http://{}", cfg.election_listen);
-        let s = stop.clone();
-        tasks.spawn("role follower", follow_role(sh, election, s));
+        let roles =
+            duet_runtime::follow::role_watch(duet_runtime::follow::election_url(cfg.election_listen), stop.clone());
+        tasks.spawn("role follower", follow_role(sh, roles));
     } else {
         bootstrap_if_empty(&shared).await;
     }
@@ -299,40 +298,21 @@ pub(crate) async fn bootstrap_if_empty(shared: &Shared) {
 }
 
 /// Follows the election's role; writes are taken only while active.
-async fn follow_role(shared: Arc<Shared>, election: String, mut stop: Shutdown) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(50);
+async fn follow_role(shared: Arc<Shared>, mut roles: tokio::sync::watch::Receiver<Option<Role>>) -> anyhow::Result<()> {
     loop {
-        let stream = async {
-            let mut c = ElectionServiceClient::connect(election.clone()).await?;
-            let mut s = c.watch_role(WatchRoleRequest { follower: String::new() }).await?.into_inner();
-            while let Some(ev) = s.message().await? {
-                let role = Role::try_from(ev.role).unwrap_or(Role::Unspecified);
-                let became_active = {
-                    let mut e = shared.engine.lock().await;
-                    let was = e.role;
-                    e.role = Some(role);
-                    role == Role::Active && was != Some(Role::Active)
-                };
-                if became_active {
-                    bootstrap_if_empty(&shared).await;
-                    shared.push_now.notify_one();
-                }
-            }
-            anyhow::Ok(())
+        let role = *roles.borrow_and_update();
+        let became_active = {
+            let mut e = shared.engine.lock().await;
+            let was = e.role;
+            e.role = role;
+            role == Some(Role::Active) && was != Some(Role::Active)
         };
-        tokio::select! {
-            r = stream => {
-                if let Err(e) = r {
-                    tracing::debug!("role stream from the election: {e:#}");
-                }
-            }
-            () = stop.wait() => return Ok(()),
+        if became_active {
+            bootstrap_if_empty(&shared).await;
+            shared.push_now.notify_one();
         }
-        shared.engine.lock().await.role = None;
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = stop.wait() => return Ok(()),
+        if roles.changed().await.is_err() {
+            return Ok(());
         }
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use duet_proto::common::v1::Role;
+use duet_carp::Role;
 use duet_proto::config::v1::Image;
 use duet_proto::configsync::v1 as pb;
 use duet_proto::configsync::v1::peer_sync_service_client::PeerSyncServiceClient;
+use duet_proto::convert::role_i32;
 use duet_runtime::shutdown::Shutdown;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -73,7 +74,7 @@ impl pb::peer_sync_service_server::PeerSyncService for PeerServer {
             generation: cur.generation,
             hash: cur.hash.clone(),
             unit: e.unit.clone(),
-            role: e.role.unwrap_or(Role::Unspecified) as i32,
+            role: e.role.map_or(0, role_i32),
         }))
     }
 
@@ -177,7 +178,7 @@ pub(crate) async fn pusher(
         if full {
             next_full = Instant::now() + interval;
         }
-        let active = matches!(shared.engine.lock().await.role, Some(Role::Active | Role::Stopping));
+        let active = shared.engine.lock().await.role.is_some_and(Role::is_authoritative);
         if !active {
             pending = false;
             if let Some(r) = reply {
@@ -204,12 +205,12 @@ async fn push_once(
     for _ in 0..3 {
         let (image, from_role) = {
             let e = shared.engine.lock().await;
-            (e.store.current().clone(), e.role.unwrap_or(Role::Unspecified))
+            (e.store.current().clone(), e.role)
         };
         let req = pb::PushRequest {
             image: Some(image.clone()),
             from_unit: shared.unit.clone(),
-            from_role: from_role as i32,
+            from_role: from_role.map_or(0, role_i32),
             full,
         };
         let resp = match tokio::time::timeout(shared.cfg.push_timeout, c.push(req)).await {

@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use duet_carp::{DropReason, HaMode, Role, Square};
+use duet_carp::{HaMode, RoleEvent, RoleEventKind};
 use duet_proto::common::v1 as common;
+use duet_proto::convert::{ha_mode_i32, role_i32};
 use duet_proto::election::v1 as pb;
 use duet_runtime::shutdown::Shutdown;
 use futures::Stream;
@@ -15,7 +16,7 @@ use futures::Stream;
 use tokio::sync::{broadcast, oneshot};
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use crate::driver::{EventKind, Request, RoleEvent, Shared, Snapshot, TakeoverReport, lock};
+use crate::driver::{Request, Shared, Snapshot, TakeoverReport, lock};
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -25,87 +26,8 @@ pub(crate) struct Api {
     pub shutdown: Shutdown,
 }
 
-pub(crate) fn role(r: Role) -> i32 {
-    (match r {
-        Role::Init => common::Role::Init,
-        Role::Standby => common::Role::Standby,
-        Role::Active => common::Role::Active,
-        Role::Pacified => common::Role::Pacified,
-        Role::Stopping => common::Role::Stopping,
-    }) as i32
-}
-
-fn mode(m: HaMode) -> i32 {
-    (match m {
-        HaMode::NonHa => common::HaMode::NonHa,
-        HaMode::First => common::HaMode::First,
-        HaMode::Second => common::HaMode::Second,
-    }) as i32
-}
-
-fn square(s: Square) -> i32 {
-    (match s {
-        Square::Active => common::UnitStatus::Active,
-        Square::Standby => common::UnitStatus::Standby,
-        Square::Unreachable => common::UnitStatus::Unreachable,
-        Square::Pacified => common::UnitStatus::Pacified,
-        Square::NotSetUp => common::UnitStatus::NotSetUp,
-        Square::Indeterminate => common::UnitStatus::Indeterminate,
-        Square::Updating => common::UnitStatus::Updating,
-    }) as i32
-}
-
-fn drop_reason(r: DropReason) -> i32 {
-    use pb::DropReason as P;
-    (match r {
-        DropReason::TooShort => P::TooShort,
-        DropReason::BadIpVersion => P::BadIpVersion,
-        DropReason::BadIpChecksum => P::BadIpChecksum,
-        DropReason::BadIpLength => P::BadIpLength,
-        DropReason::NotCarp => P::NotCarp,
-        DropReason::Fragment => P::Fragment,
-        DropReason::BadTtl => P::BadTtl,
-        DropReason::BadVersion => P::BadVersion,
-        DropReason::BadType => P::BadType,
-        DropReason::BadLength => P::BadLength,
-        DropReason::BadChecksum => P::BadChecksum,
-        DropReason::BadDestination => P::BadDestination,
-        DropReason::ForeignVhid => P::ForeignVhid,
-        DropReason::BadDigest => P::BadDigest,
-        DropReason::Replay => P::Replay,
-        DropReason::AuthModeMismatch => P::AuthModeMismatch,
-        DropReason::UnknownKey => P::UnknownKey,
-        DropReason::NotPartner => P::NotPartner,
-        DropReason::OwnAddress => P::OwnAddress,
-        DropReason::WrongInterface => P::WrongInterface,
-        DropReason::Pacified => P::Pacified,
-    }) as i32
-}
-
 fn ts(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
-}
-
-fn event_proto(epoch: u64, e: &RoleEvent) -> pb::WatchRoleResponse {
-    let kind = match e.kind {
-        EventKind::Snapshot => pb::RoleEventKind::Snapshot,
-        EventKind::Changed => pb::RoleEventKind::Changed,
-        EventKind::Reannounce => pb::RoleEventKind::Reannounce,
-        EventKind::Parameters => pb::RoleEventKind::Parameters,
-        EventKind::Heartbeat => pb::RoleEventKind::Heartbeat,
-    };
-    pb::WatchRoleResponse {
-        epoch,
-        seq: e.seq,
-        kind: kind as i32,
-        role: role(e.role),
-        previous_role: role(e.previous),
-        at: Some(ts(e.at)),
-        reason: e.reason.clone(),
-        ha_timeout_ms: u64::try_from(e.ha_timeout.as_millis()).unwrap_or(u64::MAX),
-        advert_interval_ms: u64::try_from(e.interval.as_millis()).unwrap_or(u64::MAX),
-        vhid: u32::from(e.vhid),
-    }
 }
 
 pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusResponse {
@@ -115,14 +37,21 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
     let first_if = p.interfaces.first();
     let unit = common::UnitIdentity {
         name: unit_name.to_string(),
-        mode: mode(p.mode),
+        mode: ha_mode_i32(p.mode),
         address: first_if.map(|i| i.unit_addr.to_string()).unwrap_or_default(),
         vhid: u32::from(p.vhid),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let local = common::StatusSquare { unit: 0, status: square(st.local_square.0), detail: st.local_square.1.clone() };
-    let partner =
-        common::StatusSquare { unit: 0, status: square(st.partner_square.0), detail: st.partner_square.1.clone() };
+    let local = common::StatusSquare {
+        unit: 0,
+        status: common::UnitStatus::from(st.local_square.0) as i32,
+        detail: st.local_square.1.clone(),
+    };
+    let partner = common::StatusSquare {
+        unit: 0,
+        status: common::UnitStatus::from(st.partner_square.0) as i32,
+        detail: st.partner_square.1.clone(),
+    };
     let squares = match p.mode {
         HaMode::Second => vec![common::StatusSquare { unit: 1, ..partner }, common::StatusSquare { unit: 2, ..local }],
         _ => vec![common::StatusSquare { unit: 1, ..local }, common::StatusSquare { unit: 2, ..partner }],
@@ -140,7 +69,7 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
         last_heard: st.heard.map(|h| ts(w.to_system(h.at))),
         silent_ms: st.heard.map_or(0, |h| u64::try_from(now.since(h.at).as_millis()).unwrap_or(u64::MAX)),
         reachable: st.partner_reachable,
-        mode: st.reported.and_then(|r| HaMode::from_code(r.status.mode)).map_or(0, mode),
+        mode: st.reported.and_then(|r| HaMode::from_code(r.status.mode)).map_or(0, ha_mode_i32),
     };
     let mut warnings = st.warnings.clone();
     if s.queue_full > 0 {
@@ -151,7 +80,7 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
     }
     pb::GetStatusResponse {
         unit: Some(unit),
-        role: role(st.role),
+        role: role_i32(st.role),
         role_reason: st.role_reason.clone(),
         role_since: Some(ts(w.to_system(st.role_since))),
         squares,
@@ -169,7 +98,11 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
                 adverts_received: i.received,
             })
             .collect(),
-        drops: st.drops.iter().map(|(r, c)| pb::DropCount { reason: drop_reason(*r), count: *c }).collect(),
+        drops: st
+            .drops
+            .iter()
+            .map(|(r, c)| pb::DropCount { reason: pb::DropReason::from(*r) as i32, count: *c })
+            .collect(),
         foreign_vhids: st
             .foreign
             .iter()
@@ -184,7 +117,7 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
         adverts_received: st.adverts_received,
         warnings,
         parameters: Some(pb::HaParameters {
-            mode: mode(p.mode),
+            mode: ha_mode_i32(p.mode),
             vhid: u32::from(p.vhid),
             ha_timeout_ms: u64::try_from(p.ha_timeout().as_millis()).unwrap_or(0),
             advert_interval_ms: u64::try_from(p.interval().as_millis()).unwrap_or(0),
@@ -197,6 +130,7 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
             advbase: u32::from(p.advbase()),
             advskew: u32::from(p.advskew()),
             hard_reboot_on_link_failure: p.hard_reboot_on_link_failure,
+            config_generation: 0,
         }),
         takeover: Some(takeover_proto(st.follower_attached, s.takeover.as_ref())),
         recent_starts: s.recent_starts,
@@ -217,7 +151,7 @@ fn takeover_proto(following: bool, t: Option<&TakeoverReport>) -> pb::TakeoverSt
         None => pb::TakeoverStatus { following, ..Default::default() },
         Some(t) => pb::TakeoverStatus {
             following,
-            applied_role: t.role,
+            applied_role: t.role.map_or(0, role_i32),
             applied_seq: t.seq,
             addresses_at: t.addresses_at.map(ts),
             first_garp_at: t.first_garp_at.map(ts),
@@ -293,7 +227,7 @@ impl pb::election_service_server::ElectionService for Api {
         // in between is in the receiver and skipped by its sequence number.
         let rx = lock(&self.shared.events).resubscribe();
         let mut snapshot = self.shared.current();
-        snapshot.kind = EventKind::Snapshot;
+        snapshot.kind = RoleEventKind::Snapshot;
         let guard = if follower {
             let _ = self.shared.requests.send(Request::Follower { attached: true }).await;
             Some(FollowerGuard { shared: Arc::clone(&self.shared), shutdown: self.shutdown.clone() })
@@ -313,20 +247,19 @@ impl pb::election_service_server::ElectionService for Api {
         // follower. It ends when the client goes (the guard then tells the
         // driver the follower is gone) or on shutdown.
         let stream = futures::stream::unfold(state, |mut st| async move {
-            let epoch = st.shared.epoch;
             if let Some(s) = st.first.take() {
                 st.last = s.seq;
-                return Some((Ok(event_proto(epoch, &s)), st));
+                return Some((Ok(pb::WatchRoleResponse::from(&s)), st));
             }
             loop {
-                let beat = st.shared.current().interval.min(Duration::from_secs(1));
+                let beat = st.shared.current().advert_interval.min(Duration::from_secs(1));
                 let ev = tokio::select! {
                     r = st.rx.recv() => r,
                     () = tokio::time::sleep(beat) => {
                         let mut h = st.shared.current();
-                        h.kind = EventKind::Heartbeat;
+                        h.kind = RoleEventKind::Heartbeat;
                         h.at = SystemTime::now();
-                        return Some((Ok(event_proto(epoch, &h)), st));
+                        return Some((Ok(pb::WatchRoleResponse::from(&h)), st));
                     }
                     () = st.shutdown.wait() => return None,
                 };
@@ -338,13 +271,13 @@ impl pb::election_service_server::ElectionService for Api {
                     // gap and takes the snapshot as the truth).
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let mut s = st.shared.current();
-                        s.kind = EventKind::Snapshot;
+                        s.kind = RoleEventKind::Snapshot;
                         s
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 };
                 st.last = ev.seq;
-                return Some((Ok(event_proto(epoch, &ev)), st));
+                return Some((Ok(pb::WatchRoleResponse::from(&ev)), st));
             }
         });
         Ok(Response::new(Box::pin(stream)))
@@ -378,7 +311,7 @@ impl pb::election_service_server::ElectionService for Api {
         _: GrpcRequest<pb::ClearPacifiedRequest>,
     ) -> Result<Response<pb::ClearPacifiedResponse>, Status> {
         match self.ask(Request::ClearPacified).await? {
-            Ok(r) => Ok(Response::new(pb::ClearPacifiedResponse { role: role(r) })),
+            Ok(r) => Ok(Response::new(pb::ClearPacifiedResponse { role: role_i32(r) })),
             Err(e) => Err(Status::failed_precondition(e)),
         }
     }
@@ -391,7 +324,7 @@ impl pb::election_service_server::ElectionService for Api {
         let rep = TakeoverReport {
             epoch: r.epoch,
             seq: r.seq,
-            role: r.role,
+            role: duet_proto::convert::role(r.role),
             ok: r.ok,
             error: r.error,
             addresses_at: r.addresses_at.and_then(|t| SystemTime::try_from(t).ok()),

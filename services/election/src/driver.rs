@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use duet_carp::params::Params;
-use duet_carp::{Action, Command, Election, Level, Notice, Role, Time};
+use duet_carp::{Action, Command, Election, Level, Notice, Role, RoleEvent, RoleEventKind, Time};
 use duet_net::carp_socket::{CarpSocket, SendMode};
 use duet_net::netlink::{NetEvent, Netlink};
 use duet_runtime::shutdown::Shutdown;
@@ -74,38 +74,14 @@ pub(crate) enum Request {
 pub(crate) struct TakeoverReport {
     pub epoch: u64,
     pub seq: u64,
-    pub role: i32,
+    /// The role applied (`None`: the report named none).
+    pub role: Option<Role>,
     pub ok: bool,
     pub error: String,
     pub addresses_at: Option<SystemTime>,
     pub first_garp_at: Option<SystemTime>,
     pub state_installed: bool,
     pub state_wait_us: u64,
-}
-
-/// Kind of a role event (mirrors the proto enum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EventKind {
-    Snapshot,
-    Changed,
-    Reannounce,
-    Parameters,
-    /// Liveness only (not part of the sequence).
-    Heartbeat,
-}
-
-/// One message of the role stream.
-#[derive(Debug, Clone)]
-pub(crate) struct RoleEvent {
-    pub seq: u64,
-    pub kind: EventKind,
-    pub role: Role,
-    pub previous: Role,
-    pub at: SystemTime,
-    pub reason: String,
-    pub ha_timeout: Duration,
-    pub interval: Duration,
-    pub vhid: u8,
 }
 
 /// Everything GetStatus shows.
@@ -290,15 +266,17 @@ impl Driver {
         let (req_tx, req_rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(4096);
         let first = RoleEvent {
+            epoch,
             seq: 0,
-            kind: EventKind::Snapshot,
+            kind: RoleEventKind::Snapshot,
             role: election.role(),
             previous: election.role(),
             at: SystemTime::now(),
             reason: "starting".into(),
             ha_timeout: setup.params.ha_timeout(),
-            interval: setup.params.interval(),
+            advert_interval: setup.params.interval(),
             vhid: setup.params.vhid,
+            config_generation: 0,
         };
         let shared = Arc::new(Shared {
             epoch,
@@ -497,9 +475,9 @@ impl Driver {
     }
 
     fn finish(&mut self) {
-        if self.election.role().holds_addresses() {
+        if self.election.role().advertises() {
             let ev = self.next_event(
-                EventKind::Changed,
+                RoleEventKind::Changed,
                 Role::Stopping,
                 self.election.role(),
                 "election service stopping".into(),
@@ -616,7 +594,7 @@ impl Driver {
                 // says nothing about this one.
                 let current = rep.epoch == self.shared.epoch;
                 let ok = rep.ok;
-                let released = rep.role == duet_proto::common::v1::Role::Stopping as i32;
+                let released = rep.role == Some(Role::Stopping);
                 self.takeover = Some(rep);
                 if current {
                     let _ = self.election.handle_command(now, Command::TakeoverReport { ok });
@@ -666,17 +644,17 @@ impl Driver {
                 }
                 Action::RoleChanged { from, to, reason } => {
                     self.metrics.role_changed(to);
-                    let ev = self.next_event(EventKind::Changed, to, from, reason);
+                    let ev = self.next_event(RoleEventKind::Changed, to, from, reason);
                     self.publish(ev);
                 }
                 Action::Reannounce { reason } => {
                     let role = self.election.role();
-                    let ev = self.next_event(EventKind::Reannounce, role, role, reason);
+                    let ev = self.next_event(RoleEventKind::Reannounce, role, role, reason);
                     self.publish(ev);
                 }
                 Action::ParametersChanged => {
                     let role = self.election.role();
-                    let ev = self.next_event(EventKind::Parameters, role, role, "HA parameters changed".into());
+                    let ev = self.next_event(RoleEventKind::Parameters, role, role, "HA parameters changed".into());
                     self.publish(ev);
                 }
                 Action::Log(n) => log_notice(&n),
@@ -701,10 +679,11 @@ impl Driver {
         self.update_health();
     }
 
-    fn next_event(&mut self, kind: EventKind, role: Role, previous: Role, reason: String) -> RoleEvent {
+    fn next_event(&mut self, kind: RoleEventKind, role: Role, previous: Role, reason: String) -> RoleEvent {
         self.seq += 1;
         let p = self.election.params();
         RoleEvent {
+            epoch: self.shared.epoch,
             seq: self.seq,
             kind,
             role,
@@ -712,8 +691,9 @@ impl Driver {
             at: SystemTime::now(),
             reason,
             ha_timeout: p.ha_timeout(),
-            interval: p.interval(),
+            advert_interval: p.interval(),
             vhid: p.vhid,
+            config_generation: 0,
         }
     }
 

@@ -29,12 +29,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use duet_carp::Role;
 use duet_config::Validated;
-use duet_proto::common::v1::Role;
 use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
 use duet_proto::configsync::v1::{GetConfigRequest, WatchGenerationsRequest};
+use duet_proto::election::v1::SetReadinessRequest;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
-use duet_proto::election::v1::{SetReadinessRequest, WatchRoleRequest};
 use duet_proto::replicator::v1::replication_peer_service_server::ReplicationPeerServiceServer;
 use duet_proto::replicator::v1::replicator_service_server::ReplicatorServiceServer;
 use duet_runtime::shutdown::{self, Shutdown};
@@ -119,7 +119,8 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     }
     if ha_unit {
         let election = format!("http://{}", cfg.election_listen);
-        tasks.spawn("role follower", follow_role(Arc::clone(&shared), election.clone(), stop.clone()));
+        let roles = duet_runtime::follow::role_watch(election.clone(), stop.clone());
+        tasks.spawn("role follower", follow_role(Arc::clone(&shared), roles));
         tasks.spawn("readiness", report_readiness(Arc::clone(&shared), election, stop.clone()));
     }
     let _metrics = metrics::Metrics::new(&shared);
@@ -151,36 +152,16 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     Ok(())
 }
 
-/// Follows the election's role: changes are sent only while active.
-async fn follow_role(shared: Arc<Shared>, election: String, mut stop: Shutdown) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(50);
+/// Follows the election's role: changes are sent only while this unit's
+/// state is the pair's. Without the election the role is unknown: nothing
+/// is sent (the takeover drops the addresses on its own fail-safe).
+async fn follow_role(shared: Arc<Shared>, mut roles: tokio::sync::watch::Receiver<Option<Role>>) -> anyhow::Result<()> {
     loop {
-        let stream = async {
-            let mut c = ElectionServiceClient::connect(election.clone()).await?;
-            let mut s = c.watch_role(WatchRoleRequest { follower: String::new() }).await?.into_inner();
-            backoff = Duration::from_millis(50);
-            while let Some(ev) = s.message().await? {
-                let role = Role::try_from(ev.role).unwrap_or(Role::Unspecified);
-                set_role(&shared, Some(role));
-            }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            r = stream => {
-                if let Err(e) = r {
-                    tracing::debug!("role stream from the election: {e:#}");
-                }
-            }
-            () = stop.wait() => return Ok(()),
+        let role = *roles.borrow_and_update();
+        set_role(&shared, role);
+        if roles.changed().await.is_err() {
+            return Ok(());
         }
-        // Without the election the role is unknown: stop sending (the
-        // takeover drops the addresses on its own fail-safe).
-        set_role(&shared, None);
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = stop.wait() => return Ok(()),
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -189,8 +170,8 @@ fn set_role(shared: &Shared, role: Option<Role>) {
     if was == role {
         return;
     }
-    let now_active = role == Some(Role::Active);
-    if now_active {
+    let authoritative = |r: Option<Role>| r.is_some_and(Role::is_authoritative);
+    if authoritative(role) && !authoritative(was) {
         // Persistence reported by proxies on the old active now belongs
         // to this unit (the data plane's and HAProxy's are in their own
         // tables already and are read from there).
@@ -208,11 +189,11 @@ fn set_role(shared: &Shared, role: Option<Role>) {
         drop(shadow);
         *lock(&shared.tracked) = state::Tracked::default();
         shared.resync_wanted.store(true, Ordering::Relaxed);
-    } else if was == Some(Role::Active) {
+    } else if authoritative(was) && !authoritative(role) {
         lock(&shared.outbox).reset_after_snapshot();
         lock(&shared.lag).reset_pending();
     }
-    tracing::info!(role = ?role, "replicator follows the role");
+    tracing::info!(role = role.map_or("unknown", Role::as_str), "replicator follows the role");
     shared.role_changed.notify_waiters();
 }
 

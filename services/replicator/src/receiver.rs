@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use duet_net::conntrack::{Conntrack, Flow, IP_CT_TCP_FLAG_BE_LIBERAL, Tuple};
-use duet_proto::common::v1::Role;
 use duet_proto::replicator::v1 as pb;
 use duet_repl::{Applied, Batch, Op};
 use duet_runtime::shutdown::Shutdown;
@@ -47,7 +46,7 @@ impl pb::replication_peer_service_server::ReplicationPeerService for PeerServer 
             lock(&self.shared.recv).last_error = format!("refused a peer: {}", e.message());
             return Err(e);
         }
-        if self.shared.role() == Some(Role::Active) {
+        if self.shared.is_active() {
             return Err(Status::failed_precondition(
                 "this unit is active: it sends its state and takes none from its partner",
             ));

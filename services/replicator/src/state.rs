@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use duet_carp::Role;
 use duet_net::conntrack::{Conntrack, Flow, Tuple};
-use duet_proto::common::v1::Role;
 use duet_repl::{Outbox, Shadow};
 use foldhash::fast::RandomState;
 use tokio::sync::Notify;
@@ -266,8 +266,10 @@ impl Shared {
         self.l7_on.load(Ordering::Relaxed)
     }
 
+    /// This unit's state is the pair's: it streams it to the partner
+    /// (active, or stopping while it hands over).
     pub(crate) fn is_active(&self) -> bool {
-        matches!(self.role(), Some(Role::Active))
+        self.role().is_some_and(Role::is_authoritative)
     }
 
     /// Records a change for the partner (when this unit is active and has

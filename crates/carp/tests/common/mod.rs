@@ -237,7 +237,7 @@ impl Net {
     }
 
     pub fn actives(&self) -> usize {
-        (0..self.units.len()).filter(|&i| self.role(i).is_some_and(Role::holds_addresses)).count()
+        (0..self.units.len()).filter(|&i| self.role(i).is_some_and(Role::advertises)).count()
     }
 
     /// Injects a raw IPv4 packet to unit `to` now (an attacker on the segment).

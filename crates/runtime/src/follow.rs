@@ -1,0 +1,242 @@
+//! Following the election's role stream (`WatchRole`): the one follower
+//! every service of a unit uses.
+//!
+//! ```text
+//!  follower task ── WatchRole (reconnects, backoff) ── RoleNews (bounded) ──► the service
+//! ```
+//!
+//! [`roles`] keeps one stream open to the unit's election and hands the
+//! service every message as a domain [`RoleEvent`] (heartbeats included,
+//! so the service can judge the election's liveness itself), and says when
+//! a stream is lost or cannot be opened. It reconnects after 50 ms,
+//! doubling to 1 s, back to 50 ms once a stream has delivered a message.
+//! What a message *means* for the service (sequence, fail-safe) is the
+//! service's core to decide; services that only need the current role use
+//! [`role_watch`], which is `None` whenever no stream is live.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duet_carp::{Role, RoleEvent, RoleEventKind};
+use duet_proto::election::v1 as pb;
+use duet_proto::election::v1::election_service_client::ElectionServiceClient;
+use tokio::sync::{Notify, mpsc, watch};
+use tonic::transport::Endpoint;
+
+use crate::shutdown::Shutdown;
+
+/// First reconnect delay, doubled up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bound on connecting and on opening the stream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The election's URL for its `listen` address (an unspecified address
+/// means this host).
+pub fn election_url(listen: SocketAddr) -> String {
+    let mut a = listen;
+    if a.ip().is_unspecified() {
+        a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{a}")
+}
+
+/// What the follower tells the service.
+#[derive(Debug, Clone)]
+pub enum RoleNews {
+    /// A message of the stream, heartbeats included. `first_of_stream` is
+    /// true for the first message of a newly opened stream (a snapshot).
+    Event { event: RoleEvent, first_of_stream: bool, received: Instant },
+    /// The stream ended or failed. `delivered` is true when it had
+    /// delivered at least one message (the service was following).
+    Lost { why: String, delivered: bool },
+    /// Opening a stream failed (`attempt` counts the failures in a row).
+    ConnectFailed { why: String, attempt: u32 },
+}
+
+/// The service's end of a role follower.
+#[derive(Debug)]
+pub struct RoleStream {
+    /// Everything the follower hears, in order.
+    pub news: mpsc::Receiver<RoleNews>,
+    reconnect: Arc<Notify>,
+}
+
+impl RoleStream {
+    /// Drops the current stream and opens a new one (for a service that
+    /// judged the stream dead although its connection is up: no heartbeat).
+    pub fn reconnect(&self) {
+        self.reconnect.notify_one();
+    }
+}
+
+/// An error and its sources on one line, without repeating a source whose
+/// text the previous one already carries (tonic's transport errors repeat
+/// their cause: "tcp connect error: tcp connect error: ...").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+async fn open(url: &str, follower: &str) -> Result<tonic::Streaming<pb::WatchRoleResponse>, String> {
+    let ep = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("{url} is not a URL: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        // A hung election (its TCP still up) is noticed by unanswered pings.
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true);
+    let channel = tokio::time::timeout(CONNECT_TIMEOUT * 2, ep.connect())
+        .await
+        .map_err(|_| "connecting timed out".to_owned())?
+        .map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
+    let mut client = ElectionServiceClient::new(channel);
+    let req = pb::WatchRoleRequest { follower: follower.to_owned() };
+    let resp = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.watch_role(req))
+        .await
+        .map_err(|_| "WatchRole did not answer in time".to_owned())?
+        .map_err(|s| format!("WatchRole refused: {}", s.message()))?;
+    Ok(resp.into_inner())
+}
+
+/// Starts following the election at `url`; `follower` names the service
+/// to the election (the election counts "takeover" as its fail-safe
+/// follower, T4; others pass ""). The follower task ends when `stop`
+/// fires or the [`RoleStream`] is dropped.
+pub fn roles(url: String, follower: &'static str, stop: Shutdown) -> RoleStream {
+    let (tx, rx) = mpsc::channel(64);
+    let reconnect = Arc::new(Notify::new());
+    tokio::spawn(run(url, follower, tx, Arc::clone(&reconnect), stop));
+    RoleStream { news: rx, reconnect }
+}
+
+async fn run(url: String, follower: &'static str, tx: mpsc::Sender<RoleNews>, again: Arc<Notify>, mut stop: Shutdown) {
+    let mut backoff = BACKOFF_MIN;
+    let mut attempt = 0u32;
+    loop {
+        let opened = tokio::select! {
+            r = open(&url, follower) => r,
+            () = stop.wait() => return,
+            () = tx.closed() => return,
+        };
+        let news = match opened {
+            Ok(mut stream) => {
+                attempt = 0;
+                let mut delivered = false;
+                let why = loop {
+                    let msg = tokio::select! {
+                        m = stream.message() => m,
+                        () = again.notified() => break "no sign of life from the election".to_owned(),
+                        () = stop.wait() => return,
+                    };
+                    let received = Instant::now();
+                    match msg {
+                        Ok(Some(m)) => match RoleEvent::try_from(&m) {
+                            Ok(event) => {
+                                let first_of_stream = !delivered;
+                                delivered = true;
+                                backoff = BACKOFF_MIN;
+                                if tx.send(RoleNews::Event { event, first_of_stream, received }).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => break format!("unreadable message: {e}"),
+                        },
+                        Ok(None) => break "the election closed it".to_owned(),
+                        Err(s) if s.message().is_empty() => break format!("{:?}", s.code()),
+                        Err(s) => break s.message().to_owned(),
+                    }
+                };
+                RoleNews::Lost { why, delivered }
+            }
+            Err(why) => {
+                attempt += 1;
+                RoleNews::ConnectFailed { why, attempt }
+            }
+        };
+        if tx.send(news).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.wait() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The current role as the election last said, `None` while no stream is
+/// live (the role is then unknown: take no writes, send no state). For
+/// services that need nothing else from the stream.
+pub fn role_watch(url: String, stop: Shutdown) -> watch::Receiver<Option<Role>> {
+    let (tx, rx) = watch::channel(None);
+    let mut stream = roles(url, "", stop);
+    tokio::spawn(async move {
+        while let Some(n) = stream.news.recv().await {
+            let role = match n {
+                RoleNews::Event { event, .. } if event.kind == RoleEventKind::Heartbeat => continue,
+                RoleNews::Event { event, .. } => Some(event.role),
+                RoleNews::Lost { why, delivered } => {
+                    if delivered {
+                        tracing::debug!("role stream from the election lost: {why}");
+                    }
+                    None
+                }
+                RoleNews::ConnectFailed { .. } => None,
+            };
+            tx.send_if_modified(|r| std::mem::replace(r, role) != role);
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<Self>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_chains_say_each_cause_once() {
+        let e = E(
+            "transport error",
+            Some(Box::new(E(
+                "tcp connect error",
+                Some(Box::new(E("tcp connect error", Some(Box::new(E("Connection refused", None)))))),
+            ))),
+        );
+        assert_eq!(error_chain(&e), "transport error: tcp connect error: Connection refused");
+    }
+
+    #[test]
+    fn unspecified_listen_addresses_mean_this_host() {
+        assert_eq!(election_url("0.0.0.0:7870".parse().unwrap()), "http://127.0.0.1:7870");
+        assert_eq!(election_url("127.0.0.2:7870".parse().unwrap()), "http://127.0.0.2:7870");
+    }
+}
