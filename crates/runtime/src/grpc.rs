@@ -30,10 +30,29 @@ impl Health {
     }
 }
 
+/// Why a gRPC server could not be set up or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    /// The reflection service cannot read duet's descriptor set (a bug).
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr}: {source}{}", setting.as_ref().map(|s| format!("; set {s} to a free address")).unwrap_or_default())]
+    Bind {
+        addr: SocketAddr,
+        /// The setting to change, when known.
+        setting: Option<String>,
+        source: std::io::Error,
+    },
+    /// The server failed while serving.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
 /// A server builder with health (starting NOT_SERVING) and reflection
 /// registered, for the service `S`. Add the service itself with
 /// `router.add_service(..)`.
-pub fn router<S: NamedService>() -> anyhow::Result<(Router, Health)> {
+pub fn router<S: NamedService>() -> Result<(Router, Health), GrpcError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(duet_proto::FILE_DESCRIPTOR_SET)
@@ -49,16 +68,20 @@ pub fn router<S: NamedService>() -> anyhow::Result<(Router, Health)> {
 }
 
 /// Binds `addr` (port 0 picks one) and reports the address actually bound.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let l = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    let local = l.local_addr()?;
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GrpcError> {
+    let bind_error = |source| GrpcError::Bind { addr, setting: None, source };
+    let l = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = l.local_addr().map_err(bind_error)?;
     Ok((l, local))
 }
 
 /// A service's gRPC listener on `addr`, logged once bound; the error names
 /// `setting`, the configuration key to change.
-pub async fn listen(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
-    let (listener, local) = bind(addr).await.map_err(|e| anyhow::anyhow!("{e:#}; set {setting} to a free address"))?;
+pub async fn listen(addr: SocketAddr, setting: &str) -> Result<TcpListener, GrpcError> {
+    let (listener, local) = bind(addr).await.map_err(|e| match e {
+        GrpcError::Bind { addr, source, .. } => GrpcError::Bind { addr, setting: Some(setting.to_owned()), source },
+        other => other,
+    })?;
     tracing::info!(addr = %local, "gRPC listening");
     Ok(listener)
 }
@@ -70,7 +93,7 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.
-pub async fn serve(router: Router, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn serve(router: Router, listener: TcpListener, shutdown: Shutdown) -> Result<(), GrpcError> {
     router.serve_with_incoming_shutdown(incoming(listener), shutdown.future()).await?;
     Ok(())
 }

@@ -29,10 +29,12 @@ impl Tasks {
     }
 
     /// Spawns a task that runs once. An error or a panic ends it and is
-    /// recorded as a failure.
-    pub fn spawn<F>(&mut self, name: &str, fut: F)
+    /// recorded as a failure (the error's alternate form, `{:#}`, which
+    /// for error chains such as anyhow's includes the causes).
+    pub fn spawn<F, E>(&mut self, name: &str, fut: F)
     where
-        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
     {
         let name = name.to_string();
         let failures = Arc::clone(&self.failures);
@@ -54,10 +56,11 @@ impl Tasks {
     /// Spawns a task built by `make` and builds it again after an error or
     /// a panic (logged and recorded), waiting `backoff` (doubling up to 16
     /// times it) between attempts. It ends only when a run returns `Ok`.
-    pub fn spawn_restarting<M, F>(&mut self, name: &str, backoff: Duration, mut make: M)
+    pub fn spawn_restarting<M, F, E>(&mut self, name: &str, backoff: Duration, mut make: M)
     where
         M: FnMut() -> F + Send + 'static,
-        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
     {
         let failures = Arc::clone(&self.failures);
         let task = name.to_string();
@@ -68,7 +71,7 @@ impl Tasks {
                     Ok(Ok(())) => return Ok(()),
                     Ok(Err(e)) => format!("{e:#}"),
                     Err(j) if j.is_panic() => format!("panicked: {}", panic_message(j)),
-                    Err(j) => return Err(anyhow::anyhow!("cancelled: {j}")),
+                    Err(j) => return Err(format!("cancelled: {j}")),
                 };
                 tracing::error!(task = %task, error = %e, retry_in_ms = delay.as_millis() as u64, "task failed; restarting");
                 lock(&failures).push(Failure { task: task.clone(), error: e });
@@ -149,9 +152,9 @@ mod tests {
     #[tokio::test]
     async fn failures_are_recorded_and_named() {
         let mut t = Tasks::new();
-        t.spawn("ok", async { Ok(()) });
-        t.spawn("err", async { Err(anyhow::anyhow!("boom")) });
-        t.spawn("panic", async { panic!("kaboom") });
+        t.spawn("ok", async { Ok::<(), String>(()) });
+        t.spawn("err", async { Err("boom".to_owned()) });
+        t.spawn::<_, String>("panic", async { panic!("kaboom") });
         let mut ended = Vec::new();
         while let Some((name, r)) = t.next().await {
             ended.push((name, r.is_ok()));
@@ -173,7 +176,7 @@ mod tests {
                 if r.fetch_add(1, Ordering::SeqCst) < 2 {
                     panic!("receive loop hit a bug");
                 }
-                Ok(())
+                Ok::<(), String>(())
             }
         });
         let (name, outcome) = t.next().await.unwrap();
@@ -187,7 +190,7 @@ mod tests {
         let mut t = Tasks::new();
         t.spawn("forever", async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(())
+            Ok::<(), String>(())
         });
         let start = std::time::Instant::now();
         t.shutdown(Duration::from_millis(50)).await;

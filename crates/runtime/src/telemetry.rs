@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use opentelemetry::metrics::Meter;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue, global};
@@ -183,6 +182,36 @@ fn spawn_shutdown(
     }
 }
 
+/// Why telemetry could not be set up; nothing global was installed.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `init` was called twice in one process.
+    #[error("telemetry is already initialised in this process")]
+    AlreadyInitialised,
+    /// The log filter does not parse.
+    #[error("invalid log filter {directive:?} (from {from}): {source}")]
+    LogFilter {
+        directive: String,
+        /// Where it came from (the environment variable or the setting).
+        from: &'static str,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// An OTLP endpoint was given outside a tokio runtime.
+    #[error("telemetry::init with an OTLP endpoint must run inside a tokio runtime")]
+    NoRuntime,
+    /// The OTLP exporter cannot be built for the endpoint.
+    #[error("OTLP {what} exporter for {endpoint:?}: {source}")]
+    Exporter {
+        /// `span` or `metric`.
+        what: &'static str,
+        endpoint: String,
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// Someone else installed a global tracing subscriber.
+    #[error("a global tracing subscriber is already installed")]
+    SubscriberInstalled,
+}
+
 /// Sets up logging, and export when configured, for one service process.
 ///
 /// `service` becomes the resource's `service.name` and [`meter`]'s scope
@@ -200,9 +229,9 @@ fn spawn_shutdown(
 /// subscriber that someone else installed. After an error nothing global
 /// was installed, so a corrected call may follow. An unreachable collector
 /// is never an error.
-pub fn init(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+pub fn init(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     if INITIALISED.swap(true, Ordering::SeqCst) {
-        bail!("telemetry is already initialised in this process");
+        return Err(TelemetryError::AlreadyInitialised);
     }
     let result = install(service, instance, cfg);
     if result.is_err() {
@@ -215,14 +244,16 @@ pub fn init(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> any
 
 /// [`init`]'s work. Everything fallible comes before the first global is
 /// set, so that an error leaves the process as it was.
-fn install(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+fn install(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let (directive, directive_source) = match non_empty(std::env::var(LOG_ENV).ok()) {
         Some(directive) => (directive, LOG_ENV),
         None => (cfg.log.clone(), "[telemetry] log"),
     };
-    let filter = EnvFilter::builder()
-        .parse(&directive)
-        .with_context(|| format!("invalid log filter {directive:?} (from {directive_source})"))?;
+    let filter = EnvFilter::builder().parse(&directive).map_err(|source| TelemetryError::LogFilter {
+        directive: directive.clone(),
+        from: directive_source,
+        source,
+    })?;
 
     let endpoint = otlp_endpoint(cfg.otlp_endpoint.clone(), std::env::var(OTLP_ENDPOINT_ENV).ok());
     let interval_env = non_empty(std::env::var(METRIC_INTERVAL_ENV).ok());
@@ -254,7 +285,7 @@ fn install(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> anyh
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()
-        .context("a global tracing subscriber is already installed")?;
+        .map_err(|_| TelemetryError::SubscriberInstalled)?;
 
     // From here on nothing fails.
     let _ = SERVICE.set(service);
@@ -292,11 +323,10 @@ fn build_providers(
     instance: &str,
     endpoint: &str,
     interval: Duration,
-) -> anyhow::Result<(SdkTracerProvider, SdkMeterProvider)> {
+) -> Result<(SdkTracerProvider, SdkMeterProvider), TelemetryError> {
     // `connect_lazy` spawns the channel's worker on the current runtime and
     // panics without one: say so as an error instead.
-    tokio::runtime::Handle::try_current()
-        .map_err(|_| anyhow::anyhow!("telemetry::init with an OTLP endpoint must run inside a tokio runtime"))?;
+    tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
 
     let resource = Resource::builder()
         .with_service_name(service)
@@ -310,13 +340,13 @@ fn build_providers(
         .with_tonic()
         .with_endpoint(endpoint)
         .build()
-        .with_context(|| format!("OTLP span exporter for {endpoint:?}"))?;
+        .map_err(|source| TelemetryError::Exporter { what: "span", endpoint: endpoint.to_owned(), source })?;
     let metric_exporter = MetricExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .with_temporality(Temporality::Cumulative)
         .build()
-        .with_context(|| format!("OTLP metric exporter for {endpoint:?}"))?;
+        .map_err(|source| TelemetryError::Exporter { what: "metric", endpoint: endpoint.to_owned(), source })?;
 
     let tracer_provider = SdkTracerProvider::builder()
         .with_resource(resource.clone())

@@ -41,12 +41,25 @@ impl std::fmt::Debug for PeerTls {
     }
 }
 
-fn read(what: &str, field: &str, p: &Path) -> anyhow::Result<Vec<u8>> {
-    let b = std::fs::read(p).map_err(|e| {
-        anyhow::anyhow!("{what} {}: {e}; set {field} (make a test pair with `duetctl certs`)", p.display())
-    })?;
+/// Why the peer link's TLS material cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The partner's name is not a name a certificate can carry.
+    #[error("{section}.partner_name \"{name}\" is not a usable certificate name")]
+    BadPartnerName { section: String, name: String },
+    /// A file cannot be read.
+    #[error("{what} {}: {source}; set {field} (make a test pair with `duetctl certs`)", path.display())]
+    Read { what: &'static str, field: String, path: PathBuf, source: std::io::Error },
+    /// A file is not PEM.
+    #[error("{what} {} is not PEM; set {field} to a PEM file", path.display())]
+    NotPem { what: &'static str, field: String, path: PathBuf },
+}
+
+fn read(what: &'static str, field: String, p: &Path) -> Result<Vec<u8>, TlsError> {
+    let b =
+        std::fs::read(p).map_err(|source| TlsError::Read { what, field: field.clone(), path: p.to_owned(), source })?;
     if !String::from_utf8_lossy(&b).contains("-----BEGIN") {
-        anyhow::bail!("{what} {} is not PEM; set {field} to a PEM file", p.display());
+        return Err(TlsError::NotPem { what, field, path: p.to_owned() });
     }
     Ok(b)
 }
@@ -54,13 +67,13 @@ fn read(what: &str, field: &str, p: &Path) -> anyhow::Result<Vec<u8>> {
 impl PeerTls {
     /// Loads the files; `partner` is the name the partner's certificate
     /// must be issued to. `section` names the config section in errors.
-    pub fn load(files: &TlsFiles, partner: &str, section: &str) -> anyhow::Result<Self> {
+    pub fn load(files: &TlsFiles, partner: &str, section: &str) -> Result<Self, TlsError> {
         ServerName::try_from(partner.to_string())
-            .map_err(|_| anyhow::anyhow!("{section}.partner_name \"{partner}\" is not a usable certificate name"))?;
+            .map_err(|_| TlsError::BadPartnerName { section: section.to_owned(), name: partner.to_owned() })?;
         Ok(Self {
-            ca: read("CA certificate", &format!("{section}.tls_ca"), &files.ca)?,
-            cert: read("certificate", &format!("{section}.tls_cert"), &files.cert)?,
-            key: read("private key", &format!("{section}.tls_key"), &files.key)?,
+            ca: read("CA certificate", format!("{section}.tls_ca"), &files.ca)?,
+            cert: read("certificate", format!("{section}.tls_cert"), &files.cert)?,
+            key: read("private key", format!("{section}.tls_key"), &files.key)?,
             partner: partner.to_string(),
         })
     }

@@ -215,8 +215,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
             .add_service(PeerSyncServiceServer::new(peer::PeerServer { shared: Arc::clone(&shared) }));
         let s = stop.clone();
         tasks.spawn("peer link server", async move {
-            server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await?;
-            Ok(())
+            server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await
         });
         let sh = Arc::clone(&shared);
         let s = stop.clone();

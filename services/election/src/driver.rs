@@ -366,7 +366,7 @@ impl Driver {
                 let udp = Arc::new(udp);
                 self.peer_sockets[k] = Some(Arc::clone(&udp));
                 let tx = inbound.clone();
-                tasks.spawn_restarting(
+                tasks.spawn_restarting::<_, _, std::io::Error>(
                     &format!("receive peer status on {}", i.name),
                     Duration::from_millis(100),
                     move || {
@@ -391,7 +391,7 @@ impl Driver {
         }
         let mut events = duet_net::netlink::watch()?;
         let tx = inbound.clone();
-        tasks.spawn("link watcher", async move {
+        tasks.spawn::<_, std::convert::Infallible>("link watcher", async move {
             while let Some(ev) = events.recv().await {
                 let msg = match ev {
                     NetEvent::Link(info) => Inbound::Link { name: info.name, up: info.up },

@@ -98,8 +98,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
             );
         let s = stop.clone();
         tasks.spawn("peer link server", async move {
-            server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await?;
-            Ok(())
+            server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await
         });
         tasks.spawn("sender", sender::run(Arc::clone(&shared), stop.clone()));
     }
