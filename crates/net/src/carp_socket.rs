@@ -132,18 +132,22 @@ impl CarpSocket {
             SendMode::Unicast => {}
         }
 
+        // Protocol 0 at creation: the socket receives nothing until it is
+        // bound (with ETH_P_IP) to the interface, after its filter is in
+        // place; created with ETH_P_IP it would take every IP packet of
+        // every interface until then.
         let eth_p_ip = libc::ETH_P_IP as u16;
-        let recv = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(i32::from(eth_p_ip.to_be()))))
-            .map_err(setup("packet socket"))?;
+        let recv = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0))).map_err(setup("packet socket"))?;
         recv.attach_filter(&carp_filter()).map_err(setup("receive filter"))?;
         recv.bind(&link_addr(i32::try_from(ifindex).unwrap_or(0), eth_p_ip, [0; 6]))
             .map_err(setup("bind packet socket"))?;
         // Best effort: the default is fine when the limit is lower.
         let _ = recv.set_recv_buffer_size(RECV_BUFFER);
         recv.set_nonblocking(true).map_err(setup("non-blocking"))?;
+        // Anything queued before the bind took effect is not ours to judge.
+        let mut scratch = [0u8; 64];
+        while recv_into(&recv, &mut scratch).is_ok() {}
         let recv = register(recv).map_err(setup("register with tokio"))?;
-        // Packets that matched before the filter was attached may sit in
-        // the queue; they are harmless (the core checks everything).
         Ok(Self { iface: iface.to_string(), send, recv })
     }
 

@@ -38,7 +38,14 @@ pub struct ServiceSpec {
     pub name: &'static str,
     /// Binary file name ("duet-election").
     pub binary: &'static str,
+    /// Its gRPC address: the next service starts once it accepts there
+    /// (the takeover, configsync and the replicator follow the election).
+    pub listen: Option<std::net::SocketAddr>,
 }
+
+/// How long a started service may take to listen before the next one is
+/// started anyway (it then retries on its own).
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
 /// The services a unit runs, in start order: election and takeover
 /// always; configsync when `[configsync]` is enabled and complete (a unit
@@ -46,12 +53,12 @@ pub struct ServiceSpec {
 /// the replicator likewise when `[replicator]` is enabled.
 pub fn services(cfg: &Validated) -> Vec<ServiceSpec> {
     let mut v = vec![
-        ServiceSpec { name: "election", binary: "duet-election" },
-        ServiceSpec { name: "takeover", binary: "duet-takeover" },
+        ServiceSpec { name: "election", binary: "duet-election", listen: Some(cfg.election_listen) },
+        ServiceSpec { name: "takeover", binary: "duet-takeover", listen: Some(cfg.takeover_listen) },
     ];
     if cfg.raw.configsync.enabled {
         match cfg.configsync() {
-            Ok(_) => v.push(ServiceSpec { name: "configsync", binary: "duet-configsync" }),
+            Ok(c) => v.push(ServiceSpec { name: "configsync", binary: "duet-configsync", listen: Some(c.listen) }),
             Err(errs) => {
                 let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
                 tracing::warn!("configsync not started: {}", lines.join("; "));
@@ -60,7 +67,7 @@ pub fn services(cfg: &Validated) -> Vec<ServiceSpec> {
     }
     if cfg.raw.replicator.enabled {
         match cfg.replicator() {
-            Ok(_) => v.push(ServiceSpec { name: "replicator", binary: "duet-replicator" }),
+            Ok(c) => v.push(ServiceSpec { name: "replicator", binary: "duet-replicator", listen: Some(c.listen) }),
             Err(errs) => {
                 let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
                 tracing::warn!("replicator not started: {}", lines.join("; "));
@@ -151,11 +158,28 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Runs the unit until `shutdown`; then hands over and stops everything.
-    pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    /// Starts the services in order, each once the one before listens.
+    async fn start_all(&mut self) -> anyhow::Result<()> {
         for k in 0..self.services.len() {
             self.spawn(k)?;
+            if let Some(addr) = self.services[k].spec.listen {
+                let name = self.services[k].spec.name;
+                if !wait_listening(addr, LISTEN_WAIT).await {
+                    tracing::warn!(
+                        service = name,
+                        %addr,
+                        "not listening after {} s; starting the next service anyway",
+                        LISTEN_WAIT.as_secs()
+                    );
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Runs the unit until `shutdown`; then hands over and stops everything.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+        self.start_all().await?;
         loop {
             let next_restart = self.services.iter().filter_map(|r| r.restart_at).min();
             tokio::select! {
@@ -230,10 +254,7 @@ impl Supervisor {
             LinkFailureAction::RestartServices => tracing::error!("restarting all services of the unit"),
         }
         self.stop_services().await;
-        for k in 0..self.services.len() {
-            self.spawn(k)?;
-        }
-        Ok(())
+        self.start_all().await
     }
 
     /// Planned handover, then every service stopped in order.
@@ -299,6 +320,23 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Whether a TCP connection to `addr` succeeds within `limit` (tried every
+/// 20 ms): the service listens.
+async fn wait_listening(addr: std::net::SocketAddr, limit: Duration) -> bool {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(target).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// Waits until any running child exits.
