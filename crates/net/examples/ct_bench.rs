@@ -93,5 +93,5 @@ fn main() -> Result<()> {
         ensure!(sample.dnat() == flows[count / 2].dnat(), "{sample:?}");
         println!();
     }
-    lab.teardown()
+    Ok(lab.teardown()?)
 }

@@ -381,7 +381,7 @@ pub fn freeze_all(ns: &str) -> Result<()> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     for _ in 0..3 {
-        for p in procfs::ns_pids(ns)? {
+        for p in duet_testkit::pids_in(ns)? {
             if let Ok(raw) = i32::try_from(p) {
                 let _ = kill(Pid::from_raw(raw), Signal::SIGSTOP);
             }
@@ -452,7 +452,7 @@ impl Pair {
     fn crash(&mut self, l: &LbLab, unit: Unit) -> Result<()> {
         let host = unit.host(&l.l);
         freeze_all(&l.l.lab.ns(host))?;
-        procfs::kill_all(&l.l.lab.ns(host))?;
+        duet_testkit::kill_all_in(&l.l.lab.ns(host))?;
         l.l.lab.link_down(host, "eth0")?;
         l.l.lab.link_down(host, "eth1")?;
         let procs: Vec<Proc> = match self {
@@ -490,8 +490,8 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         for ns in &self.namespaces {
-            if let Err(e) = procfs::kill_all(ns) {
-                eprintln!("duet-bench: clearing {ns}: {e:#}");
+            if let Err(e) = duet_testkit::kill_all_in(ns) {
+                eprintln!("duet-bench: clearing {ns}: {:#}", anyhow::Error::from(e));
             }
         }
     }
@@ -780,10 +780,7 @@ fn throughput_measure(
     let mut ct = in_netns(&ns_a, Conntrack::open)??;
     let base_b = kernel_count(&ns_b)?;
     let tick = procfs::clock_ticks();
-    let pids: Vec<Vec<u32>> = [a, b]
-        .into_iter()
-        .map(|h| pids_of(&l.l.lab, h, sys.process()).into_iter().filter_map(|p| u32::try_from(p).ok()).collect())
-        .collect();
+    let pids: Vec<Vec<u32>> = [a, b].into_iter().map(|h| pids_of(&l.l.lab, h, sys.process())).collect();
     if pids.iter().any(Vec::is_empty) {
         bail!("no {} process on a unit: {pids:?}", sys.process());
     }
