@@ -1,13 +1,11 @@
-//! Shared helpers of duet's end-to-end tests and benchmarks: a lab of
-//! units in network namespaces, their configuration files, the service
-//! binaries, gRPC calls made from inside a unit's namespace, and packet
-//! crafting for hostile-wire tests.
+//! Shared helpers of duet's end-to-end tests, the demo and the benchmarks
+//! (`tests/bench`, `duet-bench`): a lab of units in network namespaces,
+//! their configuration files, the service binaries, gRPC calls made from
+//! inside a unit's namespace, long-lived client connections (`duet-conns`),
+//! and packet crafting for hostile-wire tests.
 
-pub mod bench;
 pub mod conns;
 pub mod lblab;
-pub mod probe;
-pub mod syncbench;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::procfs;
-use super::report::aligned;
-use super::system::{DuetLaunch, System, SystemKind, holders};
-use crate::PairLab;
+use crate::procfs;
+use crate::report::aligned;
+use crate::system::{DuetLaunch, System, SystemKind, holders};
+use duet_tests::PairLab;
 
 /// What to measure.
 #[derive(Debug, Clone, serde::Serialize)]

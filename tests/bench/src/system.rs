@@ -20,7 +20,7 @@ use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
 use duet_testkit::{HostId, Proc, in_netns};
 use nix::sys::signal::Signal;
 
-use crate::{PairLab, SHARED, UNIT1, UNIT2, UnitConfig, bin};
+use duet_tests::{PairLab, SHARED, UNIT1, UNIT2, UnitConfig, bin};
 
 /// The takeover service's gRPC address inside a unit's namespace.
 pub const TAKEOVER: &str = "http://127.0.0.1:7871";
