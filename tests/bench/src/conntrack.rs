@@ -25,7 +25,7 @@ use crate::report::{Goal, aligned};
 const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 10), 443);
 /// Source ports per client address.
 const PORTS_PER_CLIENT: u32 = 50_000;
-/// The most flows [`flow`] can tell apart (250 client addresses).
+/// The most flows the benchmark can tell apart (250 client addresses).
 pub const MAX_FLOWS: u32 = 250 * PORTS_PER_CLIENT;
 /// The goal for every step.
 pub const GOAL_ENTRIES_PER_S: f64 = 200_000.0;
