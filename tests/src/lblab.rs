@@ -61,7 +61,7 @@ impl LbLab {
     pub fn server(&mut self) -> anyhow::Result<Proc> {
         let exe = bin("duet-conns").to_string_lossy().into_owned();
         let listen = format!("{SERVER}:{SERVER_PORT}");
-        self.l.lab.spawn(self.s, "server", &[&exe, "serve", "--listen", &listen], &[])
+        Ok(self.l.lab.spawn(self.s, "server", &[&exe, "serve", "--listen", &listen], &[])?)
     }
 
     /// Adds the virtual service on `host` (the active unit), source
@@ -139,9 +139,12 @@ impl LbLab {
     /// Waits until the replicator of `host` has resynced and holds at
     /// least `flows` flows.
     pub fn wait_flows(&self, host: HostId, flows: u64, timeout: Duration) -> anyhow::Result<rp::GetStatusResponse> {
-        wait_for(&format!("{flows} flows held by {}", self.l.lab.ns(host)), timeout, Duration::from_millis(100), || {
-            self.replicator_status(host).ok().filter(|s| s.flows >= flows)
-        })
+        Ok(wait_for(
+            &format!("{flows} flows held by {}", self.l.lab.ns(host)),
+            timeout,
+            Duration::from_millis(100),
+            || self.replicator_status(host).ok().filter(|s| s.flows >= flows),
+        )?)
     }
 
     /// The kernel's conntrack entries to the virtual service in `host`

@@ -1,13 +1,11 @@
-//! Shared helpers of duet's end-to-end tests and benchmarks: a lab of
-//! units in network namespaces, their configuration files, the service
-//! binaries, gRPC calls made from inside a unit's namespace, and packet
-//! crafting for hostile-wire tests.
+//! Shared helpers of duet's end-to-end tests, the demo and the benchmarks
+//! (`tests/bench`, `duet-bench`): a lab of units in network namespaces,
+//! their configuration files, the service binaries, gRPC calls made from
+//! inside a unit's namespace, long-lived client connections (`duet-conns`),
+//! and packet crafting for hostile-wire tests.
 
-pub mod bench;
 pub mod conns;
 pub mod lblab;
-pub mod probe;
-pub mod syncbench;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -148,7 +146,7 @@ impl PairLab {
         let exe = bin("duet-election");
         let exe = exe.to_string_lossy().into_owned();
         let p = path.to_string_lossy().into_owned();
-        self.lab.spawn(host, label, &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])
+        Ok(self.lab.spawn(host, label, &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])?)
     }
 
     /// Starts `duet-takeover` in `host` with `cfg` (written by `election`
@@ -157,12 +155,12 @@ impl PairLab {
         let path = cfg.write(self.lab.dir())?;
         let exe = bin("duet-takeover").to_string_lossy().into_owned();
         let p = path.to_string_lossy().into_owned();
-        self.lab.spawn(
+        Ok(self.lab.spawn(
             host,
             &format!("takeover-{}", cfg.name),
             &[&exe, "--config", &p],
             &[("DUET_LOG", "info,duet=debug")],
-        )
+        )?)
     }
 
     /// Starts `duet-configsync` in `host` with `cfg`.
@@ -175,7 +173,7 @@ impl PairLab {
         let path = cfg.write(self.lab.dir())?;
         let exe = bin("duet-configsync").to_string_lossy().into_owned();
         let p = path.to_string_lossy().into_owned();
-        self.lab.spawn(host, label, &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])
+        Ok(self.lab.spawn(host, label, &[&exe, "--config", &p], &[("DUET_LOG", "info,duet=debug")])?)
     }
 
     /// Certificates for units `lb1`, `lb2` (and `lb3`, a stranger with the
@@ -183,7 +181,7 @@ impl PairLab {
     pub fn certs(&self) -> anyhow::Result<PathBuf> {
         let dir = self.lab.dir().join("certs");
         if !dir.join("ca.pem").exists() {
-            duet_ctl::certs::generate(&dir, "test", &["lb1", "lb2", "lb3"], 2)?;
+            duet_testkit::write_certs(&dir, &["lb1", "lb2", "lb3"])?;
         }
         Ok(dir)
     }
@@ -213,12 +211,12 @@ impl PairLab {
         let path = cfg.write(self.lab.dir())?;
         let exe = bin("duet").to_string_lossy().into_owned();
         let p = path.to_string_lossy().into_owned();
-        self.lab.spawn(
+        Ok(self.lab.spawn(
             host,
             &format!("unit-{}", cfg.name),
             &["env", "DUET_LOG=info,duet=debug", &exe, "unit", "--config", &p],
             &[],
-        )
+        )?)
     }
 
     /// The attacker's namespace (labs built with an attacker).
@@ -409,13 +407,9 @@ pub fn parse_adverts(log: &str) -> Vec<Seen> {
 }
 
 /// Pids of the processes running `binary` (by file name) inside `host`.
-pub fn pids_of(lab: &Lab, host: HostId, binary: &str) -> Vec<i32> {
-    let Ok(out) = lab.run_status(host, &["ip", "netns", "pids", &lab.ns(host)]) else { return Vec::new() };
-    // `ip netns pids` must run outside the namespace; `run_status` runs
-    // inside it, which `ip` tolerates (the namespace is named explicitly).
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
+pub fn pids_of(lab: &Lab, host: HostId, binary: &str) -> Vec<u32> {
+    let Ok(pids) = duet_testkit::pids_in(&lab.ns(host)) else { return Vec::new() };
+    pids.into_iter()
         .filter(|p| {
             std::fs::read_link(format!("/proc/{p}/exe"))
                 .ok()

@@ -51,9 +51,9 @@ fn current(l: &PairLab, h: duet_testkit::HostId) -> anyhow::Result<Image> {
 }
 
 fn wait_generation(l: &PairLab, h: duet_testkit::HostId, g: u64, timeout: Duration) -> anyhow::Result<Image> {
-    wait_for(&format!("generation {g} on {}", l.lab.ns(h)), timeout, Duration::from_millis(50), || {
+    Ok(wait_for(&format!("generation {g} on {}", l.lab.ns(h)), timeout, Duration::from_millis(50), || {
         current(l, h).ok().filter(|i| i.generation >= g)
-    })
+    })?)
 }
 
 fn apply(

@@ -221,7 +221,7 @@ fn send_paced(ns: &str, packets: Vec<Vec<u8>>, rate: u32) -> anyhow::Result<()> 
     })?
 }
 
-fn cpu_ticks(pids: &[i32]) -> u64 {
+fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .filter_map(|s| {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use duet_proto::common::v1::Role;
 use duet_proto::replicator::v1 as rp;
 use duet_testkit::{HostId, Proc, wait_for};
-use duet_tests::bench::procfs;
 use duet_tests::conns::ClientReport;
 use duet_tests::lblab::{self, LbLab, replicator_call};
 use duet_tests::*;
@@ -64,7 +63,7 @@ fn udp_flows(l: &LbLab, h: HostId) -> usize {
 /// SIGKILL of everything in the unit's namespace, then its links down
 /// (in this order, so that nothing of it can resign first).
 fn crash(l: &LbLab, host: HostId, unit: &mut Option<Proc>) -> anyhow::Result<()> {
-    procfs::kill_all(&l.l.lab.ns(host))?;
+    duet_testkit::kill_all_in(&l.l.lab.ns(host))?;
     l.l.lab.link_down(host, "eth0")?;
     l.l.lab.link_down(host, "eth1")?;
     if let Some(mut p) = unit.take() {

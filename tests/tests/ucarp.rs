@@ -12,7 +12,7 @@ const T: Duration = Duration::from_secs(20);
 /// Starts ucarp in `host` as unit 2 of the pair with advskew `skew`.
 fn ucarp(l: &mut PairLab, host: HostId, skew: u8, label: &str) -> anyhow::Result<Proc> {
     let skew = skew.to_string();
-    l.lab.spawn(
+    Ok(l.lab.spawn(
         host,
         label,
         &[
@@ -40,7 +40,7 @@ fn ucarp(l: &mut PairLab, host: HostId, skew: u8, label: &str) -> anyhow::Result
             "-n",
         ],
         &[],
-    )
+    )?)
 }
 
 /// ucarp's current state from its log: the last "Switching to state".

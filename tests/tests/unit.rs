@@ -11,9 +11,9 @@ use nix::unistd::Pid;
 
 const T: Duration = Duration::from_secs(20);
 
-fn sigkill(pids: &[i32]) {
-    for p in pids {
-        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+fn sigkill(pids: &[u32]) {
+    for &p in pids {
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
     }
 }
 

@@ -74,7 +74,7 @@ fn two_arm_lab(test: &str) -> Result<(Lab, Hosts)> {
 
 /// Runs `f` on a thread inside `host`.
 fn on<T: Send + 'static>(lab: &Lab, host: HostId, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    in_netns(&lab.ns(host), f)
+    Ok(in_netns(&lab.ns(host), f)?)
 }
 
 /// A TCP server on port 80 of a real server that writes `name` to each
@@ -176,7 +176,7 @@ fn count(seen: &BTreeMap<String, usize>, who: &str) -> usize {
 
 /// `nft list table ip duet` in `host`.
 fn listing(lab: &Lab, host: HostId) -> Result<String> {
-    lab.run(host, &["nft", "list", "table", "ip", "duet"])
+    Ok(lab.run(host, &["nft", "list", "table", "ip", "duet"])?)
 }
 
 #[test]

@@ -110,8 +110,8 @@ const CONTROL_SOCKET_BUFFER: usize = 8 << 20;
 const CONTROL_SEND_BUFFER: usize = 1 << 20;
 
 /// Bytes of netlink messages per `send`. Larger batches save syscalls but
-/// the kernel copies each into one buffer; measured with `ct_bench`, gains
-/// stop well below this.
+/// the kernel copies each into one buffer; measured with `duet-bench
+/// conntrack`, gains stop well below this.
 const BATCH_BYTES: usize = 128 << 10;
 
 /// Generous upper bound of one encoded flow message (about 240 bytes).

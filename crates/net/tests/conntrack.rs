@@ -188,7 +188,7 @@ fn a_dnat_tcp_flow_is_created_dumped_and_deleted() -> Result<()> {
     assert!(listed(&lab, lb, &[], "sport=40000")?.is_empty());
     assert!(find(&ct.dump()?, &flow.orig).is_none());
     assert!(!ct.delete(&flow.orig)?, "nothing left to delete");
-    lab.teardown()
+    Ok(lab.teardown()?)
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn a_udp_flow_is_created_then_updated() -> Result<()> {
     assert!(ct.delete_in_zone(&later.orig, 7)?);
     assert!(!ct.delete_in_zone(&later.orig, 7)?);
     assert!(find(&ct.dump()?, &later.orig).is_some_and(|f| f.zone == 0), "zone 0 untouched");
-    lab.teardown()
+    Ok(lab.teardown()?)
 }
 
 #[test]
@@ -284,7 +284,7 @@ fn a_preinstalled_dnat_flow_rewrites_packets_with_no_rule() -> Result<()> {
     assert_eq!(answered_by, SocketAddr::from((VIP, 53)), "the answer is translated back");
     let dumped = ct.dump()?;
     assert_eq!(dumped.len(), 1, "the packets used the entry, no new one: {dumped:?}");
-    lab.teardown()
+    Ok(lab.teardown()?)
 }
 
 #[test]
@@ -356,7 +356,7 @@ fn events_follow_a_real_dnat_connection() -> Result<()> {
     assert!(ct.delete(&orig)?);
     events.expect("Destroy of the UDP flow", |kind, f| kind == EventKind::Destroy && f.orig == orig)?;
     assert_eq!(events.events.undecodable(), 0);
-    lab.teardown()
+    Ok(lab.teardown()?)
 }
 
 #[test]
@@ -418,7 +418,7 @@ fn flows_dumped_on_the_active_are_recreated_equal_on_the_standby() -> Result<()>
     // Replaying the same state is harmless.
     let report = standby_ct.upsert(&active)?;
     assert_eq!((report.created, report.updated, report.failed), (0, 3, 0), "{report:?}");
-    lab.teardown()
+    Ok(lab.teardown()?)
 }
 
 #[test]
@@ -451,5 +451,5 @@ fn a_lagging_event_reader_is_told_of_the_overrun() -> Result<()> {
     assert!(ct.delete(&flows[0].orig)?);
     let gone = events.expect("Destroy after the overrun", |kind, _| kind == EventKind::Destroy)?;
     assert_eq!(gone.orig, flows[0].orig);
-    lab.teardown()
+    Ok(lab.teardown()?)
 }

@@ -33,9 +33,9 @@ async fn call(addr: std::net::SocketAddr, tls: &PeerTls) -> Result<(), String> {
 #[tokio::test]
 async fn partner_accepted_others_refused() {
     let d = tempfile::tempdir().unwrap();
-    duet_ctl::certs::generate(d.path(), "t", &["lb1", "lb2", "lb3"], 1).unwrap();
+    duet_testkit::write_certs(d.path(), &["lb1", "lb2", "lb3"]).unwrap();
     let other = tempfile::tempdir().unwrap();
-    duet_ctl::certs::generate(other.path(), "other", &["lb2"], 1).unwrap();
+    duet_testkit::write_certs(other.path(), &["lb2"]).unwrap();
 
     // lb1 serves and expects lb2.
     let server_tls = PeerTls::load(&files(d.path(), "lb1"), "lb2", "configsync").unwrap();

@@ -8,9 +8,10 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
 
 /// Runs `argv` to completion or until `timeout`, whichever comes first.
 ///
@@ -19,24 +20,25 @@ use nix::unistd::Pid;
 /// pipes: a grandchild that escaped the group and keeps a pipe open could
 /// otherwise block the read forever.
 pub(crate) fn output(argv: &[&str], timeout: Duration) -> Result<Output> {
-    let (program, args) = argv.split_first().context("empty command line")?;
-    let mut stdout = tempfile::tempfile().context("creating a temporary file for stdout")?;
-    let mut stderr = tempfile::tempfile().context("creating a temporary file for stderr")?;
+    let (program, args) = argv.split_first().ok_or(Error::EmptyCommand)?;
+    let command = || argv.join(" ");
+    let mut stdout = tempfile::tempfile().map_err(Error::io("creating a temporary file for stdout"))?;
+    let mut stderr = tempfile::tempfile().map_err(Error::io("creating a temporary file for stderr"))?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .stdout(stdout.try_clone()?)
-        .stderr(stderr.try_clone()?)
+        .stdout(stdout.try_clone().map_err(Error::io("duplicating the stdout file"))?)
+        .stderr(stderr.try_clone().map_err(Error::io("duplicating the stderr file"))?)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("starting `{}`", argv.join(" ")))?;
+        .map_err(|source| Error::Spawn { command: command(), source })?;
 
     let deadline = Instant::now() + timeout;
     // Most commands here (`ip`, `nft`) finish in a few milliseconds; start
     // polling fast and back off so long ones do not cost CPU.
     let mut nap = Duration::from_millis(1);
     let status = loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = child.try_wait().map_err(Error::io(format!("waiting for `{}`", command())))? {
             break status;
         }
         if Instant::now() >= deadline {
@@ -44,7 +46,11 @@ pub(crate) fn output(argv: &[&str], timeout: Duration) -> Result<Output> {
             let pgid = Pid::from_raw(child.id() as i32);
             let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.wait();
-            bail!("`{}` timed out after {timeout:?}; output so far: {}", argv.join(" "), read_all(&mut stderr).trim());
+            return Err(Error::CommandTimeout {
+                command: command(),
+                timeout,
+                stderr: read_all(&mut stderr).trim().to_owned(),
+            });
         }
         thread::sleep(nap);
         nap = (nap * 2).min(Duration::from_millis(25));
@@ -57,7 +63,12 @@ pub(crate) fn output(argv: &[&str], timeout: Duration) -> Result<Output> {
 pub(crate) fn check(argv: &[&str], timeout: Duration) -> Result<String> {
     let out = output(argv, timeout)?;
     if !out.status.success() {
-        bail!("`{}` failed ({}): {}", argv.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        return Err(Error::CommandFailed {
+            command: argv.join(" "),
+            place: String::new(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

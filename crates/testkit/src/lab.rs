@@ -5,11 +5,11 @@ use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::cmd;
+use crate::error::{Error, Result, chain};
 use crate::netns;
 use crate::process::{self, Proc, Shared};
 
@@ -111,7 +111,7 @@ impl Lab {
         let tempdir = tempfile::Builder::new()
             .prefix(&format!("{}{prefix}", netns::DIR_PREFIX))
             .tempdir()
-            .context("creating the lab directory")?;
+            .map_err(Error::io("creating the lab directory"))?;
         Ok(Self {
             prefix,
             dir: tempdir.path().to_owned(),
@@ -131,7 +131,7 @@ impl Lab {
     /// `198.18.0.(i+1)/24` on `eth0`.
     pub fn simple(test: &str, hosts: &[&str]) -> Result<Self> {
         if hosts.len() > 253 {
-            bail!("Lab::simple: at most 253 hosts fit in 198.18.0.0/24");
+            return Err(Error::TooManyHosts { max: 253, asked: hosts.len() });
         }
         let mut lab = Self::new(test)?;
         let lan = lab.segment("lan")?;
@@ -165,13 +165,13 @@ impl Lab {
     /// floods to every port. `name`: up to 12 letters, digits, `-` or `_`.
     pub fn segment(&mut self, name: &str) -> Result<SegmentId> {
         self.check_live()?;
-        check_name("segment", name, 12)?;
+        check_name("segment", name, "1-12 letters, digits, '-' or '_'", 12)?;
         if self.segments.iter().any(|s| s.name == name) {
-            bail!("segment {name:?} exists already");
+            return Err(Error::AlreadyExists { what: format!("segment {name:?}") });
         }
         let bridge = format!("br-{name}");
         if self.switch_name_taken(&bridge) {
-            bail!("segment {name:?}: a switch port is already called {bridge}");
+            return Err(Error::AlreadyExists { what: format!("a switch port called {bridge} (for segment {name:?})") });
         }
         let sw = self.ensure_switch()?;
         self.ip(&[
@@ -199,12 +199,16 @@ impl Lab {
     /// letters, digits, `-` or `_`, and not `switch`.
     pub fn host(&mut self, name: &str) -> Result<HostId> {
         self.check_live()?;
-        check_name("host", name, 32)?;
+        check_name("host", name, "1-32 letters, digits, '-' or '_'", 32)?;
         if name == SWITCH {
-            bail!("host name {SWITCH:?} is reserved for the lab's switch");
+            return Err(Error::InvalidName {
+                kind: "host",
+                name: name.to_owned(),
+                rule: "reserved for the lab's switch",
+            });
         }
         if self.hosts.iter().any(|h| h.name == name) {
-            bail!("host {name:?} exists already");
+            return Err(Error::AlreadyExists { what: format!("host {name:?}") });
         }
         let ns = format!("{}{name}", self.prefix);
         self.add_ns(&ns)?;
@@ -221,13 +225,21 @@ impl Lab {
         self.check_live()?;
         let h = self.host_ref(host)?;
         let ns = h.ns.clone();
-        let bridge =
-            self.segments.get(seg.0).with_context(|| format!("no segment {seg:?} in this lab"))?.bridge.clone();
+        let bridge = self
+            .segments
+            .get(seg.0)
+            .ok_or_else(|| Error::NotFound { what: format!("segment {seg:?} in lab {}", self.prefix) })?
+            .bridge
+            .clone();
         if ifname.is_empty() || ifname.len() > 15 || ifname == "lo" || !ifname.chars().all(is_name_char) {
-            bail!("invalid interface name {ifname:?} (1-15 letters, digits, '-', '_' or '.', not lo)");
+            return Err(Error::InvalidName {
+                kind: "interface",
+                name: ifname.to_owned(),
+                rule: "1-15 letters, digits, '-', '_' or '.', not lo",
+            });
         }
         if h.ports.iter().any(|p| p.ifname == ifname) {
-            bail!("host {} already has {ifname}", h.name);
+            return Err(Error::AlreadyExists { what: format!("{ifname} of host {}", h.name) });
         }
         // A readable port name for tcpdump and rules when it fits, otherwise
         // a numbered one.
@@ -238,7 +250,7 @@ impl Lab {
             let n = self.hosts.iter().map(|h| h.ports.len()).sum::<usize>();
             (n..).map(|i| format!("p{i}")).find(|p| !self.switch_name_taken(p)).expect("unbounded")
         };
-        let sw = self.switch_ns.clone().context("lab has no switch")?;
+        let sw = self.switch()?.to_owned();
         self.ip(&["-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", ifname, "netns", &ns])?;
         self.hosts[host.0].ports.push(Port { ifname: ifname.to_owned(), switch_port: port.clone() });
         self.ip(&["-n", &sw, "link", "set", &port, "master", &bridge, "up"])?;
@@ -285,7 +297,7 @@ impl Lab {
             .iter()
             .find(|p| p.ifname == ifname)
             .map(|p| p.switch_port.as_str())
-            .with_context(|| format!("host {} has no {ifname} attached to a segment", h.name))
+            .ok_or_else(|| Error::NotFound { what: format!("{ifname} of host {} attached to a segment", h.name) })
     }
 
     /// Runs `argv` inside `host` (via `ip netns exec`), bounded by the
@@ -294,13 +306,12 @@ impl Lab {
     pub fn run(&self, host: HostId, argv: &[&str]) -> Result<String> {
         let out = self.run_status(host, argv)?;
         if !out.status.success() {
-            bail!(
-                "`{}` in {} failed ({}): {}",
-                argv.join(" "),
-                self.hosts[host.0].name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            return Err(Error::CommandFailed {
+                command: argv.join(" "),
+                place: format!(" in {}", self.hosts[host.0].name),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -309,7 +320,7 @@ impl Lab {
     /// status. Errors only if it cannot be started or times out.
     pub fn run_status(&self, host: HostId, argv: &[&str]) -> Result<Output> {
         if argv.is_empty() {
-            bail!("run: empty command line");
+            return Err(Error::EmptyCommand);
         }
         let ns = self.host_ref(host)?.ns.as_str();
         let full: Vec<&str> = ["ip", "netns", "exec", ns].into_iter().chain(argv.iter().copied()).collect();
@@ -328,7 +339,11 @@ impl Lab {
     pub fn spawn(&mut self, host: HostId, label: &str, argv: &[&str], env: &[(&str, &str)]) -> Result<Proc> {
         self.check_live()?;
         if label.is_empty() || label.contains('/') || label.starts_with('.') {
-            bail!("invalid process label {label:?}");
+            return Err(Error::InvalidName {
+                kind: "process label",
+                name: label.to_owned(),
+                rule: "not empty, no '/', not starting with '.'",
+            });
         }
         let ns = self.host_ref(host)?.ns.clone();
         let log_path = self.dir.join(format!("{label}.log"));
@@ -376,7 +391,7 @@ impl Lab {
             0 => format!("{filter} counter"),
             1..=99 => format!("{filter} numgen random mod 100 < {percent} drop"),
             100 => format!("{filter} drop"),
-            _ => bail!("loss of {percent}% is not a percentage"),
+            _ => return Err(Error::NotAPercentage(percent)),
         };
         self.add_switch_rule(rule.trim_start())
     }
@@ -384,31 +399,39 @@ impl Lab {
     /// Appends an arbitrary nft rule to the switch's `bridge` forward chain,
     /// e.g. `ether daddr 01:00:5e:00:00:12 drop` or `iifname "h1-eth0" drop`.
     pub fn add_switch_rule(&self, rule: &str) -> Result<RuleId> {
-        let sw = self.switch_ns.as_deref().context("lab has no segment, so no switch")?;
-        let out = self.nft(sw, &format!("add rule bridge {NFT_TABLE} forward {rule}"), true)?;
+        let sw = self.switch()?;
+        let command = format!("add rule bridge {NFT_TABLE} forward {rule}");
+        let out = self.nft(sw, &command, true)?;
         let handle = out
             .rsplit_once("# handle ")
             .and_then(|(_, h)| h.split_whitespace().next()?.parse().ok())
-            .with_context(|| format!("no rule handle in nft's answer {out:?}"))?;
+            .ok_or_else(|| Error::UnexpectedOutput {
+                what: "rule handle",
+                command: format!("nft {command}"),
+                output: out.clone(),
+            })?;
         Ok(RuleId(handle))
     }
 
     /// Removes a rule added by [`add_loss`](Self::add_loss) or
     /// [`add_switch_rule`](Self::add_switch_rule).
     pub fn remove_rule(&self, id: RuleId) -> Result<()> {
-        let sw = self.switch_ns.as_deref().context("lab has no segment, so no switch")?;
+        let sw = self.switch()?;
         self.nft(sw, &format!("delete rule bridge {NFT_TABLE} forward handle {}", id.0), false).map(drop)
     }
 
     /// MAC address of `ifname` inside `host`, e.g. `"6a:1f:..."`.
     pub fn mac(&self, host: HostId, ifname: &str) -> Result<String> {
         let ns = &self.host_ref(host)?.ns;
-        let out = cmd::check(&["ip", "-n", ns, "-j", "link", "show", "dev", ifname], self.cmd_timeout)?;
-        let links: Value = serde_json::from_str(&out).context("parsing `ip -j link` output")?;
-        links[0]["address"]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("no MAC address for {ifname} in {out:?}"))
+        let argv = ["ip", "-n", ns, "-j", "link", "show", "dev", ifname];
+        let out = cmd::check(&argv, self.cmd_timeout)?;
+        let links: Value =
+            serde_json::from_str(&out).map_err(|source| Error::Json { command: argv.join(" "), source })?;
+        links[0]["address"].as_str().map(str::to_owned).ok_or_else(|| Error::UnexpectedOutput {
+            what: "MAC address",
+            command: argv.join(" "),
+            output: out.clone(),
+        })
     }
 
     /// Whether `ifname` inside `host` has IPv4 or IPv6 address `addr`
@@ -417,11 +440,17 @@ impl Lab {
     pub fn addr_present(&self, host: HostId, ifname: &str, addr: &str) -> Result<bool> {
         let ns = &self.host_ref(host)?.ns;
         let (ip, len) = match addr.split_once('/') {
-            Some((ip, len)) => (ip, Some(len.parse::<u64>().with_context(|| format!("bad prefix in {addr:?}"))?)),
+            Some((ip, len)) => {
+                let len =
+                    len.parse::<u64>().map_err(|source| Error::InvalidAddress { addr: addr.to_owned(), source })?;
+                (ip, Some(len))
+            }
             None => (addr, None),
         };
-        let out = cmd::check(&["ip", "-n", ns, "-j", "addr", "show"], self.cmd_timeout)?;
-        let links: Value = serde_json::from_str(&out).context("parsing `ip -j addr` output")?;
+        let argv = ["ip", "-n", ns, "-j", "addr", "show"];
+        let out = cmd::check(&argv, self.cmd_timeout)?;
+        let links: Value =
+            serde_json::from_str(&out).map_err(|source| Error::Json { command: argv.join(" "), source })?;
         let found = links
             .as_array()
             .into_iter()
@@ -444,9 +473,9 @@ impl Lab {
         let mut errors = Vec::new();
 
         let children: Vec<Shared> = self.procs.iter().map(|p| p.child.clone()).collect();
-        for (p, result) in self.procs.iter().zip(process::stop(&children, Proc::DROP_GRACE)) {
+        for result in process::stop(&children, Proc::DROP_GRACE) {
             if let Err(e) = result {
-                errors.push(format!("stopping {}: {e:#}", p.label));
+                errors.push(e);
             }
         }
         self.procs.clear();
@@ -456,9 +485,9 @@ impl Lab {
         // process is inside.
         for ns in &self.live_ns {
             if netns::path(ns).exists()
-                && let Err(e) = netns::kill_all_in(ns, self.cmd_timeout)
+                && let Err(e) = netns::kill_all_in(ns)
             {
-                errors.push(format!("{e:#}"));
+                errors.push(e);
             }
         }
 
@@ -467,7 +496,7 @@ impl Lab {
         {
             match self.nft(&sw, &format!("delete table bridge {NFT_TABLE}"), false) {
                 Ok(_) => self.nft_table = false,
-                Err(e) => errors.push(format!("{e:#}")),
+                Err(e) => errors.push(e),
             }
         }
 
@@ -482,7 +511,7 @@ impl Lab {
                 match netns::delete(ns, timeout) {
                     Ok(()) => false,
                     Err(e) => {
-                        errors.push(format!("{e:#}"));
+                        errors.push(e);
                         true
                     }
                 }
@@ -493,22 +522,26 @@ impl Lab {
             if std::env::var_os(KEEP_ENV).is_some() {
                 eprintln!("duet-testkit: kept lab directory {}", dir.keep().display());
             } else if let Err(e) = dir.close() {
-                errors.push(format!("removing {}: {e}", self.dir.display()));
+                errors.push(Error::Io { what: format!("removing {}", self.dir.display()), source: e });
             }
         }
 
-        if errors.is_empty() { Ok(()) } else { bail!("tearing down lab {}: {}", self.prefix, errors.join("; ")) }
+        if errors.is_empty() { Ok(()) } else { Err(Error::Teardown { prefix: self.prefix.clone(), errors }) }
     }
 
     fn check_live(&self) -> Result<()> {
         if self.torn_down {
-            bail!("lab {} has been torn down", self.prefix);
+            return Err(Error::TornDown { prefix: self.prefix.clone() });
         }
         Ok(())
     }
 
     fn host_ref(&self, host: HostId) -> Result<&Host> {
-        self.hosts.get(host.0).with_context(|| format!("no host {host:?} in lab {}", self.prefix))
+        self.hosts.get(host.0).ok_or_else(|| Error::NotFound { what: format!("host {host:?} in lab {}", self.prefix) })
+    }
+
+    fn switch(&self) -> Result<&str> {
+        self.switch_ns.as_deref().ok_or_else(|| Error::NoSwitch { prefix: self.prefix.clone() })
     }
 
     fn ip(&self, args: &[&str]) -> Result<()> {
@@ -600,9 +633,9 @@ impl Lab {
     fn set_ports(&self, host: HostId, state: &str) -> Result<()> {
         let h = self.host_ref(host)?;
         if h.ports.is_empty() {
-            bail!("host {} is not attached to any segment", h.name);
+            return Err(Error::NotFound { what: format!("segment attached to host {}", h.name) });
         }
-        let sw = self.switch_ns.as_deref().context("lab has no switch")?;
+        let sw = self.switch()?;
         for p in &h.ports {
             self.ip(&["-n", sw, "link", "set", "dev", &p.switch_port, state])?;
         }
@@ -622,7 +655,7 @@ impl Drop for Lab {
             self.dump_logs();
         }
         if let Err(e) = self.teardown() {
-            eprintln!("duet-testkit: {e:#}");
+            eprintln!("duet-testkit: {}", chain(&e));
         }
     }
 }
@@ -631,9 +664,9 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
-fn check_name(kind: &str, name: &str, max: usize) -> Result<()> {
+fn check_name(kind: &'static str, name: &str, rule: &'static str, max: usize) -> Result<()> {
     if name.is_empty() || name.len() > max || !name.chars().all(|c| c != '.' && is_name_char(c)) {
-        bail!("invalid {kind} name {name:?} (1-{max} letters, digits, '-' or '_')");
+        return Err(Error::InvalidName { kind, name: name.to_owned(), rule });
     }
     Ok(())
 }

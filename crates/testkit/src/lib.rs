@@ -21,8 +21,14 @@
 //! needs root, and is meant for end-to-end tests and benchmarks only, never
 //! for production code. Test traffic should stay in 198.18.0.0/15, inside the
 //! lab's namespaces.
+//!
+//! Beside the lab it makes throw-away certificates for the peer links'
+//! mutual TLS ([`write_certs`]). Its errors are one [`Error`] enum; tests
+//! may wrap them in `anyhow` as they like.
 
+mod certs;
 mod cmd;
+mod error;
 mod lab;
 mod netns;
 mod process;
@@ -30,10 +36,10 @@ mod process;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-
+pub use certs::write_certs;
+pub use error::{Error, Result};
 pub use lab::{HostId, Lab, RuleId, SegmentId};
-pub use netns::in_netns;
+pub use netns::{in_netns, kill_all_in, pids_in};
 pub use process::Proc;
 
 /// Checks that the test can build a lab.
@@ -58,12 +64,7 @@ pub fn require_root(test: &str) -> bool {
 /// Calls `f` at once and then every `every` until it returns `Some(v)`, and
 /// returns `v`. Once `timeout` has passed (with `f` called at least once more
 /// at the deadline) it gives up with an error naming `what`.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    every: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
+pub fn wait_for<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -71,7 +72,7 @@ pub fn wait_for<T>(
         }
         let now = Instant::now();
         if now >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
+            return Err(Error::Timeout { what: what.to_owned(), timeout });
         }
         thread::sleep(every.min(deadline - now));
     }

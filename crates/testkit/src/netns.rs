@@ -1,20 +1,22 @@
-//! Namespace names, entering a namespace from a thread, and sweeping the
-//! leftovers (namespaces, lab directories) of killed runs.
+//! Namespace names, entering a namespace from a thread, the processes
+//! inside a namespace, and sweeping the leftovers (namespaces, lab
+//! directories) of killed runs.
 
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cmd;
+use crate::error::{Error, Result, chain};
 
 /// Every namespace the harness creates starts with this, followed by the
 /// creating process's pid and a per-process counter in letters, then `-`.
@@ -99,16 +101,46 @@ pub(crate) fn path(ns: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(ns)
 }
 
-/// SIGKILLs every process living in namespace `ns` (except ourselves).
-pub(crate) fn kill_all_in(ns: &str, timeout: Duration) -> Result<()> {
-    let out = cmd::check(&["ip", "netns", "pids", ns], timeout)?;
+/// Pids of the processes whose network namespace is `ns` (a name under
+/// `/run/netns`, such as [`Lab::ns`](crate::Lab::ns) returns), sorted.
+///
+/// It looks as `ip netns pids` does, by the namespace file's device and
+/// inode, but reads `/proc` itself: no process is started, which matters
+/// when a benchmark times a crash. This process is never included, even
+/// while some of its threads are inside ([`in_netns`]).
+pub fn pids_in(ns: &str) -> Result<Vec<u32>> {
+    let target = fs::metadata(path(ns)).map_err(Error::io(format!("looking up namespace {ns}")))?;
     let me = process::id();
-    for pid in out.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
-        if pid != me {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").map_err(Error::io("listing /proc"))?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        // A process may exit while we look: skip it.
+        if let Ok(m) = fs::metadata(format!("/proc/{pid}/ns/net"))
+            && m.dev() == target.dev()
+            && m.ino() == target.ino()
+        {
+            pids.push(pid);
         }
     }
-    Ok(())
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// SIGKILLs every process in namespace `ns` at once (all but this one, see
+/// [`pids_in`]), as a host that loses power would stop; returns how many
+/// were signalled. Their parents reap them: a [`Proc`](crate::Proc) is
+/// still to be killed or dropped.
+pub fn kill_all_in(ns: &str) -> Result<usize> {
+    let pids = pids_in(ns)?;
+    for &pid in &pids {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    Ok(pids.len())
 }
 
 /// Deletes namespace `ns`; one that is already gone is not an error.
@@ -128,13 +160,13 @@ pub(crate) fn sweep() {
     let stale: Vec<String> =
         list().into_iter().filter(|name| owner_pid(name).is_some_and(|pid| !pid_alive(pid))).collect();
     for ns in &stale {
-        if let Err(e) = kill_all_in(ns, SWEEP_TIMEOUT) {
-            eprintln!("duet-testkit: sweeping {ns}: {e:#}");
+        if let Err(e) = kill_all_in(ns) {
+            eprintln!("duet-testkit: sweeping {ns}: {}", chain(&e));
         }
     }
     for ns in &stale {
         if let Err(e) = delete(ns, SWEEP_TIMEOUT) {
-            eprintln!("duet-testkit: sweeping {ns}: {e:#}");
+            eprintln!("duet-testkit: sweeping {ns}: {}", chain(&e));
         }
     }
 }
@@ -171,19 +203,19 @@ pub(crate) fn sweep_dirs() {
 /// caller, so assertions inside `f` fail the test as usual.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     if ns.is_empty() || ns.contains('/') {
-        bail!("invalid namespace name {ns:?}");
+        return Err(Error::InvalidName { kind: "namespace", name: ns.to_owned(), rule: "not empty, no '/'" });
     }
     let path = path(ns);
-    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = File::open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
     let ns_name = ns.to_owned();
     let handle = thread::Builder::new()
         .name(format!("netns {ns}"))
         .spawn(move || -> Result<T> {
-            setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering netns {ns_name}"))?;
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| Error::EnterNetns { ns: ns_name, source })?;
             drop(file);
             Ok(f())
         })
-        .context("spawning a thread")?;
+        .map_err(Error::io("spawning a thread"))?;
     match handle.join() {
         Ok(result) => result,
         Err(panic) => std::panic::resume_unwind(panic),

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
+
+use crate::error::{Error, Result, chain};
 
 /// How many log lines an error message or a panic dump shows.
 const TAIL_LINES: usize = 30;
@@ -55,17 +56,17 @@ impl Reaper {
         match waitid(Id::Pid(self.pgid()), flags) {
             Ok(WaitStatus::StillAlive) => Ok(false),
             Ok(_) => Ok(true),
-            Err(e) => Err(e).context("waitid"),
+            Err(source) => Err(Error::Wait { pid: self.child.id(), source }),
         }
     }
 
     fn signal(&self, sig: Signal) -> Result<()> {
         if self.status.is_some() {
-            bail!("process {} has exited already", self.child.id());
+            return Err(Error::Reaped { pid: self.child.id() });
         }
         match killpg(self.pgid(), sig) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("sending {sig} to process group {}", self.pgid())),
+            Err(source) => Err(Error::Signal { signal: sig, pgid: self.pgid().as_raw(), source }),
         }
     }
 
@@ -76,7 +77,7 @@ impl Reaper {
             return Ok(status);
         }
         let _ = killpg(self.pgid(), Signal::SIGKILL);
-        let status = self.child.wait().context("reaping child")?;
+        let status = self.child.wait().map_err(Error::io(format!("reaping process {}", self.child.id())))?;
         self.status = Some(status);
         Ok(status)
     }
@@ -113,23 +114,23 @@ pub(crate) fn stop(children: &[Shared], grace: Duration) -> Vec<Result<Option<Ex
 /// process group, appending stdout and stderr to `log_path`.
 pub(crate) fn spawn(ns: &str, label: &str, log_path: PathBuf, argv: &[&str], env: &[(&str, &str)]) -> Result<Proc> {
     if argv.is_empty() {
-        bail!("spawn {label}: empty command line");
+        return Err(Error::EmptyCommand);
     }
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+        .map_err(Error::io(format!("opening {}", log_path.display())))?;
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(argv)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
+        .stdout(log.try_clone().map_err(Error::io(format!("duplicating {}", log_path.display())))?)
         .stderr(log)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("spawning {label}: `{}` in {ns}", argv.join(" ")))?;
+        .map_err(|source| Error::Spawn { command: format!("ip netns exec {ns} {}", argv.join(" ")), source })?;
     Ok(Proc {
         label: label.to_owned(),
         pid: child.id(),
@@ -218,16 +219,22 @@ impl Proc {
                 if self.log().contains(needle) {
                     return Ok(());
                 }
-                bail!("{} (pid {}) exited before logging {needle:?}; {}", self.label, self.pid, self.log_tail());
+                return Err(Error::ExitedBeforeLog {
+                    label: self.label.clone(),
+                    pid: self.pid,
+                    needle: needle.to_owned(),
+                    tail: self.log_tail(),
+                });
             }
             let now = Instant::now();
             if now >= deadline {
-                bail!(
-                    "{} (pid {}) did not log {needle:?} within {timeout:?}; {}",
-                    self.label,
-                    self.pid,
-                    self.log_tail()
-                );
+                return Err(Error::LogTimeout {
+                    label: self.label.clone(),
+                    pid: self.pid,
+                    needle: needle.to_owned(),
+                    timeout,
+                    tail: self.log_tail(),
+                });
             }
             thread::sleep((deadline - now).min(Duration::from_millis(50)));
         }
@@ -241,7 +248,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Err(e) = self.terminate(Self::DROP_GRACE) {
-            eprintln!("duet-testkit: stopping {} (pid {}): {e:#}", self.label, self.pid);
+            eprintln!("duet-testkit: stopping {} (pid {}): {}", self.label, self.pid, chain(&e));
         }
     }
 }

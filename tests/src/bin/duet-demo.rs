@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use duet_proto::common::v1::Role;
 use duet_testkit::wait_for;
-use duet_tests::bench::procfs;
 use duet_tests::conns::ClientReport;
 use duet_tests::lblab::LbLab;
 use duet_tests::{SHARED, bin};
@@ -85,7 +84,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("crashing lb1: SIGKILL of everything in it, then its links down ...");
     let t0 = Instant::now();
-    procfs::kill_all(&l.l.lab.ns(l.l.a))?;
+    duet_testkit::kill_all_in(&l.l.lab.ns(l.l.a))?;
     l.l.lab.link_down(l.l.a, "eth0")?;
     l.l.lab.link_down(l.l.a, "eth1")?;
     let took = l.l.wait_role(l.l.b, Role::Active, Duration::from_secs(10))?;

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::failover::{FailoverOptions, RepResult, Scenario};
-use super::system::SystemKind;
+use crate::failover::{FailoverOptions, RepResult, Scenario};
+use crate::system::SystemKind;
 
 /// min / median / max of a sample.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -93,7 +93,7 @@ pub fn summarize(reps: &[RepResult], opts: &FailoverOptions) -> Vec<Summary> {
                 continue;
             }
             let ok: Vec<&RepResult> = all.iter().copied().filter(|r| r.error.is_none()).collect();
-            let duet = |f: fn(&super::failover::DuetFigures) -> Option<f64>| -> Vec<f64> {
+            let duet = |f: fn(&crate::failover::DuetFigures) -> Option<f64>| -> Vec<f64> {
                 ok.iter().filter_map(|r| r.duet.as_ref().and_then(f)).collect()
             };
             out.push(Summary {
@@ -290,6 +290,12 @@ pub fn aligned(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Whether every correctness goal of a run holds (one not measured does
+/// not count against it).
+pub fn correct(goals: &[Goal]) -> bool {
+    goals.iter().filter(|g| g.correctness).all(|g| g.pass != Some(false))
+}
+
 /// The goals, one line each.
 pub fn goals_text(g: &[Goal]) -> String {
     let mut out = String::new();
@@ -321,7 +327,7 @@ pub struct FailoverReport {
 impl FailoverReport {
     /// Whether every correctness goal holds.
     pub fn correct(&self) -> bool {
-        self.goals.iter().filter(|g| g.correctness).all(|g| g.pass != Some(false))
+        correct(&self.goals)
     }
 }
 

@@ -1,5 +1,5 @@
 //! keepalived + conntrackd (FTFW) as a load-balancer pair on the
-//! [`LbLab`]: what the replication benchmark ([`super::replication`])
+//! [`LbLab`]: what the replication benchmark ([`crate::replication`])
 //! compares duet with.
 //!
 //! Per unit: conntrackd in Sync Mode FTFW over UDP on eth0 between the two
@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use duet_testkit::Proc;
 
-use super::system::Unit;
-use crate::lblab::{BACK_SHARED, BACK_UNIT1, BACK_UNIT2, LbLab};
-use crate::{SHARED, UNIT1, UNIT2};
+use crate::system::Unit;
+use duet_tests::lblab::{BACK_SHARED, BACK_UNIT1, BACK_UNIT2, LbLab};
+use duet_tests::{SHARED, UNIT1, UNIT2};
 
 /// UDP port of the FTFW link.
 pub const SYNC_PORT: u16 = 3780;

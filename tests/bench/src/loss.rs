@@ -12,8 +12,8 @@ use anyhow::{Result, bail};
 use duet_proto::common::v1::Role;
 use duet_testkit::Proc;
 
-use super::system::{DuetLaunch, DuetUnit, FAST_INTERVAL_MS, Unit};
-use crate::PairLab;
+use crate::system::{DuetLaunch, DuetUnit, FAST_INTERVAL_MS, Unit};
+use duet_tests::PairLab;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::capture::{self, Frame};
-use super::system::{DuetLaunch, DuetTimes, System, SystemKind, Unit, holders};
+use crate::capture::{self, Frame};
 use crate::probe::{self, Prober, Responder};
-use crate::{PairLab, SHARED, epoch_now};
+use crate::system::{DuetLaunch, DuetTimes, System, SystemKind, Unit, holders};
+use duet_tests::{PairLab, SHARED, epoch_now};
 
 /// UDP port of the responders in the units.
 pub const PROBE_PORT: u16 = 7900;

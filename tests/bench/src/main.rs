@@ -1,11 +1,16 @@
-//! `duet-bench`: the failover benchmark (duet against keepalived and
-//! ucarp in network namespaces) and the idle cost of a unit.
+//! `duet-bench`: duet's benchmarks in network namespaces, one subcommand
+//! each (see the `duet_bench` library): `failover`, `idle`, `loss`,
+//! `replication`, `configsync`, `conntrack`.
 //!
 //! Needs root. Run the release build for figures worth quoting:
 //! `cargo build --release --workspace --bins && sudo target/release/duet-bench failover`.
-//! Exits non-zero only when a failover was not correct (two units answered,
-//! the client was left unserved) or could not be measured; figures that
-//! miss a goal are printed as MISS and do not change the exit status.
+//! Every subcommand prints its progress on stderr, then its table and goals
+//! on stdout, and writes the whole run as JSON (`--json`, by default
+//! `bench-results/<subcommand>.json`). It exits non-zero only when a
+//! correctness goal failed (two units answered, the client was left
+//! unserved, a change never reached the standby) or a run could not be
+//! measured; figures that miss a goal are printed as MISS and do not change
+//! the exit status.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,12 +18,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use duet_tests::bench::report::{self, FailoverReport, HostInfo};
-use duet_tests::bench::{DuetLaunch, FailoverOptions, IdleOptions, Scenario, SystemKind, idle, run_failover, run_idle};
+use duet_bench::configsync::ConfigsyncOptions;
+use duet_bench::conntrack::ConntrackOptions;
+use duet_bench::loss::LossOptions;
+use duet_bench::report::{self, FailoverReport, Goal, HostInfo};
+use duet_bench::{
+    DuetLaunch, FailoverOptions, IdleOptions, ReplSystem, ReplicationOptions, Scenario, SystemKind, configsync,
+    conntrack, idle, loss, run_failover, run_idle,
+};
 use duet_tests::{PairLab, epoch_now};
 
 #[derive(Debug, Parser)]
-#[command(about = "Failover benchmark of duet, keepalived and ucarp in network namespaces (needs root)")]
+#[command(
+    name = "duet-bench",
+    about = "duet's benchmarks against keepalived, ucarp and conntrackd in network namespaces (needs root)"
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -84,7 +98,7 @@ enum Cmd {
         flows: Vec<usize>,
         /// Systems: duet, conntrackd (keepalived + conntrackd FTFW).
         #[arg(long, value_delimiter = ',', default_value = "duet,conntrackd")]
-        systems: Vec<duet_tests::bench::ReplSystem>,
+        systems: Vec<ReplSystem>,
         /// Also run the survival part for conntrackd with nf_conntrack_tcp_loose=1 (the kernel default).
         #[arg(long)]
         loose: bool,
@@ -98,6 +112,25 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         after_crash_s: u64,
         #[arg(long, default_value = "bench-results/replication.json")]
+        json: PathBuf,
+    },
+    /// Configuration sync: commit on the active -> applied on the standby, full sync of a big image.
+    Configsync {
+        /// Single-service commits on the active, back to back, each timed to the standby.
+        #[arg(long, default_value_t = 1000)]
+        changes: usize,
+        /// Virtual services in the image of the full sync and the forced update.
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value = "bench-results/configsync.json")]
+        json: PathBuf,
+    },
+    /// duet's ctnetlink layer alone: upsert (create), upsert (all existing) and dump of N flows.
+    Conntrack {
+        /// Flow counts, each in a fresh namespace (at most 12,500,000).
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        flows: Vec<u32>,
+        #[arg(long, default_value = "bench-results/conntrack.json")]
         json: PathBuf,
     },
 }
@@ -185,23 +218,23 @@ fn idle_cost(opts: IdleOptions, json: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn loss(opts: &duet_tests::bench::loss::LossOptions, json: &Path) -> anyhow::Result<ExitCode> {
+fn loss(opts: &LossOptions, json: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("duet-bench: fast profile under advert loss {:?} %, {:?} each", opts.percents, opts.duration);
-    let results = duet_tests::bench::loss::run_loss(opts)?;
-    duet_tests::bench::loss::print(&results);
+    let results = loss::run_loss(opts)?;
+    loss::print(&results);
     #[derive(serde::Serialize)]
     struct LossReport<'a> {
         command: String,
         host: HostInfo,
-        runs: &'a [duet_tests::bench::loss::LossResult],
+        runs: &'a [loss::LossResult],
     }
     write_json(json, &LossReport { command: command_line(), host: HostInfo::probe(), runs: &results })?;
     println!("results: {}", json.display());
     Ok(ExitCode::SUCCESS)
 }
 
-fn replication(opts: duet_tests::bench::ReplicationOptions, json: &Path) -> anyhow::Result<ExitCode> {
-    use duet_tests::bench::replication as rp;
+fn replication(opts: ReplicationOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    use duet_bench::replication as rp;
     let started_at = epoch_now();
     eprintln!(
         "duet-bench: replication, survival {} reps x {:?} with K={}, throughput {:?} x {:?} flows",
@@ -269,6 +302,80 @@ fn replication(opts: duet_tests::bench::ReplicationOptions, json: &Path) -> anyh
     Ok(if report.correct() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+fn configsync(opts: &ConfigsyncOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    let started_at = epoch_now();
+    eprintln!(
+        "duet-bench: configsync, {} changes back to back, then a full sync of {} virtual services",
+        opts.changes, opts.services
+    );
+    let result = configsync::run(opts)?;
+    let goals = configsync::goals(&result);
+    println!("\n{}", configsync::text(&result));
+    println!("{}", report::goals_text(&goals));
+    #[derive(serde::Serialize)]
+    struct ConfigsyncReport<'a> {
+        command: String,
+        started_at: f64,
+        finished_at: f64,
+        host: HostInfo,
+        options: &'a ConfigsyncOptions,
+        goals: &'a [Goal],
+        result: &'a configsync::SyncReport,
+    }
+    write_json(
+        json,
+        &ConfigsyncReport {
+            command: command_line(),
+            started_at,
+            finished_at: epoch_now(),
+            host: HostInfo::probe(),
+            options: opts,
+            goals: &goals,
+            result: &result,
+        },
+    )?;
+    println!("results: {}", json.display());
+    Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn conntrack(opts: &ConntrackOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    let started_at = epoch_now();
+    eprintln!("duet-bench: ctnetlink upsert and dump of {:?} flows, each in a fresh namespace", opts.flows);
+    let runs = conntrack::run(opts, |n, s| {
+        eprintln!(
+            "  {n:>8} flows {:<22} {:>9.1} ms {:>10.0} entries/s {:>7.2} µs/entry",
+            s.step, s.ms, s.entries_per_s, s.us_per_entry
+        );
+    })?;
+    let goals = conntrack::goals(&runs);
+    println!("\n{}", conntrack::table(&runs));
+    println!("{}", report::goals_text(&goals));
+    #[derive(serde::Serialize)]
+    struct ConntrackReport<'a> {
+        command: String,
+        started_at: f64,
+        finished_at: f64,
+        host: HostInfo,
+        options: &'a ConntrackOptions,
+        goals: &'a [Goal],
+        runs: &'a [Vec<conntrack::Step>],
+    }
+    write_json(
+        json,
+        &ConntrackReport {
+            command: command_line(),
+            started_at,
+            finished_at: epoch_now(),
+            host: HostInfo::probe(),
+            options: opts,
+            goals: &goals,
+            runs: &runs,
+        },
+    )?;
+    println!("results: {}", json.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if !nix::unistd::Uid::effective().is_root() {
@@ -293,11 +400,10 @@ fn main() -> ExitCode {
             idle_cost(opts, &json)
         }
         Cmd::Loss { percents, secs, json } => {
-            let opts = duet_tests::bench::loss::LossOptions { percents, duration: Duration::from_secs(secs) };
+            let opts = LossOptions { percents, duration: Duration::from_secs(secs) };
             loss(&opts, &json)
         }
         Cmd::Replication { reps, conns, flows, systems, loose, no_survival, no_throughput, after_crash_s, json } => {
-            use duet_tests::bench::ReplSystem;
             let mut survival = if no_survival { Vec::new() } else { systems.clone() };
             if loose && !no_survival && !survival.contains(&ReplSystem::ConntrackdLoose) {
                 survival.push(ReplSystem::ConntrackdLoose);
@@ -311,17 +417,19 @@ fn main() -> ExitCode {
                 eprintln!("duet-bench: --flows takes counts from 1 to 1,000,000");
                 return ExitCode::from(2);
             }
-            let opts = duet_tests::bench::ReplicationOptions {
+            let opts = ReplicationOptions {
                 reps,
                 conns,
                 flows,
                 survival,
                 throughput,
                 after_crash: Duration::from_secs(after_crash_s),
-                ..duet_tests::bench::ReplicationOptions::default()
+                ..ReplicationOptions::default()
             };
             replication(opts, &json)
         }
+        Cmd::Configsync { changes, services, json } => configsync(&ConfigsyncOptions { changes, services }, &json),
+        Cmd::Conntrack { flows, json } => conntrack(&ConntrackOptions { flows }, &json),
     };
     match result {
         Ok(code) => code,

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::procfs;
-use super::report::aligned;
-use super::system::{DuetLaunch, System, SystemKind, holders};
-use crate::PairLab;
+use crate::procfs;
+use crate::report::aligned;
+use crate::system::{DuetLaunch, System, SystemKind, holders};
+use duet_tests::PairLab;
 
 /// What to measure.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -93,7 +93,7 @@ fn measure(l: &PairLab, sys: &dyn System, opts: &IdleOptions) -> Result<Vec<Idle
     // Per unit: pid -> CPU time (ns) at the window's start.
     let mut start: Vec<BTreeMap<u32, u64>> = Vec::new();
     for n in &ns {
-        start.push(procfs::ns_pids(n)?.into_iter().filter_map(|p| Some((p, procfs::cpu_ns(p, tick)?))).collect());
+        start.push(duet_testkit::pids_in(n)?.into_iter().filter_map(|p| Some((p, procfs::cpu_ns(p, tick)?))).collect());
     }
     let t0 = Instant::now();
     let samples = 5u32;
@@ -102,14 +102,14 @@ fn measure(l: &PairLab, sys: &dyn System, opts: &IdleOptions) -> Result<Vec<Idle
         let next = t0 + opts.window * i / samples;
         thread::sleep(next.saturating_duration_since(Instant::now()));
         for (k, n) in ns.iter().enumerate() {
-            let kib: u64 = procfs::ns_pids(n)?.into_iter().filter_map(procfs::pss_kib).sum();
+            let kib: u64 = duet_testkit::pids_in(n)?.into_iter().filter_map(procfs::pss_kib).sum();
             pss[k] += kib as f64 / f64::from(samples);
         }
     }
     let secs = t0.elapsed().as_secs_f64();
     let mut out = Vec::new();
     for (k, n) in ns.iter().enumerate() {
-        let pids = procfs::ns_pids(n)?;
+        let pids = duet_testkit::pids_in(n)?;
         // A process that started within the window counts from zero.
         let used_ns: u64 = pids
             .iter()

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use duet_tests::bench::{FailoverOptions, report, run_failover};
+use duet_bench::{FailoverOptions, report, run_failover};
 use duet_tests::lab_test;
 
 #[test]

@@ -1,47 +1,8 @@
-//! The processes of a lab host and what they cost, read from `/proc`.
+//! What the processes of a lab host cost, read from `/proc` (which they are:
+//! [`duet_testkit::pids_in`]).
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
-
-use anyhow::{Context, Result};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
-/// Pids of the processes whose network namespace is `ns` (a name under
-/// `/run/netns`), as `ip netns pids` finds them: by the namespace file's
-/// device and inode. This process is never included, even though some of
-/// its threads live there.
-pub fn ns_pids(ns: &str) -> Result<Vec<u32>> {
-    let target = fs::metadata(format!("/run/netns/{ns}")).with_context(|| format!("no namespace {ns}"))?;
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    for entry in fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        if pid == me {
-            continue;
-        }
-        // A process may exit while we look: skip it.
-        if let Ok(m) = fs::metadata(format!("/proc/{pid}/ns/net"))
-            && m.dev() == target.dev()
-            && m.ino() == target.ino()
-        {
-            pids.push(pid);
-        }
-    }
-    pids.sort_unstable();
-    Ok(pids)
-}
-
-/// SIGKILLs every process in namespace `ns` (all of them started by the
-/// benchmark in that host); returns how many were signalled.
-pub fn kill_all(ns: &str) -> Result<usize> {
-    let pids = ns_pids(ns)?;
-    for p in &pids {
-        let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
-    }
-    Ok(pids.len())
-}
 
 /// CPU time of a process so far in ns: the run time of each of its live
 /// threads (`/proc/<pid>/task/*/schedstat`, ns precision) plus the CPU time

@@ -1,5 +1,5 @@
 //! The replication benchmark (issue 8): duet's replicator against
-//! keepalived + conntrackd in FTFW mode ([`super::conntrackd`]), in the same
+//! keepalived + conntrackd in FTFW mode ([`crate::conntrackd`]), in the same
 //! run, on the load-balancer lab ([`LbLab`]: client, two units with the same
 //! nftables DNAT data plane, a real server behind them).
 //!
@@ -29,28 +29,26 @@
 //! failures.
 
 use std::fmt;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
 use std::str::FromStr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use duet_net::conntrack::{
-    Conntrack, Flow, IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, IPS_ASSURED, IPS_SEEN_REPLY, PROTO_TCP,
-    TCP_CONNTRACK_ESTABLISHED, TcpInfo, Tuple,
-};
+use duet_net::conntrack::{Conntrack, Flow};
 use duet_proto::common::v1::Role;
 use duet_proto::config::v1::{Image, Protocol, RealServer, Scheduler, VirtualService};
 use duet_testkit::{Proc, in_netns, wait_for};
 
-use super::conntrackd::{CtdPair, NotifyLine};
-use super::procfs;
-use super::report::{Goal, aligned, median};
-use super::system::Unit;
-use crate::conns::ClientReport;
-use crate::lblab::{self, LbLab};
-use crate::{SHARED, bin, pids_of};
+use crate::conntrack::established_flow;
+use crate::conntrackd::{CtdPair, NotifyLine};
+use crate::procfs;
+use crate::report::{Goal, aligned, median};
+use crate::system::Unit;
+use duet_tests::conns::ClientReport;
+use duet_tests::lblab::{self, LbLab};
+use duet_tests::{SHARED, bin, pids_of};
 
 /// duet's flow refresh period in the benchmark: the default (the lab's
 /// unit configuration uses 5 s for the tests).
@@ -324,28 +322,14 @@ pub fn program_dataplane(l: &LbLab, loose: bool) -> Result<()> {
 /// `n` established client connections to the virtual service, DNAT'd to
 /// the real server, from 198.18.1.0/24 upwards (500 ports per address).
 pub fn synthetic_flows(n: usize) -> Vec<Flow> {
-    let vip: Ipv4Addr = SHARED.parse().expect("a literal address");
-    let server: Ipv4Addr = lblab::SERVER.parse().expect("a literal address");
+    let vip = SocketAddrV4::new(SHARED.parse().expect("a literal address"), lblab::VS_PORT);
+    let server = SocketAddrV4::new(lblab::SERVER.parse().expect("a literal address"), lblab::SERVER_PORT);
     (0..n)
         .map(|i| {
             let k = i / 500;
             let src = Ipv4Addr::new(198, 18, 1 + (k / 250 % 254) as u8, 1 + (k % 250) as u8);
             let sport = 10_000 + (i % 500) as u16;
-            Flow {
-                orig: Tuple { proto: PROTO_TCP, src, dst: vip, sport, dport: lblab::VS_PORT },
-                reply: Tuple { proto: PROTO_TCP, src: server, dst: src, sport: lblab::SERVER_PORT, dport: sport },
-                status: IPS_SEEN_REPLY | IPS_ASSURED,
-                timeout_s: 3600,
-                mark: 0,
-                zone: 0,
-                tcp: Some(TcpInfo {
-                    state: TCP_CONNTRACK_ESTABLISHED,
-                    wscale_orig: 7,
-                    wscale_reply: 7,
-                    flags_orig: IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM,
-                    flags_reply: IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM,
-                }),
-            }
+            established_flow(SocketAddrV4::new(src, sport), vip, server, 0)
         })
         .collect()
 }
@@ -381,7 +365,7 @@ pub fn freeze_all(ns: &str) -> Result<()> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     for _ in 0..3 {
-        for p in procfs::ns_pids(ns)? {
+        for p in duet_testkit::pids_in(ns)? {
             if let Ok(raw) = i32::try_from(p) {
                 let _ = kill(Pid::from_raw(raw), Signal::SIGSTOP);
             }
@@ -452,7 +436,7 @@ impl Pair {
     fn crash(&mut self, l: &LbLab, unit: Unit) -> Result<()> {
         let host = unit.host(&l.l);
         freeze_all(&l.l.lab.ns(host))?;
-        procfs::kill_all(&l.l.lab.ns(host))?;
+        duet_testkit::kill_all_in(&l.l.lab.ns(host))?;
         l.l.lab.link_down(host, "eth0")?;
         l.l.lab.link_down(host, "eth1")?;
         let procs: Vec<Proc> = match self {
@@ -490,8 +474,8 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         for ns in &self.namespaces {
-            if let Err(e) = procfs::kill_all(ns) {
-                eprintln!("duet-bench: clearing {ns}: {e:#}");
+            if let Err(e) = duet_testkit::kill_all_in(ns) {
+                eprintln!("duet-bench: clearing {ns}: {:#}", anyhow::Error::from(e));
             }
         }
     }
@@ -500,7 +484,7 @@ impl Drop for Running {
 /// With `DUET_BENCH_TRACE=DIR`, the logs and configurations of a run that
 /// could not be measured are copied to `DIR/<name>/`.
 fn keep_logs(l: &LbLab, name: &str) {
-    let Some(dir) = std::env::var_os(super::failover::TRACE_ENV) else { return };
+    let Some(dir) = std::env::var_os(crate::failover::TRACE_ENV) else { return };
     let to = Path::new(&dir).join(name);
     let copy = || -> Result<()> {
         std::fs::create_dir_all(&to)?;
@@ -780,10 +764,7 @@ fn throughput_measure(
     let mut ct = in_netns(&ns_a, Conntrack::open)??;
     let base_b = kernel_count(&ns_b)?;
     let tick = procfs::clock_ticks();
-    let pids: Vec<Vec<u32>> = [a, b]
-        .into_iter()
-        .map(|h| pids_of(&l.l.lab, h, sys.process()).into_iter().filter_map(|p| u32::try_from(p).ok()).collect())
-        .collect();
+    let pids: Vec<Vec<u32>> = [a, b].into_iter().map(|h| pids_of(&l.l.lab, h, sys.process())).collect();
     if pids.iter().any(Vec::is_empty) {
         bail!("no {} process on a unit: {pids:?}", sys.process());
     }
@@ -1157,7 +1138,7 @@ pub struct ReplicationReport {
     pub command: String,
     pub started_at: f64,
     pub finished_at: f64,
-    pub host: super::report::HostInfo,
+    pub host: crate::report::HostInfo,
     pub conntrackd: String,
     pub options: ReplicationOptions,
     pub survival_summaries: Vec<SurvivalSummary>,
@@ -1169,7 +1150,7 @@ pub struct ReplicationReport {
 impl ReplicationReport {
     /// Whether every correctness goal holds (every run measured).
     pub fn correct(&self) -> bool {
-        self.goals.iter().filter(|g| g.correctness).all(|g| g.pass != Some(false))
+        crate::report::correct(&self.goals)
     }
 }
 
@@ -1180,11 +1161,6 @@ pub fn conntrackd_version() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default()
-}
-
-/// Where the JSON goes by default.
-pub fn default_json() -> PathBuf {
-    PathBuf::from("bench-results/replication.json")
 }
 
 #[cfg(test)]
@@ -1202,7 +1178,7 @@ mod tests {
     #[test]
     fn synthetic_flows_are_distinct_dnat_flows() {
         let f = synthetic_flows(100_000);
-        let set: std::collections::HashSet<Tuple> = f.iter().map(|x| x.orig).collect();
+        let set: std::collections::HashSet<duet_net::conntrack::Tuple> = f.iter().map(|x| x.orig).collect();
         assert_eq!(set.len(), 100_000);
         assert!(f.iter().all(|x| x.dnat() == Some((lblab::SERVER.parse().unwrap(), lblab::SERVER_PORT))));
         assert!(f.iter().all(|x| x.orig.src.octets()[..3] != [198, 18, 0]), "a lab address is used");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use duet_testkit::{HostId, Proc};
 
-use crate::PairLab;
+use duet_tests::PairLab;
 
 /// One frame tcpdump printed.
 #[derive(Debug, Clone, PartialEq)]

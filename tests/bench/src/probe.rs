@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns};
 
-use crate::epoch_now;
+use duet_tests::epoch_now;
 
 /// How long [`NsThread::spawn`] waits for the thread's setup.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(5);

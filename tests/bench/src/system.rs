@@ -20,8 +20,7 @@ use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
 use duet_testkit::{HostId, Proc, in_netns};
 use nix::sys::signal::Signal;
 
-use super::procfs;
-use crate::{PairLab, SHARED, UNIT1, UNIT2, UnitConfig, bin};
+use duet_tests::{PairLab, SHARED, UNIT1, UNIT2, UnitConfig, bin};
 
 /// The takeover service's gRPC address inside a unit's namespace.
 pub const TAKEOVER: &str = "http://127.0.0.1:7871";
@@ -190,7 +189,7 @@ pub trait System: fmt::Debug {
 
     /// The unit's link goes down; its processes keep running.
     fn link_down(&mut self, l: &PairLab, unit: Unit) -> Result<()> {
-        l.lab.link_down(unit.host(l), "eth0")
+        Ok(l.lab.link_down(unit.host(l), "eth0")?)
     }
 
     /// The unit is stopped the way an operator would (SIGTERM, or a planned
@@ -239,7 +238,7 @@ pub fn crash_unit(l: &PairLab, unit: Unit, procs: &mut Vec<Proc>) -> Result<()> 
     for p in procs.iter() {
         let _ = p.signal(Signal::SIGKILL);
     }
-    procfs::kill_all(&l.lab.ns(host))?;
+    duet_testkit::kill_all_in(&l.lab.ns(host))?;
     for mut p in procs.drain(..) {
         p.kill()?;
     }
@@ -283,7 +282,7 @@ fn terminate_all(procs: &mut Vec<Proc>) {
 pub fn reset_units(l: &PairLab) -> Result<()> {
     for u in Unit::BOTH {
         let host = u.host(l);
-        procfs::kill_all(&l.lab.ns(host))?;
+        duet_testkit::kill_all_in(&l.lab.ns(host))?;
         l.lab.link_up(host, "eth0")?;
         let out = l.lab.run(host, &["ip", "-4", "-o", "addr", "show"])?;
         let needle = format!(" {SHARED}/");

@@ -6,7 +6,7 @@
 //! namespace, so both ends stamp wall-clock time on the same host.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use duet_proto::common::v1::Role;
@@ -16,7 +16,27 @@ use duet_proto::configsync::v1::apply_config_request::Change;
 use duet_testkit::HostId;
 use serde::Serialize;
 
-use crate::{PairLab, UnitConfig, configsync_call};
+use duet_tests::{PairLab, UnitConfig, configsync_call, epoch_now};
+
+use crate::report::{Goal, percentile};
+
+/// The goal for commit on the active -> applied on the standby, p99.
+pub const GOAL_P99_MS: f64 = 100.0;
+
+/// What to run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConfigsyncOptions {
+    /// Single-service commits on the active, back to back.
+    pub changes: usize,
+    /// Virtual services in the image of the full sync.
+    pub services: usize,
+}
+
+impl Default for ConfigsyncOptions {
+    fn default() -> Self {
+        Self { changes: 1000, services: 10_000 }
+    }
+}
 
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -32,18 +52,6 @@ pub struct SyncReport {
     pub full_sync_bytes: u64,
     pub force_update_ms: f64,
     pub force_update_bytes: u64,
-}
-
-fn secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let k = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[k.min(v.len() - 1)]
 }
 
 fn vs(k: usize) -> VirtualService {
@@ -84,10 +92,9 @@ fn watch(
             let mut s = c.watch_generations(cs::WatchGenerationsRequest {}).await?.into_inner();
             loop {
                 match tokio::time::timeout(Duration::from_millis(200), s.message()).await {
-                    Ok(Ok(Some(m))) => seen
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("poisoned"))?
-                        .push((m.generation, secs(SystemTime::now()))),
+                    Ok(Ok(Some(m))) => {
+                        seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push((m.generation, epoch_now()))
+                    }
                     Ok(_) => return Ok(()),
                     Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => return Ok(()),
                     Err(_) => {}
@@ -101,9 +108,10 @@ fn applied_at(seen: &[(u64, f64)], g: u64, not_before: f64) -> Option<f64> {
     seen.iter().filter(|(n, t)| *n >= g && *t >= not_before - 0.001).map(|(_, t)| *t).reduce(f64::min)
 }
 
-/// Runs the benchmark with `changes` small changes and an image of
-/// `services` virtual services.
-pub fn run(changes: usize, services: usize) -> anyhow::Result<SyncReport> {
+/// Runs the benchmark: `opts.changes` small changes, then an image of
+/// `opts.services` virtual services.
+pub fn run(opts: &ConfigsyncOptions) -> anyhow::Result<SyncReport> {
+    let ConfigsyncOptions { changes, services } = *opts;
     let mut l = PairLab::new("syncbench")?;
     let mut c1 = UnitConfig::new("lb1", "first", l.lab.dir());
     let mut c2 = UnitConfig::new("lb2", "second", l.lab.dir());
@@ -150,7 +158,7 @@ pub fn run(changes: usize, services: usize) -> anyhow::Result<SyncReport> {
                 })
                 .await?
                 .into_inner();
-            out.push((r.generation, secs(SystemTime::now())));
+            out.push((r.generation, epoch_now()));
             base = r.generation;
         }
         Ok(out)
@@ -178,12 +186,12 @@ pub fn run(changes: usize, services: usize) -> anyhow::Result<SyncReport> {
     big.interfaces = base_img.interfaces.clone();
     big.virtual_services = (0..services).map(vs).collect();
     let tx0 = tx_bytes(&l, l.a)?;
-    let t0 = secs(SystemTime::now());
+    let t0 = epoch_now();
     let g = base_img.generation;
     let r = configsync_call(&na, move |mut c| async move {
         Ok(c.apply_config(cs::ApplyConfigRequest {
             base_generation: g,
-            comment: "10k".into(),
+            comment: format!("{services} virtual services"),
             change: Some(Change::Image(big)),
         })
         .await?
@@ -209,8 +217,8 @@ pub fn run(changes: usize, services: usize) -> anyhow::Result<SyncReport> {
     Ok(SyncReport {
         changes,
         applied_on_standby: lat.len(),
-        latency_ms_p50: pct(&lat, 0.5),
-        latency_ms_p99: pct(&lat, 0.99),
+        latency_ms_p50: percentile(&lat, 50.0).unwrap_or(f64::NAN),
+        latency_ms_p99: percentile(&lat, 99.0).unwrap_or(f64::NAN),
         latency_ms_max: lat.last().copied().unwrap_or(f64::NAN),
         commits_per_s: changes as f64 / commit_time.as_secs_f64(),
         full_sync_services: services,
@@ -221,22 +229,45 @@ pub fn run(changes: usize, services: usize) -> anyhow::Result<SyncReport> {
     })
 }
 
-/// The report as a table.
-pub fn print(r: &SyncReport) {
-    println!(
-        "configsync: commit on the active -> applied on the standby ({} changes back to back, {:.0} commits/s)",
-        r.changes, r.commits_per_s
-    );
-    println!(
-        "  p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   (goal p99 <= 100 ms; the reference syncs every 2 minutes)",
-        r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
-    );
-    println!(
-        "full sync of {} virtual services: {:.0} ms commit -> applied, {} bytes on the wire ({:.1} MB)",
-        r.full_sync_services,
-        r.full_sync_ms,
-        r.full_sync_bytes,
-        r.full_sync_bytes as f64 / 1e6
-    );
-    println!("force update of the same image: {:.0} ms, {} bytes", r.force_update_ms, r.force_update_bytes);
+/// The report as text, one figure a line.
+pub fn text(r: &SyncReport) -> String {
+    [
+        format!(
+            "configsync: commit on the active -> applied on the standby ({} changes back to back, {:.0} commits/s)",
+            r.changes, r.commits_per_s
+        ),
+        format!(
+            "  p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   (the reference syncs every 2 minutes)",
+            r.latency_ms_p50, r.latency_ms_p99, r.latency_ms_max
+        ),
+        format!(
+            "full sync of {} virtual services: {:.0} ms commit -> applied, {} bytes on the wire ({:.1} MB)",
+            r.full_sync_services,
+            r.full_sync_ms,
+            r.full_sync_bytes,
+            r.full_sync_bytes as f64 / 1e6
+        ),
+        format!("force update of the same image: {:.0} ms, {} bytes", r.force_update_ms, r.force_update_bytes),
+    ]
+    .map(|l| l + "\n")
+    .concat()
+}
+
+/// The goals against the run: the latency (performance) and every
+/// change reaching the standby (correctness).
+pub fn goals(r: &SyncReport) -> Vec<Goal> {
+    vec![
+        Goal {
+            goal: format!("configsync commit on the active -> applied on the standby p99 <= {GOAL_P99_MS:.0} ms"),
+            measured: format!("{:.2} ms (n={})", r.latency_ms_p99, r.applied_on_standby),
+            pass: r.latency_ms_p99.is_finite().then_some(r.latency_ms_p99 <= GOAL_P99_MS),
+            correctness: false,
+        },
+        Goal {
+            goal: "every committed change applied on the standby".into(),
+            measured: format!("{} of {}", r.applied_on_standby, r.changes),
+            pass: Some(r.applied_on_standby == r.changes),
+            correctness: true,
+        },
+    ]
 }
