@@ -16,7 +16,9 @@ fn protos(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()>
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script compiled for one checkout must not
+    // read another checkout's files.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let mut files = Vec::new();
     protos(&root, &root, &mut files)?;
     files.sort();
