@@ -98,13 +98,6 @@ pub(crate) fn not_a_port(field: String, port: u32) -> Problem {
     Problem::new(field, format!("{port} is not a port: use 1-65535"))
 }
 
-/// Whether `name` is a usable virtual service name.
-pub(crate) fn usable_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 /// How a virtual service is named in field paths: its name, or its index
 /// when it has none.
 pub(crate) fn service_id(name: &str, index: usize) -> String {
@@ -112,6 +105,14 @@ pub(crate) fn service_id(name: &str, index: usize) -> String {
 }
 
 impl VirtualService {
+    /// Whether `name` is a usable virtual service name: 1-64 of
+    /// `A-Z a-z 0-9 - _ .` (also safe inside nftables identifiers).
+    pub fn usable_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+
     /// Checks every rule of a list of virtual services; `path` is where the
     /// list sits (`virtual_services`). Disabled services are checked too:
     /// enabling one must not be what makes an image invalid.
@@ -122,7 +123,7 @@ impl VirtualService {
         for (k, vs) in list.iter().enumerate() {
             let id = service_id(&vs.name, k);
             let f = |x: &str| format!("{path}[{id}].{x}");
-            if !usable_name(&vs.name) {
+            if !Self::usable_name(&vs.name) {
                 p.push(Problem::new(
                     f("name"),
                     format!("\"{}\" is not a usable name: 1-64 letters, digits, '-', '_' or '.'", vs.name),
