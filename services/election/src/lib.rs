@@ -280,10 +280,13 @@ impl Follower {
     }
 }
 
-/// The next generation, or `None` once the follower is gone; never
-/// resolves without one.
+/// The next generation, or `None` once the follower is gone. Without a
+/// follower it never resolves (a `None` at once would make the caller's
+/// loop spin).
 async fn changed(rx: Option<&mut watch::Receiver<Option<Arc<Generation>>>>) -> Option<Arc<Generation>> {
-    let rx = rx?;
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
     loop {
         rx.changed().await.ok()?;
         if let Some(g) = rx.borrow_and_update().clone() {
@@ -300,5 +303,21 @@ async fn hangup(sig: Option<&mut tokio::signal::unix::Signal>) {
             }
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn without_a_follower_or_a_signal_the_follower_waits_instead_of_spinning() {
+        let wait = Duration::from_millis(20);
+        assert!(tokio::time::timeout(wait, super::changed(None)).await.is_err());
+        assert!(tokio::time::timeout(wait, super::hangup(None)).await.is_err());
+        // A follower that is gone says so once.
+        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        drop(tx);
+        assert!(super::changed(Some(&mut rx)).await.is_none());
     }
 }
