@@ -138,8 +138,11 @@ async fn run(url: String, ha_unit: bool, tx: watch::Sender<Option<Arc<Generation
             }
             Err(why) => {
                 attempt += 1;
-                // configsync may start after its followers: say so once in a while only.
-                if attempt % 20 == 1 {
+                // configsync may start after its followers: quiet at
+                // first, then a warning now and then (about every minute).
+                if attempt % 60 == 20 {
+                    tracing::warn!(%url, attempt, "cannot follow configsync's generations (the last one stays in force): {why}");
+                } else {
                     tracing::debug!(%url, attempt, "cannot follow configsync's generations yet: {why}");
                 }
             }
