@@ -46,7 +46,10 @@ impl Interface {
                 ));
             }
             if !names.insert(i.name.as_str()) {
-                p.push(Problem::new(f("name"), format!("interface \"{}\" is listed twice: merge the two", i.name)));
+                p.push(Problem::new(
+                    f("name"),
+                    format!("interface \"{}\" is listed twice: merge the two entries", i.name),
+                ));
             }
             let Some(u1) = i.unit1 else {
                 p.push(Problem::new(
