@@ -7,12 +7,12 @@
 //! state_dir = "/var/lib/duet"   # start history, replay windows
 //!
 //! [ha]
-//! password = "s3cret"           # ucarp-compatible: at most 19 bytes
-//! timeout_s = 9                 # 3, 6, 9, 12 or 15
+//! password = "s3cret"           # this unit's own: ucarp-compatible, at most 19 bytes
+//! timeout_s = 9                 # the pair's (duet_model::HaSettings): 3, 6, 9, 12 or 15
 //! preferred = "none"            # none | first | second
 //! # vhid = 10                   # default: last octet of the first shared address
 //!
-//! [[interface]]
+//! [[interface]]                 # the pair's (duet_model::Interface), plus `unicast` (this unit's)
 //! name = "eth0"
 //! unit1 = "198.18.0.1/24"
 //! unit2 = "198.18.0.2/24"
