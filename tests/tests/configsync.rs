@@ -1,7 +1,7 @@
 //! configsync in namespaces: push on change, periodic repair, force update,
 //! writes on the active only, mutual TLS identity, crash safety, split
 //! merge, local settings, HA/non-HA restore, and the HA settings driving
-//! the election live.
+//! the election live (and from the store when it restarts).
 
 use std::time::{Duration, Instant};
 
@@ -378,6 +378,31 @@ fn ha_settings_in_the_image_drive_the_election_live() {
             })?;
         }
         let _ = p;
+        Ok(())
+    });
+}
+
+#[test]
+fn a_restarted_election_starts_from_the_stored_image_not_its_unit_file() {
+    lab_test("cs_ha_restart", false, |l| {
+        let mut p = start(l, 120)?;
+        let img = current(l, l.a)?;
+        let mut ha = img.ha.unwrap_or_default();
+        ha.timeout_s = 6;
+        let r = apply(l, l.a, img.generation, Change::Ha(ha)).map_err(|s| anyhow::anyhow!("{s}"))?;
+        let params = |l: &PairLab, h| l.status(h).ok().and_then(|s| s.parameters);
+        wait_for("the new HA timeout on lb2", Duration::from_secs(6), Duration::from_millis(100), || {
+            params(l, l.b).filter(|p| p.ha_timeout_ms == 6000 && p.config_generation == r.generation)
+        })?;
+        // Without configsync on lb2, a new election there can only learn
+        // the pair's settings from the store; its unit file says 3 s.
+        p.s2.kill()?;
+        p._e2.kill()?;
+        p._e2 = l.election_labeled(l.b, &p.c2.clone(), "election-lb2-again")?;
+        let first =
+            wait_for("lb2's election back", Duration::from_secs(5), Duration::from_millis(50), || params(l, l.b))?;
+        assert_eq!((first.ha_timeout_ms, first.config_generation), (6000, r.generation), "{first:?}");
+        p._e2.wait_log("HA settings from the pair's image", Duration::from_secs(1))?;
         Ok(())
     });
 }

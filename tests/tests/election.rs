@@ -253,12 +253,15 @@ fn ha_parameters_reload_live() {
         let mut c2 = UnitConfig::new("lb2", "second", l.lab.dir());
         c2.ha = "password = \"secret\"\ntimeout_s = 6\n".into();
         c2.write(l.lab.dir())?;
+        // No configsync here: the unit file is read again on SIGHUP.
+        p2.signal(nix::sys::signal::Signal::SIGHUP)?;
         p2.wait_log("HA Config file has changed - reloading", Duration::from_secs(5))?;
         let s = l.status(l.b)?;
         assert_eq!(s.parameters.unwrap().ha_timeout_ms, 6000);
         // A broken file changes nothing and says why.
         c2.ha = "password = \"secret\"\ntimeout_s = 7\n".into();
         c2.write(l.lab.dir())?;
+        p2.signal(nix::sys::signal::Signal::SIGHUP)?;
         p2.wait_log("ha.timeout_s: 7 is not allowed", Duration::from_secs(5))?;
         assert_eq!(l.status(l.b)?.parameters.unwrap().ha_timeout_ms, 6000);
         Ok(())

@@ -165,9 +165,11 @@ fn sha256_keys_rotate_without_a_failover() {
         let changes = |p: &Proc| p.log().matches("Switching to state").count();
         let before = (changes(&p1), changes(&p2));
         for step in &steps {
-            for c in [&mut c1, &mut c2] {
+            for (c, p) in [(&mut c1, &p1), (&mut c2, &p2)] {
                 c.ha = format!("timeout_s = 3\n[ha.auth]\nmode = \"sha256\"\n{step}");
                 c.write(l.lab.dir())?;
+                // The unit file is read again on SIGHUP.
+                p.signal(nix::sys::signal::Signal::SIGHUP)?;
                 std::thread::sleep(Duration::from_millis(1500));
             }
         }

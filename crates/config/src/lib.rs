@@ -6,18 +6,23 @@
 //! at once, each naming the field, what is wrong and what to do. Nothing
 //! here touches the network or the disk beyond reading the file.
 //!
+//! The pair's settings in the file (`[ha]`'s pair part, `[[interface]]`)
+//! are the model's types (`duet_model`), read through its serde and checked
+//! by its validators; the unit's own settings (password, authentication,
+//! advskew, per-interface `unicast`...) and their rules are this crate's.
+//! [`election_params`] makes the election's parameters from both.
+//!
 //! Environment variables override the file: `DUET_HA__TIMEOUT_S=3` sets
 //! `ha.timeout_s` (sections are separated by a double underscore).
 
-mod addr;
 mod model;
 mod sync;
 mod validate;
 
-pub use addr::Cidr;
+pub use duet_model::{Cidr, Problem};
 pub use model::*;
 pub use sync::{ConfigSync, PeerLink, Replicator};
-pub use validate::{FieldError, Validated};
+pub use validate::{LocalHa, UnicastOverride, Validated, election_params};
 
 use std::path::Path;
 
@@ -41,34 +46,12 @@ pub enum ConfigError {
         /// The file.
         path: String,
         /// Every problem found.
-        errors: Vec<FieldError>,
+        errors: Vec<Problem>,
     },
 }
 
-/// File name, in the unit's state directory, of the HA settings taken
-/// from the synced configuration image (written by configsync).
-pub const HA_OVERLAY: &str = "ha-image.toml";
-
-/// The overlay file of the unit whose file is `path`, if it can be told.
-pub fn overlay_path(path: &Path) -> Option<std::path::PathBuf> {
-    #[derive(serde::Deserialize)]
-    struct Unit {
-        name: String,
-        state_dir: Option<std::path::PathBuf>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Head {
-        unit: Unit,
-    }
-    let head: Head = Figment::new().merge(Toml::file_exact(path)).extract().ok()?;
-    let dir = head.unit.state_dir.unwrap_or_else(|| std::path::PathBuf::from("/var/lib/duet").join(head.unit.name));
-    Some(dir.join(HA_OVERLAY))
-}
-
-/// Reads `path`, the HA overlay from the synced image (if any) and the
-/// `DUET_` environment into a [`UnitConfig`] without validating it. The
-/// overlay wins over the file (the pair's image is authoritative once
-/// written); the environment wins over both.
+/// Reads `path` and the `DUET_` environment into a [`UnitConfig`] without
+/// validating it; the environment wins over the file.
 pub fn load_raw(path: &Path) -> Result<UnitConfig, ConfigError> {
     if !path.exists() {
         return Err(ConfigError::Parse {
@@ -76,16 +59,16 @@ pub fn load_raw(path: &Path) -> Result<UnitConfig, ConfigError> {
             message: "no such file; pass the unit's configuration with --config".into(),
         });
     }
-    let mut fig = Figment::new().merge(Toml::file_exact(path));
-    if let Some(o) = overlay_path(path).filter(|o| o.exists()) {
-        fig = fig.merge(Toml::file_exact(o));
-    }
-    fig
+    let fig = Figment::new()
+        .merge(Toml::file_exact(path))
         // Only DUET_<SECTION>__<FIELD> variables: DUET_LOG, DUET_CONFIG and
         // friends belong to the processes, not to the file.
-        .merge(Env::prefixed("DUET_").filter(|k| k.as_str().contains("__")).split("__"))
-        .extract::<UnitConfig>()
-        .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: describe(&e) })
+        .merge(Env::prefixed("DUET_").filter(|k| k.as_str().contains("__")).split("__"));
+    extract(&fig, &path.display().to_string())
+}
+
+fn extract(fig: &Figment, path: &str) -> Result<UnitConfig, ConfigError> {
+    fig.extract::<UnitConfig>().map_err(|e| ConfigError::Parse { path: path.to_owned(), message: describe(&e, fig) })
 }
 
 /// Reads and validates a unit configuration.
@@ -96,22 +79,61 @@ pub fn load(path: &Path) -> Result<Validated, ConfigError> {
 
 /// Parses TOML text (for tests and for `--check` of generated files).
 pub fn from_toml(text: &str) -> Result<Validated, ConfigError> {
-    let raw: UnitConfig = Figment::new()
-        .merge(Toml::string(text))
-        .extract()
-        .map_err(|e| ConfigError::Parse { path: "<text>".into(), message: describe(&e) })?;
+    let raw = extract(&Figment::new().merge(Toml::string(text)), "<text>")?;
     raw.validate().map_err(|errors| ConfigError::Invalid { path: "<text>".into(), errors })
 }
 
-fn describe(e: &figment::Error) -> String {
-    e.clone()
-        .into_iter()
-        .map(|e| {
-            let path = e.path.join(".");
-            if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) }
+fn describe(e: &figment::Error, fig: &Figment) -> String {
+    let mut lines = pinpoint(fig);
+    for e in e.clone() {
+        // An error that names only a flattened section is one of those
+        // pinpointed (by field) above.
+        let flattened = matches!(e.path.as_slice(), [s] if s == "ha")
+            || matches!(e.path.as_slice(), [s, n] if s == "interface" && n.parse::<usize>().is_ok());
+        if flattened && !lines.is_empty() {
+            continue;
+        }
+        let path = e.path.join(".");
+        lines.push(if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) });
+    }
+    lines.join("; ")
+}
+
+/// Inside the flattened parts of `[ha]` and `[[interface]]` serde names
+/// only the section of a bad value (`ha: invalid type...`). Reading each
+/// key of those sections on its own finds the field, and every bad one.
+fn pinpoint(fig: &Figment) -> Vec<String> {
+    use figment::value::{Dict, Value};
+    use serde::de::DeserializeOwned;
+
+    fn bad<T: DeserializeOwned>(base: &Dict, key: &str, value: &Value) -> Option<String> {
+        let mut d = base.clone();
+        d.insert(key.to_owned(), value.clone());
+        // figment's error path starts at the key.
+        T::deserialize(&Value::from(d)).err().map(|e| {
+            let path = if e.path.is_empty() { key.to_owned() } else { e.path.join(".") };
+            format!("{path}: {}", e.kind)
         })
-        .collect::<Vec<_>>()
-        .join("; ")
+    }
+    let mut out = Vec::new();
+    if let Ok(Value::Dict(_, ha)) = fig.find_value("ha") {
+        for (k, v) in &ha {
+            let e =
+                bad::<duet_model::HaSettings>(&Dict::new(), k, v).or_else(|| bad::<UnitHaSettings>(&Dict::new(), k, v));
+            out.extend(e.map(|e| format!("ha.{e}")));
+        }
+    }
+    if let Ok(Value::Array(_, ifaces)) = fig.find_value("interface") {
+        for (n, i) in ifaces.iter().enumerate() {
+            let Value::Dict(_, d) = i else { continue };
+            // The name is required: a stand-in lets each other key be tried alone.
+            let base = Dict::from([("name".to_owned(), Value::from("probe"))]);
+            for (k, v) in d.iter().filter(|(k, _)| k.as_str() != "unicast") {
+                out.extend(bad::<duet_model::Interface>(&base, k, v).map(|e| format!("interface[{n}].{e}")));
+            }
+        }
+    }
+    out
 }
 
 /// Name of the macvlan that carries the virtual MAC of `ifname` (T2):

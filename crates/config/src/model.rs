@@ -7,12 +7,12 @@
 //! state_dir = "/var/lib/duet"   # start history, replay windows
 //!
 //! [ha]
-//! password = "s3cret"           # ucarp-compatible: at most 19 bytes
-//! timeout_s = 9                 # 3, 6, 9, 12 or 15
+//! password = "s3cret"           # this unit's own: ucarp-compatible, at most 19 bytes
+//! timeout_s = 9                 # the pair's (duet_model::HaSettings): 3, 6, 9, 12 or 15
 //! preferred = "none"            # none | first | second
 //! # vhid = 10                   # default: last octet of the first shared address
 //!
-//! [[interface]]
+//! [[interface]]                 # the pair's (duet_model::Interface), plus `unicast` (this unit's)
 //! name = "eth0"
 //! unit1 = "198.18.0.1/24"
 //! unit2 = "198.18.0.2/24"
@@ -20,11 +20,11 @@
 //! ha_check = true
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use figment::value::Value;
 use serde::{Deserialize, Serialize};
-
-use crate::addr::Cidr;
 
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,27 +70,6 @@ pub struct UnitSection {
     pub state_dir: Option<PathBuf>,
 }
 
-/// Switch to preferred server (E5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PreferredServer {
-    #[default]
-    None,
-    First,
-    Second,
-}
-
-/// Timing profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Profile {
-    /// One advert per second, takeover after `timeout_s` (the reference's behaviour).
-    #[default]
-    Standard,
-    /// Sub-second adverts (E13), duet pairs only.
-    Fast,
-}
-
 /// Advert authentication mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -113,31 +92,32 @@ pub enum LinkFailureAction {
     Command,
 }
 
-/// `[ha]`: the HA parameters (E3–E15).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `[ha]`: the pair's HA settings, read straight into the model, and this
+/// unit's own. Once configsync has made the pair's image, the image's HA
+/// settings win over `pair` (the election follows the image); `unit` is
+/// never synced.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HaSection {
-    /// Virtual host id 1-255; default: last octet of the first interface's shared address.
-    pub vhid: Option<u16>,
-    /// Seconds without adverts before the standby takes over: 3, 6, 9, 12 or 15.
-    pub timeout_s: u64,
-    pub preferred: PreferredServer,
-    /// Seconds a starting unit that hears no partner waits before it becomes active (0-300).
-    pub initial_wait_s: u64,
-    /// Send adverts to 255.255.255.255 instead of 224.0.0.18.
-    pub use_broadcast: bool,
-    /// Send adverts to the partner's unit address only (every interface).
-    pub unicast: bool,
+    /// The pair's settings (E3-E13, S3, R1-R2): every field of the image's `ha`.
+    #[serde(flatten)]
+    pub pair: duet_model::HaSettings,
+    /// This unit's own settings (password, authentication, advskew, E8, E9).
+    #[serde(flatten)]
+    pub unit: UnitHaSettings,
+    /// Keys that are neither (serde's `deny_unknown_fields` does not work
+    /// with `flatten`): [`UnitConfig::validate`] reports each one.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// The part of `[ha]` that belongs to this unit only (never synced).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnitHaSettings {
     /// ucarp-compatible password (at most 19 bytes).
     pub password: Option<String>,
-    pub profile: Profile,
-    /// Fast profile: advert interval in ms (10-500).
-    pub fast_interval_ms: u64,
-    /// Fast profile: intervals without an advert before takeover (3-10).
-    pub fast_dead_factor: u32,
     /// Override of the derived advskew (0-254), e.g. to match a ucarp peer.
     pub advskew: Option<u16>,
-    pub hard_reboot_on_link_failure: bool,
     pub link_failure_action: LinkFailureAction,
     /// Command run on a checked link loss when the action is `command`.
     pub link_failure_command: Vec<String>,
@@ -149,21 +129,11 @@ pub struct HaSection {
     pub auth: AuthSection,
 }
 
-impl Default for HaSection {
+impl Default for UnitHaSettings {
     fn default() -> Self {
         Self {
-            vhid: None,
-            timeout_s: 9,
-            preferred: PreferredServer::None,
-            initial_wait_s: 0,
-            use_broadcast: false,
-            unicast: false,
             password: None,
-            profile: Profile::Standard,
-            fast_interval_ms: 20,
-            fast_dead_factor: 4,
             advskew: None,
-            hard_reboot_on_link_failure: false,
             link_failure_action: LinkFailureAction::RestartServices,
             link_failure_command: Vec::new(),
             pacify_max_starts: 3,
@@ -192,27 +162,19 @@ pub struct KeySection {
     pub secret: String,
 }
 
-/// `[[interface]]`: one interface and its three addresses (U2).
+/// `[[interface]]`: one interface of the pair and its three addresses
+/// (U2), read straight into the model, plus this unit's own override.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InterfaceSection {
-    pub name: String,
-    /// Unit 1's (mode first) address; in non-HA mode the unit's address.
-    pub unit1: Option<Cidr>,
-    /// Unit 2's (mode second) address.
-    pub unit2: Option<Cidr>,
-    /// The shared address, held by the active unit only.
-    pub shared: Option<Cidr>,
-    /// Use for HA checks (E7).
-    #[serde(default = "yes")]
-    pub ha_check: bool,
-    /// Per-interface override of `ha.unicast`.
-    #[serde(default)]
+    /// The pair's interface: the image's `interfaces[k]`.
+    #[serde(flatten)]
+    pub iface: duet_model::Interface,
+    /// Per-interface override of `ha.unicast` (this unit's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unicast: Option<bool>,
-}
-
-fn yes() -> bool {
-    true
+    /// Keys that are neither: [`UnitConfig::validate`] reports each one.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// `[election]`: the election service process.

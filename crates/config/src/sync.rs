@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use duet_carp::HaMode;
 
-use crate::validate::{FieldError, Validated};
+use duet_model::Problem;
+
+use crate::validate::Validated;
 
 /// The peer link's ends and credentials.
 #[derive(Debug, Clone)]
@@ -39,13 +41,13 @@ impl Validated {
         interface_field: &str,
         port: u16,
         who: &str,
-        errs: &mut Vec<FieldError>,
+        errs: &mut Vec<Problem>,
     ) -> Option<PeerLink> {
         if self.election.mode == HaMode::NonHa {
             return None;
         }
         let c = &self.raw.configsync;
-        let mut err = |field: &str, message: String| errs.push(FieldError { field: field.into(), message });
+        let mut err = |field: &str, message: String| errs.push(Problem::new(field, message));
         let ifaces = &self.election.interfaces;
         let iface = match interface {
             Some(n) => ifaces.iter().find(|i| &i.name == n).or_else(|| {
@@ -87,6 +89,14 @@ impl Validated {
     }
 }
 
+impl Validated {
+    /// Where configsync keeps the pair's image (`configsync.store_dir`,
+    /// default `<state_dir>/config`).
+    pub fn store_dir(&self) -> PathBuf {
+        self.raw.configsync.store_dir.clone().unwrap_or_else(|| self.state_dir.join("config"))
+    }
+}
+
 /// The configsync service's settings.
 #[derive(Debug, Clone)]
 pub struct ConfigSync {
@@ -101,10 +111,10 @@ pub struct ConfigSync {
 
 impl Validated {
     /// Resolves `[configsync]`; every problem names its field.
-    pub fn configsync(&self) -> Result<ConfigSync, Vec<FieldError>> {
+    pub fn configsync(&self) -> Result<ConfigSync, Vec<Problem>> {
         let c = &self.raw.configsync;
         let mut errs = Vec::new();
-        let mut err = |field: &str, message: String| errs.push(FieldError { field: field.into(), message });
+        let mut err = |field: &str, message: String| errs.push(Problem::new(field, message));
         let listen = c.listen.parse().unwrap_or_else(|_| {
             err("configsync.listen", format!("\"{}\" is not an address:port, e.g. \"127.0.0.1:7872\"", c.listen));
             SocketAddr::from(([127, 0, 0, 1], 0))
@@ -133,7 +143,7 @@ impl Validated {
         }
         Ok(ConfigSync {
             listen,
-            store_dir: c.store_dir.clone().unwrap_or_else(|| self.state_dir.join("config")),
+            store_dir: self.store_dir(),
             keep_generations: c.keep_generations,
             sync_interval: Duration::from_secs(c.sync_interval_s),
             push_timeout: Duration::from_millis(c.push_timeout_ms),
@@ -165,10 +175,10 @@ pub struct Replicator {
 impl Validated {
     /// Resolves `[replicator]`; every problem names its field. The peer
     /// link takes `partner_name` and `tls_*` from `[configsync]`.
-    pub fn replicator(&self) -> Result<Replicator, Vec<FieldError>> {
+    pub fn replicator(&self) -> Result<Replicator, Vec<Problem>> {
         let r = &self.raw.replicator;
         let mut errs = Vec::new();
-        let mut err = |field: &str, message: String| errs.push(FieldError { field: field.into(), message });
+        let mut err = |field: &str, message: String| errs.push(Problem::new(field, message));
         let listen = r.listen.parse().unwrap_or_else(|_| {
             err("replicator.listen", format!("\"{}\" is not an address:port, e.g. \"127.0.0.1:7873\"", r.listen));
             SocketAddr::from(([127, 0, 0, 1], 0))
@@ -249,7 +259,7 @@ unit2 = "198.19.0.2/24"
 shared = "198.19.0.10/24"
 "#;
 
-    fn fields(errs: Vec<crate::validate::FieldError>) -> Vec<String> {
+    fn fields(errs: Vec<crate::Problem>) -> Vec<String> {
         errs.into_iter().map(|e| e.field).collect()
     }
 

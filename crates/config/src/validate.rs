@@ -1,37 +1,30 @@
 //! Checks every field and derives what the services run with.
+//!
+//! The pair's part of the file (`[ha]`'s pair settings, `[[interface]]`)
+//! is checked by the model's validators (`duet_model`), the same ones that
+//! check an image; this module keeps only the rules of the unit's own
+//! settings. [`election_params`] is the one way to the election's
+//! [`Params`]: from this unit's own settings and the pair's, whether these
+//! come from the file or from a generation of the image.
 
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
+use duet_model::{Cidr, HaSettings, Interface, Problem, Profile};
 use duet_wire::auth::UCARP_MAX_PASSWORD;
 
-use crate::addr::Cidr;
 use crate::model::*;
-
-/// One problem: the field, what is wrong, what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// Dotted path of the field, e.g. `ha.timeout_s` or `interface[0].shared`.
-    pub field: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
 
 /// A configuration that passed every check, with what follows from it.
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub raw: UnitConfig,
-    /// The election core's parameters.
+    /// The election core's parameters (from the file's pair settings).
     pub election: Params,
+    /// This unit's own part of them, to rebuild them from an image.
+    pub local: LocalHa,
     pub state_dir: PathBuf,
     pub election_listen: SocketAddr,
     pub takeover_listen: SocketAddr,
@@ -48,13 +41,146 @@ impl Validated {
     pub fn own_address(&self) -> Ipv4Addr {
         self.election.interfaces.first().map_or(Ipv4Addr::UNSPECIFIED, |i| i.unit_addr)
     }
+
+    /// The pair's interfaces as the file gives them.
+    pub fn interfaces(&self) -> Vec<Interface> {
+        self.raw.interfaces.iter().map(|i| i.iface.clone()).collect()
+    }
 }
 
-struct Errors(Vec<FieldError>);
+/// This unit's own part of the election's parameters: never synced, read
+/// from the unit file only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalHa {
+    pub mode: HaMode,
+    pub auth: AuthParams,
+    /// Override of the derived advskew.
+    pub advskew: Option<u8>,
+    /// Per-interface overrides of `ha.unicast`.
+    pub unicast: Vec<UnicastOverride>,
+}
 
-impl Errors {
+/// `unicast = ...` in one `[[interface]]` of the unit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnicastOverride {
+    /// The interface's name (an image's interface of that name gets it).
+    pub interface: String,
+    /// Its `[[interface]]` in the file, to name the field.
+    pub index: usize,
+    pub unicast: bool,
+}
+
+/// The election's parameters from this unit's own settings and the pair's
+/// HA settings and interfaces (from the unit file, or from a generation of
+/// the image): the one function that builds them, at start and for every
+/// new generation. The pair's part is checked first with the model's
+/// validators; `interfaces_at` names where the interfaces sit
+/// (`interface` in the unit file, `interfaces` in the image).
+pub fn election_params(
+    local: &LocalHa,
+    ha: &HaSettings,
+    interfaces: &[Interface],
+    interfaces_at: &str,
+) -> Result<Params, Vec<Problem>> {
+    let is_ha = local.mode != HaMode::NonHa;
+    let mut problems = duet_model::validate_pair(ha, interfaces, is_ha, interfaces_at);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut ifaces = Vec::with_capacity(interfaces.len());
+    for i in interfaces {
+        // The validators made sure of the addresses each mode needs.
+        let Some(u1) = i.unit1 else { continue };
+        if !is_ha {
+            ifaces.push(IfaceParams {
+                name: i.name.clone(),
+                unit_addr: u1.addr,
+                partner_addr: None,
+                shared: u1.addr,
+                ha_check: false,
+                destination: Destination::Multicast,
+            });
+            continue;
+        }
+        let (Some(u2), Some(sh)) = (i.unit2, i.shared) else { continue };
+        let (own, partner) = if local.mode == HaMode::First { (u1, u2) } else { (u2, u1) };
+        let over = local.unicast.iter().find(|o| o.interface == i.name);
+        let unicast = over.map_or(ha.unicast, |o| o.unicast);
+        if let Some(o) = over
+            && unicast
+            && ha.use_broadcast
+        {
+            problems.push(Problem::new(
+                format!("interface[{}].unicast", o.index),
+                "unicast adverts and ha.use_broadcast exclude each other: turn one off",
+            ));
+        }
+        let destination = if unicast {
+            Destination::Unicast
+        } else if ha.use_broadcast {
+            Destination::Broadcast
+        } else {
+            Destination::Multicast
+        };
+        ifaces.push(IfaceParams {
+            name: i.name.clone(),
+            unit_addr: own.addr,
+            partner_addr: Some(partner.addr),
+            shared: sh.addr,
+            ha_check: i.ha_check,
+            destination,
+        });
+    }
+    // E4: validated 1-255, or a non-zero last octet of the first shared address.
+    let vhid = match ha.vhid {
+        Some(v) => u8::try_from(v).unwrap_or(1),
+        None if is_ha => interfaces.first().and_then(|i| i.shared).map_or(1, |s| s.addr.octets()[3]),
+        None => 1,
+    };
+    let timing = match ha.profile {
+        Profile::Standard => Timing::Standard { timeout: Duration::from_secs(u64::from(ha.timeout_s)) },
+        Profile::Fast => Timing::Fast {
+            interval: Duration::from_millis(u64::from(ha.fast_interval_ms)),
+            dead_factor: ha.fast_dead_factor,
+        },
+    };
+    let preferred = match ha.preferred {
+        duet_model::Preferred::None => Preferred::None,
+        duet_model::Preferred::First => Preferred::First,
+        duet_model::Preferred::Second => Preferred::Second,
+    };
+    let params = Params {
+        mode: local.mode,
+        vhid,
+        timing,
+        preferred,
+        initial_wait: Duration::from_secs(u64::from(ha.initial_wait_s)),
+        auth: local.auth.clone(),
+        interfaces: ifaces,
+        advskew: local.advskew,
+        hard_reboot_on_link_failure: ha.hard_reboot_on_link_failure,
+    };
+    if problems.is_empty()
+        && let Err(why) = params.check()
+    {
+        problems.push(Problem::new("ha", why));
+    }
+    if problems.is_empty() { Ok(params) } else { Err(problems) }
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(Problem::new(field, message));
+    }
+
+    /// Every key of `unknown` as a problem under `path`, listing `allowed`.
+    fn unknown<V>(&mut self, path: &str, unknown: &std::collections::BTreeMap<String, V>, allowed: &[&str]) {
+        for key in unknown.keys() {
+            let list: Vec<String> = allowed.iter().map(|k| format!("`{k}`")).collect();
+            self.add(format!("{path}.{key}"), format!("unknown field, expected one of {}", list.join(", ")));
+        }
     }
 }
 
@@ -68,11 +194,12 @@ fn mode(m: Mode) -> HaMode {
 
 impl UnitConfig {
     /// Checks every field; returns every problem found.
-    pub fn validate(&self) -> Result<Validated, Vec<FieldError>> {
-        let mut e = Errors(Vec::new());
+    pub fn validate(&self) -> Result<Validated, Vec<Problem>> {
+        let mut e = Problems(Vec::new());
         let mut warnings = Vec::new();
         let ha_mode = mode(self.unit.mode);
         let is_ha = ha_mode != HaMode::NonHa;
+        let ha = &self.ha.unit;
 
         let name = &self.unit.name;
         if name.is_empty()
@@ -82,126 +209,18 @@ impl UnitConfig {
             e.add("unit.name", format!("\"{name}\" is not a usable name: use 1-32 letters, digits, '.', '_' or '-'"));
         }
 
-        // Interfaces and their addresses.
+        let ha_keys: Vec<&str> =
+            duet_model::keys::<HaSettings>().iter().chain(duet_model::keys::<UnitHaSettings>()).copied().collect();
+        e.unknown("ha", &self.ha.unknown, &ha_keys);
+        let iface_keys: Vec<&str> = duet_model::keys::<Interface>().iter().copied().chain(["unicast"]).collect();
+        for (k, i) in self.interfaces.iter().enumerate() {
+            e.unknown(&format!("interface[{k}]"), &i.unknown, &iface_keys);
+        }
         if self.interfaces.is_empty() {
             e.add("interface", "no [[interface]] section: add one with name, unit1, unit2 and shared addresses");
         }
-        let mut ifaces = Vec::new();
-        let mut shared = Vec::new();
-        for (k, i) in self.interfaces.iter().enumerate() {
-            let f = |x: &str| format!("interface[{k}].{x}");
-            if i.name.is_empty() || i.name.len() > 15 || i.name.contains(['/', ' ']) {
-                e.add(
-                    f("name"),
-                    format!("\"{}\" is not a Linux interface name (1-15 characters, no '/' or spaces)", i.name),
-                );
-            }
-            if self.interfaces[..k].iter().any(|o| o.name == i.name) {
-                e.add(f("name"), format!("interface \"{}\" is listed twice: merge the two sections", i.name));
-            }
-            let Some(u1) = i.unit1 else {
-                e.add(f("unit1"), "missing: set unit 1's address with its prefix, e.g. \"198.18.0.1/24\"");
-                continue;
-            };
-            if !is_ha {
-                ifaces.push(IfaceParams {
-                    name: i.name.clone(),
-                    unit_addr: u1.addr,
-                    partner_addr: None,
-                    shared: u1.addr,
-                    ha_check: false,
-                    destination: Destination::Multicast,
-                });
-                continue;
-            }
-            let (Some(u2), Some(sh)) = (i.unit2, i.shared) else {
-                if i.unit2.is_none() {
-                    e.add(f("unit2"), "missing: an HA unit needs unit 2's address on every interface");
-                }
-                if i.shared.is_none() {
-                    e.add(f("shared"), "missing: an HA unit needs the shared address on every interface");
-                }
-                continue;
-            };
-            for (label, c) in [("unit2", u2), ("shared", sh)] {
-                if !u1.contains(c.addr) || c.prefix != u1.prefix {
-                    e.add(f(label), format!("{c} is not in the subnet of unit1 {u1}: the three addresses of an interface share one subnet"));
-                }
-            }
-            if u1.addr == u2.addr || u1.addr == sh.addr || u2.addr == sh.addr {
-                e.add(f("shared"), format!("unit1 {u1}, unit2 {u2} and shared {sh} must be three different addresses"));
-            }
-            for (label, c) in [("unit1", u1), ("unit2", u2), ("shared", sh)] {
-                if c.addr == c.network() || c.addr == c.broadcast() || c.addr.is_multicast() || c.addr.is_unspecified()
-                {
-                    e.add(f(label), format!("{c} is a network, broadcast or multicast address: use a host address"));
-                }
-            }
-            let (own, partner) = if ha_mode == HaMode::First { (u1, u2) } else { (u2, u1) };
-            let unicast = i.unicast.unwrap_or(self.ha.unicast);
-            if unicast && self.ha.use_broadcast {
-                e.add(f("unicast"), "unicast adverts and ha.use_broadcast exclude each other: turn one off");
-            }
-            let destination = if unicast {
-                Destination::Unicast
-            } else if self.ha.use_broadcast {
-                Destination::Broadcast
-            } else {
-                Destination::Multicast
-            };
-            ifaces.push(IfaceParams {
-                name: i.name.clone(),
-                unit_addr: own.addr,
-                partner_addr: Some(partner.addr),
-                shared: sh.addr,
-                ha_check: i.ha_check,
-                destination,
-            });
-            shared.push((i.name.clone(), sh));
-        }
-        if is_ha && !self.interfaces.is_empty() && !self.interfaces.iter().any(|i| i.ha_check) {
-            e.add(
-                "interface[*].ha_check",
-                "no interface is used for HA checks: the last one cannot be turned off; set ha_check = true on the interface that reaches the partner",
-            );
-        }
 
-        // vhid (E4).
-        let vhid = match self.ha.vhid {
-            Some(v) if (1..=255).contains(&v) => u8::try_from(v).unwrap_or(1),
-            Some(v) => {
-                e.add("ha.vhid", format!("{v} is out of range: use 1-255"));
-                1
-            }
-            None => match shared.first() {
-                Some((_, s)) if s.addr.octets()[3] != 0 => s.addr.octets()[3],
-                Some((_, s)) => {
-                    e.add("ha.vhid", format!("the default (last octet of {s}) is 0: set ha.vhid to 1-255"));
-                    1
-                }
-                None => 1,
-            },
-        };
-
-        // Timing (E3, E13).
-        if ![3, 6, 9, 12, 15].contains(&self.ha.timeout_s) {
-            e.add("ha.timeout_s", format!("{} is not allowed: use 3, 6, 9, 12 or 15 (seconds)", self.ha.timeout_s));
-        }
-        if self.ha.initial_wait_s > 300 {
-            e.add("ha.initial_wait_s", format!("{} is too long: use 0-300 seconds", self.ha.initial_wait_s));
-        }
-        if self.ha.profile == Profile::Fast {
-            if !(10..=500).contains(&self.ha.fast_interval_ms) {
-                e.add("ha.fast_interval_ms", format!("{} is out of range: use 10-500 ms", self.ha.fast_interval_ms));
-            }
-            if !(3..=10).contains(&self.ha.fast_dead_factor) {
-                e.add(
-                    "ha.fast_dead_factor",
-                    format!("{} is out of range: use 3-10 intervals", self.ha.fast_dead_factor),
-                );
-            }
-        }
-        let advskew = match self.ha.advskew {
+        let advskew = match ha.advskew {
             Some(s) if s <= 254 => Some(u8::try_from(s).unwrap_or(0)),
             Some(s) => {
                 e.add("ha.advskew", format!("{s} is out of range: use 0-254 (255 means \"resigning\" on the wire)"));
@@ -209,57 +228,34 @@ impl UnitConfig {
             }
             None => None,
         };
-        let timing = match self.ha.profile {
-            Profile::Standard => Timing::Standard { timeout: Duration::from_secs(self.ha.timeout_s) },
-            Profile::Fast => Timing::Fast {
-                interval: Duration::from_millis(self.ha.fast_interval_ms),
-                dead_factor: self.ha.fast_dead_factor,
-            },
-        };
-        let preferred = match self.ha.preferred {
-            PreferredServer::None => Preferred::None,
-            PreferredServer::First => Preferred::First,
-            PreferredServer::Second => Preferred::Second,
-        };
-
-        // E8.
-        if self.ha.hard_reboot_on_link_failure && preferred != Preferred::None {
-            e.add(
-                "ha.hard_reboot_on_link_failure",
-                "allowed only with ha.preferred = \"none\" (with a preferred server the units could swap the role back and forth): set ha.preferred = \"none\" or turn hard reboot off",
-            );
-        }
-        if self.ha.link_failure_action == LinkFailureAction::Command && self.ha.link_failure_command.is_empty() {
+        if ha.link_failure_action == LinkFailureAction::Command && ha.link_failure_command.is_empty() {
             e.add("ha.link_failure_command", "ha.link_failure_action is \"command\" but no command is set: give the program and its arguments as a list");
         }
 
         // E9.
-        if self.ha.pacify_max_starts == 0 {
+        if ha.pacify_max_starts == 0 {
             e.add("ha.pacify_max_starts", "0 would pacify every start: use 1 or more (the reference uses 3)");
         }
-        if !(10..=86_400).contains(&self.ha.pacify_window_s) {
+        if !(10..=86_400).contains(&ha.pacify_window_s) {
             e.add(
                 "ha.pacify_window_s",
-                format!("{} is out of range: use 10-86400 seconds (the reference uses 300)", self.ha.pacify_window_s),
+                format!("{} is out of range: use 10-86400 seconds (the reference uses 300)", ha.pacify_window_s),
             );
         }
-        if !(100..=60_000).contains(&self.ha.handover_timeout_ms) {
-            e.add(
-                "ha.handover_timeout_ms",
-                format!("{} is out of range: use 100-60000 ms", self.ha.handover_timeout_ms),
-            );
+        if !(100..=60_000).contains(&ha.handover_timeout_ms) {
+            e.add("ha.handover_timeout_ms", format!("{} is out of range: use 100-60000 ms", ha.handover_timeout_ms));
         }
 
         // Authentication (E2, E13, E15).
-        let auth = match self.ha.auth.mode {
+        let auth = match ha.auth.mode {
             AuthMode::UcarpSha1 => {
-                if !self.ha.auth.keys.is_empty() {
+                if !ha.auth.keys.is_empty() {
                     e.add(
                         "ha.auth.keys",
                         "keys are used with ha.auth.mode = \"sha256\" only: remove them or change the mode",
                     );
                 }
-                let pw = self.ha.password.clone().unwrap_or_default();
+                let pw = ha.password.clone().unwrap_or_default();
                 if pw.len() > UCARP_MAX_PASSWORD {
                     e.add(
                         "ha.password",
@@ -276,18 +272,19 @@ impl UnitConfig {
                 AuthParams::Ucarp { password: pw.into_bytes() }
             }
             AuthMode::Sha256 => {
-                if self.ha.password.is_some() {
+                let before = e.0.len();
+                if ha.password.is_some() {
                     e.add(
                         "ha.password",
                         "with ha.auth.mode = \"sha256\" the keys are in ha.auth.keys: remove ha.password",
                     );
                 }
                 let mut keys = Vec::new();
-                for (k, key) in self.ha.auth.keys.iter().enumerate() {
+                for (k, key) in ha.auth.keys.iter().enumerate() {
                     if !(1..=255).contains(&key.id) {
                         e.add(format!("ha.auth.keys[{k}].id"), format!("{} is out of range: use 1-255", key.id));
                     }
-                    if self.ha.auth.keys[..k].iter().any(|o| o.id == key.id) {
+                    if ha.auth.keys[..k].iter().any(|o| o.id == key.id) {
                         e.add(
                             format!("ha.auth.keys[{k}].id"),
                             format!("key id {} is used twice: give every key its own id", key.id),
@@ -304,7 +301,7 @@ impl UnitConfig {
                         "sha256 mode needs at least one key: add [[ha.auth.keys]] with id and secret",
                     );
                 }
-                let send = match self.ha.auth.send_key {
+                let send = match ha.auth.send_key {
                     Some(s) => u8::try_from(s).unwrap_or(0),
                     None if keys.len() == 1 => keys[0].0,
                     None => {
@@ -315,12 +312,18 @@ impl UnitConfig {
                 if !keys.is_empty() && !keys.iter().any(|(id, _)| *id == send) {
                     e.add("ha.auth.send_key", format!("{send} is not the id of a configured key"));
                 }
-                AuthParams::Sha256 { keys, send_key: send }
+                if e.0.len() > before {
+                    // Said above; a stand-in keeps the pair's checks below
+                    // from repeating it.
+                    AuthParams::Ucarp { password: Vec::new() }
+                } else {
+                    AuthParams::Sha256 { keys, send_key: send }
+                }
             }
         };
 
         // Service addresses.
-        let listen = |e: &mut Errors, field: &str, v: &str| -> SocketAddr {
+        let listen = |e: &mut Problems, field: &str, v: &str| -> SocketAddr {
             v.parse().unwrap_or_else(|_| {
                 e.add(field, format!("\"{v}\" is not an address:port, e.g. \"127.0.0.1:7870\""));
                 SocketAddr::from(([127, 0, 0, 1], 0))
@@ -352,35 +355,42 @@ impl UnitConfig {
             e.add("takeover.reconcile_interval_ms", "out of range: use 50-60000 ms");
         }
 
+        // The pair's part, by the model's rules, and the parameters.
+        let local = LocalHa {
+            mode: ha_mode,
+            auth,
+            advskew,
+            unicast: self
+                .interfaces
+                .iter()
+                .enumerate()
+                .filter_map(|(index, i)| {
+                    i.unicast.map(|unicast| UnicastOverride { interface: i.iface.name.clone(), index, unicast })
+                })
+                .collect(),
+        };
+        let interfaces: Vec<Interface> = self.interfaces.iter().map(|i| i.iface.clone()).collect();
+        let params = election_params(&local, &self.ha.pair, &interfaces, "interface").map_err(|p| e.0.extend(p));
+        let (Ok(params), true) = (params, e.0.is_empty()) else {
+            return Err(e.0);
+        };
+
+        let shared = if is_ha {
+            interfaces.iter().filter_map(|i| i.shared.map(|s| (i.name.clone(), s))).collect()
+        } else {
+            Vec::new()
+        };
         let state_dir =
             self.unit.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/duet").join(&self.unit.name));
-        let params = Params {
-            mode: ha_mode,
-            vhid,
-            timing,
-            preferred,
-            initial_wait: Duration::from_secs(self.ha.initial_wait_s),
-            auth,
-            interfaces: ifaces,
-            advskew,
-            hard_reboot_on_link_failure: self.ha.hard_reboot_on_link_failure,
-        };
-        if e.0.is_empty()
-            && let Err(why) = params.check()
-        {
-            e.add("ha", why);
-        }
-        if !e.0.is_empty() {
-            return Err(e.0);
-        }
         Ok(Validated {
             raw: self.clone(),
             election: params,
+            local,
             state_dir,
             election_listen,
             takeover_listen,
-            pacify_window: Duration::from_secs(self.ha.pacify_window_s),
-            handover_timeout: Duration::from_millis(self.ha.handover_timeout_ms),
+            pacify_window: Duration::from_secs(ha.pacify_window_s),
+            handover_timeout: Duration::from_millis(ha.handover_timeout_ms),
             shared,
             warnings,
         })
@@ -407,7 +417,7 @@ unit2 = "198.18.0.2/24"
 shared = "198.18.0.10/24"
 "#;
 
-    fn errors(text: &str) -> Vec<String> {
+    pub(crate) fn errors(text: &str) -> Vec<String> {
         match from_toml(text) {
             Err(ConfigError::Invalid { errors, .. }) => errors.iter().map(ToString::to_string).collect(),
             Err(ConfigError::Parse { message, .. }) => vec![message],
@@ -496,8 +506,63 @@ shared = "198.18.0.10/24"
 
     #[test]
     fn broadcast_and_unicast_exclude_each_other() {
+        // The pair's two settings: the pair's rule.
         let e = errors(&GOOD.replace("timeout_s = 3", "timeout_s = 3\nuse_broadcast = true\nunicast = true"));
-        assert!(e.iter().any(|l| l.starts_with("interface[0].unicast:")), "{e:?}");
+        assert_eq!(e, ["ha.unicast: unicast adverts and ha.use_broadcast exclude each other: turn one off"]);
+        // This unit's override against the pair's broadcast.
+        let e = errors(&format!(
+            "{}unicast = true\n",
+            GOOD.replace("timeout_s = 3", "timeout_s = 3\nuse_broadcast = true")
+        ));
+        assert_eq!(e, ["interface[0].unicast: unicast adverts and ha.use_broadcast exclude each other: turn one off"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_all_named_with_the_allowed_ones() {
+        let e = errors(&format!(
+            "{}colour = \"red\"\n",
+            GOOD.replace("timeout_s = 3", "timout_s = 3\nprefered = \"first\"")
+        ));
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(e[0].starts_with("ha.prefered: unknown field, expected one of `vhid`, `timeout_s`"), "{e:?}");
+        assert!(e[0].contains("`password`") && e[0].contains("`auth`"), "{e:?}");
+        assert!(e[1].starts_with("ha.timout_s: unknown field"), "{e:?}");
+        assert!(e[2].starts_with("interface[0].colour: unknown field, expected one of `name`"), "{e:?}");
+        assert!(e[2].contains("`unicast`"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_values_in_the_flattened_sections_name_their_fields_all_at_once() {
+        let text = format!(
+            "{}ha_check = 3\n",
+            GOOD.replace("timeout_s = 3", "timeout_s = \"x\"\nadvskew = \"y\"")
+                .replace("unit2 = \"198.18.0.2/24\"", "unit2 = \"198.18.0.2\"")
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "one parse error: {e:?}");
+        for want in [
+            "ha.timeout_s: invalid type: found string \"x\", expected u32",
+            "ha.advskew: invalid type: found string \"y\", expected u16",
+            "interface[0].unit2: \"198.18.0.2\" has no prefix length",
+            "interface[0].ha_check: invalid type",
+        ] {
+            assert!(e[0].contains(want), "missing {want:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn the_pair_settings_use_the_models_words() {
+        let v =
+            from_toml(&GOOD.replace(
+                "timeout_s = 3",
+                "timeout_s = 3\npreferred = \"second\"\nprofile = \"fast\"\nl4_updates = false",
+            ))
+            .unwrap();
+        assert_eq!(v.election.preferred, duet_carp::Preferred::Second);
+        assert_eq!(v.election.profile_name(), "fast");
+        assert!(!v.raw.ha.pair.l4_updates && v.raw.ha.pair.l7_updates);
+        let e = errors(&GOOD.replace("timeout_s = 3", "timeout_s = 3\npreferred = \"frist\""));
+        assert!(e[0].contains("`none`, `first`, `second`"), "{e:?}");
     }
 
     #[test]

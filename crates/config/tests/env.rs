@@ -18,7 +18,7 @@ fn env_overrides_and_process_variables_are_ignored() {
         jail.set_env("DUET_LOG", "debug");
         jail.set_env("DUET_CONFIG", "/elsewhere.toml");
         let v = duet_config::load(f.path()).map_err(|e| e.to_string())?;
-        assert_eq!(v.raw.ha.timeout_s, 3);
+        assert_eq!(v.raw.ha.pair.timeout_s, 3);
         jail.set_env("DUET_HA__TIMEOUT_S", "4");
         let e = duet_config::load(f.path()).unwrap_err().to_string();
         assert!(e.contains("ha.timeout_s: 4 is not allowed"), "{e}");

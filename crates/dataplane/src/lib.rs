@@ -1,9 +1,12 @@
 //! The L4 data plane: the virtual services of the configuration image
 //! programmed into the kernel with nftables, on both units.
 //!
-//! [`render()`] turns an image into the text of one table, `table ip duet`
+//! [`render::ruleset`] turns the validated virtual services of a generation
+//! (`duet_model` types: the model's validators have checked them, the data
+//! plane does not check again) into the text of one table, `table ip duet`
 //! (pure; the module [`render`](mod@render) documents the layout, the
-//! schedulers and the strict-state chains). [`apply`] replaces that table
+//! schedulers and the strict-state chains). [`render()`] does the same for
+//! a protobuf image, through the model's conversion and validators. [`apply`] replaces that table
 //! with one `nft -f -` transaction, `add table` + `delete table` + the new
 //! table, which the kernel commits whole or not at all: a refused ruleset
 //! leaves the previous one in force. Source-persistence entries survive an
@@ -37,13 +40,27 @@ use std::collections::{BTreeMap, HashMap};
 
 use tracing::{info, warn};
 
+pub use duet_model::Problem;
 pub use error::DataplaneError;
 pub use persist::{Installed, PersistEntry};
-pub use render::{Problem, Ruleset, render};
+pub use render::{Ruleset, ruleset};
 pub use sysctl::{SYSCTLS, Sysctls, set_sysctls};
 
 use persist::TableState;
 use render::{COUNTER_INVALID, COUNTER_UNTRACKED, FAMILY, TABLE};
+
+/// The ruleset of a protobuf image's virtual services: the one conversion
+/// to the model and its validators (every problem at once, each naming the
+/// field), then [`render::ruleset`]. For callers that hold a protobuf image
+/// rather than a generation of the model.
+pub fn render(image: &duet_proto::config::v1::Image) -> Result<Ruleset, Vec<Problem>> {
+    let services = duet_model::convert::virtual_services(&image.virtual_services)?;
+    let problems = duet_model::VirtualService::validate_list(&services, "virtual_services");
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(ruleset(image.generation, &image.hash, &services))
+}
 
 /// What [`apply`] put in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,4 +211,48 @@ fn read_table() -> Result<Option<TableState>, DataplaneError> {
         Err(e) => return if table_exists()? { Err(e) } else { Ok(None) },
     };
     persist::parse_table(&json).map(Some).map_err(|detail| DataplaneError::Output { command: args.join(" "), detail })
+}
+
+#[cfg(test)]
+mod tests {
+    use duet_proto::config::v1 as pb;
+
+    #[test]
+    fn a_protobuf_image_is_refused_by_the_models_rules_naming_every_field() {
+        let vs = |name: &str, port: u32, address: &str, weight: u32| pb::VirtualService {
+            name: name.into(),
+            address: "198.18.0.10".into(),
+            port,
+            protocol: pb::Protocol::Tcp as i32,
+            scheduler: pb::Scheduler::RoundRobin as i32,
+            real_servers: vec![pb::RealServer { address: address.into(), port: 80, weight, enabled: true }],
+            persistence: None,
+            enabled: true,
+        };
+        let image = |vss| pb::Image { generation: 3, hash: "ab".into(), virtual_services: vss, ..Default::default() };
+        let e: Vec<String> = super::render(&image(vec![vs("web", 80, "198.19.0.1; flush ruleset", 1)]))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            e,
+            ["virtual_services[web].real_servers[0].address: \"198.19.0.1; flush ruleset\" is not an IPv4 address"]
+        );
+        let e: Vec<String> =
+            super::render(&image(vec![vs("web", 0, "198.19.0.1", 1001), vs("web", 81, "198.19.0.1", 1)]))
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        for want in [
+            "virtual_services[web].port: 0 is not a port",
+            "virtual_services[web].real_servers[0].weight: 1001 is too high",
+            "virtual_services[web].name: \"web\" is used by two virtual services",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(want)), "missing {want:?} in {e:#?}");
+        }
+        let r = super::render(&image(vec![vs("web", 80, "198.19.0.1", 1)])).unwrap();
+        assert_eq!((r.generation(), r.image_hash(), r.services().len()), (3, "ab", 1));
+    }
 }

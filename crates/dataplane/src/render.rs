@@ -60,7 +60,7 @@ use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use duet_proto::config::v1::{Image, PersistenceMode, Protocol, Scheduler, VirtualService};
+use duet_model::{PersistenceMode, Problem, Protocol, Scheduler, VirtualService};
 
 /// The nftables family of duet's table.
 pub const FAMILY: &str = "ip";
@@ -76,43 +76,6 @@ pub const HASH_SEED: u32 = 0x6475_6574;
 pub const COUNTER_INVALID: &str = "drop_invalid";
 /// Named counter of untracked packets dropped (forward and input).
 pub const COUNTER_UNTRACKED: &str = "drop_untracked";
-
-const MAX_WEIGHT: u32 = 1000;
-const MAX_PERSIST_TIMEOUT_S: u32 = 86_400;
-const MAX_NAME_LEN: usize = 64;
-
-/// One problem with the image as the data plane sees it, naming the field
-/// (`virtual_services[web].real_servers[1].weight`) and what is wrong. Used
-/// both for errors (nothing rendered) and for warnings (rendered, but not
-/// exactly as asked).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-/// Transport protocol of a virtual service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl L4 {
-    /// The nft keyword.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        }
-    }
-}
 
 /// How new connections of a service are spread over its real servers, as
 /// programmed (see the module documentation).
@@ -140,7 +103,7 @@ pub struct Service {
     pub name: String,
     pub address: Ipv4Addr,
     pub port: u16,
-    pub protocol: L4,
+    pub protocol: Protocol,
     pub spread: Spread,
     /// The usable real servers (enabled, weight > 0), in image order.
     pub backends: Vec<Backend>,
@@ -254,194 +217,112 @@ pub(crate) fn parse_conn_counter(name: &str) -> Option<&str> {
     name.strip_prefix("conn_").filter(|vs| valid_name(vs))
 }
 
-/// A name safe to splice into nft identifiers after a letter prefix.
+/// A name safe to splice into nft identifiers after a letter prefix: the
+/// model's rule for virtual service names.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    VirtualService::usable_name(name)
 }
 
-/// Renders the table for `image`: its enabled virtual services with their
-/// usable real servers, plus the strict-state chains (also for an image
-/// without services).
+/// Renders the table for `services` (validated by the model, e.g. a
+/// generation's [`duet_model::ImageContent`]) of the image `generation`
+/// with content hash `image_hash`: the enabled services with their usable
+/// real servers, plus the strict-state chains (also without services).
 ///
-/// Pure: no kernel involved. Every value spliced into the text is parsed
-/// first (addresses, ports) or checked against a safe alphabet (names), so
-/// an image can never inject nft syntax. Errors list every problem at once;
-/// disabled services and servers are left out without being checked.
-pub fn render(image: &Image) -> Result<Ruleset, Vec<Problem>> {
-    let mut errors = Vec::new();
+/// Pure: no kernel involved, and no validation: what the validators allow,
+/// the data plane programs, with a warning where nftables cannot do
+/// exactly what is asked. Addresses and ports are typed, so only names are
+/// text: a service whose name is not usable (which the validators never
+/// let through) is left out with a warning, so that nothing can ever
+/// inject nft syntax.
+pub fn ruleset(generation: u64, image_hash: &str, services: &[VirtualService]) -> Ruleset {
     let mut warnings = Vec::new();
-    let mut services = Vec::new();
+    let mut programmed = Vec::new();
     let mut skipped_services = 0;
-    let mut names = HashSet::new();
-    let mut endpoints = HashSet::new();
-    for (k, vs) in image.virtual_services.iter().enumerate() {
+    for vs in services {
         if !vs.enabled {
             skipped_services += 1;
             continue;
         }
-        let id = if vs.name.is_empty() { k.to_string() } else { vs.name.clone() };
-        let Some(service) = check_service(vs, &id, &mut errors, &mut warnings) else {
+        if !valid_name(&vs.name) {
+            warnings.push(Problem::new(
+                format!("virtual_services[{}]", vs.name.escape_debug()),
+                "not a usable name: left out (an image that passed validation never has one)",
+            ));
+            skipped_services += 1;
             continue;
-        };
-        if !names.insert(service.name.clone()) {
-            errors.push(problem(
-                &id,
-                "name",
-                format!("{:?} is used by two enabled virtual services: names are unique", service.name),
-            ));
         }
-        if !endpoints.insert((service.address, service.port, service.protocol)) {
-            errors.push(problem(
-                &id,
-                "port",
-                format!(
-                    "{}:{} {} is served by another enabled virtual service",
-                    service.address,
-                    service.port,
-                    service.protocol.as_str()
-                ),
-            ));
-        }
-        services.push(service);
+        programmed.push(program(vs, &mut warnings));
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let text = table_text(image, &services);
-    Ok(Ruleset {
-        generation: image.generation,
-        image_hash: image.hash.clone(),
-        services,
-        skipped_services,
-        warnings,
-        text,
-    })
+    let text = table_text(generation, image_hash, &programmed);
+    Ruleset { generation, image_hash: image_hash.to_owned(), services: programmed, skipped_services, warnings, text }
 }
 
-fn problem(id: &str, field: &str, message: impl Into<String>) -> Problem {
-    Problem { field: format!("virtual_services[{id}].{field}"), message: message.into() }
+fn warning(vs: &str, field: &str, message: impl Into<String>) -> Problem {
+    Problem::new(format!("virtual_services[{vs}].{field}"), message)
 }
 
-/// Checks one enabled service; `None` if it has errors (pushed).
-fn check_service(
-    vs: &VirtualService,
-    id: &str,
-    errors: &mut Vec<Problem>,
-    warnings: &mut Vec<Problem>,
-) -> Option<Service> {
-    let before = errors.len();
-    if !valid_name(&vs.name) {
-        errors.push(problem(
-            id,
-            "name",
-            format!("{:?} is not a usable name: 1-64 letters, digits, '-', '_' or '.'", vs.name),
-        ));
-    }
-    let address = vs.address.parse::<Ipv4Addr>().ok();
-    if address.is_none() {
-        errors.push(problem(id, "address", format!("{:?} is not an IPv4 address", vs.address)));
-    }
-    let port = u16::try_from(vs.port).ok().filter(|p| *p != 0);
-    if port.is_none() {
-        errors.push(problem(id, "port", format!("{} is not a port: use 1-65535", vs.port)));
-    }
-    let protocol = match Protocol::try_from(vs.protocol) {
-        Ok(Protocol::Tcp) => Some(L4::Tcp),
-        Ok(Protocol::Udp) => Some(L4::Udp),
-        _ => {
-            errors.push(problem(id, "protocol", "set PROTOCOL_TCP or PROTOCOL_UDP"));
-            None
-        }
-    };
-    let spread = match Scheduler::try_from(vs.scheduler) {
-        Ok(Scheduler::RoundRobin) => Some(Spread::RoundRobin),
-        Ok(Scheduler::WeightedRoundRobin) => Some(Spread::WeightedRoundRobin),
-        Ok(Scheduler::SourceHash) => Some(Spread::SourceHash),
-        Ok(Scheduler::LeastConnection) => {
-            warnings.push(problem(
+/// One enabled service as programmed, with its warnings.
+fn program(vs: &VirtualService, warnings: &mut Vec<Problem>) -> Service {
+    let id = vs.name.as_str();
+    let spread = match vs.scheduler {
+        Scheduler::RoundRobin => Spread::RoundRobin,
+        Scheduler::WeightedRoundRobin => Spread::WeightedRoundRobin,
+        Scheduler::SourceHash => Spread::SourceHash,
+        Scheduler::LeastConnection => {
+            warnings.push(warning(
                 id,
                 "scheduler",
                 "LEAST_CONNECTION cannot be expressed in nftables (no connection counts): \
                  programmed as WEIGHTED_ROUND_ROBIN",
             ));
-            Some(Spread::WeightedRoundRobin)
-        }
-        _ => {
-            errors.push(problem(
-                id,
-                "scheduler",
-                "set a scheduling method (ROUND_ROBIN, WEIGHTED_ROUND_ROBIN, SOURCE_HASH, LEAST_CONNECTION)",
-            ));
-            None
+            Spread::WeightedRoundRobin
         }
     };
-    let persistence = vs.persistence.as_ref();
-    let persistence_timeout_s = match persistence.map(|p| PersistenceMode::try_from(p.mode)) {
-        Some(Ok(PersistenceMode::SourceAddress)) => {
-            let t = persistence.map_or(0, |p| p.timeout_s);
-            if (1..=MAX_PERSIST_TIMEOUT_S).contains(&t) {
-                Some(t)
-            } else {
-                errors.push(problem(id, "persistence.timeout_s", format!("{t} is out of range: use 1-86400 seconds")));
-                None
-            }
-        }
-        Some(Ok(PersistenceMode::Cookie)) => {
-            warnings.push(problem(
+    let persistence_timeout_s = match vs.persistence.mode {
+        PersistenceMode::SourceAddress => Some(vs.persistence.timeout_s),
+        PersistenceMode::Cookie => {
+            warnings.push(warning(
                 id,
                 "persistence.mode",
                 "cookie persistence is layer 7 and not done by the L4 data plane: no persistence programmed",
             ));
             None
         }
-        _ => None,
+        PersistenceMode::None => None,
     };
-
     let mut backends = Vec::new();
     let mut skipped = 0;
     let mut seen = HashSet::new();
-    for (r, rs) in vs.real_servers.iter().enumerate() {
-        if !rs.enabled || rs.weight == 0 {
+    for rs in &vs.real_servers {
+        let address = SocketAddrV4::new(rs.address, rs.port);
+        // Validated unique; a repeat would only be a second, dead vmap arm.
+        if !rs.enabled || rs.weight == 0 || !seen.insert(address) {
             skipped += 1;
             continue;
         }
-        let field = |x: &str| format!("real_servers[{r}].{x}");
-        let addr = rs.address.parse::<Ipv4Addr>().ok();
-        if addr.is_none() {
-            errors.push(problem(id, &field("address"), format!("{:?} is not an IPv4 address", rs.address)));
-        }
-        let rport = u16::try_from(rs.port).ok().filter(|p| *p != 0);
-        if rport.is_none() {
-            errors.push(problem(id, &field("port"), format!("{} is not a port: use 1-65535", rs.port)));
-        }
-        if rs.weight > MAX_WEIGHT {
-            errors.push(problem(id, &field("weight"), format!("{} is too high: use 0-1000", rs.weight)));
-        }
-        if let (Some(a), Some(p)) = (addr, rport) {
-            let address = SocketAddrV4::new(a, p);
-            if !seen.insert(address) {
-                errors.push(problem(id, &field("address"), format!("{address} is listed twice in this service")));
-            }
-            backends.push(Backend { address, weight: rs.weight });
-        }
+        backends.push(Backend { address, weight: rs.weight });
     }
-    if errors.len() > before {
-        return None;
-    }
-    let (address, port, protocol, spread) = (address?, port?, protocol?, spread?);
     if backends.is_empty() {
-        warnings.push(problem(
+        warnings.push(warning(
             id,
             "real_servers",
             format!(
-                "no enabled real server with weight > 0: connections to {address}:{port} are refused (TCP reset, \
-                 ICMP port unreachable)"
+                "no enabled real server with weight > 0: connections to {}:{} are refused (TCP reset, \
+                 ICMP port unreachable)",
+                vs.address, vs.port
             ),
         ));
     }
-    Some(Service { name: vs.name.clone(), address, port, protocol, spread, backends, skipped, persistence_timeout_s })
+    Service {
+        name: vs.name.clone(),
+        address: vs.address,
+        port: vs.port,
+        protocol: vs.protocol,
+        spread,
+        backends,
+        skipped,
+        persistence_timeout_s,
+    }
 }
 
 /// Slots per backend for the scheduler's `mod`.
@@ -452,12 +333,12 @@ fn slots(spread: Spread, b: &Backend) -> u32 {
     }
 }
 
-fn table_text(image: &Image, services: &[Service]) -> String {
+fn table_text(generation: u64, image_hash: &str, services: &[Service]) -> String {
     // `writeln!` into a String cannot fail.
     let mut t = String::new();
-    let hash = if image.hash.chars().all(|c| c.is_ascii_alphanumeric()) { image.hash.as_str() } else { "?" };
+    let hash = if image_hash.chars().all(|c| c.is_ascii_alphanumeric()) { image_hash } else { "?" };
     let _ = writeln!(t, "table {FAMILY} {TABLE} {{");
-    let _ = writeln!(t, "\tcomment \"duet generation {} image {hash}\"", image.generation);
+    let _ = writeln!(t, "\tcomment \"duet generation {generation} image {hash}\"");
     for counter in [COUNTER_INVALID, COUNTER_UNTRACKED] {
         let _ = writeln!(t, "\tcounter {counter} {{\n\t}}");
     }
@@ -581,29 +462,29 @@ fn scheduler_rule(s: &Service) -> String {
 
 #[cfg(test)]
 mod tests {
-    use duet_proto::config::v1::{Persistence, RealServer};
+    use duet_model::{Persistence, RealServer};
 
     use super::*;
 
     fn rs(address: &str, weight: u32, enabled: bool) -> RealServer {
-        RealServer { address: address.into(), port: 80, weight, enabled }
+        RealServer { address: address.parse().unwrap(), port: 80, weight, enabled }
     }
 
     fn web(scheduler: Scheduler, real_servers: Vec<RealServer>) -> VirtualService {
         VirtualService {
             name: "web".into(),
-            address: "198.18.0.10".into(),
+            address: Ipv4Addr::new(198, 18, 0, 10),
             port: 80,
-            protocol: Protocol::Tcp as i32,
-            scheduler: scheduler as i32,
+            protocol: Protocol::Tcp,
+            scheduler,
             real_servers,
-            persistence: None,
+            persistence: Persistence::default(),
             enabled: true,
         }
     }
 
-    fn image(vss: Vec<VirtualService>) -> Image {
-        Image { generation: 7, hash: "ab12".into(), virtual_services: vss, ..Default::default() }
+    fn render(vss: &[VirtualService]) -> Ruleset {
+        ruleset(7, "ab12", vss)
     }
 
     fn lines(r: &Ruleset) -> Vec<&str> {
@@ -612,11 +493,10 @@ mod tests {
 
     #[test]
     fn weighted_round_robin_gives_each_server_its_weight_in_slots() {
-        let r = render(&image(vec![web(
+        let r = render(&[web(
             Scheduler::WeightedRoundRobin,
             vec![rs("198.19.0.101", 1, true), rs("198.19.0.102", 3, true)],
-        )]))
-        .unwrap();
+        )]);
         let l = lines(&r);
         assert!(l.contains(&"ip daddr 198.18.0.10 tcp dport 80 jump svc_web"), "{}", r.text());
         assert!(
@@ -634,9 +514,9 @@ mod tests {
     #[test]
     fn round_robin_ignores_weights_and_source_hash_uses_them() {
         let servers = vec![rs("198.19.0.101", 5, true), rs("198.19.0.102", 2, true)];
-        let r = render(&image(vec![web(Scheduler::RoundRobin, servers.clone())])).unwrap();
+        let r = render(&[web(Scheduler::RoundRobin, servers.clone())]);
         assert!(r.text().contains("numgen inc mod 2 vmap { 0 : goto rs_web_198.19.0.101_80, 1 : goto"), "{r}");
-        let r = render(&image(vec![web(Scheduler::SourceHash, servers)])).unwrap();
+        let r = render(&[web(Scheduler::SourceHash, servers)]);
         assert!(
             r.text().contains("jhash ip saddr mod 7 seed 0x64756574 vmap { 0-4 : goto rs_web_198.19.0.101_80, 5-6")
         );
@@ -647,16 +527,13 @@ mod tests {
         let mut off = web(Scheduler::RoundRobin, vec![rs("198.19.0.200", 1, true)]);
         off.name = "off".into();
         off.enabled = false;
-        // A disabled service is not even checked.
-        off.address = "nonsense".into();
-        let r = render(&image(vec![
+        let r = render(&[
             web(
                 Scheduler::WeightedRoundRobin,
                 vec![rs("198.19.0.101", 0, true), rs("198.19.0.102", 3, false), rs("198.19.0.103", 2, true)],
             ),
             off,
-        ]))
-        .unwrap();
+        ]);
         assert!(!r.text().contains("198.19.0.101") && !r.text().contains("198.19.0.102"), "{r}");
         assert!(!r.text().contains("198.19.0.200") && !r.text().contains("svc_off"), "{r}");
         // One usable server: no scheduler, straight to it.
@@ -668,9 +545,8 @@ mod tests {
     #[test]
     fn source_persistence_gets_a_set_per_server_checked_before_the_scheduler() {
         let mut vs = web(Scheduler::RoundRobin, vec![rs("198.19.0.101", 1, true), rs("198.19.0.102", 1, true)]);
-        vs.persistence =
-            Some(Persistence { mode: PersistenceMode::SourceAddress as i32, timeout_s: 600, cookie: String::new() });
-        let r = render(&image(vec![vs])).unwrap();
+        vs.persistence = Persistence { mode: PersistenceMode::SourceAddress, timeout_s: 600, cookie: String::new() };
+        let r = render(&[vs]);
         let t = r.text();
         assert!(t.contains(
             "\tset p_web_198.19.0.101_80 {\n\t\ttype ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic, timeout\n\t\t\
@@ -687,7 +563,7 @@ mod tests {
 
     #[test]
     fn strict_state_chains_are_there_even_without_services() {
-        let r = render(&image(vec![])).unwrap();
+        let r = render(&[]);
         let l = lines(&r);
         for want in [
             "type filter hook forward priority filter; policy accept;",
@@ -704,12 +580,11 @@ mod tests {
     #[test]
     fn unsupported_choices_are_warnings() {
         let mut vs = web(Scheduler::LeastConnection, vec![rs("198.19.0.101", 2, true), rs("198.19.0.102", 1, true)]);
-        vs.persistence =
-            Some(Persistence { mode: PersistenceMode::Cookie as i32, timeout_s: 60, cookie: "SRV".into() });
+        vs.persistence = Persistence { mode: PersistenceMode::Cookie, timeout_s: 60, cookie: "SRV".into() };
         let mut empty = web(Scheduler::RoundRobin, vec![rs("198.19.0.101", 0, true)]);
         empty.name = "empty".into();
         empty.port = 81;
-        let r = render(&image(vec![vs, empty])).unwrap();
+        let r = render(&[vs, empty]);
         let w: Vec<String> = r.warnings().iter().map(ToString::to_string).collect();
         assert_eq!(w.len(), 3, "{w:?}");
         assert!(w[0].starts_with("virtual_services[web].scheduler: LEAST_CONNECTION cannot"), "{w:?}");
@@ -721,34 +596,17 @@ mod tests {
     }
 
     #[test]
-    fn bad_images_are_refused_naming_every_field_and_cannot_inject_syntax() {
-        let mut a =
-            web(Scheduler::Unspecified, vec![rs("198.19.0.1; flush ruleset", 1, true), rs("198.19.0.2", 1001, true)]);
-        a.name = "web } flush ruleset".into();
-        a.protocol = 0;
-        let mut b = web(Scheduler::RoundRobin, vec![rs("198.19.0.3", 1, true), rs("198.19.0.3", 1, true)]);
-        b.persistence =
-            Some(Persistence { mode: PersistenceMode::SourceAddress as i32, timeout_s: 0, cookie: String::new() });
-        let mut c = web(Scheduler::RoundRobin, vec![rs("198.19.0.4", 1, true)]);
-        c.name = "web2".into();
-        let mut d = c.clone();
-        d.port = 81;
-        let mut e = c.clone();
-        e.name = "web3".into();
-        let e: Vec<String> = render(&image(vec![a, b, c, d, e])).unwrap_err().iter().map(ToString::to_string).collect();
-        for want in [
-            "virtual_services[web } flush ruleset].name:",
-            "virtual_services[web } flush ruleset].protocol:",
-            "virtual_services[web } flush ruleset].scheduler:",
-            "virtual_services[web } flush ruleset].real_servers[0].address:",
-            "virtual_services[web } flush ruleset].real_servers[1].weight:",
-            "virtual_services[web].real_servers[1].address: 198.19.0.3:80 is listed twice",
-            "virtual_services[web].persistence.timeout_s: 0 is out of range",
-            "virtual_services[web2].name: \"web2\" is used by two enabled virtual services",
-            "virtual_services[web3].port: 198.18.0.10:80 tcp is served by another",
-        ] {
-            assert!(e.iter().any(|x| x.starts_with(want)), "missing {want:?} in {e:#?}");
-        }
+    fn a_name_that_could_inject_syntax_is_left_out() {
+        // The validators refuse such a name (and addresses and ports are
+        // typed); this is the guard behind them.
+        let mut bad = web(Scheduler::RoundRobin, vec![rs("198.19.0.1", 1, true)]);
+        bad.name = "web } flush ruleset".into();
+        let mut good = web(Scheduler::RoundRobin, vec![rs("198.19.0.2", 1, true)]);
+        good.name = "ok".into();
+        let r = render(&[bad, good]);
+        assert!(!r.text().contains("flush"), "{r}");
+        assert_eq!((r.services().len(), r.skipped_services()), (1, 1));
+        assert!(r.warnings()[0].to_string().starts_with("virtual_services[web } flush ruleset]: not a usable name"));
     }
 
     #[test]

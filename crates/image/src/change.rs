@@ -1,9 +1,8 @@
 //! The edits the configsync API takes, applied to an image, and sections
 //! of an image for `GetConfig`.
 
+use duet_model::Problem;
 use duet_proto::config::v1::{HaSettings, Image, Interface, VirtualService};
-
-use crate::validate::Problem;
 
 /// One change to the image.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,10 +46,10 @@ pub fn apply(current: &Image, change: Change) -> Result<Image, Problem> {
             let before = next.virtual_services.len();
             next.virtual_services.retain(|v| v.name != name);
             if next.virtual_services.len() == before {
-                return Err(Problem {
-                    field: format!("virtual_services[{name}]"),
-                    message: "no such virtual service: list them with `duetctl config get virtual_services`".into(),
-                });
+                return Err(Problem::new(
+                    format!("virtual_services[{name}]"),
+                    "no such virtual service: list them with `duetctl config get virtual_services`",
+                ));
             }
         }
     }
@@ -73,17 +72,18 @@ pub fn section(image: &Image, section: &str) -> Result<Image, Problem> {
         "virtual_services" => out.virtual_services = image.virtual_services.clone(),
         s => {
             let Some(name) = s.strip_prefix("virtual_services/") else {
-                return Err(Problem {
-                    field: "section".into(),
-                    message: format!(
+                return Err(Problem::new(
+                    "section",
+                    format!(
                         "\"{s}\" is not a section: use ha, interfaces, virtual_services or virtual_services/<name>"
                     ),
-                });
+                ));
             };
-            let vs = image.virtual_services.iter().find(|v| v.name == name).ok_or_else(|| Problem {
-                field: format!("virtual_services[{name}]"),
-                message: "no such virtual service".into(),
-            })?;
+            let vs = image
+                .virtual_services
+                .iter()
+                .find(|v| v.name == name)
+                .ok_or_else(|| Problem::new(format!("virtual_services[{name}]"), "no such virtual service"))?;
             out.virtual_services = vec![vs.clone()];
         }
     }

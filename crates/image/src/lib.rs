@@ -3,8 +3,8 @@
 //! The image is the protobuf message `duet.config.v1.Image`: HA settings,
 //! interfaces with their three addresses, virtual services with real
 //! servers and persistence. This crate gives it a content hash
-//! ([`content_hash`]), checks it with problems that name the field and say
-//! what to do ([`validate`]), applies the changes the API takes
+//! ([`content_hash`]), checks it ([`validate`]: the conversion to the
+//! model and the model's validators, `duet_model`), applies the changes the API takes
 //! ([`change`]), and keeps generations on disk so that a crash at any moment
 //! leaves the old or the new one ([`store`]). It knows nothing of the
 //! network or of who is active; the configsync service decides that.
@@ -17,7 +17,8 @@ use duet_proto::config::v1::Image;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-pub use validate::{Problem, validate};
+pub use duet_model::Problem;
+pub use validate::validate;
 
 /// Hex SHA-256 of what the image says: HA settings, interfaces, virtual
 /// services. The generation number, the hash itself and the provenance are

@@ -97,6 +97,16 @@ fn read_gen(path: &Path, g: u64) -> Option<Image> {
     (img.generation == g && img.hash == content_hash(&img)).then_some(img)
 }
 
+/// The current generation stored in `dir`, read without creating or
+/// writing anything: for a reader beside the store's owner (the election
+/// at start). `None` when `dir` holds no readable generation (or does not
+/// exist); a damaged newest file falls back to the one before, as in
+/// [`Store::open`].
+pub fn read_current(dir: &Path) -> Option<Image> {
+    let gens = gen_numbers(dir).ok()?;
+    gens.into_iter().rev().find_map(|g| read_gen(&gen_file(dir, g), g))
+}
+
 /// The empty image a unit starts with (generation 0).
 pub fn empty() -> Image {
     let mut i = Image::default();
@@ -301,6 +311,8 @@ mod tests {
         fs::write(gen_file(d.path(), 4), b"garbage").unwrap();
         let s3 = Store::open(d.path(), 3).unwrap();
         assert_eq!(s3.current().generation, 3);
+        assert_eq!(read_current(d.path()).as_ref(), Some(s3.current()), "a reader sees what the owner sees");
+        assert_eq!(read_current(&d.path().join("nothing here")), None);
         assert_eq!(s3.current().ha.unwrap().timeout_s, 9);
     }
 

@@ -3,10 +3,13 @@
 //! that tasks and servers wait on ([`shutdown`]), supervised tasks whose
 //! failures are logged and visible in health ([`tasks`]), and a gRPC
 //! server with the standard health service and reflection (v1 and v1alpha)
-//! already registered ([`grpc`]). No protocol logic lives here.
+//! already registered ([`grpc`]), and the two followers every service
+//! shares: of the election's role ([`follow`]) and of configsync's
+//! generations ([`generations`]). No protocol logic lives here.
 
 pub mod follow;
 pub mod fsutil;
+pub mod generations;
 pub mod grpc;
 pub mod shutdown;
 pub mod tasks;

@@ -130,6 +130,7 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
                 hash: i.hash.clone(),
                 provenance: i.provenance.clone(),
                 origin: origin.to_string(),
+                image: Some(i.clone()),
             };
             let mut last = first.generation;
             if tx.send(Ok(msg(&first, "current"))).await.is_err() {

@@ -5,23 +5,24 @@
 //! over gRPC with mutual TLS on TCP 6973 at every commit, every
 //! `sync_interval` in full, and on `ForceUpdate`. The rules live in
 //! [`engine`]; this crate adds the adapters: the role followed from the
-//! election, the operator API ([`api`]), the peer link ([`peer`]) and the
-//! HA overlay for the election ([`overlay`]).
+//! election, the operator API ([`api`]) and the peer link ([`peer`]). The
+//! unit's other services follow the committed generations through the
+//! operator API's `WatchGenerations` (`duet_runtime::generations`).
 
 mod api;
 pub mod engine;
-mod overlay;
 mod peer;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use duet_carp::Role;
 use duet_config::{ConfigSync, Validated};
 use duet_image::store::Store;
+use duet_model::ImageContent;
 use duet_proto::common::v1::HaMode;
-use duet_proto::config::v1::{HaSettings, Image, Interface, PreferredServer, TimingProfile};
+use duet_proto::config::v1::Image;
 use duet_proto::configsync::v1::config_sync_service_server::ConfigSyncServiceServer;
 use duet_proto::configsync::v1::peer_sync_service_server::PeerSyncServiceServer;
 use duet_runtime::shutdown::{self, Shutdown};
@@ -58,7 +59,6 @@ pub(crate) struct Shared {
     pub unit: String,
     pub unit_address: String,
     pub tls: Option<PeerTls>,
-    pub state_dir: PathBuf,
     pub bootstrap: Image,
 }
 
@@ -67,12 +67,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// After a generation became current: tell watchers, write the HA
-    /// overlay, wake the pusher.
+    /// After a generation became current: tell watchers (the unit's
+    /// election and replicator among them), wake the pusher.
     pub(crate) fn committed(&self, c: Committed) {
-        if let Err(e) = overlay::write(&self.state_dir, &c.image) {
-            tracing::error!("cannot write the HA overlay for the election: {e}");
-        }
         tracing::info!(generation = c.image.generation, hash = %&c.image.hash[..12], origin = c.origin, "configuration generation current");
         let _ = self.generations.send(c);
         self.push_now.notify_one();
@@ -88,47 +85,30 @@ impl Shared {
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The image a unit with an empty store starts the pair with: the HA
-/// settings and interfaces of its unit file.
+/// settings and interfaces of its unit file, through the one conversion.
 fn bootstrap_image(cfg: &Validated) -> Image {
-    let h = &cfg.raw.ha;
-    let preferred = match h.preferred {
-        duet_config::PreferredServer::None => PreferredServer::None,
-        duet_config::PreferredServer::First => PreferredServer::First,
-        duet_config::PreferredServer::Second => PreferredServer::Second,
-    };
-    let profile = match h.profile {
-        duet_config::Profile::Standard => TimingProfile::Standard,
-        duet_config::Profile::Fast => TimingProfile::Fast,
-    };
-    Image {
-        ha: Some(HaSettings {
-            vhid: h.vhid.map_or(0, u32::from),
-            timeout_s: u32::try_from(h.timeout_s).unwrap_or(9),
-            preferred: preferred as i32,
-            initial_wait_s: u32::try_from(h.initial_wait_s).unwrap_or(0),
-            use_broadcast: h.use_broadcast,
-            unicast: h.unicast,
-            profile: profile as i32,
-            fast_interval_ms: u32::try_from(h.fast_interval_ms).unwrap_or(20),
-            fast_dead_factor: h.fast_dead_factor,
-            hard_reboot_on_link_failure: h.hard_reboot_on_link_failure,
-            sync_interval_s: 0,
-            l4_updates: true,
-            l7_updates: true,
-        }),
-        interfaces: cfg
-            .raw
-            .interfaces
-            .iter()
-            .map(|i| Interface {
-                name: i.name.clone(),
-                unit1: i.unit1.map(|c| c.to_string()).unwrap_or_default(),
-                unit2: i.unit2.map(|c| c.to_string()).unwrap_or_default(),
-                shared: i.shared.map(|c| c.to_string()).unwrap_or_default(),
-                ha_check: i.ha_check,
-            })
-            .collect(),
-        ..Default::default()
+    Image::from(&ImageContent {
+        ha: cfg.raw.ha.pair.clone(),
+        interfaces: cfg.interfaces(),
+        virtual_services: Vec::new(),
+    })
+}
+
+/// The file in a unit's state directory through which configsync once
+/// handed the image's HA settings to the election (the election now
+/// follows the generations over gRPC).
+const OLD_HA_OVERLAY: &str = "ha-image.toml";
+
+/// Removes a leftover [`OLD_HA_OVERLAY`], which nothing reads any more.
+fn remove_old_overlay(state_dir: &Path) {
+    let path = state_dir.join(OLD_HA_OVERLAY);
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!(
+            file = %path.display(),
+            "removed the old HA overlay: the election follows the pair's generations from configsync now"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(file = %path.display(), "cannot remove the old HA overlay (nothing reads it): {e}"),
     }
 }
 
@@ -185,14 +165,9 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         unit: cfg.raw.unit.name.clone(),
         unit_address: first.map(|i| i.unit_addr.to_string()).unwrap_or_default(),
         tls,
-        state_dir: cfg.state_dir.clone(),
         bootstrap: bootstrap_image(&cfg),
     });
-    if current.generation > 0
-        && let Err(e) = overlay::write(&shared.state_dir, &current)
-    {
-        tracing::error!("cannot write the HA overlay: {e}");
-    }
+    remove_old_overlay(&cfg.state_dir);
 
     let (stop_trigger, stop) = shutdown::channel();
     let (router, health) = duet_runtime::grpc::router::<ConfigSyncServiceServer<api::Api>>()?;

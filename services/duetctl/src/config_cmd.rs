@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use duet_proto::config::v1::{HaSettings, Image, LocalSettings, VirtualService};
+use duet_model::{HaSettings, Problem};
+use duet_proto::config::v1::{Image, LocalSettings, VirtualService};
 use duet_proto::configsync::v1 as cs;
 use duet_proto::configsync::v1::apply_config_request::Change;
 use duet_proto::json::{from_json, to_json};
@@ -65,8 +66,9 @@ pub async fn set_file(a: &Addrs, file: &Path, base: Option<u64>, comment: &str, 
     apply(a, base, Change::Image(img), comment, json).await
 }
 
-/// `config set key=value ...`: changes HA settings (`timeout_s=6`,
-/// `preferred=PREFERRED_SERVER_FIRST`...).
+/// `config set key=value ...`: changes HA settings in the unit file's
+/// words (`timeout_s=6 preferred=first profile=fast`), starting from the
+/// current ones.
 pub async fn set_ha(a: &Addrs, pairs: &[String], base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
     let mut c = client::configsync(a).await?;
     let img = c
@@ -77,42 +79,60 @@ pub async fn set_ha(a: &Addrs, pairs: &[String], base: Option<u64>, comment: &st
         .image
         .unwrap_or_default();
     let base = base.unwrap_or(img.generation);
-    let mut obj: serde_json::Value = serde_json::from_str(
-        &to_json(&img.ha.unwrap_or_default(), "duet.config.v1.HaSettings").map_err(anyhow::Error::msg)?,
-    )?;
-    for p in pairs {
-        let (k, v) =
-            p.split_once('=').with_context(|| format!("\"{p}\": write settings as key=value, e.g. timeout_s=6"))?;
-        let k = k.strip_prefix("ha.").unwrap_or(k);
-        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
-        // The JSON has the camelCase names; `timeout_s` and `timeoutS` are
-        // the same field and must not both be there.
-        let camel = camel_case(k);
-        if let Some(o) = obj.as_object_mut() {
-            o.remove(k);
-        }
-        obj[camel] = value;
-    }
-    let ha: HaSettings =
-        from_json(&obj.to_string(), "duet.config.v1.HaSettings").map_err(|e| anyhow::anyhow!("ha: {e}"))?;
-    apply(a, Some(base), Change::Ha(ha), comment, json).await
+    let current =
+        HaSettings::try_from(&img.ha.unwrap_or_default()).map_err(|p| problems(&duet_model::under("ha", p)))?;
+    let ha = set_pairs(&current, pairs).map_err(|p| problems(&p))?;
+    apply(a, Some(base), Change::Ha(duet_proto::config::v1::HaSettings::from(&ha)), comment, json).await
 }
 
-/// `timeout_s` as protobuf's JSON names it: `timeoutS`.
-fn camel_case(k: &str) -> String {
-    let mut out = String::with_capacity(k.len());
-    let mut up = false;
-    for c in k.chars() {
-        if c == '_' {
-            up = true;
-        } else if up {
-            out.extend(c.to_uppercase());
-            up = false;
-        } else {
-            out.push(c);
+fn problems(p: &[Problem]) -> anyhow::Error {
+    let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
+    anyhow::anyhow!("{}", lines.join("\n"))
+}
+
+/// `current` with each `key=value` of `pairs` set, read through the
+/// model's serde in the unit file's words. Every problem names the key
+/// (`ha.<key>`) and the allowed keys or values.
+pub fn set_pairs(current: &HaSettings, pairs: &[String]) -> Result<HaSettings, Vec<Problem>> {
+    let keys = duet_model::keys::<HaSettings>();
+    let mut obj = match serde_json::to_value(current) {
+        Ok(serde_json::Value::Object(o)) => o,
+        _ => serde_json::Map::new(),
+    };
+    let mut problems = Vec::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            problems.push(Problem::new(p.as_str(), "write settings as key=value, e.g. timeout_s=6"));
+            continue;
+        };
+        let k = k.trim().strip_prefix("ha.").unwrap_or(k.trim());
+        if !keys.contains(&k) {
+            let list: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            problems
+                .push(Problem::new(format!("ha.{k}"), format!("not an HA setting: use one of {}", list.join(", "))));
+            continue;
+        }
+        // A number or true/false as such; anything else is a word.
+        let v = v.trim();
+        let value = match serde_json::from_str::<serde_json::Value>(v) {
+            Ok(n @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_) | serde_json::Value::String(_))) => n,
+            _ => serde_json::Value::String(v.to_owned()),
+        };
+        // Read this key alone, so an error names it (and, for a word,
+        // lists the allowed ones).
+        let mut one = serde_json::Map::new();
+        one.insert(k.to_owned(), value.clone());
+        match serde_json::from_value::<HaSettings>(serde_json::Value::Object(one)) {
+            Ok(_) => {
+                obj.insert(k.to_owned(), value);
+            }
+            Err(e) => problems.push(Problem::new(format!("ha.{k}"), e.to_string())),
         }
     }
-    out
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| vec![Problem::new("ha", e.to_string())])
 }
 
 /// `config set-vs --file vs.json`.
@@ -239,11 +259,37 @@ pub async fn local(a: &Addrs, set: Option<&Path>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use duet_model::{HaSettings, Preferred, Profile};
+
+    use super::set_pairs;
+
+    fn set(pairs: &[&str]) -> Result<HaSettings, Vec<String>> {
+        let pairs: Vec<String> = pairs.iter().map(|p| (*p).to_owned()).collect();
+        let current = HaSettings { timeout_s: 3, vhid: Some(10), ..HaSettings::default() };
+        set_pairs(&current, &pairs).map_err(|p| p.iter().map(ToString::to_string).collect())
+    }
+
     #[test]
-    fn settings_keys_become_json_names() {
-        assert_eq!(super::camel_case("timeout_s"), "timeoutS");
-        assert_eq!(super::camel_case("l4_updates"), "l4Updates");
-        assert_eq!(super::camel_case("timeoutS"), "timeoutS");
-        assert_eq!(super::camel_case("preferred"), "preferred");
+    fn settings_in_the_unit_files_words_from_the_current_ones() {
+        let h = set(&["preferred=first", "profile=fast", "timeout_s=6", "ha.l4_updates=false"]).unwrap();
+        assert_eq!((h.preferred, h.profile, h.timeout_s, h.l4_updates), (Preferred::First, Profile::Fast, 6, false));
+        assert_eq!(h.vhid, Some(10), "the rest is kept");
+        assert_eq!(set(&["vhid=0"]).unwrap().vhid, None, "0 is the default, as in the image");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_allowed_values() {
+        let e = set(&["preferred=PREFERRED_SERVER_FIRST", "timeoutS=6", "timeout_s=six", "oops"]).unwrap_err();
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert!(
+            e[0].starts_with(
+                "ha.preferred: unknown variant `PREFERRED_SERVER_FIRST`, expected one of `none`, `first`, `second`"
+            ),
+            "{e:?}"
+        );
+        assert!(e[1].starts_with("ha.timeoutS: not an HA setting: use one of `vhid`, `timeout_s`"), "{e:?}");
+        assert!(e[2].starts_with("ha.timeout_s: invalid type: string \"six\", expected u32"), "{e:?}");
+        assert!(e[3].starts_with("oops: write settings as key=value"), "{e:?}");
+        assert!(e.iter().all(|l| !l.contains("line") && !l.contains("column")), "{e:?}");
     }
 }

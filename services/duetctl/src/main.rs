@@ -62,7 +62,7 @@ enum ConfigCmd {
     Get { section: Option<String> },
     /// Change HA settings (key=value ...) or replace the whole image (--file).
     Set {
-        /// HA settings, e.g. timeout_s=6 preferred=PREFERRED_SERVER_FIRST.
+        /// HA settings in the unit file's words, e.g. timeout_s=6 preferred=first profile=fast.
         pairs: Vec<String>,
         /// A whole image as JSON (as `config get` prints it).
         #[arg(long)]

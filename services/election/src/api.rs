@@ -130,7 +130,7 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
             advbase: u32::from(p.advbase()),
             advskew: u32::from(p.advskew()),
             hard_reboot_on_link_failure: p.hard_reboot_on_link_failure,
-            config_generation: 0,
+            config_generation: s.config_generation,
         }),
         takeover: Some(takeover_proto(st.follower_attached, s.takeover.as_ref())),
         recent_starts: s.recent_starts,

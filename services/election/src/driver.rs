@@ -59,7 +59,12 @@ pub(crate) enum Request {
         attached: bool,
     },
     TakeoverReport(TakeoverReport),
-    Reload(Box<Params>),
+    /// New parameters (E12) and the configuration generation they came
+    /// from (0: the unit file).
+    Reload {
+        params: Box<Params>,
+        generation: u64,
+    },
     /// A component's readiness (R4); answered with the unit's readiness.
     Readiness {
         component: String,
@@ -89,6 +94,8 @@ pub(crate) struct TakeoverReport {
 pub(crate) struct Snapshot {
     pub status: duet_carp::Status,
     pub params: Params,
+    /// The configuration generation the parameters came from (0: the unit file).
+    pub config_generation: u64,
     pub epoch: u64,
     pub seq: u64,
     pub wall: Wall,
@@ -160,6 +167,8 @@ pub enum Exit {
 /// Inputs the driver is built from.
 pub(crate) struct Setup {
     pub params: Params,
+    /// The configuration generation `params` came from (0: the unit file).
+    pub config_generation: u64,
     pub state: StateDir,
     pub status_port: u16,
     pub handover_timeout: Duration,
@@ -200,6 +209,8 @@ pub(crate) struct Driver {
     receive_delay: Delays,
     /// Per component: ready, why, and when it last said so.
     readiness: std::collections::BTreeMap<String, (bool, String, Instant)>,
+    /// The configuration generation the parameters in force came from.
+    config_generation: u64,
 }
 
 /// A component silent this long no longer holds the unit back.
@@ -261,7 +272,8 @@ impl Driver {
             pacified: is_pacified.then_some((starts, setup.pacify.0)),
             drop_log_window: setup.drop_log_window,
         };
-        let election = Election::new(setup.params.clone(), wall.now(), init);
+        let mut election = Election::new(setup.params.clone(), wall.now(), init);
+        let _ = election.handle_command(wall.now(), Command::SetGeneration(setup.config_generation));
         let (events, events_rx) = broadcast::channel(1024);
         let (req_tx, req_rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(4096);
@@ -276,7 +288,7 @@ impl Driver {
             ha_timeout: setup.params.ha_timeout(),
             advert_interval: setup.params.interval(),
             vhid: setup.params.vhid,
-            config_generation: 0,
+            config_generation: setup.config_generation,
         };
         let shared = Arc::new(Shared {
             epoch,
@@ -315,6 +327,7 @@ impl Driver {
             timer_lateness: Delays::default(),
             receive_delay: Delays::default(),
             readiness: std::collections::BTreeMap::new(),
+            config_generation: setup.config_generation,
         };
         Ok((d, Handles { shared, inbound: in_tx }))
     }
@@ -549,6 +562,7 @@ impl Driver {
                 let _ = reply.send(Snapshot {
                     status: self.election.status(now),
                     params: self.election.params().clone(),
+                    config_generation: self.config_generation,
                     epoch: self.shared.epoch,
                     seq: self.seq,
                     wall: self.wall,
@@ -615,9 +629,13 @@ impl Driver {
                 self.readiness.insert(component, (ready, reason, Instant::now()));
                 let _ = reply.send(self.apply_readiness(now));
             }
-            Request::Reload(p) => {
-                if let Err(e) = self.election.handle_command(now, Command::Reload(p)) {
-                    tracing::error!("HA configuration change not applied: {e}");
+            Request::Reload { params, generation } => {
+                match self.election.handle_command(now, Command::Reload(params)) {
+                    Ok(()) => {
+                        self.config_generation = generation;
+                        let _ = self.election.handle_command(now, Command::SetGeneration(generation));
+                    }
+                    Err(e) => tracing::error!("HA configuration change not applied: {e}"),
                 }
             }
         }
@@ -693,7 +711,7 @@ impl Driver {
             ha_timeout: p.ha_timeout(),
             advert_interval: p.interval(),
             vhid: p.vhid,
-            config_generation: 0,
+            config_generation: self.config_generation,
         }
     }
 

@@ -4,10 +4,21 @@
 //! [`run`] opens the raw sockets of the HA-check interfaces, drives the
 //! `duet-carp` core ([`driver`]), serves `duet.election.v1.ElectionService`
 //! with health and reflection ([`api`]), keeps the start history and replay
-//! windows on disk ([`state`]) and reloads the HA parameters when the unit's
-//! configuration file changes (E12). It returns when shutdown fires (after
-//! a planned handover if the unit is active) or when a checked link loss
-//! asks for the services to be restarted (E8).
+//! windows on disk ([`state`]) and reloads the HA parameters live (E12):
+//! the pair's settings from every generation configsync commits or adopts
+//! (followed over gRPC, `duet_runtime::generations`), the unit's own from
+//! its file on SIGHUP. It returns when shutdown fires (after a planned
+//! handover if the unit is active) or when a checked link loss asks for the
+//! services to be restarted (E8).
+//!
+//! Where the pair's settings come from: when configsync runs on the unit
+//! (`configsync.enabled` and its section complete), the pair's image; at
+//! start the current generation in configsync's store on disk (read only),
+//! so a restarted election never runs on stale settings of its file, then
+//! each new one. Without configsync, or before the pair has an image, the
+//! unit file's. The parameters are always made by one function,
+//! `duet_config::election_params`, from the unit's own settings and the
+//! pair's.
 
 mod api;
 pub mod driver;
@@ -18,11 +29,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duet_config::Validated;
+use duet_carp::Params;
+use duet_config::{LocalHa, Problem, Validated, election_params};
+use duet_model::{HaSettings, ImageContent, Interface};
 use duet_proto::election::v1::election_service_server::ElectionServiceServer;
+use duet_runtime::generations::Generation;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 pub use driver::Exit;
 
@@ -32,8 +47,78 @@ pub fn record_start(cfg: &Validated) -> anyhow::Result<()> {
     state::StateDir::open(&cfg.state_dir)?.record_start("election").map(|_| ())
 }
 
+/// The pair's settings the election runs with: a generation of the image,
+/// or the unit file's (generation 0).
+#[derive(Debug, Clone)]
+struct Pair {
+    generation: u64,
+    ha: HaSettings,
+    interfaces: Vec<Interface>,
+}
+
+impl Pair {
+    fn of_file(cfg: &Validated) -> Self {
+        Self { generation: 0, ha: cfg.raw.ha.pair.clone(), interfaces: cfg.interfaces() }
+    }
+
+    fn of_image(g: &Generation) -> Self {
+        Self { generation: g.generation, ha: g.content.ha.clone(), interfaces: g.content.interfaces.clone() }
+    }
+
+    /// The election's parameters from these and the unit's own settings.
+    fn params(&self, local: &LocalHa) -> Result<Params, Vec<Problem>> {
+        let at = if self.generation == 0 { "interface" } else { "interfaces" };
+        election_params(local, &self.ha, &self.interfaces, at)
+    }
+}
+
+fn lines(problems: &[Problem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// configsync's operator address when it runs on this unit.
+fn configsync_listen(cfg: &Validated) -> Option<std::net::SocketAddr> {
+    if !cfg.raw.configsync.enabled {
+        return None;
+    }
+    cfg.configsync().ok().map(|c| c.listen)
+}
+
+/// The pair's current image in configsync's store, read only, as
+/// parameters; `None` (logged) when there is none or it cannot be used.
+fn stored_pair(cfg: &Validated) -> Option<(Pair, Params)> {
+    let dir = cfg.store_dir();
+    let image = duet_image::store::read_current(&dir).filter(|i| i.generation > 0)?;
+    let ha_unit = cfg.election.mode != duet_carp::HaMode::NonHa;
+    let content = match ImageContent::checked(&image, ha_unit) {
+        Ok(c) => c,
+        Err(p) => {
+            tracing::error!(
+                generation = image.generation,
+                "the stored image cannot be used; the unit file's HA settings apply: {}",
+                lines(&p)
+            );
+            return None;
+        }
+    };
+    let pair = Pair { generation: image.generation, ha: content.ha, interfaces: content.interfaces };
+    match pair.params(&cfg.local) {
+        Ok(p) => Some((pair, p)),
+        Err(p) => {
+            tracing::error!(
+                generation = image.generation,
+                "the stored image does not fit this unit; the unit file's HA settings apply: {}",
+                lines(&p)
+            );
+            None
+        }
+    }
+}
+
 /// Runs the election of the unit described by `cfg` until `shutdown`.
-/// `config_path`, when given, is watched for HA parameter changes.
+/// `config_path`, when given, is read again on SIGHUP (the unit's own
+/// settings, such as the password, and the pair's while there is no
+/// image). The pair's settings follow configsync when it runs here.
 pub async fn run(
     cfg: Validated,
     config_path: Option<PathBuf>,
@@ -42,12 +127,21 @@ pub async fn run(
 ) -> anyhow::Result<Exit> {
     let state = state::StateDir::open(&cfg.state_dir)?;
     let (router, health) = duet_runtime::grpc::router::<ElectionServiceServer<api::Api>>()?;
+    let configsync = configsync_listen(&cfg);
+    let (pair, params) = match configsync.and_then(|_| stored_pair(&cfg)) {
+        Some((pair, params)) => {
+            tracing::info!(generation = pair.generation, "HA settings from the pair's image (configsync's store)");
+            (pair, params)
+        }
+        None => (Pair::of_file(&cfg), cfg.election.clone()),
+    };
     let setup = driver::Setup {
-        params: cfg.election.clone(),
+        params: params.clone(),
+        config_generation: pair.generation,
         state,
         status_port: cfg.raw.election.status_port,
         handover_timeout: cfg.handover_timeout,
-        pacify: (cfg.pacify_window, cfg.raw.ha.pacify_max_starts),
+        pacify: (cfg.pacify_window, cfg.raw.ha.unit.pacify_max_starts),
         shared_addrs: cfg.shared.iter().map(|(i, c)| (i.clone(), c.addr, c.prefix)).collect(),
         vmac: cfg.raw.takeover.vmac,
         drop_log_window: Duration::from_secs(cfg.raw.election.drop_log_window_s),
@@ -66,18 +160,35 @@ pub async fn run(
         shutdown: api_shutdown.clone(),
     };
     let router = router.add_service(ElectionServiceServer::new(api));
-    let server = tokio::spawn(duet_runtime::grpc::serve(router, listener, api_shutdown));
+    let server = tokio::spawn(duet_runtime::grpc::serve(router, listener, api_shutdown.clone()));
 
-    if let Some(path) = config_path {
-        let shared = Arc::clone(&handles.shared);
-        tasks.spawn("configuration watcher", watch_config(path, shared));
-    }
+    let generations = configsync.map(|listen| {
+        let ha_unit = cfg.election.mode != duet_carp::HaMode::NonHa;
+        duet_runtime::generations::generations(
+            duet_runtime::generations::configsync_url(listen),
+            ha_unit,
+            api_shutdown.clone(),
+        )
+    });
+    let hup = match &config_path {
+        Some(_) => Some(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?),
+        None => None,
+    };
+    let follower = Follower {
+        path: config_path,
+        local: cfg.local.clone(),
+        in_force: (params, pair.generation),
+        pair,
+        shared: Arc::clone(&handles.shared),
+    };
+    tasks.spawn("configuration follower", follower.run(generations, hup));
     tracing::info!(
         unit = %cfg.raw.unit.name,
         mode = cfg.election.mode.as_str(),
         vhid = cfg.election.vhid,
         profile = cfg.election.profile_name(),
         auth = cfg.election.auth.mode_name(),
+        follows_configsync = configsync.is_some(),
         "election started"
     );
     for w in &cfg.warnings {
@@ -86,7 +197,7 @@ pub async fn run(
 
     let exit = driver.run(shutdown).await;
     api_trigger.fire();
-    // The remaining tasks (receive loops, watchers) hold no state.
+    // The remaining tasks (receive loops, followers) hold no state.
     tasks.abort().await;
     match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(Ok(Err(e))) => tracing::error!("gRPC server: {e:#}"),
@@ -97,34 +208,116 @@ pub async fn run(
     Ok(exit)
 }
 
-/// E12: reloads the HA parameters when the unit file or the HA overlay
-/// from the synced image changes (checked every second and on SIGHUP). A
-/// result that does not validate changes nothing.
-async fn watch_config(path: PathBuf, shared: Arc<driver::Shared>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let read = |path: &PathBuf| {
-        let overlay = duet_config::overlay_path(path).and_then(|o| std::fs::read(o).ok());
-        (std::fs::read(path).ok(), overlay)
-    };
-    let mut last = read(&path);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = hup.recv() => {}
-        }
-        let now = read(&path);
-        if now.0.is_none() || now == last {
-            continue;
-        }
-        last = now;
-        match duet_config::load(&path) {
-            Ok(v) => {
-                if shared.requests.send(driver::Request::Reload(Box::new(v.election))).await.is_err() {
-                    return Ok(());
+/// E12: keeps the driver's parameters those of the unit's own settings
+/// (its file, read again on SIGHUP) and the pair's (the newest generation
+/// of the image when there is one, else the file's). Whatever does not
+/// make valid parameters changes nothing and says why.
+struct Follower {
+    path: Option<PathBuf>,
+    local: LocalHa,
+    pair: Pair,
+    /// The parameters last handed to the driver, and their generation.
+    in_force: (Params, u64),
+    shared: Arc<driver::Shared>,
+}
+
+impl Follower {
+    async fn run(
+        mut self,
+        mut generations: Option<watch::Receiver<Option<Arc<Generation>>>>,
+        mut hup: Option<tokio::signal::unix::Signal>,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                r = changed(generations.as_mut()) => {
+                    let Some(g) = r else {
+                        // The follower stopped (shutdown): keep what is in force.
+                        generations = None;
+                        continue;
+                    };
+                    self.pair = Pair::of_image(&g);
+                }
+                () = hangup(hup.as_mut()) => {
+                    let Some(path) = &self.path else { continue };
+                    match duet_config::load(path) {
+                        Ok(v) => {
+                            tracing::info!("SIGHUP: unit file read again");
+                            self.local = v.local.clone();
+                            if self.pair.generation == 0 {
+                                self.pair = Pair::of_file(&v);
+                            } else {
+                                tracing::info!(
+                                    generation = self.pair.generation,
+                                    "the pair's HA settings come from its image; the file's apply only before there is one"
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("configuration changed but is not valid; nothing applied: {e}");
+                            continue;
+                        }
+                    }
                 }
             }
-            Err(e) => tracing::error!("configuration changed but is not valid; nothing applied: {e}"),
+            let params = match self.pair.params(&self.local) {
+                Ok(p) => p,
+                Err(p) => {
+                    tracing::error!(generation = self.pair.generation, "HA settings not applied: {}", lines(&p));
+                    continue;
+                }
+            };
+            let next = (params, self.pair.generation);
+            if next == self.in_force {
+                continue;
+            }
+            self.in_force = next.clone();
+            let (params, generation) = next;
+            let req = driver::Request::Reload { params: Box::new(params), generation };
+            if self.shared.requests.send(req).await.is_err() {
+                return Ok(());
+            }
         }
+    }
+}
+
+/// The next generation, or `None` once the follower is gone. Without a
+/// follower it never resolves (a `None` at once would make the caller's
+/// loop spin).
+async fn changed(rx: Option<&mut watch::Receiver<Option<Arc<Generation>>>>) -> Option<Arc<Generation>> {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        rx.changed().await.ok()?;
+        if let Some(g) = rx.borrow_and_update().clone() {
+            return Some(g);
+        }
+    }
+}
+
+async fn hangup(sig: Option<&mut tokio::signal::unix::Signal>) {
+    match sig {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn without_a_follower_or_a_signal_the_follower_waits_instead_of_spinning() {
+        let wait = Duration::from_millis(20);
+        assert!(tokio::time::timeout(wait, super::changed(None)).await.is_err());
+        assert!(tokio::time::timeout(wait, super::hangup(None)).await.is_err());
+        // A follower that is gone says so once.
+        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        drop(tx);
+        assert!(super::changed(Some(&mut rx)).await.is_none());
     }
 }

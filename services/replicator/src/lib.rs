@@ -31,12 +31,11 @@ use std::time::{Duration, SystemTime};
 
 use duet_carp::Role;
 use duet_config::Validated;
-use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
-use duet_proto::configsync::v1::{GetConfigRequest, WatchGenerationsRequest};
 use duet_proto::election::v1::SetReadinessRequest;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
 use duet_proto::replicator::v1::replication_peer_service_server::ReplicationPeerServiceServer;
 use duet_proto::replicator::v1::replicator_service_server::ReplicatorServiceServer;
+use duet_runtime::generations::Generation;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
 use duet_runtime::tls::{PeerTls, TlsFiles};
@@ -111,7 +110,12 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         tasks.spawn("persistence poller", sender::poll_persistence(Arc::clone(&shared), stop.clone()));
     }
     if let Some(cs) = rc.configsync_listen {
-        tasks.spawn("data plane", follow_image(Arc::clone(&shared), format!("http://{cs}"), stop.clone()));
+        let generations = duet_runtime::generations::generations(
+            duet_runtime::generations::configsync_url(cs),
+            ha_unit,
+            stop.clone(),
+        );
+        tasks.spawn("data plane", follow_image(Arc::clone(&shared), generations, stop.clone()));
     } else {
         lock(&shared.dataplane).error =
             "configsync does not run on this unit: no virtual services are programmed".to_string();
@@ -231,66 +235,48 @@ async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutd
 
 /// Programs the virtual services of every generation configsync makes
 /// current (one nft transaction each) and points the flow filter at them.
-async fn follow_image(shared: Arc<Shared>, configsync: String, mut stop: Shutdown) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(100);
+/// The generation follower hands over only generations that converted and
+/// validated whole.
+async fn follow_image(
+    shared: Arc<Shared>,
+    mut generations: tokio::sync::watch::Receiver<Option<Arc<Generation>>>,
+    mut stop: Shutdown,
+) -> anyhow::Result<()> {
     let mut sysctls_set = false;
     loop {
-        let run = async {
-            let mut c = ConfigSyncServiceClient::connect(configsync.clone()).await?;
-            let mut s = c.watch_generations(WatchGenerationsRequest {}).await?.into_inner();
-            backoff = Duration::from_millis(100);
-            while let Some(g) = s.message().await? {
-                if g.generation == 0 || g.hash == lock(&shared.dataplane).hash {
-                    continue;
-                }
-                let image = c.get_config(GetConfigRequest { section: String::new() }).await?.into_inner().image;
-                let Some(image) = image else { continue };
-                apply_image(&shared, &image, &mut sysctls_set).await;
-            }
-            anyhow::Ok(())
-        };
+        let g = generations.borrow_and_update().clone();
+        if let Some(g) = g
+            && g.hash != lock(&shared.dataplane).hash
+        {
+            apply_image(&shared, &g, &mut sysctls_set).await;
+        }
         tokio::select! {
-            r = run => {
-                if let Err(e) = r {
-                    tracing::debug!("generation stream from configsync: {e:#}");
+            r = generations.changed() => {
+                if r.is_err() {
+                    return Ok(());
                 }
             }
             () = stop.wait() => return Ok(()),
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = stop.wait() => return Ok(()),
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
-async fn apply_image(shared: &Shared, image: &duet_proto::config::v1::Image, sysctls_set: &mut bool) {
-    if let Some(ha) = &image.ha {
-        for (what, on, local, pair) in [
-            ("L4 updates (connections)", &shared.l4_on, shared.cfg.l4, ha.l4_updates),
-            ("L7 updates (persistence)", &shared.l7_on, shared.cfg.l7, ha.l7_updates),
-        ] {
-            let now = local && pair;
-            if on.swap(now, Ordering::Relaxed) != now {
-                tracing::warn!(
-                    generation = image.generation,
-                    "{what} {} (the pair's HA settings say {pair}, this unit's [replicator] {local})",
-                    if now { "on" } else { "off" }
-                );
-            }
+async fn apply_image(shared: &Shared, g: &Generation, sysctls_set: &mut bool) {
+    let ha = &g.content.ha;
+    for (what, on, local, pair) in [
+        ("L4 updates (connections)", &shared.l4_on, shared.cfg.l4, ha.l4_updates),
+        ("L7 updates (persistence)", &shared.l7_on, shared.cfg.l7, ha.l7_updates),
+    ] {
+        let now = local && pair;
+        if on.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(
+                generation = g.generation,
+                "{what} {} (the pair's HA settings say {pair}, this unit's [replicator] {local})",
+                if now { "on" } else { "off" }
+            );
         }
     }
-    let ruleset = match duet_dataplane::render(image) {
-        Ok(r) => r,
-        Err(problems) => {
-            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            let e = format!("generation {} not programmed: {}", image.generation, lines.join("; "));
-            tracing::error!("data plane: {e}");
-            lock(&shared.dataplane).error = e;
-            return;
-        }
-    };
+    let ruleset = duet_dataplane::ruleset(g.generation, &g.hash, &g.content.virtual_services);
     let rs = ruleset.clone();
     let applied = tokio::task::spawn_blocking(move || duet_dataplane::apply(&rs)).await;
     match applied {
@@ -309,8 +295,8 @@ async fn apply_image(shared: &Shared, image: &duet_proto::config::v1::Image, sys
                 .iter()
                 .map(|s| {
                     let proto = match s.protocol {
-                        duet_dataplane::render::L4::Tcp => duet_net::conntrack::PROTO_TCP,
-                        duet_dataplane::render::L4::Udp => duet_net::conntrack::PROTO_UDP,
+                        duet_model::Protocol::Tcp => duet_net::conntrack::PROTO_TCP,
+                        duet_model::Protocol::Udp => duet_net::conntrack::PROTO_UDP,
                     };
                     (s.address, s.port, proto)
                 })
@@ -327,7 +313,7 @@ async fn apply_image(shared: &Shared, image: &duet_proto::config::v1::Image, sys
             shared.refresh_now.notify_one();
         }
         Ok(Err(e)) => {
-            let e = format!("generation {} not programmed (the previous one stays in force): {e}", image.generation);
+            let e = format!("generation {} not programmed (the previous one stays in force): {e}", g.generation);
             tracing::error!("data plane: {e}");
             lock(&shared.dataplane).error = e;
         }

@@ -240,9 +240,9 @@ impl Supervisor {
 
     /// E8: a checked link was lost and hard reboot is on.
     async fn link_failure(&mut self) -> anyhow::Result<()> {
-        match self.cfg.raw.ha.link_failure_action {
+        match self.cfg.raw.ha.unit.link_failure_action {
             LinkFailureAction::Command => {
-                let argv = &self.cfg.raw.ha.link_failure_command;
+                let argv = &self.cfg.raw.ha.unit.link_failure_command;
                 tracing::error!(command = ?argv, "running the link-failure command");
                 let run = Command::new(&argv[0]).args(&argv[1..]).status();
                 match tokio::time::timeout(Duration::from_secs(60), run).await {

@@ -1,4 +1,5 @@
-//! IPv4 addresses with a prefix length, as written in the file ("198.18.0.1/24").
+//! IPv4 addresses with a prefix length, as written in the unit file and in
+//! the image ("198.18.0.1/24").
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -11,6 +12,23 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Cidr {
     pub addr: Ipv4Addr,
     pub prefix: u8,
+}
+
+/// Why a text is not an address with a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// No `/` in the text.
+    #[error("\"{0}\" has no prefix length: write it as 198.18.0.1/24")]
+    NoPrefix(String),
+    /// The part before `/` is not an IPv4 address.
+    #[error("\"{0}\" is not an IPv4 address")]
+    Address(String),
+    /// The part after `/` is not a number.
+    #[error("\"{0}\" is not a prefix length (0-32)")]
+    Prefix(String),
+    /// The prefix length is above 32.
+    #[error("prefix length {0} is above 32")]
+    PrefixTooLong(u8),
 }
 
 impl Cidr {
@@ -35,14 +53,13 @@ impl Cidr {
 }
 
 impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) =
-            s.split_once('/').ok_or_else(|| format!("\"{s}\" has no prefix length: write it as 198.18.0.1/24"))?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("\"{a}\" is not an IPv4 address"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("\"{p}\" is not a prefix length (0-32)"))?;
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let (a, p) = s.split_once('/').ok_or_else(|| CidrError::NoPrefix(s.to_owned()))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| CidrError::Address(a.to_owned()))?;
+        let prefix: u8 = p.parse().map_err(|_| CidrError::Prefix(p.to_owned()))?;
         if prefix > 32 {
-            return Err(format!("prefix length {prefix} is above 32"));
+            return Err(CidrError::PrefixTooLong(prefix));
         }
         Ok(Self { addr, prefix })
     }
@@ -78,7 +95,8 @@ mod tests {
         assert!(c.contains(Ipv4Addr::new(198, 18, 0, 200)));
         assert!(!c.contains(Ipv4Addr::new(198, 18, 1, 1)));
         assert_eq!(c.broadcast(), Ipv4Addr::new(198, 18, 0, 255));
-        assert!("198.18.0.1".parse::<Cidr>().unwrap_err().contains("no prefix"));
+        assert!("198.18.0.1".parse::<Cidr>().unwrap_err().to_string().contains("no prefix"));
         assert!("198.18.0.1/33".parse::<Cidr>().is_err());
+        assert_eq!(c.to_string(), "198.18.0.1/24");
     }
 }

@@ -1,0 +1,237 @@
+//! The pair's HA settings (E3-E13, S3, R1-R2): what both units of a pair
+//! share. Each unit's own HA settings (its mode, password, advskew...) are
+//! not here; they never leave the unit (`duet-config`).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::Problem;
+
+/// Switch to preferred server (E5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preferred {
+    /// No failback: the active stays active (the default).
+    #[default]
+    None,
+    /// The `first` unit takes the role back when it returns.
+    First,
+    /// The `second` unit takes the role back when it returns.
+    Second,
+}
+
+impl Preferred {
+    /// The unit file's word: `none`, `first` or `second`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::First => "first",
+            Self::Second => "second",
+        }
+    }
+}
+
+/// Timing profile (E3, E13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// One advert per second, takeover after `timeout_s` (the reference's behaviour).
+    #[default]
+    Standard,
+    /// Sub-second adverts (E13), duet pairs only.
+    Fast,
+}
+
+impl Profile {
+    /// The unit file's word: `standard` or `fast`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Fast => "fast",
+        }
+    }
+}
+
+/// The pair's HA settings: every field of `duet.config.v1.HaSettings`, with
+/// the unit file's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HaSettings {
+    /// Virtual host id 1-255; `None` (0 in the image and the file): the
+    /// last octet of the first interface's shared address (E4).
+    #[serde(deserialize_with = "zero_is_none", skip_serializing_if = "Option::is_none")]
+    pub vhid: Option<u32>,
+    /// Seconds without adverts before the standby takes over: 3, 6, 9, 12 or 15 (E3).
+    pub timeout_s: u32,
+    pub preferred: Preferred,
+    /// Seconds a starting unit that hears no partner waits before it becomes active (0-300, E6).
+    pub initial_wait_s: u32,
+    /// Send adverts to 255.255.255.255 instead of 224.0.0.18 (E1).
+    pub use_broadcast: bool,
+    /// Send adverts to the partner's unit address only (E13).
+    pub unicast: bool,
+    pub profile: Profile,
+    /// Fast profile: advert interval in ms (10-500).
+    pub fast_interval_ms: u32,
+    /// Fast profile: intervals without an advert before takeover (3-10).
+    pub fast_dead_factor: u32,
+    /// A checked link loss restarts the unit's services (E8).
+    pub hard_reboot_on_link_failure: bool,
+    /// configsync's full sync period in seconds (5-3600); `None` (0 in the
+    /// image and the file): the unit's `configsync.sync_interval_s` (120).
+    #[serde(deserialize_with = "zero_is_none", skip_serializing_if = "Option::is_none")]
+    pub sync_interval_s: Option<u32>,
+    /// Inter-HA L4 connection updates (the replicator, R1).
+    pub l4_updates: bool,
+    /// Inter-HA L7 persistence updates (the replicator, R2).
+    pub l7_updates: bool,
+}
+
+impl Default for HaSettings {
+    fn default() -> Self {
+        Self {
+            vhid: None,
+            timeout_s: 9,
+            preferred: Preferred::None,
+            initial_wait_s: 0,
+            use_broadcast: false,
+            unicast: false,
+            profile: Profile::Standard,
+            fast_interval_ms: 20,
+            fast_dead_factor: 4,
+            hard_reboot_on_link_failure: false,
+            sync_interval_s: None,
+            l4_updates: true,
+            l7_updates: true,
+        }
+    }
+}
+
+/// 0 means "the default", as in the image: `None`.
+fn zero_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(Option::<u32>::deserialize(d)?.filter(|v| *v != 0))
+}
+
+/// The allowed HA timeouts (E3).
+pub(crate) const TIMEOUTS_S: [u32; 5] = [3, 6, 9, 12, 15];
+
+impl HaSettings {
+    /// Checks every rule of the settings on their own (the rules that also
+    /// need the interfaces are in [`crate::validate_pair`]); `path` is
+    /// where they sit (`ha`).
+    pub fn validate(&self, path: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let f = |x: &str| format!("{path}.{x}");
+        if let Some(v) = self.vhid
+            && !(1..=255).contains(&v)
+        {
+            p.push(Problem::new(f("vhid"), format!("{v} is out of range: use 1-255, or 0 for the default")));
+        }
+        if !TIMEOUTS_S.contains(&self.timeout_s) {
+            p.push(Problem::new(
+                f("timeout_s"),
+                format!("{} is not allowed: use 3, 6, 9, 12 or 15 (seconds)", self.timeout_s),
+            ));
+        }
+        if self.initial_wait_s > 300 {
+            p.push(Problem::new(
+                f("initial_wait_s"),
+                format!("{} is too long: use 0-300 seconds", self.initial_wait_s),
+            ));
+        }
+        if self.unicast && self.use_broadcast {
+            p.push(Problem::new(
+                f("unicast"),
+                format!("unicast adverts and {path}.use_broadcast exclude each other: turn one off"),
+            ));
+        }
+        if self.profile == Profile::Fast {
+            if !(10..=500).contains(&self.fast_interval_ms) {
+                p.push(Problem::new(
+                    f("fast_interval_ms"),
+                    format!("{} is out of range: use 10-500 ms", self.fast_interval_ms),
+                ));
+            }
+            if !(3..=10).contains(&self.fast_dead_factor) {
+                p.push(Problem::new(
+                    f("fast_dead_factor"),
+                    format!("{} is out of range: use 3-10 intervals", self.fast_dead_factor),
+                ));
+            }
+        }
+        // E8.
+        if self.hard_reboot_on_link_failure && self.preferred != Preferred::None {
+            p.push(Problem::new(
+                f("hard_reboot_on_link_failure"),
+                format!(
+                    "allowed only with {path}.preferred = \"none\" (with a preferred server the units could swap the \
+                     role back and forth): set {path}.preferred = \"none\" or turn hard reboot off"
+                ),
+            ));
+        }
+        if let Some(v) = self.sync_interval_s
+            && !(5..=3600).contains(&v)
+        {
+            p.push(Problem::new(
+                f("sync_interval_s"),
+                format!("{v} is out of range: use 5-3600 seconds, or 0 for 120"),
+            ));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_files_words_and_defaults() {
+        let h: HaSettings =
+            serde_json::from_str(r#"{"preferred": "first", "profile": "fast", "vhid": 0, "sync_interval_s": 30}"#)
+                .unwrap();
+        assert_eq!(
+            (h.preferred, h.profile, h.vhid, h.sync_interval_s),
+            (Preferred::First, Profile::Fast, None, Some(30))
+        );
+        assert_eq!((h.timeout_s, h.l4_updates), (9, true));
+        let e = serde_json::from_str::<HaSettings>(r#"{"preferred": "frist"}"#).unwrap_err().to_string();
+        assert!(e.contains("`none`, `first`, `second`"), "{e}");
+        let text = serde_json::to_string(&h).unwrap();
+        assert!(text.contains(r#""preferred":"first""#) && !text.contains("vhid"), "{text}");
+        assert_eq!(serde_json::from_str::<HaSettings>(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let h = HaSettings {
+            vhid: Some(300),
+            timeout_s: 4,
+            initial_wait_s: 301,
+            use_broadcast: true,
+            unicast: true,
+            profile: Profile::Fast,
+            fast_interval_ms: 5,
+            fast_dead_factor: 11,
+            hard_reboot_on_link_failure: true,
+            preferred: Preferred::Second,
+            sync_interval_s: Some(4),
+            ..HaSettings::default()
+        };
+        let e: Vec<String> = h.validate("ha").iter().map(ToString::to_string).collect();
+        assert_eq!(
+            e,
+            [
+                "ha.vhid: 300 is out of range: use 1-255, or 0 for the default",
+                "ha.timeout_s: 4 is not allowed: use 3, 6, 9, 12 or 15 (seconds)",
+                "ha.initial_wait_s: 301 is too long: use 0-300 seconds",
+                "ha.unicast: unicast adverts and ha.use_broadcast exclude each other: turn one off",
+                "ha.fast_interval_ms: 5 is out of range: use 10-500 ms",
+                "ha.fast_dead_factor: 11 is out of range: use 3-10 intervals",
+                "ha.hard_reboot_on_link_failure: allowed only with ha.preferred = \"none\" (with a preferred server \
+                 the units could swap the role back and forth): set ha.preferred = \"none\" or turn hard reboot off",
+                "ha.sync_interval_s: 4 is out of range: use 5-3600 seconds, or 0 for 120",
+            ]
+        );
+        assert!(HaSettings::default().validate("ha").is_empty());
+    }
+}

@@ -1,0 +1,222 @@
+//! In process, without root: an active and a standby configsync on
+//! loopback addresses, with real mutual TLS on their peer link and a
+//! scripted election each; the generation follower on the standby. A
+//! change of the HA settings committed on the active reaches the standby's
+//! follower as the equal model value.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use duet_carp::{Role, RoleEvent, RoleEventKind};
+use duet_model::HaSettings;
+use duet_proto::configsync::v1 as cs;
+use duet_proto::configsync::v1::apply_config_request::Change;
+use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
+use duet_proto::election::v1 as epb;
+use duet_proto::election::v1::election_service_server::{ElectionService, ElectionServiceServer};
+use duet_runtime::generations::{Generation, generations};
+use duet_runtime::shutdown;
+use futures::Stream;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+type RoleSender = mpsc::Sender<Result<epb::WatchRoleResponse, Status>>;
+
+/// An election that says one role and keeps the stream open.
+#[derive(Debug, Clone)]
+struct Scripted {
+    role: Role,
+    /// Open streams, kept so they stay open.
+    streams: Arc<std::sync::Mutex<Vec<RoleSender>>>,
+}
+
+type RoleStream = Pin<Box<dyn Stream<Item = Result<epb::WatchRoleResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ElectionService for Scripted {
+    async fn get_status(&self, _: Request<epb::GetStatusRequest>) -> Result<Response<epb::GetStatusResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+
+    type WatchRoleStream = RoleStream;
+
+    async fn watch_role(&self, _: Request<epb::WatchRoleRequest>) -> Result<Response<RoleStream>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let snapshot = RoleEvent {
+            epoch: 1,
+            seq: 1,
+            kind: RoleEventKind::Snapshot,
+            role: self.role,
+            previous: self.role,
+            at: SystemTime::now(),
+            reason: "scripted".into(),
+            ha_timeout: Duration::from_secs(3),
+            advert_interval: Duration::from_secs(1),
+            vhid: 10,
+            config_generation: 0,
+        };
+        tx.send(Ok(epb::WatchRoleResponse::from(&snapshot))).await.map_err(|_| Status::internal("closed"))?;
+        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(tx);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn handover(&self, _: Request<epb::HandoverRequest>) -> Result<Response<epb::HandoverResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+
+    async fn clear_pacified(
+        &self,
+        _: Request<epb::ClearPacifiedRequest>,
+    ) -> Result<Response<epb::ClearPacifiedResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+
+    async fn report_applied(
+        &self,
+        _: Request<epb::ReportAppliedRequest>,
+    ) -> Result<Response<epb::ReportAppliedResponse>, Status> {
+        Ok(Response::new(epb::ReportAppliedResponse::default()))
+    }
+
+    async fn set_readiness(
+        &self,
+        _: Request<epb::SetReadinessRequest>,
+    ) -> Result<Response<epb::SetReadinessResponse>, Status> {
+        Ok(Response::new(epb::SetReadinessResponse::default()))
+    }
+}
+
+/// A loopback block of its own per test process, and a port free on both
+/// unit addresses.
+fn addresses() -> (Ipv4Addr, Ipv4Addr, u16) {
+    let block = u8::try_from(std::process::id() % 200 + 20).unwrap_or(77);
+    let (a, b) = (Ipv4Addr::new(127, 81, block, 1), Ipv4Addr::new(127, 81, block, 2));
+    for _ in 0..50 {
+        let Ok(l) = std::net::TcpListener::bind((a, 0)) else { continue };
+        let Ok(port) = l.local_addr().map(|s| s.port()) else { continue };
+        if std::net::TcpListener::bind((b, port)).is_ok() {
+            return (a, b, port);
+        }
+    }
+    panic!("no port free on both {a} and {b}");
+}
+
+fn unit_file(
+    dir: &Path,
+    name: &str,
+    mode: &str,
+    partner: &str,
+    addrs: (Ipv4Addr, Ipv4Addr, u16),
+    election: SocketAddr,
+) -> String {
+    let (a, b, port) = addrs;
+    let own = if mode == "first" { a } else { b };
+    format!(
+        "[unit]\nname = \"{name}\"\nmode = \"{mode}\"\nstate_dir = \"{state}\"\n\
+         [ha]\npassword = \"secret\"\ntimeout_s = 3\npreferred = \"first\"\n\
+         [[interface]]\nname = \"lo\"\nunit1 = \"{a}/24\"\nunit2 = \"{b}/24\"\nshared = \"{shared}/24\"\n\
+         [election]\nlisten = \"{election}\"\n\
+         [configsync]\nlisten = \"{own}:0\"\npeer_port = {port}\npartner_name = \"{partner}\"\n\
+         tls_ca = \"{certs}/ca.pem\"\ntls_cert = \"{certs}/{name}.pem\"\ntls_key = \"{certs}/{name}.key\"\n\
+         sync_interval_s = 5\n",
+        state = dir.join(name).display(),
+        shared = Ipv4Addr::from(u32::from(a) + 9),
+        certs = dir.join("certs").display(),
+    )
+}
+
+/// Serves a scripted election on `ip`; returns its address.
+async fn election(ip: Ipv4Addr, role: Role, stop: &shutdown::Shutdown) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).await.expect("bind the election");
+    let addr = l.local_addr().expect("address");
+    let svc = ElectionServiceServer::new(Scripted { role, streams: Arc::default() });
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), stop.future())
+            .await;
+    });
+    addr
+}
+
+/// Waits until the follower offers a generation that `f` accepts.
+async fn wait_for(
+    rx: &mut watch::Receiver<Option<Arc<Generation>>>,
+    what: &str,
+    f: impl Fn(&Generation) -> bool,
+) -> Arc<Generation> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let last = rx.borrow_and_update().clone();
+        if let Some(g) = last.filter(|g| f(g)) {
+            return g;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(r) => r.expect("the follower runs"),
+            Err(_) => panic!("timed out waiting for {what}; last: {:?}", rx.borrow().as_deref()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_change_on_the_active_reaches_the_standbys_follower_as_the_equal_model_value() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    duet_ctl::certs::generate(&dir.path().join("certs"), "test", &["lb1", "lb2"], 1).expect("certificates");
+    let addrs = addresses();
+    let (trigger, stop) = shutdown::channel();
+
+    let mut units = Vec::new();
+    for (name, mode, partner, ip, role) in
+        [("lb1", "first", "lb2", addrs.0, Role::Active), ("lb2", "second", "lb1", addrs.1, Role::Standby)]
+    {
+        let e = election(ip, role, &stop).await;
+        let cfg = duet_config::from_toml(&unit_file(dir.path(), name, mode, partner, addrs, e)).expect("unit file");
+        let api = TcpListener::bind((ip, 0)).await.expect("bind the API");
+        let url = format!("http://{}", api.local_addr().expect("address"));
+        let s = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = duet_configsync::run(cfg, api, s).await {
+                panic!("configsync: {e:#}");
+            }
+        });
+        units.push(url);
+    }
+    let mut standby = generations(units[1].clone(), true, stop.clone());
+
+    // The active makes generation 1 from its file and pushes it.
+    let first = wait_for(&mut standby, "generation 1 on the standby", |g| g.generation >= 1).await;
+    assert_eq!(first.content.ha.timeout_s, 3);
+    assert_eq!(first.content.interfaces[0].name, "lo");
+
+    // An HA change committed on the active.
+    let mut active = ConfigSyncServiceClient::connect(units[0].clone()).await.expect("the active's API");
+    let current = active
+        .get_config(cs::GetConfigRequest { section: "ha".into() })
+        .await
+        .expect("GetConfig")
+        .into_inner()
+        .image
+        .expect("an image");
+    let want = HaSettings { timeout_s: 6, initial_wait_s: 12, l7_updates: false, ..first.content.ha.clone() };
+    let r = active
+        .apply_config(cs::ApplyConfigRequest {
+            base_generation: current.generation,
+            comment: "test".into(),
+            change: Some(Change::Ha(duet_proto::config::v1::HaSettings::from(&want))),
+        })
+        .await
+        .expect("the change is committed")
+        .into_inner();
+
+    let got = wait_for(&mut standby, "the change on the standby", |g| g.generation >= r.generation).await;
+    assert_eq!(got.content.ha, want);
+    assert_eq!((got.generation, got.hash.as_str(), got.origin.as_str()), (r.generation, r.hash.as_str(), "synced"));
+    assert_eq!(got.content.interfaces, first.content.interfaces);
+    trigger.fire();
+}
