@@ -1,14 +1,18 @@
 //! Process plumbing every duet service shares, so that each service's
 //! `main` stays short: telemetry set-up ([`telemetry`]), a shutdown signal
 //! that tasks and servers wait on ([`shutdown`]), supervised tasks whose
-//! failures are logged and visible in health ([`tasks`]), and a gRPC
-//! server with the standard health service and reflection (v1 and v1alpha)
-//! already registered ([`grpc`]). No protocol logic lives here.
+//! failures are logged and visible in health ([`tasks`]), a gRPC server
+//! with the standard health service and reflection (v1 and v1alpha)
+//! already registered ([`grpc`]), the role follower ([`follow`]), the
+//! drivers' clock for their cores ([`clock`]) and percentiles
+//! ([`stats`]). No protocol logic lives here.
 
+pub mod clock;
 pub mod follow;
 pub mod fsutil;
 pub mod grpc;
 pub mod shutdown;
+pub mod stats;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;
