@@ -16,7 +16,10 @@ fn protos(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()>
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it is compiled: a build script
+    // compiled in another checkout (a target directory shared or copied
+    // between worktrees) must still compile this checkout's protos.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let mut files = Vec::new();
     protos(&root, &root, &mut files)?;
     files.sort();
