@@ -7,13 +7,11 @@
 //! It never reads a clock, opens a socket or spawns a task.
 //!
 //! ```text
-//!                 role says hold            HoldAll answered
-//!   Unknown ──────────────────────► [WaitForState] ─► HoldAll ──────────► Hold
-//!      │  (no role yet: touch nothing)                                    │ ▲
-//!      │ role says release                       role says release,       │ │ role says hold
-//!      │                                          fail-safe, stop         ▼ │
-//!      └──────────────────────────────► ReleaseAll ─────────────────────► Release
-//!   fail-safe (stream down for the window, Unknown or Hold) ──► ReleaseAll ──► Release
+//!   Unknown ── role holds ──► [WaitForState (R4)] ──► HoldAll ──► Hold
+//!      │ (touch nothing)                                         │  ▲
+//!      │ role releases,             role releases, fail-safe,   │  │ role holds
+//!      │ fail-safe                  stop                        ▼  │
+//!      └──────────────────────────────► ReleaseAll ──────────► Release
 //! ```
 //!
 //! Rules kept here: who holds ([`Role::holds_addresses`]), the sequence
@@ -244,6 +242,7 @@ impl Takeover {
     /// A message of the role stream, received at `received`;
     /// `first_of_stream` for the first message of a newly opened stream.
     pub(crate) fn handle_role_event(&mut self, now: Time, received: Time, first_of_stream: bool, ev: RoleEvent) {
+        debug_assert!(self.step.is_none(), "fed a role event before the answer to {:?}", self.step);
         if self.discarding {
             if !first_of_stream {
                 return;
@@ -464,6 +463,7 @@ impl Takeover {
 
     /// The service stops: give everything up, then the last report.
     pub(crate) fn handle_stop(&mut self, now: Time) {
+        debug_assert!(self.step.is_none(), "stopped before the answer to {:?}", self.step);
         self.step = Some(Step::Release { why: Why::Stop, was: self.mode });
         self.actions.push_back(Action::ReleaseAll { vmac_vhid: self.release_vhid() });
         self.settle(now);
@@ -471,6 +471,7 @@ impl Takeover {
 
     /// Timers: call when [`poll_timeout`](Self::poll_timeout) is reached.
     pub(crate) fn handle_timeout(&mut self, now: Time) {
+        debug_assert!(self.step.is_none(), "timers handled before the answer to {:?}", self.step);
         if self.stale_at().is_some_and(|t| t <= now) {
             let quiet = self.last_message_at.map_or(Duration::ZERO, |t| now.since(t));
             let why = format!("no message, not even a heartbeat, for {} ms (the election hangs?)", quiet.as_millis());
