@@ -16,8 +16,9 @@ fn protos(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()>
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Read at run time: a build script compiled for one checkout must not
-    // read another checkout's files.
+    // Read when the script runs, not when it is compiled: a build script
+    // compiled in another checkout (a target directory shared or copied
+    // between worktrees) must still compile this checkout's protos.
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let mut files = Vec::new();
     protos(&root, &root, &mut files)?;

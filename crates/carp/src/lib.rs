@@ -11,13 +11,15 @@
 //! Modules: [`params`] (what the operator configured and what follows),
 //! [`machine`] (the state machine), [`replay`] (replay windows),
 //! [`drops`] (drop reasons, counters, log limiter), [`notice`] (every
-//! operator log line), [`pacify`] (the start history rule), [`status`].
+//! operator log line), [`pacify`] (the start history rule), [`readiness`]
+//! (whether the unit's state is ready to take over, R4), [`status`].
 
 pub mod drops;
 pub mod machine;
 pub mod notice;
 pub mod pacify;
 pub mod params;
+pub mod readiness;
 pub mod replay;
 pub mod role;
 pub mod status;
@@ -26,6 +28,7 @@ pub mod time;
 pub use drops::{DropCounters, DropReason};
 pub use machine::{Action, Command, CommandError, Election, Init};
 pub use notice::{Level, Notice};
+pub use pacify::{PacifyRule, Starts};
 pub use params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
 pub use role::{Role, RoleEvent, RoleEventKind};
 pub use status::{Square, Status};

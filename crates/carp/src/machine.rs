@@ -37,7 +37,9 @@ use duet_wire::peer::{self, PeerKey, PeerStatus};
 
 use crate::drops::{DropCounters, DropReason, LogLimiter};
 use crate::notice::Notice;
+use crate::pacify::{PacifyRule, Starts};
 use crate::params::{AuthParams, Destination, HaMode, Params, RESIGN_ADVBASE, RESIGN_ADVSKEW};
+use crate::readiness::Readiness;
 use crate::replay::{Context, ReplayRule, ReplayState, Verdict};
 use crate::role::Role;
 use crate::status::{Square, Status};
@@ -100,16 +102,19 @@ pub enum Command {
     FollowerDetached,
     /// The takeover service applied (or failed to apply) a role.
     TakeoverReport { ok: bool },
-    /// Whether this unit's state is synced well enough to take over from a
-    /// healthy partner (R4); a silent partner is replaced regardless.
-    SetReady(bool),
+    /// A component of the unit says whether its state is synced well
+    /// enough to take over from a healthy partner (R4; a silent partner
+    /// is replaced regardless). The unit is ready when every component
+    /// heard from in the last [`READINESS_STALE`](crate::readiness::READINESS_STALE) is.
+    SetReadiness { component: String, ready: bool, reason: String },
     /// The configuration generation this unit holds (told to the partner).
     SetGeneration(u64),
     /// The takeover service has released the shared addresses for the
     /// Stopping role: a handover may now send its resigning advert.
     TakeoverReleased,
-    /// The start history now says pacified (E9): leave HA at once.
-    Pacify { starts: u32, window: Duration },
+    /// The start history as read now (E9): more starts within the window
+    /// than [`Init::pacify`] allows put the unit out of HA at once.
+    CheckStarts(Starts),
 }
 
 /// Why a command was refused.
@@ -149,8 +154,10 @@ pub struct Init {
     pub peer_counter_seed: u64,
     /// Replay windows saved by the last run.
     pub replay: ReplayState,
-    /// Set when the start history says the unit is pacified: (starts, window).
-    pub pacified: Option<(u32, Duration)>,
+    /// The pacified rule (E9): the window and the starts allowed in it.
+    pub pacify: PacifyRule,
+    /// The start history at start (`None`: none kept).
+    pub starts: Option<Starts>,
     /// Window of the drop-log limiter (a few lines per reason per window,
     /// then one summary line); zero means the default, 60 s.
     pub drop_log_window: Duration,
@@ -295,7 +302,12 @@ pub struct Election {
     adverts_sent: u64,
     adverts_received: u64,
     generation: u64,
+    /// The components' readiness reports, and what they add up to.
+    readiness: Readiness,
     ready: bool,
+    pacify: PacifyRule,
+    /// Starts within the pacify window, as last counted.
+    recent_starts: u32,
 }
 
 impl Election {
@@ -308,6 +320,7 @@ impl Election {
         let keys = build_keys(&params);
         let peer_key = PeerKey::new(params.auth.peer_secret());
         let ifaces = params.interfaces.iter().map(|_| IfaceState { link_up: true, ..Default::default() }).collect();
+        let judged = init.starts.as_ref().map(|s| init.pacify.judge(s));
         let mut e = Self {
             keys,
             peer_key,
@@ -345,7 +358,10 @@ impl Election {
             adverts_sent: 0,
             adverts_received: 0,
             generation: 0,
+            readiness: Readiness::default(),
             ready: true,
+            pacify: init.pacify,
+            recent_starts: judged.map_or(0, |j| j.recent),
             params,
         };
         if e.params.auth.no_password() && e.params.mode != HaMode::NonHa {
@@ -353,7 +369,8 @@ impl Election {
         }
         if e.params.mode == HaMode::NonHa {
             e.set_role(now, Role::Active, "non-HA mode: this unit is the only one".into());
-        } else if let Some((starts, window)) = init.pacified {
+        } else if let Some(j) = judged.filter(|j| j.pacified) {
+            let (starts, window) = (j.recent, e.pacify.window);
             e.log(Notice::Pacified { starts, window });
             e.set_role(now, Role::Pacified, format!("{starts} starts within {} s", window.as_secs()));
             e.peer_status_deadline = Some(now);
@@ -519,11 +536,11 @@ impl Election {
                 }
                 Ok(())
             }
-            Command::SetReady(r) => {
-                if self.ready != r {
-                    self.ready = r;
-                    self.peer_status_deadline = Some(now);
+            Command::SetReadiness { component, ready, reason } => {
+                if let Some(n) = self.readiness.set(now, component, ready, reason) {
+                    self.log(n);
                 }
+                self.apply_readiness(now);
                 Ok(())
             }
             Command::SetGeneration(g) => {
@@ -536,10 +553,13 @@ impl Election {
                 }
                 Ok(())
             }
-            Command::Pacify { starts, window } => {
-                if self.role == Role::Pacified || self.params.mode == HaMode::NonHa {
+            Command::CheckStarts(s) => {
+                let j = self.pacify.judge(&s);
+                self.recent_starts = j.recent;
+                if !j.pacified || self.role == Role::Pacified || self.params.mode == HaMode::NonHa {
                     return Ok(());
                 }
+                let (starts, window) = (j.recent, self.pacify.window);
                 self.log(Notice::Pacified { starts, window });
                 if self.role.advertises() {
                     // Hand over on the way out, as on a link loss.
@@ -558,6 +578,9 @@ impl Election {
     pub fn handle_timeout(&mut self, now: Time) {
         if let Some((window, counts)) = self.limiter.take_summary(now) {
             self.log(Notice::DropSummary { window, counts });
+        }
+        if self.readiness.next_expiry().is_some_and(|t| t <= now) {
+            self.apply_readiness(now);
         }
         if let Some(d) = self.down_deadline
             && d <= now
@@ -635,6 +658,7 @@ impl Election {
             self.handover.as_ref().map(|h| h.deadline),
             self.handover.as_ref().and_then(|h| h.resign_at),
             self.limiter.summary_due(),
+            self.readiness.next_expiry(),
         ]
         .into_iter()
         .flatten()
@@ -644,6 +668,11 @@ impl Election {
     /// The current role.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Whether every component reporting its readiness lately is ready (R4).
+    pub fn ready(&self) -> bool {
+        self.ready
     }
 
     /// The parameters in force.
@@ -732,6 +761,7 @@ impl Election {
             follower_attached: self.follower.attached,
             same_mode: self.same_mode.is_some(),
             ready: self.ready,
+            recent_starts: self.recent_starts,
         }
     }
 
@@ -1043,6 +1073,19 @@ impl Election {
     }
 
     // ----- helpers ------------------------------------------------------
+
+    /// The unit is ready when every component heard from lately is; the
+    /// partner learns a change at once (peer status).
+    fn apply_readiness(&mut self, now: Time) {
+        for n in self.readiness.expire(now) {
+            self.log(n);
+        }
+        let ready = self.readiness.ready();
+        if self.ready != ready {
+            self.ready = ready;
+            self.peer_status_deadline = Some(now);
+        }
+    }
 
     fn down_interval(&self) -> Duration {
         self.params.down_interval(self.heard.map(|h| h.interval))

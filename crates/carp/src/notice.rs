@@ -57,6 +57,10 @@ pub enum Notice {
     PacifiedCleared,
     /// A planned handover started or ended.
     Handover { partner: Option<Ipv4Addr>, outcome: &'static str },
+    /// R4: a component of the unit says its state is ready, or why not.
+    Readiness { component: String, ready: bool, reason: String },
+    /// R4: a component stopped reporting its readiness.
+    ReadinessStale { component: String },
 }
 
 impl Notice {
@@ -76,6 +80,17 @@ impl Notice {
             Self::SameMode { .. } | Self::NoPassword | Self::Pacified { .. } => Level::Error,
             Self::LinkLost { .. } | Self::TakeoverGone { .. } | Self::ProfileMismatch { .. } => Level::Error,
             Self::PacifiedCleared | Self::Handover { .. } => Level::Info,
+            Self::Readiness { ready: true, .. } => Level::Info,
+            Self::Readiness { ready: false, .. } | Self::ReadinessStale { .. } => Level::Warning,
+        }
+    }
+
+    /// The component a readiness line is about (logged as a field of the
+    /// line rather than in its text).
+    pub fn component(&self) -> Option<&str> {
+        match self {
+            Self::Readiness { component, .. } | Self::ReadinessStale { component } => Some(component),
+            _ => None,
         }
     }
 }
@@ -148,6 +163,15 @@ impl fmt::Display for Notice {
                 Some(p) => write!(f, "Handover to {p}: {outcome}"),
                 None => write!(f, "Handover: {outcome}"),
             },
+            Self::Readiness { ready: true, reason, .. } => write!(f, "ready: {reason}"),
+            Self::Readiness { ready: false, reason, .. } => {
+                write!(f, "not ready to take over from a healthy partner: {reason}")
+            }
+            Self::ReadinessStale { .. } => write!(
+                f,
+                "no readiness report for {} s: no longer holding the unit back",
+                crate::readiness::READINESS_STALE.as_secs()
+            ),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The pacified rule (E9): more than `max_starts` starts within `window`
 //! puts a unit out of HA until an operator clears it. The history is kept
-//! on disk by the adapter, in wall-clock seconds, so it survives restarts.
+//! on disk by the adapter, in wall-clock seconds, so it survives restarts;
+//! the adapter hands it to the core ([`Starts`]) at start and every few
+//! seconds, and the core applies the [`PacifyRule`].
 
 use std::time::Duration;
 
@@ -23,6 +25,46 @@ pub struct StartRecord {
     pub at: u64,
     /// Which service started (or "unit").
     pub what: String,
+}
+
+/// The rule: more than `max_starts` counted starts within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacifyRule {
+    pub window: Duration,
+    pub max_starts: u32,
+}
+
+impl Default for PacifyRule {
+    /// The reference appliance's: more than 3 starts within 5 minutes.
+    fn default() -> Self {
+        Self { window: Duration::from_secs(300), max_starts: 3 }
+    }
+}
+
+/// The start history as read now, with the wall-clock time it was read
+/// at (UNIX seconds): the core reads no clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Starts {
+    pub history: StartHistory,
+    pub unix_now: u64,
+}
+
+/// What the rule says about a history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judgement {
+    pub pacified: bool,
+    /// Starts counted within the window.
+    pub recent: u32,
+}
+
+impl PacifyRule {
+    /// Applies the rule to `s`.
+    pub fn judge(&self, s: &Starts) -> Judgement {
+        Judgement {
+            pacified: s.history.is_pacified(s.unix_now, self.window, self.max_starts),
+            recent: s.history.recent(s.unix_now, self.window),
+        }
+    }
 }
 
 /// Entries kept at most (older ones cannot matter for any sane window).
@@ -76,6 +118,22 @@ mod tests {
         assert!(h.is_pacified(1180, w, 3));
         // Five minutes after the first start it has aged out.
         assert!(!h.is_pacified(1300, w, 3));
+    }
+
+    #[test]
+    fn the_rule_counts_and_judges() {
+        let rule = PacifyRule { window: Duration::from_secs(60), max_starts: 3 };
+        let mut history = StartHistory::default();
+        for t in [100, 110, 120] {
+            history.record(t, "unit");
+        }
+        let s = Starts { history, unix_now: 125 };
+        assert_eq!(rule.judge(&s), Judgement { pacified: false, recent: 3 });
+        let mut s2 = s.clone();
+        s2.history.record(126, "takeover");
+        s2.unix_now = 126;
+        assert_eq!(rule.judge(&s2), Judgement { pacified: true, recent: 4 });
+        assert_eq!(PacifyRule::default(), PacifyRule { window: Duration::from_secs(300), max_starts: 3 });
     }
 
     #[test]

@@ -89,5 +89,8 @@ pub struct Status {
     pub warnings: Vec<String>,
     pub follower_attached: bool,
     pub same_mode: bool,
+    /// R4: every component reporting readiness lately is ready.
     pub ready: bool,
+    /// Starts within the pacify window, as last counted (E9).
+    pub recent_starts: u32,
 }

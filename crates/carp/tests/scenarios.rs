@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use duet_carp::pacify::{StartHistory, Starts};
 use duet_carp::params::{AuthParams, HaMode, Preferred};
 use duet_carp::{Command, DropReason, Role, Square, Time};
 
@@ -221,9 +222,10 @@ fn same_mode_is_reported_gray_and_resolved_to_one_active() {
 #[test]
 fn pacified_unit_sends_nothing_until_cleared() {
     let p = pair_params(HaMode::First, Preferred::None, standard(3));
-    let init = duet_carp::Init { pacified: Some((4, Duration::from_secs(300))), ..Default::default() };
+    let init = duet_carp::Init { starts: Some(starts(&[1000, 1010, 1020, 1030], 1040)), ..Default::default() };
     let mut e = duet_carp::Election::new(p, Time::ZERO, init);
     assert_eq!(e.role(), Role::Pacified);
+    assert_eq!(e.status(Time::ZERO).recent_starts, 4);
     let mut t = Time::ZERO;
     for _ in 0..100 {
         t = t + Duration::from_millis(100);
@@ -495,14 +497,30 @@ fn handover_from_the_preferred_unit_is_not_taken_back() {
     assert_eq!(n.role(0), Some(Role::Standby));
 }
 
+/// A start history with starts at `at` (UNIX seconds), read at `unix_now`.
+fn starts(at: &[u64], unix_now: u64) -> Starts {
+    let mut history = StartHistory::default();
+    for &t in at {
+        history.record(t, "unit");
+    }
+    Starts { history, unix_now }
+}
+
 #[test]
 fn pacify_while_active_hands_over_and_leaves_ha() {
     let mut n = pair(Preferred::None, 9);
     n.run_for(Duration::from_secs(12));
     assert_eq!(n.role(0), Some(Role::Active));
     let now = n.now;
-    n.e(0).handle_command(now, Command::Pacify { starts: 4, window: Duration::from_secs(300) }).unwrap();
+    // Three starts within five minutes are allowed...
+    n.e(0).handle_command(now, Command::CheckStarts(starts(&[1000, 1100, 1200], 1250))).unwrap();
     n.drain(0);
+    assert_eq!(n.role(0), Some(Role::Active));
+    assert_eq!(n.status(0).recent_starts, 3);
+    // ...a fourth is not.
+    n.e(0).handle_command(now, Command::CheckStarts(starts(&[1000, 1100, 1200, 1240], 1250))).unwrap();
+    n.drain(0);
+    assert!(n.notices(0).iter().any(|l| l.starts_with("Pacified: 4 starts within 300 s")));
     assert_eq!(n.role(0), Some(Role::Pacified));
     n.run_for(Duration::from_millis(5));
     assert_eq!(n.role(1), Some(Role::Active), "the resign advert made the partner take over at once");
@@ -576,10 +594,14 @@ fn a_preferred_unit_not_ready_does_not_take_the_role_back_until_it_is() {
     n.run_for(Duration::from_secs(5));
     assert_eq!(n.role(1), Some(Role::Active));
     n.start(0);
-    let now = n.now;
-    n.e(0).handle_command(now, Command::SetReady(false)).unwrap();
-    n.run_for(Duration::from_secs(10));
+    // The replicator says so every 2 s, as it does.
+    for _ in 0..5 {
+        let now = n.now;
+        n.e(0).handle_command(now, not_ready("bulk resync running")).unwrap();
+        n.run_for(Duration::from_secs(2));
+    }
     assert_eq!(n.role(0), Some(Role::Standby), "not ready: no preemption");
+    assert!(n.notices(0).iter().any(|l| l == "not ready to take over from a healthy partner: bulk resync running"));
     assert_eq!(n.role(1), Some(Role::Active));
     let now = n.now;
     assert!(
@@ -587,7 +609,7 @@ fn a_preferred_unit_not_ready_does_not_take_the_role_back_until_it_is() {
         "a handover to a partner that is not ready is refused"
     );
     let now = n.now;
-    n.e(0).handle_command(now, Command::SetReady(true)).unwrap();
+    n.e(0).handle_command(now, ready()).unwrap();
     let took = n
         .run_until_cond(Duration::from_secs(5), Duration::from_millis(10), |n| n.role(0) == Some(Role::Active))
         .unwrap();
@@ -595,10 +617,78 @@ fn a_preferred_unit_not_ready_does_not_take_the_role_back_until_it_is() {
     // Not ready, but the partner dies: it takes over anyway.
     n.run_for(Duration::from_secs(5));
     let now = n.now;
-    n.e(1).handle_command(now, Command::SetReady(false)).unwrap();
+    n.e(1).handle_command(now, not_ready("bulk resync running")).unwrap();
     n.kill(0);
     let took = n
         .run_until_cond(Duration::from_secs(6), Duration::from_millis(10), |n| n.role(1) == Some(Role::Active))
         .unwrap();
     assert!(took <= Duration::from_millis(3010), "took {took:?}");
+}
+
+fn not_ready(why: &str) -> Command {
+    Command::SetReadiness { component: "replicator".into(), ready: false, reason: why.into() }
+}
+
+fn ready() -> Command {
+    Command::SetReadiness { component: "replicator".into(), ready: true, reason: "state installed".into() }
+}
+
+#[test]
+fn a_component_silent_for_10_s_no_longer_holds_the_unit_back() {
+    let mut n = pair(Preferred::First, 3);
+    n.run_for(Duration::from_secs(10));
+    n.kill(0);
+    n.run_for(Duration::from_secs(5));
+    n.start(0);
+    let now = n.now;
+    let said = now;
+    n.e(0).handle_command(now, not_ready("bulk resync running")).unwrap();
+    // Another component, ready, keeps reporting; the replicator goes silent.
+    let ready_unit = |n: &mut Net| {
+        let now = n.now;
+        n.e(0)
+            .handle_command(now, Command::SetReadiness { component: "health".into(), ready: true, reason: "ok".into() })
+            .unwrap();
+    };
+    ready_unit(&mut n);
+    n.run_for(Duration::from_millis(9_990));
+    assert!(!n.status(0).ready, "still within 10 s of the last report");
+    assert_eq!(n.role(0), Some(Role::Standby));
+    ready_unit(&mut n);
+    // Exactly 10 s after its report, the core's own timer drops it.
+    n.run_until(said + Duration::from_secs(10));
+    assert!(n.status(0).ready, "silent for 10 s: no longer counted");
+    assert!(n.notices(0).iter().any(|l| l == "no readiness report for 10 s: no longer holding the unit back"));
+    let took = n
+        .run_until_cond(Duration::from_secs(3), Duration::from_millis(10), |n| n.role(0) == Some(Role::Active))
+        .unwrap();
+    assert!(took <= Duration::from_millis(1100), "then preempts at the partner's next advert, took {took:?}");
+}
+
+#[test]
+fn readiness_lines_name_the_component() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(1));
+    let now = n.now;
+    n.e(0).handle_command(now, not_ready("bulk resync running")).unwrap();
+    n.e(0).handle_command(now, not_ready("bulk resync running")).unwrap();
+    n.e(0).handle_command(now, ready()).unwrap();
+    let mut lines = Vec::new();
+    while let Some(a) = n.e(0).poll_action() {
+        if let duet_carp::Action::Log(l) = a
+            && l.component().is_some()
+        {
+            lines.push((l.level(), l.component().map(str::to_owned), l.to_string()));
+        }
+    }
+    use duet_carp::Level;
+    let c = Some("replicator".to_owned());
+    assert_eq!(
+        lines,
+        vec![
+            (Level::Warning, c.clone(), "not ready to take over from a healthy partner: bulk resync running".into()),
+            (Level::Info, c, "ready: state installed".into()),
+        ],
+        "a repeated report says nothing new"
+    );
 }

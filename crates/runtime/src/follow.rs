@@ -67,8 +67,14 @@ pub struct RoleStream {
 impl RoleStream {
     /// Drops the current stream and opens a new one (for a service that
     /// judged the stream dead although its connection is up: no heartbeat).
+    /// The stream ends with [`RoleNews::Lost`]; messages it delivered
+    /// before are still in the channel ahead of it. A stream that has
+    /// ended already is not followed by anything: the next one is not
+    /// touched by a reconnect asked about its predecessor.
     pub fn reconnect(&self) {
-        self.reconnect.notify_one();
+        // `notify_waiters` stores no permit: only a stream open now (whose
+        // `Notified` exists) hears it; see `run`.
+        self.reconnect.notify_waiters();
     }
 }
 
@@ -135,10 +141,16 @@ async fn run(url: String, follower: &'static str, tx: mpsc::Sender<RoleNews>, ag
             Ok(mut stream) => {
                 attempt = 0;
                 let mut delivered = false;
+                // Registered for this stream now: a reconnect asked from
+                // here on ends it, even one asked while a message is being
+                // handed over below (a `Notified` hears `notify_waiters`
+                // from its creation, polled or not).
+                let reconnect = again.notified();
+                tokio::pin!(reconnect);
                 let why = loop {
                     let msg = tokio::select! {
                         m = stream.message() => m,
-                        () = again.notified() => break "no sign of life from the election".to_owned(),
+                        () = &mut reconnect => break "no sign of life from the election".to_owned(),
                         () = stop.wait() => return,
                     };
                     let received = Instant::now();

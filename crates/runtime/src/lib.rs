@@ -1,17 +1,20 @@
 //! Process plumbing every duet service shares, so that each service's
 //! `main` stays short: telemetry set-up ([`telemetry`]), a shutdown signal
 //! that tasks and servers wait on ([`shutdown`]), supervised tasks whose
-//! failures are logged and visible in health ([`tasks`]), and a gRPC
-//! server with the standard health service and reflection (v1 and v1alpha)
-//! already registered ([`grpc`]), and the two followers every service
-//! shares: of the election's role ([`follow`]) and of configsync's
-//! generations ([`generations`]). No protocol logic lives here.
+//! failures are logged and visible in health ([`tasks`]), a gRPC server
+//! with the standard health service and reflection (v1 and v1alpha)
+//! already registered ([`grpc`]), the two followers every service shares:
+//! of the election's role ([`follow`]) and of configsync's generations
+//! ([`generations`]), the drivers' clock for their cores ([`clock`]) and
+//! percentiles ([`stats`]). No protocol logic lives here.
 
+pub mod clock;
 pub mod follow;
 pub mod fsutil;
 pub mod generations;
 pub mod grpc;
 pub mod shutdown;
+pub mod stats;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;

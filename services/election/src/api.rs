@@ -11,6 +11,7 @@ use duet_proto::common::v1 as common;
 use duet_proto::convert::{ha_mode_i32, role_i32};
 use duet_proto::election::v1 as pb;
 use duet_runtime::shutdown::Shutdown;
+use duet_runtime::stats::Samples;
 use futures::Stream;
 
 use tokio::sync::{broadcast, oneshot};
@@ -33,7 +34,7 @@ fn ts(t: SystemTime) -> prost_types::Timestamp {
 pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusResponse {
     let st = &s.status;
     let p = &s.params;
-    let w = s.wall;
+    let w = s.clock;
     let first_if = p.interfaces.first();
     let unit = common::UnitIdentity {
         name: unit_name.to_string(),
@@ -133,7 +134,7 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
             config_generation: s.config_generation,
         }),
         takeover: Some(takeover_proto(st.follower_attached, s.takeover.as_ref())),
-        recent_starts: s.recent_starts,
+        recent_starts: st.recent_starts,
         epoch: s.epoch,
         seq: s.seq,
         timer_lateness: Some(delay(&s.timer_lateness)),
@@ -141,9 +142,10 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
     }
 }
 
-fn delay(d: &crate::driver::Delays) -> pb::SchedulingDelay {
-    let (p50_us, p99_us, max_us, samples) = d.summary();
-    pb::SchedulingDelay { p50_us, p99_us, max_us, samples }
+/// p50 and p99 of the recent delays, the largest ever and how many.
+fn delay(d: &Samples) -> pb::SchedulingDelay {
+    let recent = d.recent();
+    pb::SchedulingDelay { p50_us: recent.p50, p99_us: recent.p99, max_us: d.max_ever_us(), samples: d.count() }
 }
 
 fn takeover_proto(following: bool, t: Option<&TakeoverReport>) -> pb::TakeoverStatus {
@@ -352,5 +354,95 @@ impl pb::election_service_server::ElectionService for Api {
             .ask(|reply| Request::Readiness { component: r.component, ready: r.ready, reason: r.reason, reply })
             .await?;
         Ok(Response::new(pb::SetReadinessResponse { ready }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use duet_carp::{Election, Init, Time};
+    use duet_runtime::clock::Clock;
+
+    use super::*;
+    use crate::driver::test_support::params;
+
+    fn snapshot(mode: HaMode) -> Snapshot {
+        let p = params(mode);
+        let e = Election::new(p.clone(), Time::ZERO, Init::default());
+        let mut timer_lateness = Samples::new(16);
+        for us in [10, 20, 30, 4000] {
+            timer_lateness.record(Duration::from_micros(us));
+        }
+        Snapshot {
+            status: e.status(Time::ZERO),
+            params: p,
+            config_generation: 5,
+            epoch: 7,
+            seq: 2,
+            clock: Clock::new(),
+            takeover: None,
+            queue_full: 3,
+            send_errors: 0,
+            timer_lateness,
+            receive_delay: Samples::new(16),
+        }
+    }
+
+    #[test]
+    fn the_snapshot_becomes_the_status_message() {
+        let s = snapshot(HaMode::First);
+        let m = status_proto("lb1", &s);
+        let unit = m.unit.as_ref().unwrap();
+        assert_eq!((unit.name.as_str(), unit.address.as_str(), unit.vhid), ("lb1", "198.18.0.1", 10));
+        assert_eq!(unit.mode, ha_mode_i32(HaMode::First));
+        assert_eq!(m.role, role_i32(duet_carp::Role::Init));
+        assert_eq!((m.epoch, m.seq), (7, 2));
+        // This unit's square first for unit 1.
+        assert_eq!(m.squares.iter().map(|q| q.unit).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(m.squares[0].status, common::UnitStatus::Updating as i32, "{:?}", m.squares);
+        assert_eq!(m.squares[1].status, common::UnitStatus::Unreachable as i32);
+        let p = m.parameters.as_ref().unwrap();
+        assert_eq!((p.ha_timeout_ms, p.advert_interval_ms, p.advbase, p.advskew), (3000, 1000, 1, 0));
+        assert_eq!(
+            (p.profile.as_str(), p.auth_mode.as_str(), p.preferred_server.as_str()),
+            ("standard", "ucarp-sha1", "none")
+        );
+        assert_eq!(m.partner.as_ref().unwrap().address, "198.18.0.2", "the configured partner until one is heard");
+        assert_eq!(m.interfaces.len(), 1);
+        assert_eq!(m.interfaces[0].shared_address, "198.18.0.10");
+        let t = m.timer_lateness.unwrap();
+        assert_eq!((t.p50_us, t.p99_us, t.max_us, t.samples), (30, 4000, 4000, 4));
+        assert!(m.warnings.iter().any(|w| w.starts_with("3 packets dropped because the receive queue was full")));
+        let to = m.takeover.unwrap();
+        assert!(!to.following && to.applied_role == 0);
+    }
+
+    #[test]
+    fn a_second_unit_shows_its_square_second() {
+        let m = status_proto("lb2", &snapshot(HaMode::Second));
+        assert_eq!(m.squares[0].unit, 1);
+        assert_eq!(m.squares[0].status, common::UnitStatus::Unreachable as i32, "unit 1 is the partner");
+        assert_eq!(m.squares[1].status, common::UnitStatus::Updating as i32);
+        assert_eq!(m.unit.unwrap().address, "198.18.0.2");
+    }
+
+    #[test]
+    fn a_takeover_report_is_shown_as_received() {
+        let mut s = snapshot(HaMode::First);
+        s.takeover = Some(TakeoverReport {
+            epoch: 7,
+            seq: 2,
+            role: Some(duet_carp::Role::Active),
+            ok: false,
+            error: "eth0: boom".into(),
+            addresses_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(5)),
+            first_garp_at: None,
+            state_installed: true,
+            state_wait_us: 12,
+        });
+        let t = status_proto("lb1", &s).takeover.unwrap();
+        assert_eq!(t.applied_role, role_i32(duet_carp::Role::Active));
+        assert_eq!((t.applied_seq, t.ok, t.error.as_str(), t.state_wait_us), (2, false, "eth0: boom", 12));
+        assert_eq!(t.addresses_at.map(|a| a.seconds), Some(5));
+        assert!(t.first_garp_at.is_none());
     }
 }

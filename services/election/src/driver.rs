@@ -14,6 +14,14 @@
 //! delay an advert by at most one packet's processing (microseconds), never
 //! starve it. Receive tasks never block: when the queue is full the packet
 //! is dropped and counted.
+//!
+//! Every rule is the core's (roles, readiness, pacified); the driver reads
+//! and writes the state files and hands the core what they say. Requests
+//! from the API are handled in [`request`], the sockets opened in
+//! [`sockets`].
+
+mod request;
+mod sockets;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,14 +29,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use duet_carp::params::Params;
-use duet_carp::{Action, Command, Election, Level, Notice, Role, RoleEvent, RoleEventKind, Time};
-use duet_net::carp_socket::{CarpSocket, SendMode};
-use duet_net::netlink::{NetEvent, Netlink};
+use duet_carp::{Action, Command, Election, Level, Notice, PacifyRule, Role, RoleEvent, RoleEventKind};
+use duet_net::netlink::Netlink;
+use duet_runtime::clock::Clock;
 use duet_runtime::shutdown::Shutdown;
+use duet_runtime::stats::Samples;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::state::StateDir;
+
+pub(crate) use request::{HandoverOutcome, Request, Snapshot, TakeoverReport};
+
+/// Scheduling delays kept for the percentiles in the status.
+const DELAY_SAMPLES: usize = 4096;
 
 /// What the receive side hands the driver.
 #[derive(Debug)]
@@ -36,100 +50,6 @@ pub(crate) enum Inbound {
     Packet { iface: usize, bytes: Vec<u8>, at: Instant },
     Peer { iface: usize, src: Ipv4Addr, bytes: Vec<u8> },
     Link { name: String, up: bool },
-}
-
-/// The result of a planned handover.
-#[derive(Debug, Clone)]
-pub(crate) struct HandoverOutcome {
-    pub confirmed: bool,
-    pub partner: Option<Ipv4Addr>,
-    pub took: Duration,
-}
-
-/// What the gRPC API asks the driver.
-#[derive(Debug)]
-pub(crate) enum Request {
-    Status(oneshot::Sender<Snapshot>),
-    Handover {
-        timeout: Duration,
-        reply: oneshot::Sender<Result<HandoverOutcome, String>>,
-    },
-    ClearPacified(oneshot::Sender<Result<Role, String>>),
-    Follower {
-        attached: bool,
-    },
-    TakeoverReport(TakeoverReport),
-    /// New parameters (E12) and the configuration generation they came
-    /// from (0: the unit file).
-    Reload {
-        params: Box<Params>,
-        generation: u64,
-    },
-    /// A component's readiness (R4); answered with the unit's readiness.
-    Readiness {
-        component: String,
-        ready: bool,
-        reason: String,
-        reply: oneshot::Sender<bool>,
-    },
-}
-
-/// The takeover service's last report (T4).
-#[derive(Debug, Clone)]
-pub(crate) struct TakeoverReport {
-    pub epoch: u64,
-    pub seq: u64,
-    /// The role applied (`None`: the report named none).
-    pub role: Option<Role>,
-    pub ok: bool,
-    pub error: String,
-    pub addresses_at: Option<SystemTime>,
-    pub first_garp_at: Option<SystemTime>,
-    pub state_installed: bool,
-    pub state_wait_us: u64,
-}
-
-/// Everything GetStatus shows.
-#[derive(Debug, Clone)]
-pub(crate) struct Snapshot {
-    pub status: duet_carp::Status,
-    pub params: Params,
-    /// The configuration generation the parameters came from (0: the unit file).
-    pub config_generation: u64,
-    pub epoch: u64,
-    pub seq: u64,
-    pub wall: Wall,
-    pub takeover: Option<TakeoverReport>,
-    pub recent_starts: u32,
-    pub queue_full: u64,
-    pub send_errors: u64,
-    pub timer_lateness: Delays,
-    pub receive_delay: Delays,
-}
-
-/// Maps the core's monotonic time to wall-clock time for the API.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Wall {
-    origin: Instant,
-    wall_origin: SystemTime,
-}
-
-impl Wall {
-    fn new() -> Self {
-        Self { origin: Instant::now(), wall_origin: SystemTime::now() }
-    }
-
-    pub(crate) fn now(&self) -> Time {
-        Time::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
-    }
-
-    pub(crate) fn to_instant(self, t: Time) -> Instant {
-        self.origin + Duration::from_micros(t.as_micros())
-    }
-
-    pub(crate) fn to_system(self, t: Time) -> SystemTime {
-        self.wall_origin + Duration::from_micros(t.as_micros())
-    }
 }
 
 /// State shared between the driver and the gRPC handlers.
@@ -172,7 +92,7 @@ pub(crate) struct Setup {
     pub state: StateDir,
     pub status_port: u16,
     pub handover_timeout: Duration,
-    pub pacify: (Duration, u32),
+    pub pacify: PacifyRule,
     pub shared_addrs: Vec<(String, Ipv4Addr, u8)>,
     /// The takeover service puts the shared addresses on VMAC macvlans.
     pub vmac: bool,
@@ -181,8 +101,8 @@ pub(crate) struct Setup {
 
 pub(crate) struct Driver {
     election: Election,
-    wall: Wall,
-    sockets: Vec<Option<Arc<CarpSocket>>>,
+    clock: Clock,
+    sockets: Vec<Option<Arc<duet_net::carp_socket::CarpSocket>>>,
     peer_sockets: Vec<Option<Arc<UdpSocket>>>,
     shared: Arc<Shared>,
     events: broadcast::Sender<RoleEvent>,
@@ -196,7 +116,6 @@ pub(crate) struct Driver {
     send_errors: u64,
     status_port: u16,
     handover_timeout: Duration,
-    pacify: (Duration, u32),
     shared_addrs: Vec<(String, Ipv4Addr, u8)>,
     vmac: bool,
     exit: Option<Exit>,
@@ -205,46 +124,10 @@ pub(crate) struct Driver {
     serving: Option<bool>,
     link_up: Vec<bool>,
     metrics: crate::metrics::Metrics,
-    timer_lateness: Delays,
-    receive_delay: Delays,
-    /// Per component: ready, why, and when it last said so.
-    readiness: std::collections::BTreeMap<String, (bool, String, Instant)>,
+    timer_lateness: Samples,
+    receive_delay: Samples,
     /// The configuration generation the parameters in force came from.
     config_generation: u64,
-}
-
-/// A component silent this long no longer holds the unit back.
-const READINESS_STALE: Duration = Duration::from_secs(10);
-
-/// Recent scheduling delays (the last 4096) and the largest ever.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Delays {
-    recent: std::collections::VecDeque<u32>,
-    max_us: u64,
-    samples: u64,
-}
-
-impl Delays {
-    fn record(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        if self.recent.len() >= 4096 {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(u32::try_from(us).unwrap_or(u32::MAX));
-        self.max_us = self.max_us.max(us);
-        self.samples += 1;
-    }
-
-    /// (p50, p99, max, samples) in microseconds.
-    pub(crate) fn summary(&self) -> (u64, u64, u64, u64) {
-        let mut v: Vec<u32> = self.recent.iter().copied().collect();
-        if v.is_empty() {
-            return (0, 0, 0, 0);
-        }
-        v.sort_unstable();
-        let at = |p: f64| u64::from(v[((v.len() - 1) as f64 * p).round() as usize]);
-        (at(0.5), at(0.99), self.max_us, self.samples)
-    }
 }
 
 pub(crate) struct Handles {
@@ -255,8 +138,7 @@ pub(crate) struct Handles {
 impl Driver {
     /// Builds the core from the saved state and opens nothing yet.
     pub(crate) fn new(setup: Setup, epoch: u64, health: duet_runtime::grpc::Health) -> anyhow::Result<(Self, Handles)> {
-        let history = setup.state.start_history()?;
-        let (is_pacified, starts) = crate::state::pacified(&history, setup.pacify.0, setup.pacify.1);
+        let starts = setup.state.starts()?;
         let replay = setup.state.replay()?;
         let counter_seed = match &setup.params.auth {
             duet_carp::AuthParams::Sha256 { .. } => {
@@ -264,16 +146,17 @@ impl Driver {
             }
             duet_carp::AuthParams::Ucarp { .. } => rand::random(),
         };
-        let wall = Wall::new();
+        let clock = Clock::new();
         let init = duet_carp::Init {
             counter_seed,
             peer_counter_seed: crate::state::unix_ms() << 16,
             replay,
-            pacified: is_pacified.then_some((starts, setup.pacify.0)),
+            pacify: setup.pacify,
+            starts: Some(starts),
             drop_log_window: setup.drop_log_window,
         };
-        let mut election = Election::new(setup.params.clone(), wall.now(), init);
-        let _ = election.handle_command(wall.now(), Command::SetGeneration(setup.config_generation));
+        let mut election = Election::new(setup.params.clone(), clock.now(), init);
+        let _ = election.handle_command(clock.now(), Command::SetGeneration(setup.config_generation));
         let (events, events_rx) = broadcast::channel(1024);
         let (req_tx, req_rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(4096);
@@ -300,7 +183,7 @@ impl Driver {
         let n = setup.params.interfaces.len();
         let d = Self {
             election,
-            wall,
+            clock,
             sockets: (0..n).map(|_| None).collect(),
             peer_sockets: (0..n).map(|_| None).collect(),
             shared: Arc::clone(&shared),
@@ -315,7 +198,6 @@ impl Driver {
             send_errors: 0,
             status_port: setup.status_port,
             handover_timeout: setup.handover_timeout,
-            pacify: setup.pacify,
             shared_addrs: setup.shared_addrs,
             vmac: setup.vmac,
             exit: None,
@@ -324,100 +206,11 @@ impl Driver {
             serving: None,
             link_up: vec![true; n],
             metrics: crate::metrics::Metrics::new(),
-            timer_lateness: Delays::default(),
-            receive_delay: Delays::default(),
-            readiness: std::collections::BTreeMap::new(),
+            timer_lateness: Samples::new(DELAY_SAMPLES),
+            receive_delay: Samples::new(DELAY_SAMPLES),
             config_generation: setup.config_generation,
         };
         Ok((d, Handles { shared, inbound: in_tx }))
-    }
-
-    /// Opens the sockets and starts the receive tasks and the link watcher.
-    pub(crate) async fn open(
-        &mut self,
-        inbound: &mpsc::Sender<Inbound>,
-        tasks: &mut duet_runtime::tasks::Tasks,
-    ) -> anyhow::Result<()> {
-        let nl = Netlink::new()?;
-        let params = self.election.params().clone();
-        for (k, i) in params.interfaces.iter().enumerate() {
-            let info = nl.link(&i.name).await.map_err(|e| {
-                anyhow::anyhow!("interface {} (interface[{k}].name): {e}; check the name against `ip link`", i.name)
-            })?;
-            if !i.ha_check || params.mode == duet_carp::HaMode::NonHa {
-                continue;
-            }
-            if !info.up {
-                let now = self.wall.now();
-                self.link_up[k] = false;
-                self.election.handle_link(now, k, false);
-            }
-            let mode = match i.destination {
-                duet_carp::Destination::Multicast => SendMode::Multicast,
-                duet_carp::Destination::Broadcast => SendMode::Broadcast,
-                duet_carp::Destination::Unicast => SendMode::Unicast,
-            };
-            let sock = Arc::new(CarpSocket::open(&i.name, info.index, i.unit_addr, mode)?);
-            self.sockets[k] = Some(Arc::clone(&sock));
-            let tx = inbound.clone();
-            let shared = Arc::clone(&self.shared);
-            tasks.spawn_restarting(&format!("receive adverts on {}", i.name), Duration::from_millis(100), move || {
-                let sock = Arc::clone(&sock);
-                let tx = tx.clone();
-                let shared = Arc::clone(&shared);
-                async move { receive_loop(k, &sock, &tx, &shared).await }
-            });
-            if i.partner_addr.is_some() {
-                let udp = UdpSocket::bind((i.unit_addr, self.status_port)).await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot bind the peer-status port {}:{} on {}: {e}; the unit address must be configured on the interface and election.status_port free",
-                        i.unit_addr,
-                        self.status_port,
-                        i.name
-                    )
-                })?;
-                let udp = Arc::new(udp);
-                self.peer_sockets[k] = Some(Arc::clone(&udp));
-                let tx = inbound.clone();
-                tasks.spawn_restarting::<_, _, std::io::Error>(
-                    &format!("receive peer status on {}", i.name),
-                    Duration::from_millis(100),
-                    move || {
-                        let udp = Arc::clone(&udp);
-                        let tx = tx.clone();
-                        async move {
-                            let mut buf = [0u8; 512];
-                            loop {
-                                let (n, from) = udp.recv_from(&mut buf).await?;
-                                if let std::net::SocketAddr::V4(v4) = from {
-                                    let _ = tx.try_send(Inbound::Peer {
-                                        iface: k,
-                                        src: *v4.ip(),
-                                        bytes: buf[..n].to_vec(),
-                                    });
-                                }
-                            }
-                        }
-                    },
-                );
-            }
-        }
-        let mut events = duet_net::netlink::watch()?;
-        let tx = inbound.clone();
-        tasks.spawn::<_, std::convert::Infallible>("link watcher", async move {
-            while let Some(ev) = events.recv().await {
-                let msg = match ev {
-                    NetEvent::Link(info) => Inbound::Link { name: info.name, up: info.up },
-                    NetEvent::LinkRemoved { name, .. } => Inbound::Link { name, up: false },
-                    _ => continue,
-                };
-                if tx.send(msg).await.is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        });
-        Ok(())
     }
 
     /// Runs until shutdown (after a planned handover when active) or a
@@ -430,7 +223,7 @@ impl Driver {
         let mut history_check = tokio::time::interval(Duration::from_secs(2));
         history_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self.election.poll_timeout().map(|t| self.wall.to_instant(t));
+            let deadline = self.election.poll_timeout().map(|t| self.clock.to_instant(t));
             let stop_deadline = stopping.map(|s| s + self.handover_timeout + Duration::from_millis(200));
             tokio::select! {
                 biased;
@@ -438,14 +231,14 @@ impl Driver {
                     if let Some(d) = deadline {
                         self.timer_lateness.record(d.elapsed());
                     }
-                    let now = self.wall.now();
+                    let now = self.clock.now();
                     self.election.handle_timeout(now);
                 }
                 () = sleep_until(stop_deadline) => break,
                 () = shutdown.wait(), if stopping.is_none() => {
                     stopping = Some(Instant::now());
                     if self.election.role() == Role::Active {
-                        let now = self.wall.now();
+                        let now = self.clock.now();
                         if let Err(e) = self.election.handle_command(now, Command::Handover { timeout: self.handover_timeout }) {
                             tracing::warn!("no planned handover before stopping: {e}");
                             break;
@@ -457,9 +250,7 @@ impl Driver {
                 Some(r) = self.requests.recv() => self.request(r),
                 _ = history_check.tick() => {
                     self.check_history();
-                    let now = self.wall.now();
-                    self.apply_readiness(now);
-                    let now = self.wall.now();
+                    let now = self.clock.now();
                     self.metrics.update(&self.election.status(now), self.election.drops(), self.shared.queue_full.load(Ordering::Relaxed));
                 }
                 Some(first) = self.inbound.recv() => {
@@ -500,40 +291,23 @@ impl Driver {
         self.save_state(true);
     }
 
-    /// The unit is ready when every component that spoke lately is.
-    fn apply_readiness(&mut self, now: Time) -> bool {
-        self.readiness.retain(|c, (_, _, at)| {
-            let fresh = at.elapsed() < READINESS_STALE;
-            if !fresh {
-                tracing::warn!(component = %c, "no readiness report for 10 s: no longer holding the unit back");
-            }
-            fresh
-        });
-        let ready = self.readiness.values().all(|(r, _, _)| *r);
-        let _ = self.election.handle_command(now, Command::SetReady(ready));
-        ready
-    }
-
+    /// Hands the core the start history as it is on disk now (E9): the
+    /// unit supervisor records the other services' restarts there too.
     fn check_history(&mut self) {
         if self.election.role() == Role::Pacified {
             return;
         }
-        let history = match self.state.start_history() {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!("cannot read the start history: {e:#}");
-                return;
+        match self.state.starts() {
+            Ok(s) => {
+                let now = self.clock.now();
+                let _ = self.election.handle_command(now, Command::CheckStarts(s));
             }
-        };
-        let (pacified, starts) = crate::state::pacified(&history, self.pacify.0, self.pacify.1);
-        if pacified {
-            let now = self.wall.now();
-            let _ = self.election.handle_command(now, Command::Pacify { starts, window: self.pacify.0 });
+            Err(e) => tracing::warn!("cannot read the start history: {e:#}"),
         }
     }
 
     fn inbound_one(&mut self, i: Inbound) {
-        let now = self.wall.now();
+        let now = self.clock.now();
         match i {
             Inbound::Packet { iface, bytes, at } => {
                 self.receive_delay.record(at.elapsed());
@@ -548,94 +322,6 @@ impl Driver {
                 {
                     self.link_up[k] = up;
                     self.election.handle_link(now, k, up);
-                }
-            }
-        }
-    }
-
-    fn request(&mut self, r: Request) {
-        let now = self.wall.now();
-        match r {
-            Request::Status(reply) => {
-                let history = self.state.start_history().unwrap_or_default();
-                let (_, recent) = crate::state::pacified(&history, self.pacify.0, self.pacify.1);
-                let _ = reply.send(Snapshot {
-                    status: self.election.status(now),
-                    params: self.election.params().clone(),
-                    config_generation: self.config_generation,
-                    epoch: self.shared.epoch,
-                    seq: self.seq,
-                    wall: self.wall,
-                    takeover: self.takeover.clone(),
-                    recent_starts: recent,
-                    queue_full: self.shared.queue_full.load(Ordering::Relaxed),
-                    send_errors: self.send_errors,
-                    timer_lateness: self.timer_lateness.clone(),
-                    receive_delay: self.receive_delay.clone(),
-                });
-            }
-            Request::Handover { timeout, reply } => {
-                match self.election.handle_command(now, Command::Handover { timeout }) {
-                    Ok(()) => self.pending_handovers.push(reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                }
-            }
-            Request::ClearPacified(reply) => {
-                let r = self.election.handle_command(now, Command::ClearPacified).map_err(|e| e.to_string());
-                if r.is_ok()
-                    && let Err(e) = self.state.clear_starts()
-                {
-                    tracing::error!("cannot record the cleared start history: {e:#}");
-                }
-                let _ = reply.send(r.map(|()| self.election.role()));
-            }
-            Request::Follower { attached } => {
-                let before = self.followers;
-                self.followers = if attached { self.followers + 1 } else { self.followers.saturating_sub(1) };
-                let cmd = match (before, self.followers) {
-                    (0, 1..) => Some(Command::FollowerAttached),
-                    (1.., 0) => Some(Command::FollowerDetached),
-                    _ => None,
-                };
-                if let Some(c) = cmd {
-                    let _ = self.election.handle_command(now, c);
-                }
-            }
-            Request::TakeoverReport(rep) => {
-                // A report about an earlier election process's role stream
-                // says nothing about this one.
-                let current = rep.epoch == self.shared.epoch;
-                let ok = rep.ok;
-                let released = rep.role == Some(Role::Stopping);
-                self.takeover = Some(rep);
-                if current {
-                    let _ = self.election.handle_command(now, Command::TakeoverReport { ok });
-                    if ok && released {
-                        let _ = self.election.handle_command(now, Command::TakeoverReleased);
-                    }
-                }
-            }
-            Request::Readiness { component, ready, reason, reply } => {
-                let was = self.readiness.get(&component).map(|(r, _, _)| *r);
-                if was != Some(ready) {
-                    if ready {
-                        tracing::info!(%component, "ready: {reason}");
-                    } else {
-                        tracing::warn!(%component, "not ready to take over from a healthy partner: {reason}");
-                    }
-                }
-                self.readiness.insert(component, (ready, reason, Instant::now()));
-                let _ = reply.send(self.apply_readiness(now));
-            }
-            Request::Reload { params, generation } => {
-                match self.election.handle_command(now, Command::Reload(params)) {
-                    Ok(()) => {
-                        self.config_generation = generation;
-                        let _ = self.election.handle_command(now, Command::SetGeneration(generation));
-                    }
-                    Err(e) => tracing::error!("HA configuration change not applied: {e}"),
                 }
             }
         }
@@ -793,23 +479,6 @@ impl Driver {
     }
 }
 
-async fn receive_loop(
-    iface: usize,
-    sock: &CarpSocket,
-    tx: &mpsc::Sender<Inbound>,
-    shared: &Shared,
-) -> anyhow::Result<()> {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let n = sock.recv(&mut buf).await?;
-        // Never wait for the driver here: a full queue means a flood, and
-        // the packet is dropped and counted.
-        if tx.try_send(Inbound::Packet { iface, bytes: buf[..n].to_vec(), at: Instant::now() }).is_err() {
-            shared.queue_full.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -817,11 +486,73 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// Writes a notice to the log at its level.
+/// Writes a notice to the log at its level; a readiness line carries the
+/// component it is about as a field.
 pub(crate) fn log_notice(n: &Notice) {
+    if let Some(component) = n.component() {
+        match n.level() {
+            Level::Info => tracing::info!(target: "duet::election", %component, "{n}"),
+            Level::Warning => tracing::warn!(target: "duet::election", %component, "{n}"),
+            Level::Error | Level::Critical => tracing::error!(target: "duet::election", %component, "{n}"),
+        }
+        return;
+    }
     match n.level() {
         Level::Info => tracing::info!(target: "duet::election", "{n}"),
         Level::Warning => tracing::warn!(target: "duet::election", "{n}"),
         Level::Error | Level::Critical => tracing::error!(target: "duet::election", "{n}"),
+    }
+}
+
+/// What the service's tests build drivers and snapshots from: no sockets.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
+    use duet_proto::election::v1::election_service_server::ElectionServiceServer;
+
+    use super::{Driver, Handles, Setup};
+    use crate::state::StateDir;
+
+    /// One unit of a pair on eth0, 198.18.0.1 (first) or .2 (second).
+    pub(crate) fn params(mode: HaMode) -> Params {
+        let (own, partner) = if mode == HaMode::Second { (2, 1) } else { (1, 2) };
+        Params {
+            mode,
+            vhid: 10,
+            timing: Timing::Standard { timeout: Duration::from_secs(3) },
+            preferred: Preferred::None,
+            initial_wait: Duration::ZERO,
+            auth: AuthParams::Ucarp { password: b"secret".to_vec() },
+            interfaces: vec![IfaceParams {
+                name: "eth0".into(),
+                unit_addr: Ipv4Addr::new(198, 18, 0, own),
+                partner_addr: Some(Ipv4Addr::new(198, 18, 0, partner)),
+                shared: Ipv4Addr::new(198, 18, 0, 10),
+                ha_check: true,
+                destination: Destination::Multicast,
+            }],
+            advskew: None,
+            hard_reboot_on_link_failure: false,
+        }
+    }
+
+    /// A driver of a first unit keeping its state in `dir`, epoch 7.
+    pub(crate) fn driver(dir: &std::path::Path) -> (Driver, Handles) {
+        let (_, health) = duet_runtime::grpc::router::<ElectionServiceServer<crate::api::Api>>().expect("router");
+        let setup = Setup {
+            params: params(HaMode::First),
+            config_generation: 0,
+            state: StateDir::open(dir).expect("state dir"),
+            status_port: 6973,
+            handover_timeout: Duration::from_secs(3),
+            pacify: duet_carp::PacifyRule::default(),
+            shared_addrs: vec![("eth0".into(), Ipv4Addr::new(198, 18, 0, 10), 24)],
+            vmac: false,
+            drop_log_window: Duration::ZERO,
+        };
+        Driver::new(setup, 7, health).expect("driver")
     }
 }

@@ -141,7 +141,7 @@ pub async fn run(
         state,
         status_port: cfg.raw.election.status_port,
         handover_timeout: cfg.handover_timeout,
-        pacify: (cfg.pacify_window, cfg.raw.ha.unit.pacify_max_starts),
+        pacify: duet_carp::PacifyRule { window: cfg.pacify_window, max_starts: cfg.raw.ha.unit.pacify_max_starts },
         shared_addrs: cfg.shared.iter().map(|(i, c)| (i.clone(), c.addr, c.prefix)).collect(),
         vmac: cfg.raw.takeover.vmac,
         drop_log_window: Duration::from_secs(cfg.raw.election.drop_log_window_s),

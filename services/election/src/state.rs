@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use duet_carp::pacify::StartHistory;
+use duet_carp::pacify::{StartHistory, Starts};
 use duet_carp::replay::ReplayState;
 use duet_runtime::fsutil::{read_optional, write_atomic};
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,11 @@ impl StateDir {
         self.load("start-history.json")
     }
 
+    /// The history as it is, with the time it was read at, for the core.
+    pub fn starts(&self) -> anyhow::Result<Starts> {
+        Ok(Starts { history: self.start_history()?, unix_now: unix_now() })
+    }
+
     /// Marks the history cleared now (ClearPacified).
     pub fn clear_starts(&self) -> anyhow::Result<()> {
         let _lock = self.lock()?;
@@ -133,10 +138,4 @@ impl StateDir {
     pub fn save_counter(&self, last_sent: u64) -> anyhow::Result<()> {
         self.save("counter.json", &Counter { last_sent })
     }
-}
-
-/// Whether the history pacifies the unit now, and the counted starts.
-pub fn pacified(h: &StartHistory, window: Duration, max_starts: u32) -> (bool, u32) {
-    let now = unix_now();
-    (h.is_pacified(now, window, max_starts), h.recent(now, window))
 }

@@ -2,13 +2,13 @@
 //! why. The driver keeps [`Status`] current; presence on the devices is
 //! asked from the kernel at each call, so the answer is what is true now.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use duet_carp::Role;
 use duet_config::Cidr;
 use duet_net::netlink::{Netlink, NetlinkError};
-use duet_proto::common::v1::Role;
+use duet_proto::convert::role_i32;
 use duet_proto::takeover::v1 as pb;
 use duet_runtime::tasks::Failure;
 use duet_wire::arp::{format_mac, virtual_mac};
@@ -16,13 +16,12 @@ use tonic::{Request, Response, Status as GrpcStatus};
 
 use crate::garp::GarpStats;
 
-/// How many drift repairs the status lists.
-pub(crate) const RECENT_REPAIRS: usize = 20;
-
-/// What the driver publishes for the status.
+/// What the driver publishes for the status: the core's, with
+/// wall-clock times.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Status {
-    pub role: Role,
+    /// `None` until the election said.
+    pub role: Option<Role>,
     pub holding: bool,
     pub following: bool,
     pub epoch: u64,
@@ -33,7 +32,7 @@ pub(crate) struct Status {
     pub first_garp_at: Option<SystemTime>,
     pub garp_latency: Option<Duration>,
     pub drift_repairs: u64,
-    pub recent_repairs: VecDeque<(SystemTime, String)>,
+    pub recent_repairs: Vec<(SystemTime, String)>,
     pub stream_lost_at: Option<SystemTime>,
     pub failsafe_releases: u64,
     pub failsafe_after: Duration,
@@ -118,7 +117,7 @@ impl pb::takeover_service_server::TakeoverService for Api {
             }
         }
         Ok(Response::new(pb::GetStatusResponse {
-            role: st.role as i32,
+            role: st.role.map_or(0, role_i32),
             holding: st.holding,
             following: st.following,
             epoch: st.epoch,

@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use duet_net::garp::GarpSender;
 use tokio::task::JoinSet;
@@ -52,7 +52,7 @@ impl Announcer {
     /// did. A burst for every held address (`supersede`) replaces the
     /// bursts still running, so re-announcements in quick succession (an
     /// active-active episode reports itself more than once) do not pile up.
-    pub(crate) fn burst(&mut self, targets: &[Target], supersede: bool) -> Option<SystemTime> {
+    pub(crate) fn burst(&mut self, targets: &[Target], supersede: bool) -> Option<Instant> {
         if targets.is_empty() {
             return None;
         }
@@ -94,7 +94,7 @@ impl Announcer {
 }
 
 /// Sends one frame per target; returns when the first one left.
-fn send_all(targets: &[Target], stats: &Mutex<GarpStats>, metrics: &Metrics) -> Option<SystemTime> {
+fn send_all(targets: &[Target], stats: &Mutex<GarpStats>, metrics: &Metrics) -> Option<Instant> {
     let mut sent = 0u64;
     let mut first = None;
     let mut errors = Vec::new();
@@ -102,7 +102,7 @@ fn send_all(targets: &[Target], stats: &Mutex<GarpStats>, metrics: &Metrics) -> 
         match t.sender.send(t.mac, t.ip) {
             Ok(()) => {
                 sent += 1;
-                first.get_or_insert_with(SystemTime::now);
+                first.get_or_insert_with(Instant::now);
             }
             Err(e) => errors.push(e.to_string()),
         }

@@ -1,18 +1,22 @@
 //! The takeover service of a duet unit: the shared addresses, gratuitous
 //! ARP and the virtual MAC, applied from the election's role (T1–T4).
 //!
-//! [`run`] follows the election's `WatchRole` stream ([`election`]) and
-//! makes the kernel match the role ([`driver`]): the active (and stopping)
-//! unit holds every interface's shared address, over netlink, announced by
-//! a burst of gratuitous ARPs and a periodic refresh; with the virtual MAC
-//! option the address lives on a macvlan with MAC 00:00:5e:00:01:<vhid>
-//! ([`devices`], [`sysctls`]). Any other role holds nothing. Drift (an
-//! address or device changed by hand) is repaired from netlink events and
-//! a periodic pass; a role stream that stays down makes the unit give the
-//! addresses up before the partner takes them over (fail-safe, T4). Each
-//! applied role is reported back to the election, which resigns when its
+//! [`run`] follows the election's `WatchRole` stream
+//! (`duet_runtime::follow`) and makes the kernel match the role: the
+//! active unit holds every interface's shared address, over netlink,
+//! announced by a burst of gratuitous ARPs and a periodic refresh; with the
+//! virtual MAC option the address lives on a macvlan with MAC
+//! 00:00:5e:00:01:<vhid> ([`devices`], [`sysctls`]). Any other role holds
+//! nothing (a stopping unit releases first). Drift (an address or device
+//! changed by hand) is repaired from netlink events and a periodic pass; a
+//! role stream that stays down makes the unit give the addresses up before
+//! the partner takes them over (fail-safe, T4). Each applied role is
+//! reported back to the election ([`election`]), which resigns when its
 //! takeover service is gone or keeps failing. It serves
 //! `duet.takeover.v1.TakeoverService` with health and reflection ([`api`]).
+//!
+//! Every rule is in the core, [`machine`], tested with virtual time; the
+//! [`driver`] only does the I/O around it ([`kernel`] for the interfaces).
 //!
 //! It does not decide the role (the election does), and it does not care
 //! for addresses other than the configured shared ones.
@@ -22,6 +26,8 @@ mod devices;
 mod driver;
 mod election;
 mod garp;
+mod kernel;
+mod machine;
 mod metrics;
 mod notice;
 pub mod plan;
@@ -37,7 +43,7 @@ use duet_proto::takeover::v1::takeover_service_server::TakeoverServiceServer;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// How long the service's tasks get to stop once it has released everything.
 const TASKS_GRACE: Duration = Duration::from_secs(1);
@@ -56,7 +62,7 @@ fn setup(cfg: &Validated) -> driver::Setup {
         ha_timeout: cfg.election.ha_timeout(),
         advert_interval: cfg.election.interval(),
         sysctl_file: cfg.state_dir.join("takeover-sysctl.saved"),
-        election_url: election::url(cfg.election_listen),
+        election_url: duet_runtime::follow::election_url(cfg.election_listen),
         replicator_url: cfg.raw.replicator.enabled.then(|| format!("http://{}", cfg.raw.replicator.listen)),
         state_wait: Duration::from_millis(t.state_wait_ms),
     }
@@ -106,11 +112,6 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     let router = router.add_service(TakeoverServiceServer::new(api));
     tasks.spawn("gRPC server", duet_runtime::grpc::serve(router, listener, api_shutdown));
 
-    let (news_tx, news) = mpsc::channel(4);
-    let url = setup.election_url.clone();
-    tasks.spawn_restarting("role stream connector", Duration::from_millis(100), move || {
-        election::connector(url.clone(), news_tx.clone())
-    });
     let (reports, reports_rx) = watch::channel(None);
     let url = setup.election_url.clone();
     tasks.spawn_restarting("reporter", Duration::from_millis(100), move || {
@@ -118,7 +119,6 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     });
 
     let wiring = driver::Wiring {
-        news,
         reports,
         report_client: election::report_client(&setup.election_url)?,
         shared,

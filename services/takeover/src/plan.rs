@@ -1,25 +1,18 @@
-//! What should be where, apart from any I/O: which roles hold the shared
-//! addresses, how long a lost role stream may be tolerated (T4), and which
-//! repairs turn what the kernel shows into what the role asks for (T1, T2).
+//! What should be where, apart from any I/O: how long a lost role stream
+//! may be tolerated (T4), and which repairs turn what the kernel shows
+//! into what the role asks for (T1, T2). Which roles hold the shared
+//! addresses is written once, in `duet_carp::Role::holds_addresses`.
 //!
-//! The driver observes the kernel, asks [`repairs`] what to change, makes
-//! the changes and counts a repair only when the kernel confirms that it
-//! changed something; so its own changes, whose notifications arrive after
-//! the fact, never count as drift.
+//! The core ([`crate::machine`]) has the kernel observed, asks [`repairs`]
+//! what to change, has the changes made and counts a repair only when the
+//! kernel confirms that it changed something; so the service's own
+//! changes, whose notifications arrive after the fact, never count as
+//! drift.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use duet_config::Cidr;
-use duet_proto::common::v1::Role;
-
-/// Whether a unit in `role` holds the shared addresses: the active one only.
-/// A unit that is stopping (handing over) releases them first; its election
-/// sends the resigning advert once this service reports the release, so the
-/// two units never hold the addresses at the same time.
-pub fn holds(role: Role) -> bool {
-    matches!(role, Role::Active)
-}
 
 /// Headroom taken off the fail-safe window: 5 % of it, at most 100 ms.
 ///
@@ -180,15 +173,6 @@ mod tests {
 
     fn good_vmac(addrs: &[(Ipv4Addr, u8)]) -> SeenVmac {
         SeenVmac { is_macvlan: true, mac: Some(VMAC), admin_up: true, index: 9, addrs: addrs.to_vec() }
-    }
-
-    #[test]
-    fn roles_that_hold() {
-        assert!(holds(Role::Active));
-        // A stopping unit releases first (the handover order).
-        for r in [Role::Unspecified, Role::Init, Role::Standby, Role::Pacified, Role::Stopping] {
-            assert!(!holds(r), "{r:?}");
-        }
     }
 
     #[test]
