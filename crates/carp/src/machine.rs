@@ -453,6 +453,23 @@ impl Election {
     }
 
     /// The link of interface `iface` went up or down.
+    /// The link of interface `iface` as the adapter found it when it opened
+    /// the interface. A link already down then is not a loss: no E8
+    /// restart (the services would only start again into the same state,
+    /// over and over until pacified), but the unit is demoted until the
+    /// link comes up.
+    pub fn handle_link_at_start(&mut self, iface: usize, up: bool) {
+        let Some(st) = self.ifaces.get_mut(iface) else {
+            return;
+        };
+        st.link_up = up;
+        let ip = &self.params.interfaces[iface];
+        if !up && ip.ha_check && self.params.mode != HaMode::NonHa {
+            let iface = ip.name.clone();
+            self.log(Notice::LinkLost { iface });
+        }
+    }
+
     pub fn handle_link(&mut self, now: Time, iface: usize, up: bool) {
         let Some(st) = self.ifaces.get_mut(iface) else {
             return;

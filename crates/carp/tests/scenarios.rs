@@ -692,3 +692,39 @@ fn readiness_lines_name_the_component() {
         "a repeated report says nothing new"
     );
 }
+
+/// E8: a checked link already down when the election starts is not a loss:
+/// no restart of the services (they would start into the same state again
+/// and again), but the unit stays out of the role until the link is up; a
+/// link lost later does ask for the restart.
+#[test]
+fn a_link_down_at_start_demotes_without_restarting_the_services() {
+    use duet_carp::{Action, Election, Init};
+    let restarts = |e: &mut Election| {
+        let mut n = 0;
+        while let Some(a) = e.poll_action() {
+            n += usize::from(matches!(a, Action::LinkLostRestart { .. }));
+        }
+        n
+    };
+    let mut p = pair_params(HaMode::First, Preferred::None, standard(3));
+    p.hard_reboot_on_link_failure = true;
+    let mut e = Election::new(p, Time::ZERO, Init::default());
+    e.handle_link_at_start(0, false);
+    assert_eq!(restarts(&mut e), 0);
+    let mut now = Time::ZERO;
+    while now < Time::from_millis(10_000) {
+        now = e.poll_timeout().unwrap_or(now + Duration::from_secs(1)).max(now + Duration::from_millis(1));
+        e.handle_timeout(now);
+    }
+    assert_eq!(e.role(), Role::Init, "never active while its checked link is down");
+    e.handle_link(now, 0, true);
+    while e.role() != Role::Active && now < Time::from_millis(20_000) {
+        now = e.poll_timeout().unwrap_or(now + Duration::from_secs(1)).max(now + Duration::from_millis(1));
+        e.handle_timeout(now);
+    }
+    assert_eq!(e.role(), Role::Active, "takes part once the link is up");
+    restarts(&mut e);
+    e.handle_link(now, 0, false);
+    assert_eq!(restarts(&mut e), 1, "a link lost while running restarts the services");
+}

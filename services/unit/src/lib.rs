@@ -164,7 +164,7 @@ impl Supervisor {
             self.spawn(k)?;
             if let Some(addr) = self.services[k].spec.listen {
                 let name = self.services[k].spec.name;
-                if !wait_listening(addr, LISTEN_WAIT).await {
+                if !wait_listening(addr, &mut self.services[k], LISTEN_WAIT).await {
                     tracing::warn!(
                         service = name,
                         %addr,
@@ -323,8 +323,9 @@ impl Supervisor {
 }
 
 /// Whether a TCP connection to `addr` succeeds within `limit` (tried every
-/// 20 ms): the service listens.
-async fn wait_listening(addr: std::net::SocketAddr, limit: Duration) -> bool {
+/// 20 ms): the service listens. Gives up at once when the service exits
+/// (its exit is then handled by the supervisor's loop).
+async fn wait_listening(addr: std::net::SocketAddr, service: &mut Running, limit: Duration) -> bool {
     let mut target = addr;
     if target.ip().is_unspecified() {
         target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -332,6 +333,9 @@ async fn wait_listening(addr: std::net::SocketAddr, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(target).await.is_ok() {
+            return true;
+        }
+        if service.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

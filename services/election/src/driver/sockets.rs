@@ -30,9 +30,8 @@ impl Driver {
                 continue;
             }
             if !info.up {
-                let now = self.clock.now();
                 self.link_up[k] = false;
-                self.election.handle_link(now, k, false);
+                self.election.handle_link_at_start(k, false);
             }
             let mode = match i.destination {
                 duet_carp::Destination::Multicast => SendMode::Multicast,
