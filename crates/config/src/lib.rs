@@ -16,11 +16,13 @@
 //! `ha.timeout_s` (sections are separated by a double underscore).
 
 mod model;
+mod pair;
 mod sync;
 mod validate;
 
 pub use duet_model::{Cidr, Problem};
 pub use model::*;
+pub use pair::{PairSettings, problem_lines};
 pub use sync::{ConfigSync, PeerLink, Replicator};
 pub use validate::{LocalHa, UnicastOverride, Validated, election_params};
 

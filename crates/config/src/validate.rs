@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
-use duet_model::{Cidr, HaSettings, Interface, Problem, Profile};
+use duet_model::{HaSettings, Interface, Problem, Profile};
 use duet_wire::auth::UCARP_MAX_PASSWORD;
 
 use crate::model::*;
@@ -30,8 +30,6 @@ pub struct Validated {
     pub takeover_listen: SocketAddr,
     pub pacify_window: Duration,
     pub handover_timeout: Duration,
-    /// Per interface: the shared address with its prefix (empty in non-HA mode).
-    pub shared: Vec<(String, Cidr)>,
     /// Problems that do not stop the unit but must be shown (no password...).
     pub warnings: Vec<String>,
 }
@@ -375,11 +373,6 @@ impl UnitConfig {
             return Err(e.0);
         };
 
-        let shared = if is_ha {
-            interfaces.iter().filter_map(|i| i.shared.map(|s| (i.name.clone(), s))).collect()
-        } else {
-            Vec::new()
-        };
         let state_dir =
             self.unit.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/duet").join(&self.unit.name));
         Ok(Validated {
@@ -391,7 +384,6 @@ impl UnitConfig {
             takeover_listen,
             pacify_window: Duration::from_secs(ha.pacify_window_s),
             handover_timeout: Duration::from_millis(ha.handover_timeout_ms),
-            shared,
             warnings,
         })
     }

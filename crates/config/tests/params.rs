@@ -123,3 +123,38 @@ fn the_parameters_follow_the_image_and_keep_the_units_own_settings() {
         "interface[1].unicast: unicast adverts and ha.use_broadcast exclude each other: turn one off"
     );
 }
+
+/// Every service of a unit starts from the same pair settings: the stored
+/// image's when configsync runs on the unit and holds one (here with another
+/// shared address and timeout than the file), else the file's; an image
+/// that does not fit the unit is set aside with the reason.
+#[test]
+fn every_service_starts_from_the_stored_image_when_configsync_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[configsync]\nstore_dir = \"{}\"\npartner_name = \"lb1\"\ntls_ca = \"/c\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n",
+        UNIT.replace("use_broadcast = true\n", ""),
+        dir.path().display()
+    );
+    let cfg = duet_config::from_toml(&text).unwrap();
+    let (pair, _, why) = cfg.pair_at_start();
+    assert_eq!((pair.generation, why), (0, None), "nothing stored yet: the file");
+    let mut img = image();
+    img.ha.as_mut().unwrap().use_broadcast = false;
+    img.ha.as_mut().unwrap().timeout_s = 9;
+    img.interfaces[0].shared = "198.18.0.20/24".into();
+    let mut store = duet_image::store::Store::open(dir.path(), 5).unwrap();
+    store.commit(&img, duet_image::store::provenance("lb1", "committed", "test")).unwrap();
+    let (pair, params, why) = cfg.pair_at_start();
+    assert_eq!(why, None);
+    assert_eq!(pair.generation, 1);
+    assert_eq!(pair.shared()[0].1.to_string(), "198.18.0.20/24");
+    assert_eq!(params.interfaces[0].shared.to_string(), "198.18.0.20");
+    let without = duet_config::from_toml(&format!("{text}enabled = false\n")).unwrap();
+    assert_eq!(without.pair_at_start().0.generation, 0, "without configsync the file's");
+    img.interfaces.truncate(0);
+    store.commit(&img, duet_image::store::provenance("lb1", "committed", "test")).unwrap();
+    let (pair, _, why) = cfg.pair_at_start();
+    assert_eq!(pair.generation, 0);
+    assert!(why.is_some_and(|w| w.contains("generation 2")));
+}

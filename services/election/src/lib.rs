@@ -30,8 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duet_carp::Params;
-use duet_config::{LocalHa, Problem, Validated, election_params};
-use duet_model::{HaSettings, ImageContent, Interface};
+use duet_config::{LocalHa, PairSettings, Validated, problem_lines};
 use duet_proto::election::v1::election_service_server::ElectionServiceServer;
 use duet_runtime::generations::Generation;
 use duet_runtime::shutdown::{self, Shutdown};
@@ -47,74 +46,6 @@ pub fn record_start(cfg: &Validated) -> anyhow::Result<()> {
     state::StateDir::open(&cfg.state_dir)?.record_start("election").map(|_| ())
 }
 
-/// The pair's settings the election runs with: a generation of the image,
-/// or the unit file's (generation 0).
-#[derive(Debug, Clone)]
-struct Pair {
-    generation: u64,
-    ha: HaSettings,
-    interfaces: Vec<Interface>,
-}
-
-impl Pair {
-    fn of_file(cfg: &Validated) -> Self {
-        Self { generation: 0, ha: cfg.raw.ha.pair.clone(), interfaces: cfg.interfaces() }
-    }
-
-    fn of_image(g: &Generation) -> Self {
-        Self { generation: g.generation, ha: g.content.ha.clone(), interfaces: g.content.interfaces.clone() }
-    }
-
-    /// The election's parameters from these and the unit's own settings.
-    fn params(&self, local: &LocalHa) -> Result<Params, Vec<Problem>> {
-        let at = if self.generation == 0 { "interface" } else { "interfaces" };
-        election_params(local, &self.ha, &self.interfaces, at)
-    }
-}
-
-fn lines(problems: &[Problem]) -> String {
-    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
-
-/// configsync's operator address when it runs on this unit.
-fn configsync_listen(cfg: &Validated) -> Option<std::net::SocketAddr> {
-    if !cfg.raw.configsync.enabled {
-        return None;
-    }
-    cfg.configsync().ok().map(|c| c.listen)
-}
-
-/// The pair's current image in configsync's store, read only, as
-/// parameters; `None` (logged) when there is none or it cannot be used.
-fn stored_pair(cfg: &Validated) -> Option<(Pair, Params)> {
-    let dir = cfg.store_dir();
-    let image = duet_image::store::read_current(&dir).filter(|i| i.generation > 0)?;
-    let ha_unit = cfg.election.mode != duet_carp::HaMode::NonHa;
-    let content = match ImageContent::checked(&image, ha_unit) {
-        Ok(c) => c,
-        Err(p) => {
-            tracing::error!(
-                generation = image.generation,
-                "the stored image cannot be used; the unit file's HA settings apply: {}",
-                lines(&p)
-            );
-            return None;
-        }
-    };
-    let pair = Pair { generation: image.generation, ha: content.ha, interfaces: content.interfaces };
-    match pair.params(&cfg.local) {
-        Ok(p) => Some((pair, p)),
-        Err(p) => {
-            tracing::error!(
-                generation = image.generation,
-                "the stored image does not fit this unit; the unit file's HA settings apply: {}",
-                lines(&p)
-            );
-            None
-        }
-    }
-}
-
 /// Runs the election of the unit described by `cfg` until `shutdown`.
 /// `config_path`, when given, is read again on SIGHUP (the unit's own
 /// settings, such as the password, and the pair's while there is no
@@ -127,14 +58,14 @@ pub async fn run(
 ) -> anyhow::Result<Exit> {
     let state = state::StateDir::open(&cfg.state_dir)?;
     let (router, health) = duet_runtime::grpc::router::<ElectionServiceServer<api::Api>>()?;
-    let configsync = configsync_listen(&cfg);
-    let (pair, params) = match configsync.and_then(|_| stored_pair(&cfg)) {
-        Some((pair, params)) => {
-            tracing::info!(generation = pair.generation, "HA settings from the pair's image (configsync's store)");
-            (pair, params)
-        }
-        None => (Pair::of_file(&cfg), cfg.election.clone()),
-    };
+    let configsync = cfg.configsync_listen();
+    let (pair, params, unusable) = cfg.pair_at_start();
+    if let Some(why) = unusable {
+        tracing::error!("{why}");
+    }
+    if pair.generation > 0 {
+        tracing::info!(generation = pair.generation, "HA settings from the pair's image (configsync's store)");
+    }
     let setup = driver::Setup {
         params: params.clone(),
         config_generation: pair.generation,
@@ -142,7 +73,7 @@ pub async fn run(
         status_port: cfg.raw.election.status_port,
         handover_timeout: cfg.handover_timeout,
         pacify: duet_carp::PacifyRule { window: cfg.pacify_window, max_starts: cfg.raw.ha.unit.pacify_max_starts },
-        shared_addrs: cfg.shared.iter().map(|(i, c)| (i.clone(), c.addr, c.prefix)).collect(),
+        shared_addrs: pair.shared().iter().map(|(i, c)| (i.clone(), c.addr, c.prefix)).collect(),
         vmac: cfg.raw.takeover.vmac,
         drop_log_window: Duration::from_secs(cfg.raw.election.drop_log_window_s),
     };
@@ -215,7 +146,7 @@ pub async fn run(
 struct Follower {
     path: Option<PathBuf>,
     local: LocalHa,
-    pair: Pair,
+    pair: PairSettings,
     /// The parameters last handed to the driver, and their generation.
     in_force: (Params, u64),
     shared: Arc<driver::Shared>,
@@ -235,7 +166,7 @@ impl Follower {
                         generations = None;
                         continue;
                     };
-                    self.pair = Pair::of_image(&g);
+                    self.pair = PairSettings::of_image(g.generation, &g.content);
                 }
                 () = hangup(hup.as_mut()) => {
                     let Some(path) = &self.path else { continue };
@@ -244,7 +175,7 @@ impl Follower {
                             tracing::info!("SIGHUP: unit file read again");
                             self.local = v.local.clone();
                             if self.pair.generation == 0 {
-                                self.pair = Pair::of_file(&v);
+                                self.pair = PairSettings::of_file(&v);
                             } else {
                                 tracing::info!(
                                     generation = self.pair.generation,
@@ -262,7 +193,11 @@ impl Follower {
             let params = match self.pair.params(&self.local) {
                 Ok(p) => p,
                 Err(p) => {
-                    tracing::error!(generation = self.pair.generation, "HA settings not applied: {}", lines(&p));
+                    tracing::error!(
+                        generation = self.pair.generation,
+                        "HA settings not applied: {}",
+                        problem_lines(&p)
+                    );
                     continue;
                 }
             };

@@ -64,7 +64,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     let shared = Arc::new(Shared::new(cfg.raw.unit.name.clone(), rc.clone(), tls));
     {
         let mut f = lock(&shared.filter);
-        f.shared = cfg.shared.iter().map(|(_, c)| c.addr).collect();
+        f.shared = cfg.pair_at_start().0.shared().iter().map(|(_, c)| c.addr).collect();
     }
     if !ha_unit {
         *lock(&shared.role) = Some(Role::Active);
@@ -262,6 +262,7 @@ async fn follow_image(
 }
 
 async fn apply_image(shared: &Shared, g: &Generation, sysctls_set: &mut bool) {
+    lock(&shared.filter).shared = g.content.interfaces.iter().filter_map(|i| Some(i.shared?.addr)).collect();
     let ha = &g.content.ha;
     for (what, on, local, pair) in [
         ("L4 updates (connections)", &shared.l4_on, shared.cfg.l4, ha.l4_updates),

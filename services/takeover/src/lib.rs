@@ -48,19 +48,23 @@ use tokio::sync::watch;
 /// How long the service's tasks get to stop once it has released everything.
 const TASKS_GRACE: Duration = Duration::from_secs(1);
 
-/// The driver's setup from a validated unit configuration.
+/// The driver's setup from a validated unit configuration and the pair's
+/// settings at start (the stored image when configsync runs here, so the
+/// takeover holds the addresses the election advertises for).
 fn setup(cfg: &Validated) -> driver::Setup {
     let t = &cfg.raw.takeover;
+    let (pair, params, _) = cfg.pair_at_start();
+    let ifaces = if cfg.election.mode == duet_carp::HaMode::NonHa { Vec::new() } else { pair.shared() };
     driver::Setup {
-        ifaces: cfg.shared.clone(),
+        ifaces,
         vmac: t.vmac,
-        vhid: cfg.election.vhid,
+        vhid: params.vhid,
         garp_count: t.garp_count,
         garp_spacing: Duration::from_millis(t.garp_spacing_ms),
         garp_refresh: (t.garp_refresh_s > 0).then(|| Duration::from_secs(t.garp_refresh_s)),
         reconcile_interval: Duration::from_millis(t.reconcile_interval_ms),
-        ha_timeout: cfg.election.ha_timeout(),
-        advert_interval: cfg.election.interval(),
+        ha_timeout: params.ha_timeout(),
+        advert_interval: params.interval(),
         sysctl_file: cfg.state_dir.join("takeover-sysctl.saved"),
         election_url: duet_runtime::follow::election_url(cfg.election_listen),
         replicator_url: cfg.raw.replicator.enabled.then(|| format!("http://{}", cfg.raw.replicator.listen)),
