@@ -20,8 +20,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use duet_files::{read_optional, write_atomic};
 use duet_proto::config::v1::{Image, LocalSettings, Provenance};
-use duet_runtime::fsutil::{read_optional, write_atomic};
 use prost::Message;
 
 use crate::content_hash;

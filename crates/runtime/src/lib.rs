@@ -10,9 +10,9 @@
 
 pub mod clock;
 pub mod follow;
-pub mod fsutil;
 pub mod generations;
 pub mod grpc;
+pub mod service;
 pub mod shutdown;
 pub mod stats;
 pub mod tasks;

@@ -112,6 +112,34 @@ fn remove_old_overlay(state_dir: &Path) {
     }
 }
 
+/// configsync as a duet service process (`duet_runtime::service`).
+#[derive(Debug)]
+pub struct ConfigSyncService;
+
+impl duet_runtime::service::Service for ConfigSyncService {
+    const NAME: &'static str = "duet-configsync";
+    const ABOUT: &'static str = "The configsync service of a duet unit: one configuration image, synced to the partner";
+    const LISTEN_SETTING: &'static str = "configsync.listen";
+    type Error = anyhow::Error;
+
+    fn listen(cfg: &Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>> {
+        cfg.configsync().map(|c| c.listen)
+    }
+
+    fn check(cfg: &Validated) -> Result<String, Vec<duet_config::Problem>> {
+        let c = cfg.configsync()?;
+        Ok(format!(
+            "store {}, peer {}",
+            c.store_dir.display(),
+            c.peer.map_or_else(|| "none (non-HA)".to_owned(), |p| format!("{} at {}", p.partner_name, p.partner))
+        ))
+    }
+
+    async fn run(cfg: Validated, ctx: duet_runtime::service::Context) -> anyhow::Result<duet_runtime::service::Exit> {
+        run(cfg, ctx.listener, ctx.shutdown).await.map(|()| duet_runtime::service::Exit::Shutdown)
+    }
+}
+
 /// Runs configsync until `shutdown`. `listener` is the operator API's.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let cs = cfg.configsync().map_err(|errs| {

@@ -75,14 +75,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What made the driver stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Shutdown was requested.
-    Shutdown,
-    /// A checked link was lost with hard reboot on (E8): restart the services.
-    RestartServices,
-}
+/// What made the driver stop: shutdown, or a checked link lost with hard
+/// reboot on (E8: restart the services).
+pub use duet_runtime::service::Exit;
 
 /// Inputs the driver is built from.
 pub(crate) struct Setup {

@@ -40,6 +40,59 @@ use tokio::sync::watch;
 
 pub use driver::Exit;
 
+/// The election as a duet service process (`duet_runtime::service`).
+#[derive(Debug)]
+pub struct Election;
+
+impl duet_runtime::service::Service for Election {
+    const NAME: &'static str = "duet-election";
+    const ABOUT: &'static str = "The election service of a duet unit: CARP on the wire, the unit's role over gRPC";
+    const LISTEN_SETTING: &'static str = "election.listen";
+    type Error = anyhow::Error;
+
+    fn listen(cfg: &Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>> {
+        Ok(cfg.election_listen)
+    }
+
+    fn check(cfg: &Validated) -> Result<String, Vec<duet_config::Problem>> {
+        let p = &cfg.election;
+        Ok(format!(
+            "unit {}, mode {}, vhid {}, {} profile, advert every {} ms, takeover after {} ms, auth {}",
+            cfg.raw.unit.name,
+            p.mode.as_str(),
+            p.vhid,
+            p.profile_name(),
+            p.interval().as_millis(),
+            p.down_interval(None).as_millis(),
+            p.auth.mode_name()
+        ))
+    }
+
+    /// Records the start (E9) first thing, so that a process killed early
+    /// still counts, and sets real-time scheduling before the runtime's
+    /// threads exist, so that they inherit it.
+    fn before_runtime(cfg: &Validated) -> Result<Vec<duet_runtime::service::Note>, String> {
+        use duet_runtime::service::Note;
+        record_start(cfg).map_err(|e| format!("{e:#}"))?;
+        let fast = cfg.election.profile_name() == "fast";
+        let priority = cfg.raw.election.realtime_priority.unwrap_or(if fast { 10 } else { 0 });
+        if priority == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(vec![match duet_net::sched::set_realtime(priority) {
+            Ok(()) => Note::Info(format!("real-time scheduling (SCHED_RR, priority {priority}) for the election")),
+            Err(e) => Note::Warn(format!(
+                "cannot use real-time scheduling (priority {priority}: {e}): timers may be delayed on a busy machine; \
+                 grant CAP_SYS_NICE or set election.realtime_priority = 0"
+            )),
+        }])
+    }
+
+    async fn run(cfg: Validated, ctx: duet_runtime::service::Context) -> anyhow::Result<Exit> {
+        run(cfg, Some(ctx.config_path), ctx.listener, ctx.shutdown).await
+    }
+}
+
 /// Records a start of the election in the unit's start history (E9). Call
 /// it first thing, so that a process killed early still counts.
 pub fn record_start(cfg: &Validated) -> anyhow::Result<()> {

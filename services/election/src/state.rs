@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use duet_carp::pacify::{StartHistory, Starts};
 use duet_carp::replay::ReplayState;
-use duet_runtime::fsutil::{read_optional, write_atomic};
+use duet_files::{read_optional, write_atomic};
 use serde::{Deserialize, Serialize};
 
 /// The state directory of one unit.

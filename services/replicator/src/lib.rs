@@ -46,6 +46,37 @@ use crate::state::{Shared, lock};
 /// Largest gRPC message on the peer link (a batch or a snapshot chunk).
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 
+/// The replicator as a duet service process (`duet_runtime::service`).
+#[derive(Debug)]
+pub struct Replicator;
+
+impl duet_runtime::service::Service for Replicator {
+    const NAME: &'static str = "duet-replicator";
+    const ABOUT: &'static str =
+        "The replicator of a duet unit: connection and persistence state, kept ready on the standby";
+    const LISTEN_SETTING: &'static str = "replicator.listen";
+    type Error = anyhow::Error;
+
+    fn listen(cfg: &Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>> {
+        cfg.replicator().map(|c| c.listen)
+    }
+
+    fn check(cfg: &Validated) -> Result<String, Vec<duet_config::Problem>> {
+        let c = cfg.replicator()?;
+        Ok(format!(
+            "listen {}, peer {}, l4 {}, l7 {}",
+            c.listen,
+            c.peer.map_or_else(|| "none (non-HA)".to_owned(), |p| p.partner.to_string()),
+            c.l4,
+            c.l7
+        ))
+    }
+
+    async fn run(cfg: Validated, ctx: duet_runtime::service::Context) -> anyhow::Result<duet_runtime::service::Exit> {
+        run(cfg, ctx.listener, ctx.shutdown).await.map(|()| duet_runtime::service::Exit::Shutdown)
+    }
+}
+
 /// Runs the replicator until `shutdown`. `listener` is the local API's.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let rc = cfg.replicator().map_err(|errs| {

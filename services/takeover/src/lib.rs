@@ -94,6 +94,37 @@ pub fn describe(cfg: &Validated) -> String {
     )
 }
 
+/// The takeover as a duet service process (`duet_runtime::service`).
+#[derive(Debug)]
+pub struct Takeover;
+
+impl duet_runtime::service::Service for Takeover {
+    const NAME: &'static str = "duet-takeover";
+    const ABOUT: &'static str = "The takeover service of a duet unit: shared addresses, gratuitous ARP and the virtual MAC, following the election's role";
+    const LISTEN_SETTING: &'static str = "takeover.listen";
+    type Error = anyhow::Error;
+
+    /// One thread: the service waits on the kernel and the election, it
+    /// does not compute. On one thread, a role event, the netlink requests
+    /// it makes and their answers pass from task to task without waking
+    /// another thread, which keeps the takeover's latency low on a busy box.
+    fn threads(_cfg: &Validated) -> duet_runtime::service::Threads {
+        duet_runtime::service::Threads::One
+    }
+
+    fn listen(cfg: &Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>> {
+        Ok(cfg.takeover_listen)
+    }
+
+    fn check(cfg: &Validated) -> Result<String, Vec<duet_config::Problem>> {
+        Ok(format!("unit {}, takeover listening on {}; {}", cfg.raw.unit.name, cfg.takeover_listen, describe(cfg)))
+    }
+
+    async fn run(cfg: Validated, ctx: duet_runtime::service::Context) -> anyhow::Result<duet_runtime::service::Exit> {
+        run(cfg, ctx.listener, ctx.shutdown).await.map(|()| duet_runtime::service::Exit::Shutdown)
+    }
+}
+
 /// Runs the takeover service of the unit described by `cfg` until
 /// `shutdown`; then releases everything, reports and returns.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {

@@ -25,8 +25,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-/// Exit code with which the election asks for all services to restart (E8).
-pub const EXIT_RESTART_SERVICES: i32 = 75;
 /// A service that ran this long before crashing starts again from the
 /// shortest backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
@@ -205,7 +203,7 @@ impl Supervisor {
         let name = self.services[k].spec.name;
         self.services[k].child = None;
         let code = status.as_ref().ok().and_then(ExitStatus::code);
-        if name == "election" && code == Some(EXIT_RESTART_SERVICES) {
+        if name == "election" && code == Some(i32::from(duet_runtime::service::EXIT_RESTART_SERVICES)) {
             tracing::error!("the election lost a checked link with hard reboot on (E8)");
             return self.link_failure().await;
         }
