@@ -44,6 +44,12 @@ pub enum GrpcError {
         setting: Option<String>,
         source: std::io::Error,
     },
+    /// A peer link's end cannot be bound.
+    #[error(
+        "cannot listen for the partner on {addr}: {source}; the unit address must be on {interface} and the port ({}) free ({setting})",
+        addr.port()
+    )]
+    PeerBind { addr: SocketAddr, interface: String, setting: String, source: std::io::Error },
     /// The server failed while serving.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -90,6 +96,28 @@ pub async fn listen(addr: SocketAddr, setting: &str) -> Result<TcpListener, Grpc
 /// small messages that must not wait for Nagle.
 pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// The server of a peer link (configsync's, the replicator's), bound on
+/// this unit's end of the link (`link.listen`): mutual TLS with the pair's
+/// CA, and HTTP/2 keepalive so that a partner gone mid-stream is noticed
+/// within seconds. `port_setting` names the port's setting in errors.
+pub async fn peer_server(
+    link: &duet_config::PeerLink,
+    tls: &crate::tls::PeerTls,
+    port_setting: &str,
+) -> Result<(TcpListener, Server), GrpcError> {
+    let listener = TcpListener::bind(link.listen).await.map_err(|source| GrpcError::PeerBind {
+        addr: link.listen,
+        interface: link.interface.clone(),
+        setting: port_setting.to_owned(),
+        source,
+    })?;
+    let server = Server::builder()
+        .tls_config(tls.server())?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(3)));
+    Ok((listener, server))
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

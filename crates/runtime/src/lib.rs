@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod service;
 pub mod shutdown;
 pub mod stats;
+pub mod sync;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;

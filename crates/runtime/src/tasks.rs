@@ -129,11 +129,7 @@ impl Tasks {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere while holding it; the
-    // list of failures is still usable.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 fn panic_message(j: tokio::task::JoinError) -> String {
     let p = j.into_panic();

@@ -62,9 +62,7 @@ pub(crate) struct Shared {
     pub bootstrap: Image,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use duet_runtime::sync::lock;
 
 impl Shared {
     /// After a generation became current: tell watchers (the unit's
@@ -205,17 +203,8 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     tasks.spawn("operator API", duet_runtime::grpc::serve(router, listener, stop.clone()));
 
     if let (Some(p), Some(tls)) = (&cs.peer, &shared.tls) {
-        let l = TcpListener::bind(p.listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen for the partner on {}: {e}; the unit address must be on {} and the port ({}) free",
-                p.listen,
-                p.interface,
-                p.listen.port()
-            )
-        })?;
-        let server = tonic::transport::Server::builder()
-            .tls_config(tls.server())?
-            .add_service(PeerSyncServiceServer::new(peer::PeerServer { shared: Arc::clone(&shared) }));
+        let (l, mut server) = duet_runtime::grpc::peer_server(p, tls, "configsync.peer_port").await?;
+        let server = server.add_service(PeerSyncServiceServer::new(peer::PeerServer { shared: Arc::clone(&shared) }));
         let s = stop.clone();
         tasks.spawn("peer link server", async move {
             server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await

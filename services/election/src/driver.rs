@@ -71,9 +71,7 @@ impl Shared {
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use duet_runtime::sync::lock;
 
 /// What made the driver stop: shutdown, or a checked link lost with hard
 /// reboot on (E8: restart the services).

@@ -108,24 +108,12 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     tasks.spawn("local API", duet_runtime::grpc::serve(router, listener, stop.clone()));
 
     if let (Some(p), Some(tls)) = (&rc.peer, &shared.tls) {
-        let l = TcpListener::bind(p.listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen for the partner on {}: {e}; the unit address must be on {} and the port ({}) free \
-                 (replicator.peer_port)",
-                p.listen,
-                p.interface,
-                p.listen.port()
-            )
-        })?;
-        let server = tonic::transport::Server::builder()
-            .tls_config(tls.server())?
-            .http2_keepalive_interval(Some(Duration::from_secs(1)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(3)))
-            .add_service(
-                ReplicationPeerServiceServer::new(receiver::PeerServer { shared: Arc::clone(&shared) })
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-            );
+        let (l, mut server) = duet_runtime::grpc::peer_server(p, tls, "replicator.peer_port").await?;
+        let server = server.add_service(
+            ReplicationPeerServiceServer::new(receiver::PeerServer { shared: Arc::clone(&shared) })
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        );
         let s = stop.clone();
         tasks.spawn("peer link server", async move {
             server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await

@@ -14,9 +14,7 @@ use tokio::sync::Notify;
 
 use crate::model::{Key, Value};
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use duet_runtime::sync::lock;
 
 /// Milliseconds on the wall clock (expiry is carried as time to live on
 /// the wire, so the two units' clocks need not agree).
@@ -156,16 +154,8 @@ impl Lag {
 
     /// p50, p99 and max of the acknowledged samples, in µs.
     pub(crate) fn percentiles(&self) -> (u64, u64, u64) {
-        if self.done.is_empty() {
-            return (0, 0, 0);
-        }
-        let mut v: Vec<u64> = self.done.iter().copied().collect();
-        v.sort_unstable();
-        let at = |q: f64| {
-            let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-            v[i.min(v.len() - 1)]
-        };
-        (at(0.5), at(0.99), v[v.len() - 1])
+        let s = duet_runtime::stats::Summary::of(self.done.iter().copied());
+        (s.p50, s.p99, s.max)
     }
 }
 

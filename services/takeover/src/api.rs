@@ -2,7 +2,7 @@
 //! why. The driver keeps [`Status`] current; presence on the devices is
 //! asked from the kernel at each call, so the answer is what is true now.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use duet_carp::Role;
@@ -51,11 +51,7 @@ pub(crate) struct Shared {
     pub vmac: bool,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere while holding it; the
-    // data is plain values and still usable.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use duet_runtime::sync::lock;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
