@@ -12,6 +12,7 @@ pub mod clock;
 pub mod follow;
 pub mod generations;
 pub mod grpc;
+pub mod health;
 pub mod service;
 pub mod shutdown;
 pub mod stats;

@@ -6,26 +6,47 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// A failed task: its name and what happened.
+/// A failed task: its name, what happened and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub task: String,
     pub error: String,
+    pub at: std::time::Instant,
 }
 
 /// A set of named tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tasks {
     set: JoinSet<(String, Result<(), String>)>,
     failures: Arc<Mutex<Vec<Failure>>>,
+    /// The number of failures so far, for those who wait on a new one.
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self { set: JoinSet::new(), failures: Arc::default(), count: Arc::new(watch::channel(0).0) }
+    }
+}
+
+/// Records a failure and tells those waiting on [`Tasks::watch_failures`].
+fn record(failures: &Mutex<Vec<Failure>>, count: &watch::Sender<usize>, task: String, error: String) {
+    lock(failures).push(Failure { task, error, at: std::time::Instant::now() });
+    count.send_modify(|c| *c += 1);
 }
 
 impl Tasks {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Changes whenever a task fails (the number of failures so far).
+    pub fn watch_failures(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
     }
 
     /// Spawns a task that runs once. An error or a panic ends it and is
@@ -38,6 +59,7 @@ impl Tasks {
     {
         let name = name.to_string();
         let failures = Arc::clone(&self.failures);
+        let count = Arc::clone(&self.count);
         self.set.spawn(async move {
             let outcome = match tokio::spawn(fut).await {
                 Ok(Ok(())) => Ok(()),
@@ -47,7 +69,7 @@ impl Tasks {
             };
             if let Err(e) = &outcome {
                 tracing::error!(task = %name, error = %e, "task failed");
-                lock(&failures).push(Failure { task: name.clone(), error: e.clone() });
+                record(&failures, &count, name.clone(), e.clone());
             }
             (name, outcome)
         });
@@ -63,6 +85,7 @@ impl Tasks {
         E: std::fmt::Display + Send + 'static,
     {
         let failures = Arc::clone(&self.failures);
+        let count = Arc::clone(&self.count);
         let task = name.to_string();
         self.spawn(name, async move {
             let mut delay = backoff;
@@ -74,7 +97,7 @@ impl Tasks {
                     Err(j) => return Err(format!("cancelled: {j}")),
                 };
                 tracing::error!(task = %task, error = %e, retry_in_ms = delay.as_millis() as u64, "task failed; restarting");
-                lock(&failures).push(Failure { task: task.clone(), error: e });
+                record(&failures, &count, task.clone(), e);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(backoff * 16);
             }

@@ -218,19 +218,19 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     } else {
         drop(force_rx);
     }
+    let mut role_health = None;
     if ha_unit {
         let sh = Arc::clone(&shared);
         let roles =
             duet_runtime::follow::role_watch(duet_runtime::follow::election_url(cfg.election_listen), stop.clone());
+        role_health = Some(roles.clone());
         tasks.spawn("role follower", follow_role(sh, roles));
     } else {
         bootstrap_if_empty(&shared).await;
     }
-    health.set(true).await;
     tracing::info!(unit = %shared.unit, store = %cs.store_dir.display(), generation = current.generation, "configsync started");
 
-    let mut sd = shutdown;
-    sd.wait().await;
+    duet_runtime::health::keep_until(health, &mut tasks, shutdown, role_health).await;
     stop_trigger.fire();
     tasks.shutdown(Duration::from_secs(3)).await;
     tracing::info!("configsync stopped");

@@ -167,7 +167,7 @@ async fn wait_for(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_change_on_the_active_reaches_the_standbys_follower_as_the_equal_model_value() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    duet_ctl::certs::generate(&dir.path().join("certs"), "test", &["lb1", "lb2"], 1).expect("certificates");
+    duet_testkit::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
     let addrs = addresses();
     let (trigger, stop) = shutdown::channel();
 
@@ -218,5 +218,59 @@ async fn an_ha_change_on_the_active_reaches_the_standbys_follower_as_the_equal_m
     assert_eq!(got.content.ha, want);
     assert_eq!((got.generation, got.hash.as_str(), got.origin.as_str()), (r.generation, r.hash.as_str(), "synced"));
     assert_eq!(got.content.interfaces, first.content.interfaces);
+    trigger.fire();
+}
+
+/// Health tells the truth: NOT_SERVING while configsync does not follow the
+/// election's role (the election is not there), SERVING once it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_only_while_the_role_is_followed() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    duet_testkit::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
+    let addrs = addresses();
+    let (trigger, stop) = shutdown::channel();
+    // The election's address, free for now.
+    let election_addr = TcpListener::bind((addrs.0, 0)).await.expect("bind").local_addr().expect("address");
+    let cfg =
+        duet_config::from_toml(&unit_file(dir.path(), "lb1", "first", "lb2", addrs, election_addr)).expect("unit file");
+    let api = TcpListener::bind((addrs.0, 0)).await.expect("bind the API");
+    let url = format!("http://{}", api.local_addr().expect("address"));
+    let s = stop.clone();
+    tokio::spawn(async move { duet_configsync::run(cfg, api, s).await });
+    let status = |url: String| async move {
+        let channel = tonic::transport::Endpoint::from_shared(url).ok()?.connect().await.ok()?;
+        let mut c = HealthClient::new(channel);
+        let r = c.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()?;
+        Some(r.into_inner().status)
+    };
+    let wait = |want: ServingStatus| {
+        let url = url.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = status(url.clone()).await;
+                if got == Some(want as i32) {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "health stayed {got:?}, wanted {want:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait(ServingStatus::NotServing).await;
+    // The election comes up on its address: configsync follows it.
+    let l = TcpListener::bind(election_addr).await.expect("bind the election");
+    let svc = ElectionServiceServer::new(Scripted { role: Role::Standby, streams: Arc::default() });
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future())
+            .await;
+    });
+    wait(ServingStatus::Serving).await;
     trigger.fire();
 }

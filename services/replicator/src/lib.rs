@@ -139,14 +139,15 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         lock(&shared.dataplane).error =
             "configsync does not run on this unit: no virtual services are programmed".to_string();
     }
+    let mut role_health = None;
     if ha_unit {
         let election = format!("http://{}", cfg.election_listen);
         let roles = duet_runtime::follow::role_watch(election.clone(), stop.clone());
+        role_health = Some(roles.clone());
         tasks.spawn("role follower", follow_role(Arc::clone(&shared), roles));
         tasks.spawn("readiness", report_readiness(Arc::clone(&shared), election, stop.clone()));
     }
     let _metrics = metrics::Metrics::new(&shared);
-    health.set(true).await;
     tracing::info!(
         unit = %shared.unit,
         peer = ?rc.peer.as_ref().map(|p| p.partner),
@@ -155,19 +156,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         "replicator started"
     );
 
-    let mut sd = shutdown;
-    loop {
-        tokio::select! {
-            () = sd.wait() => break,
-            Some((name, r)) = tasks.next() => {
-                if let Err(e) = r {
-                    tracing::error!(task = %name, "replicator task failed: {e}");
-                    lock(&shared.send).last_error = format!("task {name} failed: {e}");
-                    health.set(false).await;
-                }
-            }
-        }
-    }
+    duet_runtime::health::keep_until(health, &mut tasks, shutdown, role_health).await;
     stop_trigger.fire();
     tasks.shutdown(Duration::from_secs(3)).await;
     tracing::info!("replicator stopped");
