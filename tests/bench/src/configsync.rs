@@ -22,6 +22,9 @@ use crate::report::{Goal, percentile};
 
 /// The goal for commit on the active -> applied on the standby, p99.
 pub const GOAL_P99_MS: f64 = 100.0;
+/// The goal for an HA change committed on the active -> in force in the
+/// standby's election, p99.
+pub const GOAL_HA_P99_MS: f64 = 50.0;
 
 /// What to run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,11 +33,14 @@ pub struct ConfigsyncOptions {
     pub changes: usize,
     /// Virtual services in the image of the full sync.
     pub services: usize,
+    /// HA-settings commits on the active, back to back, each timed until
+    /// the standby's election runs with it.
+    pub ha_changes: usize,
 }
 
 impl Default for ConfigsyncOptions {
     fn default() -> Self {
-        Self { changes: 1000, services: 10_000 }
+        Self { changes: 1000, services: 10_000, ha_changes: 200 }
     }
 }
 
@@ -52,6 +58,11 @@ pub struct SyncReport {
     pub full_sync_bytes: u64,
     pub force_update_ms: f64,
     pub force_update_bytes: u64,
+    pub ha_changes: usize,
+    pub ha_in_force_on_standby: usize,
+    pub ha_latency_ms_p50: f64,
+    pub ha_latency_ms_p99: f64,
+    pub ha_latency_ms_max: f64,
 }
 
 fn vs(k: usize) -> VirtualService {
@@ -104,6 +115,33 @@ fn watch(
     })
 }
 
+/// Watches the standby's election from inside its namespace, recording
+/// (configuration generation, wall-clock seconds) of every role event that
+/// says its parameters changed, until `stop`.
+fn watch_election(
+    ns: String,
+    seen: Arc<Mutex<Vec<(u64, f64)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use duet_proto::election::v1::{RoleEventKind, WatchRoleRequest};
+    std::thread::spawn(move || {
+        let _ = duet_tests::grpc(&ns, move |mut c| async move {
+            let mut s = c.watch_role(WatchRoleRequest { follower: String::new() }).await?.into_inner();
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), s.message()).await {
+                    Ok(Ok(Some(m))) if m.kind == RoleEventKind::Parameters as i32 => {
+                        seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push((m.config_generation, epoch_now()))
+                    }
+                    Ok(Ok(Some(_))) => {}
+                    Ok(_) => return Ok(()),
+                    Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => return Ok(()),
+                    Err(_) => {}
+                }
+            }
+        });
+    })
+}
+
 fn applied_at(seen: &[(u64, f64)], g: u64, not_before: f64) -> Option<f64> {
     seen.iter().filter(|(n, t)| *n >= g && *t >= not_before - 0.001).map(|(_, t)| *t).reduce(f64::min)
 }
@@ -111,7 +149,7 @@ fn applied_at(seen: &[(u64, f64)], g: u64, not_before: f64) -> Option<f64> {
 /// Runs the benchmark: `opts.changes` small changes, then an image of
 /// `opts.services` virtual services.
 pub fn run(opts: &ConfigsyncOptions) -> anyhow::Result<SyncReport> {
-    let ConfigsyncOptions { changes, services } = *opts;
+    let ConfigsyncOptions { changes, services, ha_changes } = *opts;
     let mut l = PairLab::new("syncbench")?;
     let mut c1 = UnitConfig::new("lb1", "first", l.lab.dir());
     let mut c2 = UnitConfig::new("lb2", "second", l.lab.dir());
@@ -177,7 +215,52 @@ pub fn run(opts: &ConfigsyncOptions) -> anyhow::Result<SyncReport> {
     };
     lat.sort_by(f64::total_cmp);
 
-    // 2. A whole image of `services` virtual services.
+    // 2. HA settings: committed on the active -> in force in the standby's
+    // election (its role stream says so with the generation).
+    let params_seen = Arc::new(Mutex::new(Vec::new()));
+    let stop_ha = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let election_watcher = watch_election(nb.clone(), Arc::clone(&params_seen), Arc::clone(&stop_ha));
+    std::thread::sleep(Duration::from_millis(300));
+    let ha_commits: Vec<(u64, f64)> = configsync_call(&na, move |mut c| async move {
+        let img = c.get_config(cs::GetConfigRequest { section: "ha".into() }).await?.into_inner().image;
+        let (mut base, ha) = img.map(|i| (i.generation, i.ha.unwrap_or_default())).unwrap_or_default();
+        let mut out = Vec::with_capacity(ha_changes);
+        for k in 0..ha_changes {
+            // A setting the standby's election takes live without a role
+            // change: the initial wait (it matters only at start).
+            let ha =
+                duet_proto::config::v1::HaSettings { initial_wait_s: u32::try_from(k % 250).unwrap_or(0) + 1, ..ha };
+            let r = c
+                .apply_config(cs::ApplyConfigRequest {
+                    base_generation: base,
+                    comment: String::new(),
+                    change: Some(Change::Ha(ha)),
+                })
+                .await?
+                .into_inner();
+            out.push((r.generation, epoch_now()));
+            base = r.generation;
+            // One at a time: each change timed on its own.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(out)
+    })?;
+    let ha_last = ha_commits.last().map_or(0, |c| c.0);
+    let _ = duet_testkit::wait_for(
+        "the last HA change in the standby's election",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || params_seen.lock().ok()?.iter().any(|(g, _)| *g >= ha_last).then_some(()),
+    );
+    stop_ha.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = election_watcher.join();
+    let mut ha_lat: Vec<f64> = {
+        let s = params_seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        ha_commits.iter().filter_map(|(g, t)| applied_at(&s, *g, *t).map(|a| (a - t).max(0.0) * 1000.0)).collect()
+    };
+    ha_lat.sort_by(f64::total_cmp);
+
+    // 3. A whole image of `services` virtual services.
     let mut big = Image::default();
     let base_img = configsync_call(&na, |mut c| async move {
         Ok(c.get_config(cs::GetConfigRequest { section: String::new() }).await?.into_inner().image.unwrap_or_default())
@@ -205,7 +288,7 @@ pub fn run(opts: &ConfigsyncOptions) -> anyhow::Result<SyncReport> {
     std::thread::sleep(Duration::from_millis(200));
     let full_bytes = tx_bytes(&l, l.a)?.saturating_sub(tx0);
 
-    // 3. ForceUpdate of the same image (a full push the standby already has).
+    // 4. ForceUpdate of the same image (a full push the standby already has).
     let tx1 = tx_bytes(&l, l.a)?;
     let f =
         configsync_call(&na, |mut c| async move { Ok(c.force_update(cs::ForceUpdateRequest {}).await?.into_inner()) })?;
@@ -214,6 +297,7 @@ pub fn run(opts: &ConfigsyncOptions) -> anyhow::Result<SyncReport> {
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();
+
     Ok(SyncReport {
         changes,
         applied_on_standby: lat.len(),
@@ -226,6 +310,11 @@ pub fn run(opts: &ConfigsyncOptions) -> anyhow::Result<SyncReport> {
         full_sync_bytes: full_bytes,
         force_update_ms: f.took_ms as f64,
         force_update_bytes: force_bytes,
+        ha_changes,
+        ha_in_force_on_standby: ha_lat.len(),
+        ha_latency_ms_p50: percentile(&ha_lat, 50.0).unwrap_or(f64::NAN),
+        ha_latency_ms_p99: percentile(&ha_lat, 99.0).unwrap_or(f64::NAN),
+        ha_latency_ms_max: ha_lat.last().copied().unwrap_or(f64::NAN),
     })
 }
 
@@ -248,6 +337,10 @@ pub fn text(r: &SyncReport) -> String {
             r.full_sync_bytes as f64 / 1e6
         ),
         format!("force update of the same image: {:.0} ms, {} bytes", r.force_update_ms, r.force_update_bytes),
+        format!(
+            "HA settings: committed on the active -> in force in the standby's election ({} changes): p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+            r.ha_changes, r.ha_latency_ms_p50, r.ha_latency_ms_p99, r.ha_latency_ms_max
+        ),
     ]
     .map(|l| l + "\n")
     .concat()
@@ -267,6 +360,20 @@ pub fn goals(r: &SyncReport) -> Vec<Goal> {
             goal: "every committed change applied on the standby".into(),
             measured: format!("{} of {}", r.applied_on_standby, r.changes),
             pass: Some(r.applied_on_standby == r.changes),
+            correctness: true,
+        },
+        Goal {
+            goal: format!(
+                "HA change on the active -> in force in the standby's election p99 <= {GOAL_HA_P99_MS:.0} ms"
+            ),
+            measured: format!("{:.2} ms (n={})", r.ha_latency_ms_p99, r.ha_in_force_on_standby),
+            pass: r.ha_latency_ms_p99.is_finite().then_some(r.ha_latency_ms_p99 <= GOAL_HA_P99_MS),
+            correctness: false,
+        },
+        Goal {
+            goal: "every committed HA change in force in the standby's election".into(),
+            measured: format!("{} of {}", r.ha_in_force_on_standby, r.ha_changes),
+            pass: Some(r.ha_in_force_on_standby == r.ha_changes),
             correctness: true,
         },
     ]

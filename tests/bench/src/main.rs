@@ -122,6 +122,9 @@ enum Cmd {
         /// Virtual services in the image of the full sync and the forced update.
         #[arg(long, default_value_t = 10_000)]
         services: usize,
+        /// HA-settings commits on the active, each timed until the standby's election runs with it.
+        #[arg(long, default_value_t = 200)]
+        ha_changes: usize,
         #[arg(long, default_value = "bench-results/configsync.json")]
         json: PathBuf,
     },
@@ -428,7 +431,9 @@ fn main() -> ExitCode {
             };
             replication(opts, &json)
         }
-        Cmd::Configsync { changes, services, json } => configsync(&ConfigsyncOptions { changes, services }, &json),
+        Cmd::Configsync { changes, services, ha_changes, json } => {
+            configsync(&ConfigsyncOptions { changes, services, ha_changes }, &json)
+        }
         Cmd::Conntrack { flows, json } => conntrack(&ConntrackOptions { flows }, &json),
     };
     match result {
