@@ -97,7 +97,7 @@ pub trait Service {
     /// Work before the runtime starts (its threads inherit what this sets);
     /// the notes are logged once telemetry is up. An error stops the
     /// process before anything else starts.
-    fn before_runtime(_cfg: &Validated) -> Result<Vec<Note>, String> {
+    fn before_runtime(_cfg: &Validated) -> Result<Vec<Note>, Self::Error> {
         Ok(Vec::new())
     }
 
@@ -166,7 +166,7 @@ pub fn main<S: Service>() -> ExitCode {
     let notes = match S::before_runtime(&cfg) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e:#}");
             return ExitCode::FAILURE;
         }
     };

@@ -71,9 +71,9 @@ impl duet_runtime::service::Service for Election {
     /// Records the start (E9) first thing, so that a process killed early
     /// still counts, and sets real-time scheduling before the runtime's
     /// threads exist, so that they inherit it.
-    fn before_runtime(cfg: &Validated) -> Result<Vec<duet_runtime::service::Note>, String> {
+    fn before_runtime(cfg: &Validated) -> anyhow::Result<Vec<duet_runtime::service::Note>> {
         use duet_runtime::service::Note;
-        record_start(cfg).map_err(|e| format!("{e:#}"))?;
+        record_start(cfg)?;
         let fast = cfg.election.profile_name() == "fast";
         let priority = cfg.raw.election.realtime_priority.unwrap_or(if fast { 10 } else { 0 });
         if priority == 0 {
