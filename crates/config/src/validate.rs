@@ -161,7 +161,7 @@ pub fn election_params(
     if problems.is_empty()
         && let Err(why) = params.check()
     {
-        problems.push(Problem::new("ha", why));
+        problems.push(Problem::new("ha", why.to_string()));
     }
     if problems.is_empty() { Ok(params) } else { Err(problems) }
 }
