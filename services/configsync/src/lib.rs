@@ -45,7 +45,7 @@ pub(crate) struct PartnerView {
 }
 
 /// A request to push now (ForceUpdate), answered when done.
-pub(crate) type ForceReply = oneshot::Sender<Result<(u64, String, Duration), String>>;
+pub(crate) type ForceReply = oneshot::Sender<Result<peer::Pushed, peer::PushError>>;
 
 /// State shared by the API, the peer server and the background tasks.
 #[derive(Debug)]
