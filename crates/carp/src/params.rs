@@ -8,11 +8,18 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-/// HA mode of a unit (SPEC U1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+use serde::{Deserialize, Serialize};
+
+/// HA mode of a unit (SPEC U1), in the unit file's words (`non-ha`,
+/// `first`, `second`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HaMode {
+    /// A unit without a partner.
     NonHa,
+    /// The first unit of a pair.
     First,
+    /// The second unit of a pair.
     Second,
 }
 
@@ -46,16 +53,22 @@ impl HaMode {
     }
 }
 
-/// Switch to preferred server (E5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Switch to preferred server (E5): one of the pair's HA settings, in the
+/// unit file's words (`none`, `first`, `second`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Preferred {
+    /// No failback: the active stays active (the default).
+    #[default]
     None,
+    /// The `first` unit takes the role back when it returns.
     First,
+    /// The `second` unit takes the role back when it returns.
     Second,
 }
 
 impl Preferred {
-    /// `none`, `first` or `second`.
+    /// The unit file's word: `none`, `first` or `second`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",

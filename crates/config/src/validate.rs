@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
+use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Timing};
 use duet_model::{HaSettings, Interface, Problem, Profile};
 use duet_wire::auth::UCARP_MAX_PASSWORD;
 
@@ -142,16 +142,11 @@ pub fn election_params(
             dead_factor: ha.fast_dead_factor,
         },
     };
-    let preferred = match ha.preferred {
-        duet_model::Preferred::None => Preferred::None,
-        duet_model::Preferred::First => Preferred::First,
-        duet_model::Preferred::Second => Preferred::Second,
-    };
     let params = Params {
         mode: local.mode,
         vhid,
         timing,
-        preferred,
+        preferred: ha.preferred,
         initial_wait: Duration::from_secs(u64::from(ha.initial_wait_s)),
         auth: local.auth.clone(),
         interfaces: ifaces,
@@ -182,20 +177,12 @@ impl Problems {
     }
 }
 
-fn mode(m: Mode) -> HaMode {
-    match m {
-        Mode::NonHa => HaMode::NonHa,
-        Mode::First => HaMode::First,
-        Mode::Second => HaMode::Second,
-    }
-}
-
 impl UnitConfig {
     /// Checks every field; returns every problem found.
     pub fn validate(&self) -> Result<Validated, Vec<Problem>> {
         let mut e = Problems(Vec::new());
         let mut warnings = Vec::new();
-        let ha_mode = mode(self.unit.mode);
+        let ha_mode = self.unit.mode;
         let is_ha = ha_mode != HaMode::NonHa;
         let ha = &self.ha.unit;
 

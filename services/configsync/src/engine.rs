@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use duet_carp::Role;
+use duet_carp::{HaMode, Role};
 use duet_image::change::{Change, apply};
 use duet_image::store::{self, Store, StoreError};
 use duet_image::{Problem, validate};
@@ -88,7 +88,7 @@ pub struct Engine {
     pub unit: String,
     /// This unit is in an HA mode (first/second), not non-HA.
     pub ha_unit: bool,
-    pub mode: duet_proto::common::v1::HaMode,
+    pub mode: HaMode,
     /// The role as the election last said; `None` when not known.
     pub role: Option<Role>,
     /// Where to send writers when this unit is not active.
@@ -137,7 +137,7 @@ impl Engine {
     pub fn backup(&self) -> Backup {
         Backup {
             image: Some(self.store.current().clone()),
-            mode: self.mode as i32,
+            mode: duet_proto::convert::ha_mode_i32(self.mode),
             unit: self.unit.clone(),
             created_at: Some(prost_types::Timestamp::from(SystemTime::now())),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -290,7 +290,7 @@ mod tests {
             store: Store::open(dir, 20).unwrap(),
             unit: unit.into(),
             ha_unit: true,
-            mode: duet_proto::common::v1::HaMode::First,
+            mode: HaMode::First,
             role: Some(role),
             active_hint: "lb1 at 198.18.0.1".into(),
             split_backups: vec![],

@@ -17,11 +17,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use duet_carp::Role;
+use duet_carp::{HaMode, Role};
 use duet_config::{ConfigSync, Validated};
 use duet_image::store::Store;
 use duet_model::ImageContent;
-use duet_proto::common::v1::HaMode;
 use duet_proto::config::v1::Image;
 use duet_proto::configsync::v1::config_sync_service_server::ConfigSyncServiceServer;
 use duet_proto::configsync::v1::peer_sync_service_server::PeerSyncServiceServer;
@@ -145,12 +144,8 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         anyhow::anyhow!("configsync cannot start:\n{}", lines.join("\n"))
     })?;
     let store = Store::open(&cs.store_dir, cs.keep_generations)?;
-    let ha_unit = cfg.raw.unit.mode != duet_config::Mode::NonHa;
-    let mode = match cfg.raw.unit.mode {
-        duet_config::Mode::NonHa => HaMode::NonHa,
-        duet_config::Mode::First => HaMode::First,
-        duet_config::Mode::Second => HaMode::Second,
-    };
+    let ha_unit = cfg.raw.unit.mode != HaMode::NonHa;
+    let mode = cfg.raw.unit.mode;
     let first = cfg.election.interfaces.first();
     let active_hint = match (&cs.peer, first) {
         (Some(p), Some(i)) => format!(

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use duet_carp::Role;
+use duet_carp::{HaMode, Role};
 use duet_config::Validated;
 use duet_proto::election::v1::SetReadinessRequest;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
@@ -91,7 +91,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         )?),
         None => None,
     };
-    let ha_unit = cfg.raw.unit.mode != duet_config::Mode::NonHa;
+    let ha_unit = cfg.raw.unit.mode != HaMode::NonHa;
     let shared = Arc::new(Shared::new(cfg.raw.unit.name.clone(), rc.clone(), tls));
     {
         let mut f = lock(&shared.filter);
