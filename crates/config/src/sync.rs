@@ -209,26 +209,20 @@ impl Validated {
 #[cfg(test)]
 mod tests {
     use crate::from_toml;
+    use crate::validate::tests::GOOD;
 
-    const UNIT: &str = r#"
-[unit]
-name = "lb1"
-mode = "first"
-state_dir = "/tmp/duet-config-test"
-[ha]
-password = "secret"
-timeout_s = 3
-[[interface]]
-name = "eth0"
-unit1 = "198.18.0.1/24"
-unit2 = "198.18.0.2/24"
-shared = "198.18.0.10/24"
+    /// The unit of the validation tests with a second interface.
+    fn unit() -> String {
+        format!(
+            r#"{GOOD}
 [[interface]]
 name = "eth1"
 unit1 = "198.19.0.1/24"
 unit2 = "198.19.0.2/24"
 shared = "198.19.0.10/24"
-"#;
+"#
+        )
+    }
 
     fn fields(errs: Vec<crate::Problem>) -> Vec<String> {
         errs.into_iter().map(|e| e.field).collect()
@@ -236,7 +230,7 @@ shared = "198.19.0.10/24"
 
     #[test]
     fn both_peer_links_need_the_partners_name_and_certificates() {
-        let v = from_toml(UNIT).expect("valid unit");
+        let v = from_toml(&unit()).expect("valid unit");
         let want = ["configsync.partner_name", "configsync.tls_ca", "configsync.tls_cert", "configsync.tls_key"];
         assert_eq!(fields(v.configsync().unwrap_err()), want);
         assert_eq!(fields(v.replicator().unwrap_err()), want);
@@ -245,8 +239,9 @@ shared = "198.19.0.10/24"
     #[test]
     fn the_peer_links_share_the_identity_and_differ_in_port_and_interface() {
         let text = format!(
-            "{UNIT}[configsync]\npartner_name = \"lb2\"\ntls_ca = \"ca.pem\"\ntls_cert = \"lb1.pem\"\ntls_key = \"lb1.key\"\n\
-             [replicator]\ninterface = \"eth1\"\n"
+            "{}[configsync]\npartner_name = \"lb2\"\ntls_ca = \"ca.pem\"\ntls_cert = \"lb1.pem\"\ntls_key = \"lb1.key\"\n\
+             [replicator]\ninterface = \"eth1\"\n",
+            unit()
         );
         let v = from_toml(&text).expect("valid unit");
         let c = v.configsync().expect("configsync").peer.expect("HA: a peer link");

@@ -349,10 +349,11 @@ impl UnitConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::{ConfigError, from_toml};
 
-    const GOOD: &str = r#"
+    /// A valid unit file: the first unit of a pair on one interface.
+    pub(crate) const GOOD: &str = r#"
 [unit]
 name = "lb1"
 mode = "first"
