@@ -118,6 +118,28 @@ struct Args {
     check: bool,
 }
 
+/// A service that cannot start with its section of the unit file: every
+/// problem, one a line.
+#[derive(Debug, thiserror::Error)]
+#[error("{service} cannot start:\n{}", list(.problems))]
+pub struct CannotStart {
+    /// The service, as its messages name it ("configsync").
+    pub service: &'static str,
+    pub problems: Vec<Problem>,
+}
+
+impl CannotStart {
+    /// `service` cannot start with `problems`.
+    pub fn new(service: &'static str) -> impl FnOnce(Vec<Problem>) -> Self {
+        move |problems| Self { service, problems }
+    }
+}
+
+/// The problems, one a line as `  - <problem>`.
+fn list(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
 fn print_problems(problems: &[Problem]) {
     for p in problems {
         eprintln!("  - {p}");

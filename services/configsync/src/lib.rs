@@ -24,6 +24,7 @@ use duet_model::ImageContent;
 use duet_proto::config::v1::Image;
 use duet_proto::configsync::v1::config_sync_service_server::ConfigSyncServiceServer;
 use duet_proto::configsync::v1::peer_sync_service_server::PeerSyncServiceServer;
+use duet_runtime::service::CannotStart;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
 use duet_runtime::tls::{PeerTls, TlsFiles};
@@ -139,10 +140,7 @@ impl duet_runtime::service::Service for ConfigSyncService {
 
 /// Runs configsync until `shutdown`. `listener` is the operator API's.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    let cs = cfg.configsync().map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
-        anyhow::anyhow!("configsync cannot start:\n{}", lines.join("\n"))
-    })?;
+    let cs = cfg.configsync().map_err(CannotStart::new("configsync"))?;
     let store = Store::open(&cs.store_dir, cs.keep_generations)?;
     let ha_unit = cfg.raw.unit.mode != HaMode::NonHa;
     let mode = cfg.raw.unit.mode;

@@ -36,6 +36,7 @@ use duet_proto::election::v1::election_service_client::ElectionServiceClient;
 use duet_proto::replicator::v1::replication_peer_service_server::ReplicationPeerServiceServer;
 use duet_proto::replicator::v1::replicator_service_server::ReplicatorServiceServer;
 use duet_runtime::generations::Generation;
+use duet_runtime::service::CannotStart;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
 use duet_runtime::tls::{PeerTls, TlsFiles};
@@ -79,10 +80,7 @@ impl duet_runtime::service::Service for Replicator {
 
 /// Runs the replicator until `shutdown`. `listener` is the local API's.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    let rc = cfg.replicator().map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
-        anyhow::anyhow!("the replicator cannot start:\n{}", lines.join("\n"))
-    })?;
+    let rc = cfg.replicator().map_err(CannotStart::new("the replicator"))?;
     let tls = match &rc.peer {
         Some(p) => Some(PeerTls::load(
             &TlsFiles { ca: p.tls_ca.clone(), cert: p.tls_cert.clone(), key: p.tls_key.clone() },
