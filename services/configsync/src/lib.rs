@@ -27,7 +27,7 @@ use duet_proto::configsync::v1::peer_sync_service_server::PeerSyncServiceServer;
 use duet_runtime::service::CannotStart;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
-use duet_runtime::tls::{PeerTls, TlsFiles};
+use duet_runtime::tls::PeerTls;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
@@ -154,14 +154,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         ),
         _ => "the active unit".to_string(),
     };
-    let tls = match &cs.peer {
-        Some(p) => Some(PeerTls::load(
-            &TlsFiles { ca: p.tls_ca.clone(), cert: p.tls_cert.clone(), key: p.tls_key.clone() },
-            &p.partner_name,
-            "configsync",
-        )?),
-        None => None,
-    };
+    let tls = cs.peer.as_ref().map(PeerTls::for_link).transpose()?;
     let engine = Engine {
         store,
         unit: cfg.raw.unit.name.clone(),

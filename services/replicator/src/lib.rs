@@ -39,7 +39,7 @@ use duet_runtime::generations::Generation;
 use duet_runtime::service::CannotStart;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
-use duet_runtime::tls::{PeerTls, TlsFiles};
+use duet_runtime::tls::PeerTls;
 use tokio::net::TcpListener;
 
 use crate::state::{Shared, lock};
@@ -81,14 +81,7 @@ impl duet_runtime::service::Service for Replicator {
 /// Runs the replicator until `shutdown`. `listener` is the local API's.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let rc = cfg.replicator().map_err(CannotStart::new("the replicator"))?;
-    let tls = match &rc.peer {
-        Some(p) => Some(PeerTls::load(
-            &TlsFiles { ca: p.tls_ca.clone(), cert: p.tls_cert.clone(), key: p.tls_key.clone() },
-            &p.partner_name,
-            "configsync",
-        )?),
-        None => None,
-    };
+    let tls = rc.peer.as_ref().map(PeerTls::for_link).transpose()?;
     let ha_unit = cfg.raw.unit.mode != HaMode::NonHa;
     let shared = Arc::new(Shared::new(cfg.raw.unit.name.clone(), rc.clone(), tls));
     {
