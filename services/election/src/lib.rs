@@ -80,7 +80,7 @@ impl duet_runtime::service::Service for Election {
             return Ok(Vec::new());
         }
         Ok(vec![match duet_net::sched::set_realtime(priority) {
-            Ok(()) => Note::Info(format!("real-time scheduling (SCHED_RR, priority {priority}) for the election")),
+            Ok(()) => Note::Info(format!("real-time scheduling (SCHED_RR) for the election, priority {priority}")),
             Err(e) => Note::Warn(format!(
                 "cannot use real-time scheduling (priority {priority}: {e}): timers may be delayed on a busy machine; \
                  grant CAP_SYS_NICE or set election.realtime_priority = 0"
