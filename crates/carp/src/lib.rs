@@ -29,7 +29,7 @@ pub use drops::{DropCounters, DropReason};
 pub use machine::{Action, Command, CommandError, Election, Init};
 pub use notice::{Level, Notice};
 pub use pacify::{PacifyRule, Starts};
-pub use params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
+pub use params::{AuthParams, Destination, HaMode, IfaceParams, Params, ParamsError, Preferred, Timing};
 pub use role::{Role, RoleEvent, RoleEventKind};
 pub use status::{Square, Status};
 pub use time::Time;

@@ -38,7 +38,7 @@ use duet_wire::peer::{self, PeerKey, PeerStatus};
 use crate::drops::{DropCounters, DropReason, LogLimiter};
 use crate::notice::Notice;
 use crate::pacify::{PacifyRule, Starts};
-use crate::params::{AuthParams, Destination, HaMode, Params, RESIGN_ADVBASE, RESIGN_ADVSKEW};
+use crate::params::{AuthParams, Destination, HaMode, Params, ParamsError, RESIGN_ADVBASE, RESIGN_ADVSKEW};
 use crate::readiness::Readiness;
 use crate::replay::{Context, ReplayRule, ReplayState, Verdict};
 use crate::role::Role;
@@ -128,6 +128,8 @@ pub enum CommandError {
     NotPacified,
     /// The new parameters cannot be applied live.
     Rejected(String),
+    /// The new parameters break an invariant of the core.
+    InvalidParams(ParamsError),
 }
 
 impl std::fmt::Display for CommandError {
@@ -139,6 +141,7 @@ impl std::fmt::Display for CommandError {
             Self::PartnerNotReady(why) => write!(f, "the partner cannot take over now: {why}"),
             Self::NotPacified => f.write_str("this unit is not pacified"),
             Self::Rejected(why) => f.write_str(why),
+            Self::InvalidParams(e) => write!(f, "{e}"),
         }
     }
 }
@@ -1057,7 +1060,7 @@ impl Election {
         if p == self.params {
             return Ok(());
         }
-        p.check().map_err(CommandError::Rejected)?;
+        p.check().map_err(CommandError::InvalidParams)?;
         if p.mode != self.params.mode {
             return Err(CommandError::Rejected(format!(
                 "ha.mode changed from {} to {}: a mode change needs a restart of the unit",

@@ -8,11 +8,18 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-/// HA mode of a unit (SPEC U1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+use serde::{Deserialize, Serialize};
+
+/// HA mode of a unit (SPEC U1), in the unit file's words (`non-ha`,
+/// `first`, `second`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HaMode {
+    /// A unit without a partner.
     NonHa,
+    /// The first unit of a pair.
     First,
+    /// The second unit of a pair.
     Second,
 }
 
@@ -46,16 +53,22 @@ impl HaMode {
     }
 }
 
-/// Switch to preferred server (E5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Switch to preferred server (E5): one of the pair's HA settings, in the
+/// unit file's words (`none`, `first`, `second`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Preferred {
+    /// No failback: the active stays active (the default).
+    #[default]
     None,
+    /// The `first` unit takes the role back when it returns.
     First,
+    /// The `second` unit takes the role back when it returns.
     Second,
 }
 
 impl Preferred {
-    /// `none`, `first` or `second`.
+    /// The unit file's word: `none`, `first` or `second`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -183,33 +196,57 @@ pub struct Params {
     pub hard_reboot_on_link_failure: bool,
 }
 
+/// Which invariant of the election core [`Params`] break.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    /// vhid 0 (the wire has no such group).
+    #[error("vhid must be 1-255")]
+    Vhid,
+    /// An HA unit with no interface used for HA checks (E7): it would never
+    /// hear its partner.
+    #[error("at least one interface must be used for HA checks")]
+    NoCheckedInterface,
+    /// Unicast adverts on an interface without the partner's address.
+    #[error("interface {interface}: unicast adverts need the partner's address")]
+    UnicastWithoutPartner { interface: String },
+    /// The key that signs adverts is not among the accepted keys.
+    #[error("send key {send_key} is not among the keys")]
+    UnknownSendKey { send_key: u8 },
+    /// A standard HA timeout below 1 s.
+    #[error("timeout below 1 s")]
+    Timeout,
+    /// A fast interval below 4 ms or a dead factor below 2.
+    #[error("fast interval below 4 ms or dead factor below 2")]
+    FastTiming,
+}
+
 /// advbase/advskew of a resigning unit: "I am going away, take over now".
 pub const RESIGN_ADVBASE: u8 = 255;
 pub const RESIGN_ADVSKEW: u8 = 255;
 
 impl Params {
     /// Internal invariants (the config crate reports operator errors).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ParamsError> {
         if self.vhid == 0 {
-            return Err("vhid must be 1-255".into());
+            return Err(ParamsError::Vhid);
         }
         if self.mode != HaMode::NonHa && !self.interfaces.iter().any(|i| i.ha_check) {
-            return Err("at least one interface must be used for HA checks".into());
+            return Err(ParamsError::NoCheckedInterface);
         }
         for i in &self.interfaces {
             if i.destination == Destination::Unicast && i.partner_addr.is_none() {
-                return Err(format!("interface {}: unicast adverts need the partner's address", i.name));
+                return Err(ParamsError::UnicastWithoutPartner { interface: i.name.clone() });
             }
         }
         if let AuthParams::Sha256 { keys, send_key } = &self.auth
             && !keys.iter().any(|(id, _)| id == send_key)
         {
-            return Err(format!("send key {send_key} is not among the keys"));
+            return Err(ParamsError::UnknownSendKey { send_key: *send_key });
         }
         match self.timing {
-            Timing::Standard { timeout } if timeout < Duration::from_secs(1) => Err("timeout below 1 s".into()),
+            Timing::Standard { timeout } if timeout < Duration::from_secs(1) => Err(ParamsError::Timeout),
             Timing::Fast { interval, dead_factor } if interval < Duration::from_millis(4) || dead_factor < 2 => {
-                Err("fast interval below 4 ms or dead factor below 2".into())
+                Err(ParamsError::FastTiming)
             }
             _ => Ok(()),
         }

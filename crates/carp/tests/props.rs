@@ -184,10 +184,7 @@ proptest! {
 /// random loss in both directions without a role change.
 #[test]
 fn fast_profile_no_false_failover_at_one_percent_loss() {
-    let mut n = Net::new(
-        vec![pair_params(HaMode::First, Preferred::None, fast()), pair_params(HaMode::Second, Preferred::None, fast())],
-        99,
-    );
+    let mut n = pair_net(pair_params, Preferred::None, fast(), 99);
     n.run_for(Duration::from_secs(2));
     let before = n.role_log.len();
     n.loss_percent = 1.0;

@@ -10,13 +10,7 @@ use duet_carp::params::{AuthParams, HaMode, Preferred};
 use duet_carp::{Command, DropReason, Role, Square, Time};
 
 fn pair(preferred: Preferred, timeout_s: u64) -> Net {
-    Net::new(
-        vec![
-            pair_params(HaMode::First, preferred, standard(timeout_s)),
-            pair_params(HaMode::Second, preferred, standard(timeout_s)),
-        ],
-        7,
-    )
+    pair_net(pair_params, preferred, standard(timeout_s), 7)
 }
 
 #[test]
@@ -97,8 +91,7 @@ fn planned_handover_switches_without_waiting_for_the_timeout() {
     let mut n = pair(Preferred::None, 9);
     n.run_for(Duration::from_secs(12));
     assert_eq!(n.role(0), Some(Role::Active));
-    let t0 = n.now;
-    n.e(0).handle_command(t0, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
+    n.command(0, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
     n.drain(0);
     assert_eq!(n.role(0), Some(Role::Stopping), "the old active keeps the addresses until confirmed");
     n.run_for(Duration::from_millis(5));
@@ -113,12 +106,10 @@ fn planned_handover_switches_without_waiting_for_the_timeout() {
 fn handover_refused_when_not_active_or_partner_gone() {
     let mut n = pair(Preferred::None, 3);
     n.run_for(Duration::from_secs(10));
-    let now = n.now;
-    assert!(n.e(1).handle_command(now, Command::Handover { timeout: Duration::from_secs(1) }).is_err());
+    assert!(n.command(1, Command::Handover { timeout: Duration::from_secs(1) }).is_err());
     n.kill(1);
     n.run_for(Duration::from_secs(5));
-    let now = n.now;
-    let err = n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_secs(1) }).unwrap_err();
+    let err = n.command(0, Command::Handover { timeout: Duration::from_secs(1) }).unwrap_err();
     assert!(err.to_string().contains("partner"), "{err}");
     assert_eq!(n.role(0), Some(Role::Active));
 }
@@ -132,8 +123,7 @@ fn unconfirmed_handover_returns_to_active() {
     let mut n = Net::new(vec![p1], 3);
     n.run_for(Duration::from_secs(5));
     assert_eq!(n.role(0), Some(Role::Active));
-    let now = n.now;
-    n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_millis(500) }).unwrap();
+    n.command(0, Command::Handover { timeout: Duration::from_millis(500) }).unwrap();
     n.drain(0);
     n.run_for(Duration::from_secs(1));
     assert_eq!(n.role(0), Some(Role::Active));
@@ -161,13 +151,7 @@ fn link_loss_on_the_only_checked_link_fails_over_after_the_timeout() {
 
 #[test]
 fn link_loss_on_one_of_two_checked_links_hands_over_at_once() {
-    let mut n = Net::new(
-        vec![
-            two_arm_params(HaMode::First, Preferred::None, standard(9)),
-            two_arm_params(HaMode::Second, Preferred::None, standard(9)),
-        ],
-        8,
-    );
+    let mut n = pair_net(two_arm_params, Preferred::None, standard(9), 8);
     n.run_for(Duration::from_secs(12));
     assert_eq!(n.role(0), Some(Role::Active));
     n.set_link(0, 1, false);
@@ -361,8 +345,7 @@ fn reload_applies_live_and_logs() {
     n.run_for(Duration::from_secs(12));
     let mut p = n.units[1].params.clone();
     p.timing = standard(3);
-    let now = n.now;
-    n.e(1).handle_command(now, Command::Reload(Box::new(p.clone()))).unwrap();
+    n.command(1, Command::Reload(Box::new(p.clone()))).unwrap();
     n.drain(1);
     assert!(n.notices(1).iter().any(|l| l == "HA Config file has changed - reloading"));
     n.kill(0);
@@ -372,17 +355,15 @@ fn reload_applies_live_and_logs() {
     assert!(took <= Duration::from_millis(3100), "the new 3 s timeout is in force: {took:?}");
     let mut bad = p;
     bad.mode = HaMode::First;
-    let now = n.now;
-    assert!(n.e(1).handle_command(now, Command::Reload(Box::new(bad))).is_err(), "mode changes need a restart");
+    assert!(n.command(1, Command::Reload(Box::new(bad))).is_err(), "mode changes need a restart");
 }
 
 #[test]
 fn takeover_gone_on_the_active_scrubs_and_hands_over() {
     let mut n = pair(Preferred::None, 9);
     n.run_for(Duration::from_secs(12));
-    let now = n.now;
-    n.e(0).handle_command(now, Command::FollowerAttached).unwrap();
-    n.e(0).handle_command(now, Command::FollowerDetached).unwrap();
+    n.command(0, Command::FollowerAttached).unwrap();
+    n.command(0, Command::FollowerDetached).unwrap();
     n.drain(0);
     assert_eq!(n.units[0].scrubs, 1);
     n.run_for(Duration::from_millis(5));
@@ -391,18 +372,14 @@ fn takeover_gone_on_the_active_scrubs_and_hands_over() {
     n.kill(1);
     n.run_for(Duration::from_secs(30));
     assert_eq!(n.role(0), Some(Role::Standby));
-    let now = n.now;
-    n.e(0).handle_command(now, Command::FollowerAttached).unwrap();
+    n.command(0, Command::FollowerAttached).unwrap();
     n.run_for(Duration::from_secs(12));
     assert_eq!(n.role(0), Some(Role::Active));
 }
 
 #[test]
 fn fast_profile_detects_a_dead_active_within_150ms() {
-    let mut n = Net::new(
-        vec![pair_params(HaMode::First, Preferred::None, fast()), pair_params(HaMode::Second, Preferred::None, fast())],
-        21,
-    );
+    let mut n = pair_net(pair_params, Preferred::None, fast(), 21);
     n.run_for(Duration::from_secs(2));
     assert_eq!(n.role(0), Some(Role::Active));
     n.kill(0);
@@ -428,18 +405,15 @@ fn sha256_mode_interoperates_and_rotates_keys_without_failover() {
     let changes = n.role_log.len();
     // Rollout: both accept 1 and 2, then both send 2, then drop 1.
     for (i, mode) in [(0, HaMode::First), (1, HaMode::Second)] {
-        let now = n.now;
-        n.e(i).handle_command(now, Command::Reload(Box::new(mk(mode, vec![(1, k1), (2, k2)], 1)))).unwrap();
+        n.command(i, Command::Reload(Box::new(mk(mode, vec![(1, k1), (2, k2)], 1)))).unwrap();
         n.run_for(Duration::from_secs(2));
     }
     for (i, mode) in [(0, HaMode::First), (1, HaMode::Second)] {
-        let now = n.now;
-        n.e(i).handle_command(now, Command::Reload(Box::new(mk(mode, vec![(1, k1), (2, k2)], 2)))).unwrap();
+        n.command(i, Command::Reload(Box::new(mk(mode, vec![(1, k1), (2, k2)], 2)))).unwrap();
         n.run_for(Duration::from_secs(2));
     }
     for (i, mode) in [(0, HaMode::First), (1, HaMode::Second)] {
-        let now = n.now;
-        n.e(i).handle_command(now, Command::Reload(Box::new(mk(mode, vec![(2, k2)], 2)))).unwrap();
+        n.command(i, Command::Reload(Box::new(mk(mode, vec![(2, k2)], 2)))).unwrap();
         n.run_for(Duration::from_secs(2));
     }
     n.run_for(Duration::from_secs(10));
@@ -489,8 +463,7 @@ fn handover_from_the_preferred_unit_is_not_taken_back() {
     let mut n = pair(Preferred::First, 3);
     n.run_for(Duration::from_secs(10));
     assert_eq!(n.role(0), Some(Role::Active));
-    let now = n.now;
-    n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_secs(2) }).unwrap();
+    n.command(0, Command::Handover { timeout: Duration::from_secs(2) }).unwrap();
     n.drain(0);
     n.run_for(Duration::from_secs(20));
     assert_eq!(n.role(1), Some(Role::Active), "the operator asked for the partner: no preemption back");
@@ -511,14 +484,13 @@ fn pacify_while_active_hands_over_and_leaves_ha() {
     let mut n = pair(Preferred::None, 9);
     n.run_for(Duration::from_secs(12));
     assert_eq!(n.role(0), Some(Role::Active));
-    let now = n.now;
     // Three starts within five minutes are allowed...
-    n.e(0).handle_command(now, Command::CheckStarts(starts(&[1000, 1100, 1200], 1250))).unwrap();
+    n.command(0, Command::CheckStarts(starts(&[1000, 1100, 1200], 1250))).unwrap();
     n.drain(0);
     assert_eq!(n.role(0), Some(Role::Active));
     assert_eq!(n.status(0).recent_starts, 3);
     // ...a fourth is not.
-    n.e(0).handle_command(now, Command::CheckStarts(starts(&[1000, 1100, 1200, 1240], 1250))).unwrap();
+    n.command(0, Command::CheckStarts(starts(&[1000, 1100, 1200, 1240], 1250))).unwrap();
     n.drain(0);
     assert!(n.notices(0).iter().any(|l| l.starts_with("Pacified: 4 starts within 300 s")));
     assert_eq!(n.role(0), Some(Role::Pacified));
@@ -552,17 +524,15 @@ fn filtered_adverts_leave_two_actives_and_both_say_so() {
 fn handover_with_a_takeover_releases_before_resigning() {
     let mut n = pair(Preferred::None, 9);
     n.run_for(Duration::from_secs(12));
-    let now = n.now;
-    n.e(0).handle_command(now, Command::FollowerAttached).unwrap();
-    n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
+    n.command(0, Command::FollowerAttached).unwrap();
+    n.command(0, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
     n.drain(0);
     let sent_before = n.units[0].sent.len();
     n.run_for(Duration::from_millis(20));
     assert_eq!(n.role(0), Some(Role::Stopping));
     assert_eq!(n.role(1), Some(Role::Standby), "no resign before the takeover released the addresses");
     assert_eq!(n.units[0].sent.len(), sent_before);
-    let now = n.now;
-    n.e(0).handle_command(now, Command::TakeoverReleased).unwrap();
+    n.command(0, Command::TakeoverReleased).unwrap();
     n.drain(0);
     n.run_for(Duration::from_millis(5));
     assert_eq!(n.role(1), Some(Role::Active));
@@ -573,9 +543,8 @@ fn handover_with_a_takeover_releases_before_resigning() {
 fn handover_resigns_anyway_when_the_release_is_not_reported() {
     let mut n = pair(Preferred::None, 9);
     n.run_for(Duration::from_secs(12));
-    let now = n.now;
-    n.e(0).handle_command(now, Command::FollowerAttached).unwrap();
-    n.e(0).handle_command(now, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
+    n.command(0, Command::FollowerAttached).unwrap();
+    n.command(0, Command::Handover { timeout: Duration::from_secs(3) }).unwrap();
     n.drain(0);
     n.run_for(Duration::from_millis(40));
     assert_eq!(n.role(1), Some(Role::Standby));
@@ -596,28 +565,24 @@ fn a_preferred_unit_not_ready_does_not_take_the_role_back_until_it_is() {
     n.start(0);
     // The replicator says so every 2 s, as it does.
     for _ in 0..5 {
-        let now = n.now;
-        n.e(0).handle_command(now, not_ready("bulk resync running")).unwrap();
+        n.command(0, not_ready("bulk resync running")).unwrap();
         n.run_for(Duration::from_secs(2));
     }
     assert_eq!(n.role(0), Some(Role::Standby), "not ready: no preemption");
     assert!(n.notices(0).iter().any(|l| l == "not ready to take over from a healthy partner: bulk resync running"));
     assert_eq!(n.role(1), Some(Role::Active));
-    let now = n.now;
     assert!(
-        n.e(1).handle_command(now, Command::Handover { timeout: Duration::from_secs(1) }).is_err(),
+        n.command(1, Command::Handover { timeout: Duration::from_secs(1) }).is_err(),
         "a handover to a partner that is not ready is refused"
     );
-    let now = n.now;
-    n.e(0).handle_command(now, ready()).unwrap();
+    n.command(0, ready()).unwrap();
     let took = n
         .run_until_cond(Duration::from_secs(5), Duration::from_millis(10), |n| n.role(0) == Some(Role::Active))
         .unwrap();
     assert!(took <= Duration::from_millis(1100), "ready: preempts at the partner's next advert, took {took:?}");
     // Not ready, but the partner dies: it takes over anyway.
     n.run_for(Duration::from_secs(5));
-    let now = n.now;
-    n.e(1).handle_command(now, not_ready("bulk resync running")).unwrap();
+    n.command(1, not_ready("bulk resync running")).unwrap();
     n.kill(0);
     let took = n
         .run_until_cond(Duration::from_secs(6), Duration::from_millis(10), |n| n.role(1) == Some(Role::Active))
@@ -640,15 +605,11 @@ fn a_component_silent_for_10_s_no_longer_holds_the_unit_back() {
     n.kill(0);
     n.run_for(Duration::from_secs(5));
     n.start(0);
-    let now = n.now;
-    let said = now;
-    n.e(0).handle_command(now, not_ready("bulk resync running")).unwrap();
+    let said = n.now;
+    n.command(0, not_ready("bulk resync running")).unwrap();
     // Another component, ready, keeps reporting; the replicator goes silent.
     let ready_unit = |n: &mut Net| {
-        let now = n.now;
-        n.e(0)
-            .handle_command(now, Command::SetReadiness { component: "health".into(), ready: true, reason: "ok".into() })
-            .unwrap();
+        n.command(0, Command::SetReadiness { component: "health".into(), ready: true, reason: "ok".into() }).unwrap();
     };
     ready_unit(&mut n);
     n.run_for(Duration::from_millis(9_990));
@@ -669,10 +630,9 @@ fn a_component_silent_for_10_s_no_longer_holds_the_unit_back() {
 fn readiness_lines_name_the_component() {
     let mut n = pair(Preferred::None, 3);
     n.run_for(Duration::from_secs(1));
-    let now = n.now;
-    n.e(0).handle_command(now, not_ready("bulk resync running")).unwrap();
-    n.e(0).handle_command(now, not_ready("bulk resync running")).unwrap();
-    n.e(0).handle_command(now, ready()).unwrap();
+    n.command(0, not_ready("bulk resync running")).unwrap();
+    n.command(0, not_ready("bulk resync running")).unwrap();
+    n.command(0, ready()).unwrap();
     let mut lines = Vec::new();
     while let Some(a) = n.e(0).poll_action() {
         if let duet_carp::Action::Log(l) = a

@@ -17,6 +17,7 @@
 
 mod model;
 mod pair;
+mod problems;
 mod sync;
 mod validate;
 

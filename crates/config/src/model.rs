@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use duet_carp::HaMode;
 use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
@@ -49,22 +50,13 @@ pub struct UnitConfig {
     pub telemetry: TelemetrySection,
 }
 
-/// HA mode (U1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    NonHa,
-    First,
-    Second,
-}
-
 /// `[unit]`: who this unit is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnitSection {
     /// Operator-chosen name (letters, digits, `.`, `_`, `-`).
     pub name: String,
-    pub mode: Mode,
+    pub mode: HaMode,
     /// Where the unit keeps its start history and replay windows.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,

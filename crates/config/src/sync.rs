@@ -11,6 +11,7 @@ use duet_carp::HaMode;
 
 use duet_model::Problem;
 
+use crate::problems::Problems;
 use crate::validate::Validated;
 
 /// The peer link's ends and credentials.
@@ -41,32 +42,31 @@ impl Validated {
         interface_field: &str,
         port: u16,
         who: &str,
-        errs: &mut Vec<Problem>,
+        errs: &mut Problems,
     ) -> Option<PeerLink> {
         if self.election.mode == HaMode::NonHa {
             return None;
         }
         let c = &self.raw.configsync;
-        let mut err = |field: &str, message: String| errs.push(Problem::new(field, message));
         let ifaces = &self.election.interfaces;
         let iface = match interface {
             Some(n) => ifaces.iter().find(|i| &i.name == n).or_else(|| {
-                err(interface_field, format!("\"{n}\" is not one of the unit's interfaces"));
+                errs.add(interface_field, format!("\"{n}\" is not one of the unit's interfaces"));
                 None
             }),
             None => ifaces.first(),
         };
         let name = c.partner_name.clone().unwrap_or_default();
         if name.is_empty() {
-            err(
+            errs.add(
                 "configsync.partner_name",
                 format!("missing: {who} needs the name the partner's certificate is issued to (its unit.name)"),
             );
         }
         let mut need = |f: &str, v: &Option<PathBuf>| {
             v.clone().unwrap_or_else(|| {
-                err(
-                    &format!("configsync.{f}"),
+                errs.add(
+                    format!("configsync.{f}"),
                     format!("missing: {who} needs mutual TLS (make a test pair with `duetctl certs`)"),
                 );
                 PathBuf::new()
@@ -113,24 +113,16 @@ impl Validated {
     /// Resolves `[configsync]`; every problem names its field.
     pub fn configsync(&self) -> Result<ConfigSync, Vec<Problem>> {
         let c = &self.raw.configsync;
-        let mut errs = Vec::new();
-        let mut err = |field: &str, message: String| errs.push(Problem::new(field, message));
-        let listen = c.listen.parse().unwrap_or_else(|_| {
-            err("configsync.listen", format!("\"{}\" is not an address:port, e.g. \"127.0.0.1:7872\"", c.listen));
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        });
+        let mut errs = Problems::default();
+        let listen = errs.listen("configsync.listen", &c.listen, 7872);
         if !(2..=1000).contains(&c.keep_generations) {
-            err(
+            errs.add(
                 "configsync.keep_generations",
                 format!("{} is out of range: keep 2-1000 generations", c.keep_generations),
             );
         }
-        if !(5..=3600).contains(&c.sync_interval_s) {
-            err("configsync.sync_interval_s", format!("{} is out of range: use 5-3600 seconds", c.sync_interval_s));
-        }
-        if !(100..=60_000).contains(&c.push_timeout_ms) {
-            err("configsync.push_timeout_ms", format!("{} is out of range: use 100-60000 ms", c.push_timeout_ms));
-        }
+        errs.in_range("configsync.sync_interval_s", c.sync_interval_s, 5..=3600, "seconds");
+        errs.in_range("configsync.push_timeout_ms", c.push_timeout_ms, 100..=60_000, "ms");
         let peer = self.peer_link(
             c.update_interface.as_ref(),
             "configsync.update_interface",
@@ -138,10 +130,7 @@ impl Validated {
             "the peer link",
             &mut errs,
         );
-        if !errs.is_empty() {
-            return Err(errs);
-        }
-        Ok(ConfigSync {
+        errs.or(|| ConfigSync {
             listen,
             store_dir: self.store_dir(),
             keep_generations: c.keep_generations,
@@ -177,49 +166,31 @@ impl Validated {
     /// link takes `partner_name` and `tls_*` from `[configsync]`.
     pub fn replicator(&self) -> Result<Replicator, Vec<Problem>> {
         let r = &self.raw.replicator;
-        let mut errs = Vec::new();
-        let mut err = |field: &str, message: String| errs.push(Problem::new(field, message));
-        let listen = r.listen.parse().unwrap_or_else(|_| {
-            err("replicator.listen", format!("\"{}\" is not an address:port, e.g. \"127.0.0.1:7873\"", r.listen));
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        });
-        if !(1..=65_536).contains(&r.batch_max) {
-            err("replicator.batch_max", format!("{} is out of range: use 1-65536 changes per batch", r.batch_max));
-        }
-        if !(1000..=10_000_000).contains(&r.outbox_capacity) {
-            err("replicator.outbox_capacity", format!("{} is out of range: use 1000-10000000 keys", r.outbox_capacity));
-        }
-        if !(1..=3600).contains(&r.refresh_interval_s) {
-            err(
-                "replicator.refresh_interval_s",
-                format!("{} is out of range: use 1-3600 seconds", r.refresh_interval_s),
-            );
-        }
-        if !(20..=60_000).contains(&r.haproxy_poll_ms) {
-            err("replicator.haproxy_poll_ms", format!("{} is out of range: use 20-60000 ms", r.haproxy_poll_ms));
-        }
+        let mut errs = Problems::default();
+        let listen = errs.listen("replicator.listen", &r.listen, 7873);
+        errs.in_range("replicator.batch_max", r.batch_max, 1..=65_536, "changes per batch");
+        errs.in_range("replicator.outbox_capacity", r.outbox_capacity, 1000..=10_000_000, "keys");
+        errs.in_range("replicator.refresh_interval_s", r.refresh_interval_s, 1..=3600, "seconds");
+        errs.in_range("replicator.haproxy_poll_ms", r.haproxy_poll_ms, 20..=60_000, "ms");
         if r.haproxy_socket.is_some() && r.haproxy_tables.is_empty() {
-            err("replicator.haproxy_tables", "empty: name the stick tables to replicate, e.g. [\"web\"]".into());
+            errs.add("replicator.haproxy_tables", "empty: name the stick tables to replicate, e.g. [\"web\"]");
         }
         for t in &r.haproxy_tables {
             if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == ';') {
-                err("replicator.haproxy_tables", format!("\"{t}\" is not a stick table name"));
+                errs.add("replicator.haproxy_tables", format!("\"{t}\" is not a stick table name"));
             }
         }
         if r.peer_port == self.raw.configsync.peer_port {
-            err(
+            errs.add(
                 "replicator.peer_port",
                 format!("{} is configsync's peer port too: choose another (default 6974)", r.peer_port),
             );
         }
         let wanted = r.interface.as_ref().or(self.raw.configsync.update_interface.as_ref());
         let peer = self.peer_link(wanted, "replicator.interface", r.peer_port, "the replicator's peer link", &mut errs);
-        if !errs.is_empty() {
-            return Err(errs);
-        }
         let configsync_listen =
             if self.raw.configsync.enabled { self.raw.configsync.listen.parse().ok() } else { None };
-        Ok(Replicator {
+        errs.or(|| Replicator {
             listen,
             peer,
             l4: r.l4,
@@ -238,26 +209,20 @@ impl Validated {
 #[cfg(test)]
 mod tests {
     use crate::from_toml;
+    use crate::validate::tests::GOOD;
 
-    const UNIT: &str = r#"
-[unit]
-name = "lb1"
-mode = "first"
-state_dir = "/tmp/duet-config-test"
-[ha]
-password = "secret"
-timeout_s = 3
-[[interface]]
-name = "eth0"
-unit1 = "198.18.0.1/24"
-unit2 = "198.18.0.2/24"
-shared = "198.18.0.10/24"
+    /// The unit of the validation tests with a second interface.
+    fn unit() -> String {
+        format!(
+            r#"{GOOD}
 [[interface]]
 name = "eth1"
 unit1 = "198.19.0.1/24"
 unit2 = "198.19.0.2/24"
 shared = "198.19.0.10/24"
-"#;
+"#
+        )
+    }
 
     fn fields(errs: Vec<crate::Problem>) -> Vec<String> {
         errs.into_iter().map(|e| e.field).collect()
@@ -265,7 +230,7 @@ shared = "198.19.0.10/24"
 
     #[test]
     fn both_peer_links_need_the_partners_name_and_certificates() {
-        let v = from_toml(UNIT).expect("valid unit");
+        let v = from_toml(&unit()).expect("valid unit");
         let want = ["configsync.partner_name", "configsync.tls_ca", "configsync.tls_cert", "configsync.tls_key"];
         assert_eq!(fields(v.configsync().unwrap_err()), want);
         assert_eq!(fields(v.replicator().unwrap_err()), want);
@@ -274,8 +239,9 @@ shared = "198.19.0.10/24"
     #[test]
     fn the_peer_links_share_the_identity_and_differ_in_port_and_interface() {
         let text = format!(
-            "{UNIT}[configsync]\npartner_name = \"lb2\"\ntls_ca = \"ca.pem\"\ntls_cert = \"lb1.pem\"\ntls_key = \"lb1.key\"\n\
-             [replicator]\ninterface = \"eth1\"\n"
+            "{}[configsync]\npartner_name = \"lb2\"\ntls_ca = \"ca.pem\"\ntls_cert = \"lb1.pem\"\ntls_key = \"lb1.key\"\n\
+             [replicator]\ninterface = \"eth1\"\n",
+            unit()
         );
         let v = from_toml(&text).expect("valid unit");
         let c = v.configsync().expect("configsync").peer.expect("HA: a peer link");

@@ -11,11 +11,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
+use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Timing};
 use duet_model::{HaSettings, Interface, Problem, Profile};
 use duet_wire::auth::UCARP_MAX_PASSWORD;
 
 use crate::model::*;
+use crate::problems::Problems;
 
 /// A configuration that passed every check, with what follows from it.
 #[derive(Debug, Clone)]
@@ -142,16 +143,11 @@ pub fn election_params(
             dead_factor: ha.fast_dead_factor,
         },
     };
-    let preferred = match ha.preferred {
-        duet_model::Preferred::None => Preferred::None,
-        duet_model::Preferred::First => Preferred::First,
-        duet_model::Preferred::Second => Preferred::Second,
-    };
     let params = Params {
         mode: local.mode,
         vhid,
         timing,
-        preferred,
+        preferred: ha.preferred,
         initial_wait: Duration::from_secs(u64::from(ha.initial_wait_s)),
         auth: local.auth.clone(),
         interfaces: ifaces,
@@ -161,41 +157,17 @@ pub fn election_params(
     if problems.is_empty()
         && let Err(why) = params.check()
     {
-        problems.push(Problem::new("ha", why));
+        problems.push(Problem::new("ha", why.to_string()));
     }
     if problems.is_empty() { Ok(params) } else { Err(problems) }
-}
-
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem::new(field, message));
-    }
-
-    /// Every key of `unknown` as a problem under `path`, listing `allowed`.
-    fn unknown<V>(&mut self, path: &str, unknown: &std::collections::BTreeMap<String, V>, allowed: &[&str]) {
-        for key in unknown.keys() {
-            let list: Vec<String> = allowed.iter().map(|k| format!("`{k}`")).collect();
-            self.add(format!("{path}.{key}"), format!("unknown field, expected one of {}", list.join(", ")));
-        }
-    }
-}
-
-fn mode(m: Mode) -> HaMode {
-    match m {
-        Mode::NonHa => HaMode::NonHa,
-        Mode::First => HaMode::First,
-        Mode::Second => HaMode::Second,
-    }
 }
 
 impl UnitConfig {
     /// Checks every field; returns every problem found.
     pub fn validate(&self) -> Result<Validated, Vec<Problem>> {
-        let mut e = Problems(Vec::new());
+        let mut e = Problems::default();
         let mut warnings = Vec::new();
-        let ha_mode = mode(self.unit.mode);
+        let ha_mode = self.unit.mode;
         let is_ha = ha_mode != HaMode::NonHa;
         let ha = &self.ha.unit;
 
@@ -240,9 +212,7 @@ impl UnitConfig {
                 format!("{} is out of range: use 10-86400 seconds (the reference uses 300)", ha.pacify_window_s),
             );
         }
-        if !(100..=60_000).contains(&ha.handover_timeout_ms) {
-            e.add("ha.handover_timeout_ms", format!("{} is out of range: use 100-60000 ms", ha.handover_timeout_ms));
-        }
+        e.in_range("ha.handover_timeout_ms", ha.handover_timeout_ms, 100..=60_000, "ms");
 
         // Authentication (E2, E13, E15).
         let auth = match ha.auth.mode {
@@ -321,20 +291,9 @@ impl UnitConfig {
         };
 
         // Service addresses.
-        let listen = |e: &mut Problems, field: &str, v: &str| -> SocketAddr {
-            v.parse().unwrap_or_else(|_| {
-                e.add(field, format!("\"{v}\" is not an address:port, e.g. \"127.0.0.1:7870\""));
-                SocketAddr::from(([127, 0, 0, 1], 0))
-            })
-        };
-        let election_listen = listen(&mut e, "election.listen", &self.election.listen);
-        let takeover_listen = listen(&mut e, "takeover.listen", &self.takeover.listen);
-        if !(1..=3600).contains(&self.election.drop_log_window_s) {
-            e.add(
-                "election.drop_log_window_s",
-                format!("{} is out of range: use 1-3600 seconds", self.election.drop_log_window_s),
-            );
-        }
+        let election_listen = e.listen("election.listen", &self.election.listen, 7870);
+        let takeover_listen = e.listen("takeover.listen", &self.takeover.listen, 7870);
+        e.in_range("election.drop_log_window_s", self.election.drop_log_window_s, 1..=3600, "seconds");
         if let Some(p) = self.election.realtime_priority
             && p > 99
         {
@@ -390,10 +349,11 @@ impl UnitConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::{ConfigError, from_toml};
 
-    const GOOD: &str = r#"
+    /// A valid unit file: the first unit of a pair on one interface.
+    pub(crate) const GOOD: &str = r#"
 [unit]
 name = "lb1"
 mode = "first"

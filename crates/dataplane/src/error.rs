@@ -6,6 +6,27 @@ use std::time::Duration;
 
 use duet_net::sysctl::SysctlError;
 
+/// Why the JSON listing of duet's table (`nft -j list table ip duet`)
+/// cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    /// It is not JSON.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// It has no top-level `nftables` array.
+    #[error("no \"nftables\" array")]
+    NoItems,
+    /// A named counter without its name.
+    #[error("a counter without a name")]
+    CounterName,
+    /// A named counter without its packet count.
+    #[error("a counter without packets")]
+    CounterPackets,
+    /// An element of a persistence set that is not an IPv4 address.
+    #[error("set {set}: element {element} is not an IPv4 address")]
+    Element { set: String, element: String },
+}
+
 /// Why a call that talks to the kernel (through `nft` or `/proc/sys`) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -28,8 +49,12 @@ pub enum DataplaneError {
     #[error("`nft {command}` failed ({status}): {stderr}")]
     Nft { command: String, status: ExitStatus, stderr: String },
     /// `nft -j` printed something this crate cannot read.
-    #[error("cannot read the output of `nft {command}`: {detail}")]
-    Output { command: String, detail: String },
+    #[error("cannot read the output of `nft {command}`: {source}")]
+    Output {
+        command: String,
+        #[source]
+        source: ListingError,
+    },
     /// A kernel parameter could not be read or set.
     #[error(transparent)]
     Sysctl(#[from] SysctlError),

@@ -210,7 +210,7 @@ fn read_table() -> Result<Option<TableState>, DataplaneError> {
         // Absent (ENOENT) or a real failure: tell them apart by asking.
         Err(e) => return if table_exists()? { Err(e) } else { Ok(None) },
     };
-    persist::parse_table(&json).map(Some).map_err(|detail| DataplaneError::Output { command: args.join(" "), detail })
+    persist::parse_table(&json).map(Some).map_err(|source| DataplaneError::Output { command: args.join(" "), source })
 }
 
 #[cfg(test)]

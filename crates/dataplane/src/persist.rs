@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde_json::Value;
 
+use crate::error::ListingError;
 use crate::render::{self, FAMILY, TABLE};
 
 /// One remembered client of a virtual service with source-address
@@ -54,14 +55,14 @@ pub(crate) struct TableState {
 }
 
 /// Reads the output of `nft -j list table ip duet`.
-pub(crate) fn parse_table(json: &str) -> Result<TableState, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let items = v.get("nftables").and_then(Value::as_array).ok_or("no \"nftables\" array")?;
+pub(crate) fn parse_table(json: &str) -> Result<TableState, ListingError> {
+    let v: Value = serde_json::from_str(json)?;
+    let items = v.get("nftables").and_then(Value::as_array).ok_or(ListingError::NoItems)?;
     let mut state = TableState::default();
     for item in items {
         if let Some(c) = item.get("counter") {
-            let name = c.get("name").and_then(Value::as_str).ok_or("a counter without a name")?;
-            let packets = c.get("packets").and_then(Value::as_u64).ok_or("a counter without packets")?;
+            let name = c.get("name").and_then(Value::as_str).ok_or(ListingError::CounterName)?;
+            let packets = c.get("packets").and_then(Value::as_u64).ok_or(ListingError::CounterPackets)?;
             state.counters.insert(name.to_owned(), packets);
             continue;
         }
@@ -79,7 +80,7 @@ pub(crate) fn parse_table(json: &str) -> Result<TableState, String> {
             let client: Ipv4Addr = val
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("set {name}: element {elem} is not an IPv4 address"))?;
+                .ok_or_else(|| ListingError::Element { set: name.to_owned(), element: elem.to_string() })?;
             let expires_ms = expires_s.map_or(timeout_ms, |s| s.saturating_mul(1000));
             state.entries.push(PersistEntry { service: service.clone(), real_server, client, expires_ms });
         }
@@ -181,6 +182,6 @@ mod tests {
         assert!(parse_table("").is_err());
         assert!(parse_table("{}").is_err());
         let bad = r#"{"nftables": [{"set": {"name": "p_web_1.2.3.4_80", "elem": [{"elem": {"val": 7}}]}}]}"#;
-        assert!(parse_table(bad).unwrap_err().contains("not an IPv4 address"));
+        assert!(parse_table(bad).unwrap_err().to_string().contains("not an IPv4 address"));
     }
 }

@@ -33,7 +33,7 @@ use duet_dataplane::{
     remove, render, set_sysctls,
 };
 use duet_proto::config::v1::{Image, Persistence, PersistenceMode, Protocol, RealServer, Scheduler, VirtualService};
-use duet_testkit::{HostId, Lab, in_netns, require_root};
+use duet_testkit::{HostId, Lab, in_netns, when_root};
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
@@ -47,9 +47,18 @@ struct Hosts {
     rs: [HostId; 3],
 }
 
-/// The lab of the module documentation.
-fn two_arm_lab(test: &str) -> Result<(Lab, Hosts)> {
-    let mut lab = Lab::new(test)?;
+/// The lab of the module documentation for `test` (`None`: skipped), its
+/// real servers answering.
+fn two_arm_lab(test: &str, tag: &str) -> Result<Option<(Lab, Hosts, Vec<NameServer>)>> {
+    when_root(test, || {
+        let (lab, h) = build_two_arm_lab(tag)?;
+        let servers = start_servers(&lab, &h)?;
+        Ok((lab, h, servers))
+    })
+}
+
+fn build_two_arm_lab(tag: &str) -> Result<(Lab, Hosts)> {
+    let mut lab = Lab::new(tag)?;
     let lan = lab.segment("lan")?;
     let srv = lab.segment("srv")?;
     let client = lab.host("client")?;
@@ -139,8 +148,9 @@ fn connect_many(lab: &Lab, h: &Hosts, n: usize) -> Result<BTreeMap<String, usize
     })
 }
 
-fn real_server(address: &str, weight: u32, enabled: bool) -> RealServer {
-    RealServer { address: address.into(), port: 80, weight, enabled }
+/// Real server `rs<i>`, 198.19.0.10`<i>` port 80.
+fn real_server(i: u8, weight: u32, enabled: bool) -> RealServer {
+    RealServer { address: format!("198.19.0.10{i}"), port: 80, weight, enabled }
 }
 
 fn image(generation: u64, scheduler: Scheduler, servers: Vec<RealServer>, persistence_s: Option<u32>) -> Image {
@@ -165,6 +175,21 @@ fn image(generation: u64, scheduler: Scheduler, servers: Vec<RealServer>, persis
     }
 }
 
+/// The ruleset of `image`.
+fn rendered(image: &Image) -> Result<Ruleset> {
+    render(image).map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// The ruleset of [`image`]`(generation, ...)`.
+fn ruleset(
+    generation: u64,
+    scheduler: Scheduler,
+    servers: Vec<RealServer>,
+    persistence_s: Option<u32>,
+) -> Result<Ruleset> {
+    rendered(&image(generation, scheduler, servers, persistence_s))
+}
+
 fn apply_on(lab: &Lab, host: HostId, ruleset: &Ruleset) -> Result<Result<Applied, DataplaneError>> {
     let r = ruleset.clone();
     on(lab, host, move || apply(&r))
@@ -181,26 +206,17 @@ fn listing(lab: &Lab, host: HostId) -> Result<String> {
 
 #[test]
 fn weights_drained_and_disabled_servers_changes_and_a_refused_apply() -> Result<()> {
-    if !require_root("weights_drained_and_disabled_servers_changes_and_a_refused_apply") {
+    let Some((lab, h, _servers)) =
+        two_arm_lab("weights_drained_and_disabled_servers_changes_and_a_refused_apply", "dpweights")?
+    else {
         return Ok(());
-    }
-    let (lab, h) = two_arm_lab("dpweights")?;
-    let _servers = start_servers(&lab, &h)?;
+    };
     // Someone else's table: duet must never touch it.
     lab.run(h.unit1, &["nft", "add table ip other; add chain ip other c { type filter hook input priority 10; }"])?;
 
     // Weights 1 and 3, rs3 drained (weight 0).
-    let one = render(&image(
-        1,
-        Scheduler::WeightedRoundRobin,
-        vec![
-            real_server("198.19.0.101", 1, true),
-            real_server("198.19.0.102", 3, true),
-            real_server("198.19.0.103", 0, true),
-        ],
-        None,
-    ))
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut servers = vec![real_server(1, 1, true), real_server(2, 3, true), real_server(3, 0, true)];
+    let one = ruleset(1, Scheduler::WeightedRoundRobin, servers.clone(), None)?;
     let applied = apply_on(&lab, h.unit1, &one)??;
     assert_eq!((applied.generation, applied.services, applied.real_servers), (1, 1, 2), "{applied:?}");
     let sysctls = on(&lab, h.unit1, set_sysctls)??;
@@ -215,17 +231,8 @@ fn weights_drained_and_disabled_servers_changes_and_a_refused_apply() -> Result<
     assert_eq!(c.connections.get("web"), Some(&200), "{c:?}");
 
     // A changed image: rs2 disabled, rs3 still drained; all to rs1.
-    let two = render(&image(
-        2,
-        Scheduler::WeightedRoundRobin,
-        vec![
-            real_server("198.19.0.101", 1, true),
-            real_server("198.19.0.102", 3, false),
-            real_server("198.19.0.103", 0, true),
-        ],
-        None,
-    ))
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    servers[1].enabled = false;
+    let two = ruleset(2, Scheduler::WeightedRoundRobin, servers, None)?;
     let applied = apply_on(&lab, h.unit1, &two)??;
     assert_eq!((applied.generation, applied.real_servers), (2, 1));
     let seen = connect_many(&lab, &h, 30)?;
@@ -235,8 +242,7 @@ fn weights_drained_and_disabled_servers_changes_and_a_refused_apply() -> Result<
     // to a chain that does not exist: ENOENT, after nft's own checks
     // passed), one that nft cannot parse.
     let before = listing(&lab, h.unit1)?;
-    let mut three = render(&image(3, Scheduler::RoundRobin, vec![real_server("198.19.0.103", 1, true)], None))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut three = ruleset(3, Scheduler::RoundRobin, vec![real_server(3, 1, true)], None)?;
     let mut unparsable = three.clone();
     three.append_raw_for_tests("add rule ip duet prerouting jump no_such_chain");
     unparsable.append_raw_for_tests("this is not nft");
@@ -261,15 +267,14 @@ fn weights_drained_and_disabled_servers_changes_and_a_refused_apply() -> Result<
 
 #[test]
 fn source_persistence_sticks_survives_an_apply_and_moves_to_the_partner() -> Result<()> {
-    if !require_root("source_persistence_sticks_survives_an_apply_and_moves_to_the_partner") {
+    let Some((lab, h, _servers)) =
+        two_arm_lab("source_persistence_sticks_survives_an_apply_and_moves_to_the_partner", "dppersist")?
+    else {
         return Ok(());
-    }
-    let (lab, h) = two_arm_lab("dppersist")?;
-    let _servers = start_servers(&lab, &h)?;
+    };
     // Plain round robin alternates; persistence must override that.
-    let servers = vec![real_server("198.19.0.101", 1, true), real_server("198.19.0.102", 1, true)];
-    let one =
-        render(&image(1, Scheduler::RoundRobin, servers.clone(), Some(600))).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let servers = vec![real_server(1, 1, true), real_server(2, 1, true)];
+    let one = ruleset(1, Scheduler::RoundRobin, servers.clone(), Some(600))?;
     for unit in [h.unit1, h.unit2] {
         apply_on(&lab, unit, &one)??;
         let _kept = on(&lab, unit, set_sysctls)??;
@@ -293,8 +298,8 @@ fn source_persistence_sticks_survives_an_apply_and_moves_to_the_partner() -> Res
     // A changed image (one more server) keeps the entry and the client's
     // server.
     let mut more = servers.clone();
-    more.push(real_server("198.19.0.103", 1, true));
-    let two = render(&image(2, Scheduler::RoundRobin, more, Some(600))).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    more.push(real_server(3, 1, true));
+    let two = ruleset(2, Scheduler::RoundRobin, more, Some(600))?;
     let applied = apply_on(&lab, h.unit1, &two)??;
     assert_eq!((applied.persistence_kept, applied.persistence_dropped), (1, 0), "{applied:?}");
     let seen = connect_many(&lab, &h, 12)?;
@@ -389,18 +394,11 @@ fn checksum(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> u16 {
 
 #[test]
 fn a_stray_mid_stream_ack_is_dropped_not_sent_to_a_server() -> Result<()> {
-    if !require_root("a_stray_mid_stream_ack_is_dropped_not_sent_to_a_server") {
+    let Some((lab, h, _servers)) = two_arm_lab("a_stray_mid_stream_ack_is_dropped_not_sent_to_a_server", "dpstray")?
+    else {
         return Ok(());
-    }
-    let (lab, h) = two_arm_lab("dpstray")?;
-    let _servers = start_servers(&lab, &h)?;
-    let ruleset = render(&image(
-        1,
-        Scheduler::RoundRobin,
-        vec![real_server("198.19.0.101", 1, true), real_server("198.19.0.102", 1, true)],
-        None,
-    ))
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    };
+    let ruleset = ruleset(1, Scheduler::RoundRobin, vec![real_server(1, 1, true), real_server(2, 1, true)], None)?;
     apply_on(&lab, h.unit1, &ruleset)??;
     let reached = |lab: &Lab| -> Result<u64> { Ok(probe_count(lab, h.rs[0])? + probe_count(lab, h.rs[1])?) };
     assert_eq!(reached(&lab)?, 0);
@@ -441,10 +439,10 @@ fn a_stray_mid_stream_ack_is_dropped_not_sent_to_a_server() -> Result<()> {
 
 #[test]
 fn every_kind_of_service_renders_to_a_ruleset_nft_accepts() -> Result<()> {
-    if !require_root("every_kind_of_service_renders_to_a_ruleset_nft_accepts") {
+    let Some(mut lab) = when_root("every_kind_of_service_renders_to_a_ruleset_nft_accepts", || Lab::new("dpkinds"))?
+    else {
         return Ok(());
-    }
-    let mut lab = Lab::new("dpkinds")?;
+    };
     let unit = lab.host("unit")?;
     let vs = |name: &str, port: u32, protocol: Protocol, scheduler: Scheduler, persistence: Option<PersistenceMode>| {
         VirtualService {
@@ -480,7 +478,7 @@ fn every_kind_of_service_renders_to_a_ruleset_nft_accepts() -> Result<()> {
         ],
         ..Default::default()
     };
-    let ruleset = render(&image).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let ruleset = rendered(&image)?;
     assert_eq!(ruleset.warnings().len(), 3, "{:?}", ruleset.warnings());
     let applied = apply_on(&lab, unit, &ruleset)??;
     assert_eq!((applied.services, applied.real_servers, applied.warnings.len()), (5, 8, 3), "{applied:?}");

@@ -32,16 +32,6 @@ use crate::{
 
 // ----- HA settings ----------------------------------------------------------
 
-impl From<Preferred> for pb::PreferredServer {
-    fn from(p: Preferred) -> Self {
-        match p {
-            Preferred::None => Self::None,
-            Preferred::First => Self::First,
-            Preferred::Second => Self::Second,
-        }
-    }
-}
-
 impl From<Profile> for pb::TimingProfile {
     fn from(p: Profile) -> Self {
         match p {
@@ -52,11 +42,9 @@ impl From<Profile> for pb::TimingProfile {
 }
 
 fn preferred(v: i32) -> Result<Preferred, Problem> {
-    match pb::PreferredServer::try_from(v) {
-        Ok(pb::PreferredServer::Unspecified | pb::PreferredServer::None) => Ok(Preferred::None),
-        Ok(pb::PreferredServer::First) => Ok(Preferred::First),
-        Ok(pb::PreferredServer::Second) => Ok(Preferred::Second),
-        Err(_) => Err(Problem::new(
+    match duet_proto::convert::preferred(v) {
+        Some(p) => Ok(p),
+        None => Err(Problem::new(
             "preferred",
             format!(
                 "{v} is not a preferred server: use PREFERRED_SERVER_NONE, PREFERRED_SERVER_FIRST or \

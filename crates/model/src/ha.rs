@@ -2,33 +2,10 @@
 //! share. Each unit's own HA settings (its mode, password, advskew...) are
 //! not here; they never leave the unit (`duet-config`).
 
+use duet_carp::Preferred;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Problem;
-
-/// Switch to preferred server (E5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Preferred {
-    /// No failback: the active stays active (the default).
-    #[default]
-    None,
-    /// The `first` unit takes the role back when it returns.
-    First,
-    /// The `second` unit takes the role back when it returns.
-    Second,
-}
-
-impl Preferred {
-    /// The unit file's word: `none`, `first` or `second`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::First => "first",
-            Self::Second => "second",
-        }
-    }
-}
 
 /// Timing profile (E3, E13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -34,7 +34,9 @@ mod problem;
 mod service;
 
 pub use cidr::{Cidr, CidrError};
-pub use ha::{HaSettings, Preferred, Profile};
+/// The election's (one type for the setting and the core's rule).
+pub use duet_carp::Preferred;
+pub use ha::{HaSettings, Profile};
 pub use image::{ImageContent, validate_pair};
 pub use interface::Interface;
 pub use keys::keys;

@@ -275,9 +275,7 @@ impl Netlink {
     /// if exactly that address and prefix were there already (the kernel's
     /// EEXIST, which is not an error here).
     pub async fn add_address(&self, ifname: &str, addr: Ipv4Addr, prefix: u8) -> Result<bool, NetlinkError> {
-        check_prefix(ifname, addr, prefix)?;
-        let index = self.link(ifname).await?.index;
-        self.add_address_at(ifname, index, addr, prefix).await
+        self.change_address(AddressChange::Add, ifname, None, addr, prefix).await
     }
 
     /// As [`add_address`](Self::add_address) for an interface whose index
@@ -290,14 +288,7 @@ impl Netlink {
         addr: Ipv4Addr,
         prefix: u8,
     ) -> Result<bool, NetlinkError> {
-        check_prefix(ifname, addr, prefix)?;
-        let what = || format!("{ifname}: cannot add {addr}/{prefix}");
-        match self.ask(what, self.handle.address().add(index, addr.into(), prefix).execute()).await? {
-            Ok(()) => Ok(true),
-            Err(libc::EEXIST) => Ok(false),
-            Err(libc::ENODEV) => Err(NetlinkError::NotFound { ifname: ifname.to_owned() }),
-            Err(errno) => Err(refused(what(), errno)),
-        }
+        self.change_address(AddressChange::Add, ifname, Some(index), addr, prefix).await
     }
 
     /// Removes `addr/prefix` from `ifname`. Returns `true` if it was removed,
@@ -308,25 +299,41 @@ impl Netlink {
     /// Note that removing an interface's primary address also removes the
     /// secondaries of the same subnet unless `promote_secondaries` is set.
     pub async fn del_address(&self, ifname: &str, addr: Ipv4Addr, prefix: u8) -> Result<bool, NetlinkError> {
-        check_prefix(ifname, addr, prefix)?;
-        let index = self.link(ifname).await?.index;
-        self.del_address_at(ifname, index, addr, prefix).await
+        self.change_address(AddressChange::Remove, ifname, None, addr, prefix).await
     }
 
-    /// As [`del_address`](Self::del_address) for a known interface index.
-    pub async fn del_address_at(
+    /// Adds or removes `addr/prefix` on `ifname` (looked up unless its
+    /// `index` is given). `Ok(false)` when the kernel says it is so already.
+    async fn change_address(
         &self,
+        change: AddressChange,
         ifname: &str,
-        index: u32,
+        index: Option<u32>,
         addr: Ipv4Addr,
         prefix: u8,
     ) -> Result<bool, NetlinkError> {
         check_prefix(ifname, addr, prefix)?;
-        let what = || format!("{ifname}: cannot remove {addr}/{prefix}");
-        let msg = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(addr, prefix).build();
-        match self.ask(what, self.handle.address().del(msg).execute()).await? {
+        let index = match index {
+            Some(i) => i,
+            None => self.link(ifname).await?.index,
+        };
+        let verb = match change {
+            AddressChange::Add => "add",
+            AddressChange::Remove => "remove",
+        };
+        let what = || format!("{ifname}: cannot {verb} {addr}/{prefix}");
+        let answer = match change {
+            AddressChange::Add => {
+                self.ask(what, self.handle.address().add(index, addr.into(), prefix).execute()).await?
+            }
+            AddressChange::Remove => {
+                let msg = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(addr, prefix).build();
+                self.ask(what, self.handle.address().del(msg).execute()).await?
+            }
+        };
+        match answer {
             Ok(()) => Ok(true),
-            Err(libc::EADDRNOTAVAIL) => Ok(false),
+            Err(errno) if errno == change.done_already() => Ok(false),
             Err(libc::ENODEV) => Err(NetlinkError::NotFound { ifname: ifname.to_owned() }),
             Err(errno) => Err(refused(what(), errno)),
         }
@@ -418,6 +425,23 @@ impl Netlink {
             },
             Err(rtnetlink::Error::RequestFailed) => Err(NetlinkError::Closed { what: what() }),
             Err(other) => Err(NetlinkError::Unexpected { what: what(), detail: other.to_string() }),
+        }
+    }
+}
+
+/// The two changes of an interface's addresses.
+#[derive(Debug, Clone, Copy)]
+enum AddressChange {
+    Add,
+    Remove,
+}
+
+impl AddressChange {
+    /// The kernel's answer when the change is made already (not an error).
+    fn done_already(self) -> i32 {
+        match self {
+            Self::Add => libc::EEXIST,
+            Self::Remove => libc::EADDRNOTAVAIL,
         }
     }
 }

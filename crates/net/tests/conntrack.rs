@@ -17,7 +17,7 @@ use duet_net::conntrack::{
     IPS_ASSURED, IPS_CONFIRMED, IPS_DST_NAT, IPS_DST_NAT_DONE, IPS_SEEN_REPLY, IPS_SRC_NAT, IPS_SRC_NAT_DONE,
     PROTO_TCP, PROTO_UDP, TCP_CONNTRACK_CLOSE, TCP_CONNTRACK_ESTABLISHED, TCP_CONNTRACK_TIME_WAIT, TcpInfo, Tuple,
 };
-use duet_testkit::{HostId, Lab, in_netns, require_root};
+use duet_testkit::{HostId, Lab, in_netns, when_root};
 use tokio::runtime::Runtime;
 
 /// Bound of every wait for the network or an event.
@@ -96,6 +96,50 @@ fn add_dnat_rules(lab: &Lab, lb: HostId) -> Result<()> {
     Ok(())
 }
 
+/// A lab of one host, `lb`, for `test` (`None`: skipped).
+fn lone_lb(test: &str, tag: &str) -> Result<Option<(Lab, HostId)>> {
+    when_root(test, || {
+        let mut lab = Lab::new(tag)?;
+        let lb = lab.host("lb")?;
+        Ok((lab, lb))
+    })
+}
+
+/// A lab of a client (198.18.0.1) and `lb` (198.18.0.2) on one segment,
+/// for `test` (`None`: skipped).
+fn client_and_lb(test: &str, tag: &str) -> Result<Option<(Lab, HostId, HostId)>> {
+    when_root(test, || {
+        let lab = Lab::simple(tag, &["client", "lb"])?;
+        let (client, lb) = (lab.host_id("client"), lab.host_id("lb"));
+        Ok((lab, client, lb))
+    })
+}
+
+/// A TCP connection from `client` to the VIP's port 80, accepted by a
+/// listener on `lb`'s port 8080: the client's and the server's ends.
+fn tcp_to_vip(lab: &Lab, client: HostId, lb: HostId) -> Result<(TcpStream, TcpStream)> {
+    let listener = in_netns(&lab.ns(lb), || TcpListener::bind((HOST_2, 8080)))??;
+    let conn = in_netns(&lab.ns(client), || TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), WAIT))??;
+    let (server, _) = listener.accept()?;
+    Ok((conn, server))
+}
+
+/// A UDP query from `client` (port `sport`, 0 for any) to the VIP's port
+/// 53, answered by a server on `lb`'s port 5353. Returns the query's port,
+/// where the server saw it come from and where the answer came from.
+fn udp_query(lab: &Lab, client: HostId, lb: HostId, sport: u16) -> Result<(u16, SocketAddr, SocketAddr)> {
+    let server = in_netns(&lab.ns(lb), || UdpSocket::bind((HOST_2, 5353)))??;
+    let query = in_netns(&lab.ns(client), move || UdpSocket::bind((HOST_1, sport)))??;
+    server.set_read_timeout(Some(WAIT))?;
+    query.set_read_timeout(Some(WAIT))?;
+    query.send_to(b"q", (VIP, 53))?;
+    let mut buf = [0; 1];
+    let (_, from) = server.recv_from(&mut buf)?;
+    server.send_to(b"a", from)?;
+    let (_, answered_by) = query.recv_from(&mut buf)?;
+    Ok((query.local_addr()?.port(), from, answered_by))
+}
+
 /// A conntrack event subscription in a lab host and the runtime driving it.
 struct HostEvents {
     // Field order is drop order: the socket before its runtime.
@@ -144,11 +188,7 @@ impl HostEvents {
 
 #[test]
 fn a_dnat_tcp_flow_is_created_dumped_and_deleted() -> Result<()> {
-    if !require_root("a_dnat_tcp_flow_is_created_dumped_and_deleted") {
-        return Ok(());
-    }
-    let mut lab = Lab::new("cttcp")?;
-    let lb = lab.host("lb")?;
+    let Some((mut lab, lb)) = lone_lb("a_dnat_tcp_flow_is_created_dumped_and_deleted", "cttcp")? else { return Ok(()) };
     let mut ct = open(&lab, lb)?;
     let flow = dnat_tcp(40000);
 
@@ -193,11 +233,7 @@ fn a_dnat_tcp_flow_is_created_dumped_and_deleted() -> Result<()> {
 
 #[test]
 fn a_udp_flow_is_created_then_updated() -> Result<()> {
-    if !require_root("a_udp_flow_is_created_then_updated") {
-        return Ok(());
-    }
-    let mut lab = Lab::new("ctudp")?;
-    let lb = lab.host("lb")?;
+    let Some((mut lab, lb)) = lone_lb("a_udp_flow_is_created_then_updated", "ctudp")? else { return Ok(()) };
     let mut ct = open(&lab, lb)?;
 
     let flow = plain_udp(5000, 30);
@@ -243,11 +279,10 @@ fn a_udp_flow_is_created_then_updated() -> Result<()> {
 
 #[test]
 fn a_preinstalled_dnat_flow_rewrites_packets_with_no_rule() -> Result<()> {
-    if !require_root("a_preinstalled_dnat_flow_rewrites_packets_with_no_rule") {
+    let Some((mut lab, client, lb)) = client_and_lb("a_preinstalled_dnat_flow_rewrites_packets_with_no_rule", "ctnat")?
+    else {
         return Ok(());
-    }
-    let mut lab = Lab::simple("ctnat", &["client", "lb"])?;
-    let (client, lb) = (lab.host_id("client"), lab.host_id("lb"));
+    };
     lab.run(lb, &["ip", "addr", "add", &format!("{VIP}/24"), "dev", "eth0"])?;
     // NAT hooks and a stateful filter, as the standby's ruleset has, but no
     // NAT rule: only the entry can translate. (Empty NAT chains alone do not
@@ -271,16 +306,8 @@ fn a_preinstalled_dnat_flow_rewrites_packets_with_no_rule() -> Result<()> {
     let mut ct = open(&lab, lb)?;
     assert_eq!(ct.upsert(std::slice::from_ref(&flow))?.created, 1);
 
-    let server = in_netns(&lab.ns(lb), || UdpSocket::bind((HOST_2, 5353)))??;
-    let query = in_netns(&lab.ns(client), || UdpSocket::bind((HOST_1, 5000)))??;
-    server.set_read_timeout(Some(WAIT))?;
-    query.set_read_timeout(Some(WAIT))?;
-    query.send_to(b"q", (VIP, 53))?;
-    let mut buf = [0; 1];
-    let (_, from) = server.recv_from(&mut buf)?;
+    let (_, from, answered_by) = udp_query(&lab, client, lb, 5000)?;
     assert_eq!(from, SocketAddr::from((HOST_1, 5000)), "the VIP's port 53 reached 5353");
-    server.send_to(b"a", from)?;
-    let (_, answered_by) = query.recv_from(&mut buf)?;
     assert_eq!(answered_by, SocketAddr::from((VIP, 53)), "the answer is translated back");
     let dumped = ct.dump()?;
     assert_eq!(dumped.len(), 1, "the packets used the entry, no new one: {dumped:?}");
@@ -289,19 +316,15 @@ fn a_preinstalled_dnat_flow_rewrites_packets_with_no_rule() -> Result<()> {
 
 #[test]
 fn events_follow_a_real_dnat_connection() -> Result<()> {
-    if !require_root("events_follow_a_real_dnat_connection") {
+    let Some((mut lab, client, lb)) = client_and_lb("events_follow_a_real_dnat_connection", "ctevents")? else {
         return Ok(());
-    }
-    let mut lab = Lab::simple("ctevents", &["client", "lb"])?;
-    let (client, lb) = (lab.host_id("client"), lab.host_id("lb"));
+    };
     add_dnat_rules(&lab, lb)?;
     let mut events = HostEvents::open(&lab, lb, None)?;
     let mut ct = open(&lab, lb)?;
 
     // TCP: connect to the VIP, which the rule sends to port 8080.
-    let listener = in_netns(&lab.ns(lb), || TcpListener::bind((HOST_2, 8080)))??;
-    let mut conn = in_netns(&lab.ns(client), || TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), WAIT))??;
-    let (mut server, _) = listener.accept()?;
+    let (mut conn, mut server) = tcp_to_vip(&lab, client, lb)?;
     let sport = conn.local_addr()?.port();
     let orig = tuple(PROTO_TCP, HOST_1, sport, VIP, 80);
     let reply = tuple(PROTO_TCP, HOST_2, 8080, HOST_1, sport);
@@ -336,16 +359,8 @@ fn events_follow_a_real_dnat_connection() -> Result<()> {
     assert_eq!(gone.reply, reply);
 
     // UDP: a query to the VIP, answered from port 5353.
-    let server = in_netns(&lab.ns(lb), || UdpSocket::bind((HOST_2, 5353)))??;
-    let query = in_netns(&lab.ns(client), || UdpSocket::bind((HOST_1, 0)))??;
-    query.set_read_timeout(Some(WAIT))?;
-    server.set_read_timeout(Some(WAIT))?;
-    query.send_to(b"q", (VIP, 53))?;
-    let (_, from) = server.recv_from(&mut buf)?;
-    server.send_to(b"a", from)?;
-    let (_, answered_by) = query.recv_from(&mut buf)?;
+    let (sport, _, answered_by) = udp_query(&lab, client, lb, 0)?;
     assert_eq!(answered_by, SocketAddr::from((VIP, 53)), "the answer is translated back");
-    let sport = query.local_addr()?.port();
     let orig = tuple(PROTO_UDP, HOST_1, sport, VIP, 53);
     let new = events.expect("New of the UDP flow", |kind, f| kind == EventKind::New && f.orig == orig)?;
     assert_eq!(new.reply, tuple(PROTO_UDP, HOST_2, 5353, HOST_1, sport));
@@ -361,20 +376,18 @@ fn events_follow_a_real_dnat_connection() -> Result<()> {
 
 #[test]
 fn flows_dumped_on_the_active_are_recreated_equal_on_the_standby() -> Result<()> {
-    if !require_root("flows_dumped_on_the_active_are_recreated_equal_on_the_standby") {
+    let Some((mut lab, client, lb)) =
+        client_and_lb("flows_dumped_on_the_active_are_recreated_equal_on_the_standby", "ctrepl")?
+    else {
         return Ok(());
-    }
-    let mut lab = Lab::simple("ctrepl", &["client", "lb"])?;
-    let (client, lb) = (lab.host_id("client"), lab.host_id("lb"));
+    };
     let standby = lab.host("standby")?;
     add_dnat_rules(&lab, lb)?;
     let mut active_ct = open(&lab, lb)?;
     let mut standby_ct = open(&lab, standby)?;
 
     // Real traffic: an open TCP connection and a UDP exchange.
-    let listener = in_netns(&lab.ns(lb), || TcpListener::bind((HOST_2, 8080)))??;
-    let mut conn = in_netns(&lab.ns(client), || TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), WAIT))??;
-    let (mut server, _) = listener.accept()?;
+    let (mut conn, mut server) = tcp_to_vip(&lab, client, lb)?;
     conn.write_all(b"hello")?;
     let mut buf = [0; 5];
     server.set_read_timeout(Some(WAIT))?;
@@ -382,14 +395,7 @@ fn flows_dumped_on_the_active_are_recreated_equal_on_the_standby() -> Result<()>
     server.write_all(b"world")?;
     conn.set_read_timeout(Some(WAIT))?;
     conn.read_exact(&mut buf)?;
-    let udp_server = in_netns(&lab.ns(lb), || UdpSocket::bind((HOST_2, 5353)))??;
-    let query = in_netns(&lab.ns(client), || UdpSocket::bind((HOST_1, 0)))??;
-    udp_server.set_read_timeout(Some(WAIT))?;
-    query.set_read_timeout(Some(WAIT))?;
-    query.send_to(b"q", (VIP, 53))?;
-    let (_, from) = udp_server.recv_from(&mut buf)?;
-    udp_server.send_to(b"a", from)?;
-    query.recv_from(&mut buf)?;
+    udp_query(&lab, client, lb, 0)?;
     // And one written through ctnetlink with both NAT directions, as a
     // full-NAT load balancer has.
     let mut full_nat = dnat_tcp(40000);
@@ -423,11 +429,9 @@ fn flows_dumped_on_the_active_are_recreated_equal_on_the_standby() -> Result<()>
 
 #[test]
 fn a_lagging_event_reader_is_told_of_the_overrun() -> Result<()> {
-    if !require_root("a_lagging_event_reader_is_told_of_the_overrun") {
+    let Some((mut lab, lb)) = lone_lb("a_lagging_event_reader_is_told_of_the_overrun", "ctoverrun")? else {
         return Ok(());
-    }
-    let mut lab = Lab::new("ctoverrun")?;
-    let lb = lab.host("lb")?;
+    };
     // The smallest buffer the kernel grants: a few events fill it.
     let mut events = HostEvents::open(&lab, lb, Some(4096))?;
     assert!(events.events.buffer_size() < 64 << 10, "{}", events.events.buffer_size());

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use duet_net::garp::{GarpError, GarpSender};
 use duet_net::netlink::{self, NetEvent, Netlink, NetlinkError};
 use duet_net::sysctl::{self, SysctlError};
-use duet_testkit::{HostId, Lab, in_netns, require_root, wait_for};
+use duet_testkit::{HostId, Lab, in_netns, wait_for, when_root};
 use duet_wire::arp::format_mac;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -77,14 +77,23 @@ impl HostNetlink {
     }
 }
 
+/// A `Lab::simple` of `hosts` for `test` (`None`: skipped), with a netlink
+/// handle in the first host (and, with `watch`, an event subscription).
+fn netlink_lab(test: &str, tag: &str, hosts: &[&str], watch: bool) -> Result<Option<(Lab, HostNetlink)>> {
+    when_root(test, || {
+        let lab = Lab::simple(tag, hosts)?;
+        let host = HostNetlink::open(&lab, lab.host_id(hosts[0]), watch)?;
+        Ok((lab, host))
+    })
+}
+
 #[test]
 fn addresses_are_added_and_removed_idempotently() -> Result<()> {
-    if !require_root("addresses_are_added_and_removed_idempotently") {
+    let Some((lab, host)) = netlink_lab("addresses_are_added_and_removed_idempotently", "netlink", &["a", "b"], false)?
+    else {
         return Ok(());
-    }
-    let lab = Lab::simple("netlink", &["a", "b"])?;
+    };
     let (a, b) = (lab.host_id("a"), lab.host_id("b"));
-    let host = HostNetlink::open(&lab, a, false)?;
 
     assert!(host.block(host.nl.add_address("eth0", VIP, 24))?, "first add adds");
     assert!(lab.addr_present(a, "eth0", "198.18.0.10/24")?);
@@ -109,12 +118,10 @@ fn addresses_are_added_and_removed_idempotently() -> Result<()> {
 
 #[test]
 fn links_report_state_kind_and_mac() -> Result<()> {
-    if !require_root("links_report_state_kind_and_mac") {
+    let Some((lab, host)) = netlink_lab("links_report_state_kind_and_mac", "netlink", &["a", "b"], false)? else {
         return Ok(());
-    }
-    let lab = Lab::simple("netlink", &["a", "b"])?;
+    };
     let a = lab.host_id("a");
-    let host = HostNetlink::open(&lab, a, false)?;
 
     let eth0 = host.block(host.nl.link("eth0"))?;
     assert!(eth0.up && eth0.admin_up, "{eth0:?}");
@@ -150,12 +157,11 @@ fn links_report_state_kind_and_mac() -> Result<()> {
 
 #[test]
 fn watch_reports_address_and_link_changes() -> Result<()> {
-    if !require_root("watch_reports_address_and_link_changes") {
+    let Some((lab, mut host)) = netlink_lab("watch_reports_address_and_link_changes", "netlink", &["a", "b"], true)?
+    else {
         return Ok(());
-    }
-    let lab = Lab::simple("netlink", &["a", "b"])?;
+    };
     let a = lab.host_id("a");
-    let mut host = HostNetlink::open(&lab, a, true)?;
     let eth0 = host.block(host.nl.link("eth0"))?.index;
 
     // A change made by this crate...
@@ -200,12 +206,11 @@ fn watch_reports_address_and_link_changes() -> Result<()> {
 
 #[test]
 fn watch_drops_events_while_the_receiver_lags_and_carries_on() -> Result<()> {
-    if !require_root("watch_drops_events_while_the_receiver_lags_and_carries_on") {
+    let Some((_lab, mut host)) =
+        netlink_lab("watch_drops_events_while_the_receiver_lags_and_carries_on", "netlink", &["a"], true)?
+    else {
         return Ok(());
-    }
-    let lab = Lab::simple("netlink", &["a"])?;
-    let a = lab.host_id("a");
-    let mut host = HostNetlink::open(&lab, a, true)?;
+    };
     let eth0 = host.block(host.nl.link("eth0"))?.index;
 
     // More changes than the queue holds, without reading any.
@@ -234,12 +239,10 @@ fn watch_drops_events_while_the_receiver_lags_and_carries_on() -> Result<()> {
 
 #[test]
 fn macvlan_vip_answers_the_peer() -> Result<()> {
-    if !require_root("macvlan_vip_answers_the_peer") {
+    let Some((lab, host)) = netlink_lab("macvlan_vip_answers_the_peer", "macvlan", &["a", "b"], false)? else {
         return Ok(());
-    }
-    let lab = Lab::simple("macvlan", &["a", "b"])?;
+    };
     let (a, b) = (lab.host_id("a"), lab.host_id("b"));
-    let host = HostNetlink::open(&lab, a, false)?;
 
     // The settings a macvlan VIP needs on its parent, or peers learn the VIP
     // at the parent's MAC, which does not move on failover: arp_ignore=1, or
@@ -278,10 +281,9 @@ fn macvlan_vip_answers_the_peer() -> Result<()> {
 
 #[test]
 fn gratuitous_arp_reaches_the_peer() -> Result<()> {
-    if !require_root("gratuitous_arp_reaches_the_peer") {
+    let Some(mut lab) = when_root("gratuitous_arp_reaches_the_peer", || Lab::simple("garp", &["a", "b"]))? else {
         return Ok(());
-    }
-    let mut lab = Lab::simple("garp", &["a", "b"])?;
+    };
     let (a, b) = (lab.host_id("a"), lab.host_id("b"));
     let tcpdump = lab.spawn(b, "tcpdump", &["tcpdump", "-l", "-n", "-e", "-i", "eth0", "arp"], &[])?;
     tcpdump.wait_log("listening on", WAIT)?;
@@ -303,12 +305,11 @@ fn gratuitous_arp_reaches_the_peer() -> Result<()> {
 
 #[test]
 fn sysctl_is_per_namespace_and_returns_the_old_value() -> Result<()> {
-    if !require_root("sysctl_is_per_namespace_and_returns_the_old_value") {
-        return Ok(());
-    }
     // An interface name of its own, so that the first checks prove the
     // calls resolve in the lab before anything is written.
-    let mut lab = Lab::new("sysctl")?;
+    let Some(mut lab) = when_root("sysctl_is_per_namespace_and_returns_the_old_value", || Lab::new("sysctl"))? else {
+        return Ok(());
+    };
     let lan = lab.segment("lan")?;
     let a = lab.host("a")?;
     lab.attach(a, lan, "dsy0", &["198.18.0.1/24"])?;

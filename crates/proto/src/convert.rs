@@ -1,6 +1,7 @@
 //! The one conversion between each domain type of the election and its
 //! protobuf message, used at the gRPC edges and nowhere else: roles, HA
-//! modes, status squares, drop reasons and role events.
+//! modes, the preferred server, status squares, drop reasons and role
+//! events.
 //!
 //! Protobuf enums travel as `i32`; an unknown or UNSPECIFIED value has no
 //! domain meaning and converts to `None` (or an error naming it), never to
@@ -8,9 +9,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use duet_carp::{DropReason, HaMode, Role, RoleEvent, RoleEventKind, Square};
+use duet_carp::{DropReason, HaMode, Preferred, Role, RoleEvent, RoleEventKind, Square};
 
 use crate::common::v1 as common;
+use crate::config::v1 as config;
 use crate::election::v1 as election;
 
 impl From<Role> for common::Role {
@@ -58,6 +60,26 @@ pub fn ha_mode(v: i32) -> Option<HaMode> {
         common::HaMode::NonHa => Some(HaMode::NonHa),
         common::HaMode::First => Some(HaMode::First),
         common::HaMode::Second => Some(HaMode::Second),
+    }
+}
+
+impl From<Preferred> for config::PreferredServer {
+    fn from(p: Preferred) -> Self {
+        match p {
+            Preferred::None => Self::None,
+            Preferred::First => Self::First,
+            Preferred::Second => Self::Second,
+        }
+    }
+}
+
+/// The preferred server of an `i32` field: UNSPECIFIED is `none` (as every
+/// reader of the image has always taken it); `None` for an unknown value.
+pub fn preferred(v: i32) -> Option<Preferred> {
+    match config::PreferredServer::try_from(v).ok()? {
+        config::PreferredServer::Unspecified | config::PreferredServer::None => Some(Preferred::None),
+        config::PreferredServer::First => Some(Preferred::First),
+        config::PreferredServer::Second => Some(Preferred::Second),
     }
 }
 

@@ -13,44 +13,35 @@ pub mod convert;
 /// The encoded `FileDescriptorSet` of every duet proto file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/duet_descriptor.bin"));
 
-/// `duet.common.v1`: types shared by every service.
-pub mod common {
-    /// Version 1.
-    pub mod v1 {
-        tonic::include_proto!("duet.common.v1");
-    }
+/// Declares the module of each proto package: `name::v1` holds the code
+/// generated for `duet.<name>.v1`.
+macro_rules! packages {
+    ($($(#[$doc:meta])* $name:ident => $package:literal,)*) => {
+        $(
+            $(#[$doc])*
+            pub mod $name {
+                /// Version 1.
+                pub mod v1 {
+                    tonic::include_proto!($package);
+                }
+            }
+        )*
+    };
 }
 
-/// `duet.election.v1`: the election service.
-pub mod election {
-    /// Version 1.
-    pub mod v1 {
-        tonic::include_proto!("duet.election.v1");
-    }
-}
-
-/// `duet.takeover.v1`: the takeover service.
-pub mod takeover {
-    /// Version 1.
-    pub mod v1 {
-        tonic::include_proto!("duet.takeover.v1");
-    }
-}
-
-/// `duet.config.v1`: the configuration image.
-pub mod config {
-    /// Version 1.
-    pub mod v1 {
-        tonic::include_proto!("duet.config.v1");
-    }
-}
-
-/// `duet.configsync.v1`: the configsync service and its peer link.
-pub mod configsync {
-    /// Version 1.
-    pub mod v1 {
-        tonic::include_proto!("duet.configsync.v1");
-    }
+packages! {
+    /// `duet.common.v1`: types shared by every service.
+    common => "duet.common.v1",
+    /// `duet.election.v1`: the election service.
+    election => "duet.election.v1",
+    /// `duet.takeover.v1`: the takeover service.
+    takeover => "duet.takeover.v1",
+    /// `duet.config.v1`: the configuration image.
+    config => "duet.config.v1",
+    /// `duet.configsync.v1`: the configsync service and its peer link.
+    configsync => "duet.configsync.v1",
+    /// `duet.replicator.v1`: the replicator and its peer link.
+    replicator => "duet.replicator.v1",
 }
 
 /// Protobuf JSON (the mapping grpcurl and `buf curl` use) for any duet
@@ -124,13 +115,5 @@ pub mod json {
                 .to_string();
             assert!(e.contains("timeoutZ"), "{e}");
         }
-    }
-}
-
-/// `duet.replicator.v1`: the replicator and its peer link.
-pub mod replicator {
-    /// Version 1.
-    pub mod v1 {
-        tonic::include_proto!("duet.replicator.v1");
     }
 }

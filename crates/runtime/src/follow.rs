@@ -22,7 +22,7 @@ use duet_carp::{Role, RoleEvent, RoleEventKind};
 use duet_proto::election::v1 as pb;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
 use tokio::sync::{Notify, mpsc, watch};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::shutdown::Shutdown;
 
@@ -95,26 +95,78 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn open(url: &str, follower: &str) -> Result<tonic::Streaming<pb::WatchRoleResponse>, String> {
+/// Why a stream from one of the unit's services could not be opened or
+/// followed; the text is what the followers log.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The service's URL does not parse.
+    #[error("{url} is not a URL: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// Connecting took longer than its bound.
+    #[error("connecting timed out")]
+    ConnectTimeout,
+    /// Connecting failed (the service is not listening, ...).
+    #[error("cannot connect: {}", error_chain(.0))]
+    Connect(#[source] tonic::transport::Error),
+    /// The call that opens the stream was not answered in time.
+    #[error("{call} did not answer in time")]
+    CallTimeout { call: &'static str },
+    /// The service refused the call that opens the stream.
+    #[error("{call} refused: {}", .status.message())]
+    Refused {
+        call: &'static str,
+        #[source]
+        status: tonic::Status,
+    },
+    /// A call the follower makes besides the stream failed.
+    #[error("{call}: {}", .status.message())]
+    Call {
+        call: &'static str,
+        #[source]
+        status: tonic::Status,
+    },
+}
+
+/// Connects to `url` with the endpoint's settings made by `configure`,
+/// bounded by [`CONNECT_TIMEOUT`].
+pub(crate) async fn connect(url: &str, configure: impl FnOnce(Endpoint) -> Endpoint) -> Result<Channel, FollowError> {
     let ep = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("{url} is not a URL: {e}"))?
+        .map_err(|source| FollowError::Url { url: url.to_owned(), source })?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        // A hung election (its TCP still up) is noticed by unanswered pings.
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(1))
-        .keep_alive_while_idle(true);
-    let channel = tokio::time::timeout(CONNECT_TIMEOUT * 2, ep.connect())
+        .tcp_nodelay(true);
+    tokio::time::timeout(CONNECT_TIMEOUT * 2, configure(ep).connect())
         .await
-        .map_err(|_| "connecting timed out".to_owned())?
-        .map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
+        .map_err(|_| FollowError::ConnectTimeout)?
+        .map_err(FollowError::Connect)
+}
+
+/// Makes `call`, the request that opens a stream, bounded like connecting.
+pub(crate) async fn open_stream<T>(
+    call: &'static str,
+    request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, FollowError> {
+    let resp = tokio::time::timeout(CONNECT_TIMEOUT * 2, request)
+        .await
+        .map_err(|_| FollowError::CallTimeout { call })?
+        .map_err(|status| FollowError::Refused { call, status })?;
+    Ok(resp.into_inner())
+}
+
+async fn open(url: &str, follower: &str) -> Result<tonic::Streaming<pb::WatchRoleResponse>, FollowError> {
+    let channel = connect(url, |ep| {
+        // A hung election (its TCP still up) is noticed by unanswered pings.
+        ep.http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true)
+    })
+    .await?;
     let mut client = ElectionServiceClient::new(channel);
     let req = pb::WatchRoleRequest { follower: follower.to_owned() };
-    let resp = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.watch_role(req))
-        .await
-        .map_err(|_| "WatchRole did not answer in time".to_owned())?
-        .map_err(|s| format!("WatchRole refused: {}", s.message()))?;
-    Ok(resp.into_inner())
+    open_stream("WatchRole", client.watch_role(req)).await
 }
 
 /// Starts following the election at `url`; `follower` names the service
@@ -175,7 +227,7 @@ async fn run(url: String, follower: &'static str, tx: mpsc::Sender<RoleNews>, ag
             }
             Err(why) => {
                 attempt += 1;
-                RoleNews::ConnectFailed { why, attempt }
+                RoleNews::ConnectFailed { why: why.to_string(), attempt }
             }
         };
         if tx.send(news).await.is_err() {

@@ -19,20 +19,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use duet_model::ImageContent;
 use duet_proto::config::v1 as cpb;
 use duet_proto::configsync::v1 as pb;
 use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::follow::{BACKOFF_MAX, BACKOFF_MIN, error_chain};
+use crate::follow::{BACKOFF_MAX, BACKOFF_MIN, FollowError, connect, open_stream};
 use crate::shutdown::Shutdown;
 
-/// Bound on connecting and on opening the stream.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest image accepted (tonic's default of 4 MiB is too small for tens
 /// of thousands of virtual services).
 const MAX_IMAGE: usize = 64 << 20;
@@ -71,21 +68,11 @@ pub fn generations(url: String, ha_unit: bool, stop: Shutdown) -> watch::Receive
 
 async fn open(
     url: &str,
-) -> Result<(ConfigSyncServiceClient<Channel>, tonic::Streaming<pb::WatchGenerationsResponse>), String> {
-    let ep = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("{url} is not a URL: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let channel = tokio::time::timeout(CONNECT_TIMEOUT * 2, ep.connect())
-        .await
-        .map_err(|_| "connecting timed out".to_owned())?
-        .map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
+) -> Result<(ConfigSyncServiceClient<Channel>, tonic::Streaming<pb::WatchGenerationsResponse>), FollowError> {
+    let channel = connect(url, |ep| ep).await?;
     let mut client = ConfigSyncServiceClient::new(channel).max_decoding_message_size(MAX_IMAGE);
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.watch_generations(pb::WatchGenerationsRequest {}))
-        .await
-        .map_err(|_| "WatchGenerations did not answer in time".to_owned())?
-        .map_err(|s| format!("WatchGenerations refused: {}", s.message()))?;
-    Ok((client, stream.into_inner()))
+    let stream = open_stream("WatchGenerations", client.watch_generations(pb::WatchGenerationsRequest {})).await?;
+    Ok((client, stream))
 }
 
 /// What a message of the stream gives the service, if anything.
@@ -131,7 +118,7 @@ async fn run(url: String, ha_unit: bool, tx: watch::Sender<Option<Arc<Generation
                             tx.send_replace(Some(Arc::new(g)));
                         }
                         Ok(Next::Nothing) => {}
-                        Err(why) => break why,
+                        Err(why) => break why.to_string(),
                     }
                 };
                 tracing::debug!(%url, "generation stream from configsync lost: {why}");
@@ -164,7 +151,7 @@ async fn next(
     ha_unit: bool,
     offered: Option<&str>,
     refused: &mut String,
-) -> Result<Next, String> {
+) -> Result<Next, FollowError> {
     if m.generation == 0 || offered == Some(m.hash.as_str()) || *refused == m.hash {
         return Ok(Next::Nothing);
     }
@@ -173,7 +160,7 @@ async fn next(
         None => client
             .get_config(pb::GetConfigRequest { section: String::new() })
             .await
-            .map_err(|s| format!("GetConfig: {}", s.message()))?
+            .map_err(|status| FollowError::Call { call: "GetConfig", status })?
             .into_inner()
             .image
             .unwrap_or_default(),

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use crate::grpc::Health;
-use crate::tasks::Failure;
+use crate::tasks::{Failure, TaskError};
 
 /// How long a failed (and restarted) task keeps the service NOT_SERVING.
 pub const AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -61,7 +61,7 @@ impl HealthKeeper {
     }
 
     /// A task ended (with `outcome`); a task that ends is dead for health.
-    pub fn task_ended(&mut self, name: &str, outcome: &Result<(), String>) {
+    pub fn task_ended(&mut self, name: &str, outcome: &Result<(), TaskError>) {
         match outcome {
             Ok(()) => tracing::error!(task = name, "task ended"),
             Err(e) => tracing::error!(task = name, "task stopped: {e}"),
@@ -148,7 +148,7 @@ mod tests {
     use super::*;
 
     fn failure(at: Instant) -> Failure {
-        Failure { task: "pusher".into(), error: "boom".into(), at }
+        Failure { task: "pusher".into(), error: TaskError::Failed("boom".into()), at }
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! already registered ([`grpc`]), the two followers every service shares:
 //! of the election's role ([`follow`]) and of configsync's generations
 //! ([`generations`]), the drivers' clock for their cores ([`clock`]) and
-//! percentiles ([`stats`]). No protocol logic lives here.
+//! percentiles ([`stats`]), observable instruments over a service's state
+//! ([`metrics`]). No protocol logic lives here.
 
 pub mod clock;
 pub mod follow;
 pub mod generations;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod stats;

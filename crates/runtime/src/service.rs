@@ -97,7 +97,7 @@ pub trait Service {
     /// Work before the runtime starts (its threads inherit what this sets);
     /// the notes are logged once telemetry is up. An error stops the
     /// process before anything else starts.
-    fn before_runtime(_cfg: &Validated) -> Result<Vec<Note>, String> {
+    fn before_runtime(_cfg: &Validated) -> Result<Vec<Note>, Self::Error> {
         Ok(Vec::new())
     }
 
@@ -116,6 +116,28 @@ struct Args {
     /// Validate the configuration, print what the service would do and exit.
     #[arg(long)]
     check: bool,
+}
+
+/// A service that cannot start with its section of the unit file: every
+/// problem, one a line.
+#[derive(Debug, thiserror::Error)]
+#[error("{service} cannot start:\n{}", list(.problems))]
+pub struct CannotStart {
+    /// The service, as its messages name it ("configsync").
+    pub service: &'static str,
+    pub problems: Vec<Problem>,
+}
+
+impl CannotStart {
+    /// `service` cannot start with `problems`.
+    pub fn new(service: &'static str) -> impl FnOnce(Vec<Problem>) -> Self {
+        move |problems| Self { service, problems }
+    }
+}
+
+/// The problems, one a line as `  - <problem>`.
+fn list(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
 }
 
 fn print_problems(problems: &[Problem]) {
@@ -166,7 +188,7 @@ pub fn main<S: Service>() -> ExitCode {
     let notes = match S::before_runtime(&cfg) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e:#}");
             return ExitCode::FAILURE;
         }
     };

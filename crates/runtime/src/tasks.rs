@@ -9,18 +9,49 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// How a task failed. The text is what the log and health show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// The task returned an error: its text in the alternate form (`{:#}`,
+    /// which for error chains such as anyhow's includes the causes).
+    #[error("{0}")]
+    Failed(String),
+    /// The task panicked, with this message (empty when it was not text).
+    #[error("panicked: {0}")]
+    Panicked(String),
+    /// The task was cancelled from outside (its runtime shut down).
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+}
+
+impl TaskError {
+    /// A task's own error, in its alternate form.
+    fn failed<E: std::fmt::Display>(e: E) -> Self {
+        Self::Failed(format!("{e:#}"))
+    }
+
+    /// The outcome of a run spawned on its own (so that a panic is caught).
+    fn joined(r: Result<Result<(), Self>, tokio::task::JoinError>) -> Result<(), Self> {
+        match r {
+            Ok(outcome) => outcome,
+            Err(j) if j.is_panic() => Err(Self::Panicked(panic_message(j))),
+            Err(j) => Err(Self::Cancelled(j.to_string())),
+        }
+    }
+}
+
 /// A failed task: its name, what happened and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub task: String,
-    pub error: String,
+    pub error: TaskError,
     pub at: std::time::Instant,
 }
 
 /// A set of named tasks.
 #[derive(Debug)]
 pub struct Tasks {
-    set: JoinSet<(String, Result<(), String>)>,
+    set: JoinSet<(String, Result<(), TaskError>)>,
     failures: Arc<Mutex<Vec<Failure>>>,
     /// The number of failures so far, for those who wait on a new one.
     count: Arc<watch::Sender<usize>>,
@@ -33,7 +64,7 @@ impl Default for Tasks {
 }
 
 /// Records a failure and tells those waiting on [`Tasks::watch_failures`].
-fn record(failures: &Mutex<Vec<Failure>>, count: &watch::Sender<usize>, task: String, error: String) {
+fn record(failures: &Mutex<Vec<Failure>>, count: &watch::Sender<usize>, task: String, error: TaskError) {
     lock(failures).push(Failure { task, error, at: std::time::Instant::now() });
     count.send_modify(|c| *c += 1);
 }
@@ -57,22 +88,7 @@ impl Tasks {
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let name = name.to_string();
-        let failures = Arc::clone(&self.failures);
-        let count = Arc::clone(&self.count);
-        self.set.spawn(async move {
-            let outcome = match tokio::spawn(fut).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(j) if j.is_panic() => Err(format!("panicked: {}", panic_message(j))),
-                Err(j) => Err(format!("cancelled: {j}")),
-            };
-            if let Err(e) = &outcome {
-                tracing::error!(task = %name, error = %e, "task failed");
-                record(&failures, &count, name.clone(), e.clone());
-            }
-            (name, outcome)
-        });
+        self.supervise(name, async move { fut.await.map_err(TaskError::failed) });
     }
 
     /// Spawns a task built by `make` and builds it again after an error or
@@ -87,14 +103,14 @@ impl Tasks {
         let failures = Arc::clone(&self.failures);
         let count = Arc::clone(&self.count);
         let task = name.to_string();
-        self.spawn(name, async move {
+        self.supervise(name, async move {
             let mut delay = backoff;
             loop {
-                let e = match tokio::spawn(make()).await {
-                    Ok(Ok(())) => return Ok(()),
-                    Ok(Err(e)) => format!("{e:#}"),
-                    Err(j) if j.is_panic() => format!("panicked: {}", panic_message(j)),
-                    Err(j) => return Err(format!("cancelled: {j}")),
+                let run = make();
+                let e = match TaskError::joined(tokio::spawn(async move { run.await.map_err(TaskError::failed) }).await) {
+                    Ok(()) => return Ok(()),
+                    Err(e @ TaskError::Cancelled(_)) => return Err(e),
+                    Err(e) => e,
                 };
                 tracing::error!(task = %task, error = %e, retry_in_ms = delay.as_millis() as u64, "task failed; restarting");
                 record(&failures, &count, task.clone(), e);
@@ -104,8 +120,27 @@ impl Tasks {
         });
     }
 
+    /// Runs `fut` as task `name`, on a task of its own so that a panic is
+    /// caught; a failure is logged and recorded.
+    fn supervise<F>(&mut self, name: &str, fut: F)
+    where
+        F: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        let name = name.to_string();
+        let failures = Arc::clone(&self.failures);
+        let count = Arc::clone(&self.count);
+        self.set.spawn(async move {
+            let outcome = TaskError::joined(tokio::spawn(fut).await);
+            if let Err(e) = &outcome {
+                tracing::error!(task = %name, error = %e, "task failed");
+                record(&failures, &count, name.clone(), e.clone());
+            }
+            (name, outcome)
+        });
+    }
+
     /// Waits for the next task to end; `None` when none is left.
-    pub async fn next(&mut self) -> Option<(String, Result<(), String>)> {
+    pub async fn next(&mut self) -> Option<(String, Result<(), TaskError>)> {
         loop {
             match self.set.join_next().await? {
                 Ok(r) => return Some(r),
@@ -181,7 +216,7 @@ mod tests {
         ended.sort();
         assert_eq!(ended, vec![("err".into(), false), ("ok".into(), true), ("panic".into(), false)]);
         let f = t.failures();
-        assert!(f.iter().any(|f| f.task == "panic" && f.error.contains("kaboom")));
+        assert!(f.iter().any(|f| f.task == "panic" && f.error == TaskError::Panicked("kaboom".into())));
     }
 
     #[tokio::test]

@@ -78,6 +78,13 @@ impl PeerTls {
         })
     }
 
+    /// The material of a peer link of the unit file (the partner's name and
+    /// the files are `[configsync]`'s, whichever service's link it is).
+    pub fn for_link(link: &duet_config::PeerLink) -> Result<Self, TlsError> {
+        let files = TlsFiles { ca: link.tls_ca.clone(), cert: link.tls_cert.clone(), key: link.tls_key.clone() };
+        Self::load(&files, &link.partner_name, "configsync")
+    }
+
     /// The partner's expected name.
     pub fn partner(&self) -> &str {
         &self.partner

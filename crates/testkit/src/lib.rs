@@ -59,6 +59,15 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// A test's set-up, made by `build` when the test can run (as root, see
+/// [`require_root`]); `None` when `test` is skipped.
+pub fn when_root<T, E>(
+    test: &str,
+    build: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<Option<T>, E> {
+    if require_root(test) { build().map(Some) } else { Ok(None) }
+}
+
 /// Bounded polling.
 ///
 /// Calls `f` at once and then every `every` until it returns `Some(v)`, and

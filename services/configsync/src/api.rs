@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Committed, Refusal};
+use crate::peer::Pushed;
 use crate::{Shared, lock};
 
 #[derive(Debug)]
@@ -200,12 +201,12 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
             .map_err(|_| Status::deadline_exceeded("the force update did not finish in time"))?
             .map_err(|_| Status::unavailable("configsync is stopping"))?;
         match r {
-            Ok((generation, hash, took)) => Ok(Response::new(pb::ForceUpdateResponse {
+            Ok(Pushed { generation, hash, took }) => Ok(Response::new(pb::ForceUpdateResponse {
                 generation,
                 hash,
                 took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             })),
-            Err(e) => Err(unreachable(&e)),
+            Err(e) => Err(unreachable(&e.to_string())),
         }
     }
 

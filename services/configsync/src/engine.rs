@@ -4,9 +4,9 @@
 
 use std::time::SystemTime;
 
-use duet_carp::Role;
+use duet_carp::{HaMode, Role};
 use duet_image::change::{Change, apply};
-use duet_image::store::{self, Store};
+use duet_image::store::{self, Store, StoreError};
 use duet_image::{Problem, validate};
 use duet_proto::config::v1::{Backup, Image, LocalSettings};
 use duet_proto::configsync::v1::{PushRequest, PushResponse, PushResult};
@@ -52,6 +52,28 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+impl std::error::Error for Refusal {}
+
+/// Why a pushed image was not taken (the receiving side of S3 and S5).
+#[derive(Debug, thiserror::Error)]
+pub enum PushRejected {
+    /// The image does not match its hash.
+    #[error("the pushed image does not match its hash")]
+    Hash,
+    /// This unit is active too: the election settles which one stays, then
+    /// the configuration follows.
+    #[error(
+        "{unit} is active too: both units are active; the election settles which one stays, then the configuration follows"
+    )]
+    BothActive { unit: String },
+    /// The diverged generations of this unit could not be kept as a backup.
+    #[error("cannot set the diverged generations aside: {0}")]
+    SetAside(#[source] StoreError),
+    /// The store could not commit the image.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A committed or adopted generation, for the watchers.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -66,7 +88,7 @@ pub struct Engine {
     pub unit: String,
     /// This unit is in an HA mode (first/second), not non-HA.
     pub ha_unit: bool,
-    pub mode: duet_proto::common::v1::HaMode,
+    pub mode: HaMode,
     /// The role as the election last said; `None` when not known.
     pub role: Option<Role>,
     /// Where to send writers when this unit is not active.
@@ -115,7 +137,7 @@ impl Engine {
     pub fn backup(&self) -> Backup {
         Backup {
             image: Some(self.store.current().clone()),
-            mode: self.mode as i32,
+            mode: duet_proto::convert::ha_mode_i32(self.mode),
             unit: self.unit.clone(),
             created_at: Some(prost_types::Timestamp::from(SystemTime::now())),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -172,16 +194,13 @@ impl Engine {
 
     /// The receiving side of a push (S3, S5). Returns the answer and, when
     /// the image was adopted, the new generation.
-    pub fn receive(&mut self, req: &PushRequest) -> Result<(PushResponse, Option<Committed>), String> {
+    pub fn receive(&mut self, req: &PushRequest) -> Result<(PushResponse, Option<Committed>), PushRejected> {
         let pushed = req.image.clone().unwrap_or_default();
         if !duet_image::hash_ok(&pushed) {
-            return Err("the pushed image does not match its hash".into());
+            return Err(PushRejected::Hash);
         }
         if self.role.is_some_and(Role::is_authoritative) && self.ha_unit {
-            return Err(format!(
-                "{} is active too: both units are active; the election settles which one stays, then the configuration follows",
-                self.unit
-            ));
+            return Err(PushRejected::BothActive { unit: self.unit.clone() });
         }
         let cur = self.store.current().clone();
         let answer = |result: PushResult, img: &Image, backup: String| PushResponse {
@@ -219,7 +238,7 @@ impl Engine {
                     backup = name;
                 }
                 Ok(_) => {}
-                Err(e) => return Err(format!("cannot set the diverged generations aside: {e}")),
+                Err(e) => return Err(PushRejected::SetAside(e)),
             }
         }
         let prov = pushed.provenance.clone().map_or_else(
@@ -229,7 +248,7 @@ impl Engine {
                 p
             },
         );
-        let img = self.store.commit_at(&pushed, pushed.generation, prov).map_err(|e| e.to_string())?.clone();
+        let img = self.store.commit_at(&pushed, pushed.generation, prov)?.clone();
         let _ = self.store.set_synced(img.generation);
         Ok((answer(PushResult::Adopted, &img, backup), Some(Committed { image: img, origin: "synced" })))
     }
@@ -271,7 +290,7 @@ mod tests {
             store: Store::open(dir, 20).unwrap(),
             unit: unit.into(),
             ha_unit: true,
-            mode: duet_proto::common::v1::HaMode::First,
+            mode: HaMode::First,
             role: Some(role),
             active_hint: "lb1 at 198.18.0.1".into(),
             split_backups: vec![],

@@ -17,17 +17,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use duet_carp::Role;
+use duet_carp::{HaMode, Role};
 use duet_config::{ConfigSync, Validated};
 use duet_image::store::Store;
 use duet_model::ImageContent;
-use duet_proto::common::v1::HaMode;
 use duet_proto::config::v1::Image;
 use duet_proto::configsync::v1::config_sync_service_server::ConfigSyncServiceServer;
 use duet_proto::configsync::v1::peer_sync_service_server::PeerSyncServiceServer;
+use duet_runtime::service::CannotStart;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
-use duet_runtime::tls::{PeerTls, TlsFiles};
+use duet_runtime::tls::PeerTls;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
@@ -45,7 +45,7 @@ pub(crate) struct PartnerView {
 }
 
 /// A request to push now (ForceUpdate), answered when done.
-pub(crate) type ForceReply = oneshot::Sender<Result<(u64, String, Duration), String>>;
+pub(crate) type ForceReply = oneshot::Sender<Result<peer::Pushed, peer::PushError>>;
 
 /// State shared by the API, the peer server and the background tasks.
 #[derive(Debug)]
@@ -140,17 +140,10 @@ impl duet_runtime::service::Service for ConfigSyncService {
 
 /// Runs configsync until `shutdown`. `listener` is the operator API's.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    let cs = cfg.configsync().map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
-        anyhow::anyhow!("configsync cannot start:\n{}", lines.join("\n"))
-    })?;
+    let cs = cfg.configsync().map_err(CannotStart::new("configsync"))?;
     let store = Store::open(&cs.store_dir, cs.keep_generations)?;
-    let ha_unit = cfg.raw.unit.mode != duet_config::Mode::NonHa;
-    let mode = match cfg.raw.unit.mode {
-        duet_config::Mode::NonHa => HaMode::NonHa,
-        duet_config::Mode::First => HaMode::First,
-        duet_config::Mode::Second => HaMode::Second,
-    };
+    let ha_unit = cfg.raw.unit.mode != HaMode::NonHa;
+    let mode = cfg.raw.unit.mode;
     let first = cfg.election.interfaces.first();
     let active_hint = match (&cs.peer, first) {
         (Some(p), Some(i)) => format!(
@@ -161,14 +154,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         ),
         _ => "the active unit".to_string(),
     };
-    let tls = match &cs.peer {
-        Some(p) => Some(PeerTls::load(
-            &TlsFiles { ca: p.tls_ca.clone(), cert: p.tls_cert.clone(), key: p.tls_key.clone() },
-            &p.partner_name,
-            "configsync",
-        )?),
-        None => None,
-    };
+    let tls = cs.peer.as_ref().map(PeerTls::for_link).transpose()?;
     let engine = Engine {
         store,
         unit: cfg.raw.unit.name.clone(),

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::engine::Refusal;
 use crate::{ForceReply, PROBE_EVERY, Shared, lock};
 
 /// The partner's side of the link, served on this unit.
@@ -60,7 +61,7 @@ impl pb::peer_sync_service_server::PeerSyncService for PeerServer {
             }
             Err(e) => {
                 tracing::warn!(from = %r.from_unit, "push refused: {e}");
-                Err(Status::failed_precondition(e))
+                Err(Status::failed_precondition(e.to_string()))
             }
         }
     }
@@ -182,7 +183,7 @@ pub(crate) async fn pusher(
         if !active {
             pending = false;
             if let Some(r) = reply {
-                let _ = r.send(Err("this unit is not active: force update is done from the active unit".into()));
+                let _ = r.send(Err(PushError::NotActive));
             }
             continue;
         }
@@ -194,13 +195,45 @@ pub(crate) async fn pusher(
     }
 }
 
+/// A push the partner took: the generation it holds now and how long it
+/// took.
+#[derive(Debug, Clone)]
+pub(crate) struct Pushed {
+    pub generation: u64,
+    pub hash: String,
+    pub took: Duration,
+}
+
+/// Why a push to the partner did not go through.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PushError {
+    /// A force update asked of a unit that is not active.
+    #[error("this unit is not active: force update is done from the active unit")]
+    NotActive,
+    /// The partner refused the push (or could not be reached).
+    #[error("push of generation {generation} refused by the partner: {}", .status.message())]
+    Refused {
+        generation: u64,
+        #[source]
+        status: Status,
+    },
+    /// The partner did not answer within the push timeout.
+    #[error("push of generation {generation} timed out")]
+    TimedOut { generation: u64 },
+    /// This unit's image could not be re-based above the partner's.
+    #[error(transparent)]
+    Rebase(#[from] Refusal),
+    /// The partner's answer is none this unit knows.
+    #[error("the partner gave an unknown answer")]
+    UnknownAnswer,
+    /// The partner still held a higher generation after three re-bases.
+    #[error("the partner kept holding a higher generation")]
+    KeptHigher,
+}
+
 /// One push of the current generation; re-bases and pushes again when the
 /// partner holds a higher generation (after a split or a hand change).
-async fn push_once(
-    shared: &Shared,
-    c: &mut PeerSyncServiceClient<Channel>,
-    full: bool,
-) -> Result<(u64, String, Duration), String> {
+async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full: bool) -> Result<Pushed, PushError> {
     let start = Instant::now();
     for _ in 0..3 {
         let (image, from_role) = {
@@ -215,14 +248,14 @@ async fn push_once(
         };
         let resp = match tokio::time::timeout(shared.cfg.push_timeout, c.push(req)).await {
             Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(s)) => {
-                let e = format!("push of generation {} refused by the partner: {}", image.generation, s.message());
-                failed(shared, &e);
+            Ok(Err(status)) => {
+                let e = PushError::Refused { generation: image.generation, status };
+                failed(shared, &e.to_string());
                 return Err(e);
             }
             Err(_) => {
-                let e = format!("push of generation {} timed out", image.generation);
-                failed(shared, &e);
+                let e = PushError::TimedOut { generation: image.generation };
+                failed(shared, &e.to_string());
                 return Err(e);
             }
         };
@@ -241,10 +274,10 @@ async fn push_once(
                 if !resp.backup_name.is_empty() {
                     tracing::error!(backup = %resp.backup_name, "the partner kept its diverged generations as a backup (split merge, S5)");
                 }
-                return Ok((image.generation, image.hash, took));
+                return Ok(Pushed { generation: image.generation, hash: image.hash, took });
             }
             Ok(pb::PushResult::Stale) => {
-                let c = shared.engine.lock().await.rebase_above(resp.held_generation).map_err(|e| e.to_string())?;
+                let c = shared.engine.lock().await.rebase_above(resp.held_generation)?;
                 tracing::warn!(
                     partner_generation = resp.held_generation,
                     generation = c.image.generation,
@@ -252,8 +285,8 @@ async fn push_once(
                 );
                 shared.committed(c);
             }
-            _ => return Err("the partner gave an unknown answer".into()),
+            _ => return Err(PushError::UnknownAnswer),
         }
     }
-    Err("the partner kept holding a higher generation".into())
+    Err(PushError::KeptHigher)
 }

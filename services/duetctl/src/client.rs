@@ -75,7 +75,24 @@ pub async fn replicator(a: &Addrs) -> anyhow::Result<ReplicatorServiceClient<Cha
     Ok(ReplicatorServiceClient::new(channel(a.replicator, "replicator").await?))
 }
 
+/// The answer to `call`, or its error as the operator should read it.
+pub async fn answer<T>(call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> anyhow::Result<T> {
+    call.await.map(tonic::Response::into_inner).map_err(explain)
+}
+
 /// A gRPC error as the operator should read it.
 pub fn explain(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
+}
+
+/// Prints `m`, a message of type `name` ("duet.config.v1.Image"), as
+/// protobuf JSON.
+pub fn print_json<M: prost::Message>(m: &M, name: &str) -> anyhow::Result<()> {
+    println!("{}", duet_proto::json::to_json(m, name).map_err(anyhow::Error::msg)?);
+    Ok(())
+}
+
+/// A content hash as the operator reads it: its first 12 characters.
+pub fn short_hash(hash: &str) -> &str {
+    &hash[..12.min(hash.len())]
 }

@@ -7,54 +7,42 @@ use duet_model::{HaSettings, Problem};
 use duet_proto::config::v1::{Image, LocalSettings, VirtualService};
 use duet_proto::configsync::v1 as cs;
 use duet_proto::configsync::v1::apply_config_request::Change;
-use duet_proto::json::{from_json, to_json};
+use duet_proto::json::from_json;
 
-use crate::client::{self, Addrs, explain};
-
-fn print<M: prost::Message>(m: &M, name: &str) -> anyhow::Result<()> {
-    println!("{}", to_json(m, name).map_err(anyhow::Error::msg)?);
-    Ok(())
-}
+use crate::client::{self, Addrs, answer, print_json, short_hash};
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-async fn current_generation(a: &Addrs) -> anyhow::Result<u64> {
-    let r = client::configsync(a)
-        .await?
-        .get_config(cs::GetConfigRequest { section: "ha".into() })
-        .await
-        .map_err(explain)?;
-    Ok(r.into_inner().image.map_or(0, |i| i.generation))
+/// The generation a change is based on: `base`, or the current one.
+async fn base_generation(a: &Addrs, base: Option<u64>) -> anyhow::Result<u64> {
+    if let Some(b) = base {
+        return Ok(b);
+    }
+    let r = answer(client::configsync(a).await?.get_config(cs::GetConfigRequest { section: "ha".into() })).await?;
+    Ok(r.image.map_or(0, |i| i.generation))
 }
 
 /// `config get [section]`.
 pub async fn get(a: &Addrs, section: &str) -> anyhow::Result<()> {
-    let r = client::configsync(a)
-        .await?
-        .get_config(cs::GetConfigRequest { section: section.into() })
-        .await
-        .map_err(explain)?;
-    print(&r.into_inner().image.unwrap_or_default(), "duet.config.v1.Image")
+    let r = answer(client::configsync(a).await?.get_config(cs::GetConfigRequest { section: section.into() })).await?;
+    print_json(&r.image.unwrap_or_default(), "duet.config.v1.Image")
 }
 
 /// Applies one change on `base` (the current generation when `None`).
 async fn apply(a: &Addrs, base: Option<u64>, change: Change, comment: &str, json: bool) -> anyhow::Result<()> {
-    let base = match base {
-        Some(b) => b,
-        None => current_generation(a).await?,
-    };
-    let r = client::configsync(a)
-        .await?
-        .apply_config(cs::ApplyConfigRequest { base_generation: base, comment: comment.into(), change: Some(change) })
-        .await
-        .map_err(explain)?
-        .into_inner();
+    let base = base_generation(a, base).await?;
+    let r = answer(client::configsync(a).await?.apply_config(cs::ApplyConfigRequest {
+        base_generation: base,
+        comment: comment.into(),
+        change: Some(change),
+    }))
+    .await?;
     if json {
-        print(&r, "duet.configsync.v1.ApplyConfigResponse")
+        print_json(&r, "duet.configsync.v1.ApplyConfigResponse")
     } else {
-        println!("committed generation {} ({})", r.generation, &r.hash[..12.min(r.hash.len())]);
+        println!("committed generation {} ({})", r.generation, short_hash(&r.hash));
         Ok(())
     }
 }
@@ -71,13 +59,7 @@ pub async fn set_file(a: &Addrs, file: &Path, base: Option<u64>, comment: &str, 
 /// current ones.
 pub async fn set_ha(a: &Addrs, pairs: &[String], base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
     let mut c = client::configsync(a).await?;
-    let img = c
-        .get_config(cs::GetConfigRequest { section: "ha".into() })
-        .await
-        .map_err(explain)?
-        .into_inner()
-        .image
-        .unwrap_or_default();
+    let img = answer(c.get_config(cs::GetConfigRequest { section: "ha".into() })).await?.image.unwrap_or_default();
     let base = base.unwrap_or(img.generation);
     let current =
         HaSettings::try_from(&img.ha.unwrap_or_default()).map_err(|p| problems(&duet_model::under("ha", p)))?;
@@ -151,14 +133,9 @@ pub async fn delete_vs(a: &Addrs, name: &str, base: Option<u64>, comment: &str, 
 pub async fn check(a: &Addrs, file: &Path, json: bool) -> anyhow::Result<()> {
     let img: Image =
         from_json(&read(file)?, "duet.config.v1.Image").map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let r = client::configsync(a)
-        .await?
-        .check_config(cs::CheckConfigRequest { image: Some(img) })
-        .await
-        .map_err(explain)?
-        .into_inner();
+    let r = answer(client::configsync(a).await?.check_config(cs::CheckConfigRequest { image: Some(img) })).await?;
     if json {
-        return print(&r, "duet.configsync.v1.CheckConfigResponse");
+        return print_json(&r, "duet.configsync.v1.CheckConfigResponse");
     }
     if r.valid {
         println!("valid (hash {})", r.hash);
@@ -173,7 +150,7 @@ pub async fn check(a: &Addrs, file: &Path, json: bool) -> anyhow::Result<()> {
 
 /// `config backup --out FILE`.
 pub async fn backup(a: &Addrs, out: &Path) -> anyhow::Result<()> {
-    let r = client::configsync(a).await?.backup(cs::BackupRequest {}).await.map_err(explain)?.into_inner();
+    let r = answer(client::configsync(a).await?.backup(cs::BackupRequest {})).await?;
     std::fs::write(out, &r.backup).with_context(|| format!("writing {}", out.display()))?;
     println!("generation {} written to {}", r.generation, out.display());
     Ok(())
@@ -182,25 +159,18 @@ pub async fn backup(a: &Addrs, out: &Path) -> anyhow::Result<()> {
 /// `config restore --file FILE`.
 pub async fn restore(a: &Addrs, file: &Path, base: Option<u64>) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let base = match base {
-        Some(b) => b,
-        None => current_generation(a).await?,
-    };
-    let r = client::configsync(a)
-        .await?
-        .restore(cs::RestoreRequest { backup: bytes, base_generation: base })
-        .await
-        .map_err(explain)?
-        .into_inner();
-    println!("restored as generation {} ({})", r.generation, &r.hash[..12.min(r.hash.len())]);
+    let base = base_generation(a, base).await?;
+    let r = answer(client::configsync(a).await?.restore(cs::RestoreRequest { backup: bytes, base_generation: base }))
+        .await?;
+    println!("restored as generation {} ({})", r.generation, short_hash(&r.hash));
     Ok(())
 }
 
 /// `config force-update`.
 pub async fn force_update(a: &Addrs, json: bool) -> anyhow::Result<()> {
-    let r = client::configsync(a).await?.force_update(cs::ForceUpdateRequest {}).await.map_err(explain)?.into_inner();
+    let r = answer(client::configsync(a).await?.force_update(cs::ForceUpdateRequest {})).await?;
     if json {
-        return print(&r, "duet.configsync.v1.ForceUpdateResponse");
+        return print_json(&r, "duet.configsync.v1.ForceUpdateResponse");
     }
     println!("partner updated to generation {} in {} ms", r.generation, r.took_ms);
     Ok(())
@@ -208,20 +178,13 @@ pub async fn force_update(a: &Addrs, json: bool) -> anyhow::Result<()> {
 
 /// `config history`.
 pub async fn history(a: &Addrs, json: bool) -> anyhow::Result<()> {
-    let r = client::configsync(a).await?.history(cs::HistoryRequest {}).await.map_err(explain)?.into_inner();
+    let r = answer(client::configsync(a).await?.history(cs::HistoryRequest {})).await?;
     if json {
-        return print(&r, "duet.configsync.v1.HistoryResponse");
+        return print_json(&r, "duet.configsync.v1.HistoryResponse");
     }
     for g in &r.generations {
         let p = g.provenance.clone().unwrap_or_default();
-        println!(
-            "gen {:>6}  {}  {:<12} {:<10} {}",
-            g.generation,
-            &g.hash[..12.min(g.hash.len())],
-            g.origin,
-            p.unit,
-            p.comment
-        );
+        println!("gen {:>6}  {}  {:<12} {:<10} {}", g.generation, short_hash(&g.hash), g.origin, p.unit, p.comment);
     }
     for b in &r.backups {
         println!("backup {} ({} generations): {}", b.name, b.generations.len(), b.reason);
@@ -231,16 +194,10 @@ pub async fn history(a: &Addrs, json: bool) -> anyhow::Result<()> {
 
 /// `config rollback GEN`.
 pub async fn rollback(a: &Addrs, to: u64, base: Option<u64>) -> anyhow::Result<()> {
-    let base = match base {
-        Some(b) => b,
-        None => current_generation(a).await?,
-    };
-    let r = client::configsync(a)
-        .await?
-        .rollback(cs::RollbackRequest { to_generation: to, base_generation: base })
-        .await
-        .map_err(explain)?
-        .into_inner();
+    let base = base_generation(a, base).await?;
+    let r =
+        answer(client::configsync(a).await?.rollback(cs::RollbackRequest { to_generation: to, base_generation: base }))
+            .await?;
     println!("generation {to} committed again as {}", r.generation);
     Ok(())
 }
@@ -251,10 +208,10 @@ pub async fn local(a: &Addrs, set: Option<&Path>) -> anyhow::Result<()> {
     if let Some(f) = set {
         let l: LocalSettings = from_json(&read(f)?, "duet.config.v1.LocalSettings")
             .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        c.set_local(cs::SetLocalRequest { local: Some(l) }).await.map_err(explain)?;
+        answer(c.set_local(cs::SetLocalRequest { local: Some(l) })).await?;
     }
-    let l = c.get_local(cs::GetLocalRequest {}).await.map_err(explain)?.into_inner().local.unwrap_or_default();
-    print(&l, "duet.config.v1.LocalSettings")
+    let l = answer(c.get_local(cs::GetLocalRequest {})).await?.local.unwrap_or_default();
+    print_json(&l, "duet.config.v1.LocalSettings")
 }
 
 #[cfg(test)]

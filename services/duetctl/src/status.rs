@@ -3,7 +3,7 @@
 use duet_proto::common::v1::{Role, UnitStatus};
 use duet_proto::election::v1 as el;
 
-use crate::client::{self, Addrs, explain};
+use crate::client::{self, Addrs, answer, print_json, short_hash};
 
 fn square(s: i32) -> &'static str {
     match UnitStatus::try_from(s).unwrap_or(UnitStatus::Unspecified) {
@@ -24,7 +24,7 @@ fn role(r: i32) -> &'static str {
 
 /// Prints the unit's status: both squares, role, partner, configuration.
 pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
-    let s = client::election(a).await?.get_status(el::GetStatusRequest {}).await.map_err(explain)?.into_inner();
+    let s = answer(client::election(a).await?.get_status(el::GetStatusRequest {})).await?;
     let cfg = match client::configsync(a).await {
         Ok(mut c) => {
             c.get_status(duet_proto::configsync::v1::GetStatusRequest {}).await.ok().map(tonic::Response::into_inner)
@@ -38,21 +38,12 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
         Err(_) => None,
     };
     if json {
-        println!(
-            "{}",
-            duet_proto::json::to_json(&s, "duet.election.v1.GetStatusResponse").map_err(anyhow::Error::msg)?
-        );
+        print_json(&s, "duet.election.v1.GetStatusResponse")?;
         if let Some(c) = &cfg {
-            println!(
-                "{}",
-                duet_proto::json::to_json(c, "duet.configsync.v1.GetStatusResponse").map_err(anyhow::Error::msg)?
-            );
+            print_json(c, "duet.configsync.v1.GetStatusResponse")?;
         }
         if let Some(r) = &rep {
-            println!(
-                "{}",
-                duet_proto::json::to_json(r, "duet.replicator.v1.GetStatusResponse").map_err(anyhow::Error::msg)?
-            );
+            print_json(r, "duet.replicator.v1.GetStatusResponse")?;
         }
         return Ok(());
     }
@@ -104,9 +95,9 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
         println!(
             "configuration: this unit gen {} {}, partner {} {}{}",
             l.generation,
-            &l.hash[..12.min(l.hash.len())],
+            short_hash(&l.hash),
             if p.known { p.generation.to_string() } else { "?".into() },
-            &p.hash[..12.min(p.hash.len())],
+            short_hash(&p.hash),
             if c.in_sync { " (in sync)" } else { " (NOT in sync)" }
         );
     }
@@ -172,18 +163,9 @@ pub fn replication_line(r: &duet_proto::replicator::v1::GetStatusResponse) -> St
 
 /// `duetctl replication`: the replicator's whole status.
 pub async fn replication(a: &Addrs, json: bool) -> anyhow::Result<()> {
-    let r = client::replicator(a)
-        .await?
-        .get_status(duet_proto::replicator::v1::GetStatusRequest {})
-        .await
-        .map_err(explain)?
-        .into_inner();
+    let r = answer(client::replicator(a).await?.get_status(duet_proto::replicator::v1::GetStatusRequest {})).await?;
     if json {
-        println!(
-            "{}",
-            duet_proto::json::to_json(&r, "duet.replicator.v1.GetStatusResponse").map_err(anyhow::Error::msg)?
-        );
-        return Ok(());
+        return print_json(&r, "duet.replicator.v1.GetStatusResponse");
     }
     println!("{}", replication_line(&r));
     println!(
@@ -201,7 +183,7 @@ pub async fn replication(a: &Addrs, json: bool) -> anyhow::Result<()> {
             println!(
                 "  data plane: generation {} ({}), {} virtual services, {} real servers; dropped invalid {} untracked {}",
                 d.generation,
-                &d.hash[..12.min(d.hash.len())],
+                short_hash(&d.hash),
                 d.services,
                 d.real_servers,
                 d.dropped_invalid,
@@ -226,18 +208,12 @@ pub async fn replication(a: &Addrs, json: bool) -> anyhow::Result<()> {
 
 /// `duetctl persistence [TABLE]`: the persistence entries this unit holds.
 pub async fn persistence(a: &Addrs, table: String, json: bool) -> anyhow::Result<()> {
-    let r = client::replicator(a)
-        .await?
-        .list_persistence(duet_proto::replicator::v1::ListPersistenceRequest { table })
-        .await
-        .map_err(explain)?
-        .into_inner();
+    let r = answer(
+        client::replicator(a).await?.list_persistence(duet_proto::replicator::v1::ListPersistenceRequest { table }),
+    )
+    .await?;
     if json {
-        println!(
-            "{}",
-            duet_proto::json::to_json(&r, "duet.replicator.v1.ListPersistenceResponse").map_err(anyhow::Error::msg)?
-        );
-        return Ok(());
+        return print_json(&r, "duet.replicator.v1.ListPersistenceResponse");
     }
     for e in &r.entries {
         println!("{:<24} {:<40} -> {:<24} {:>8.1} s left", e.table, e.key, e.server, e.ttl_ms as f64 / 1000.0);
@@ -248,10 +224,9 @@ pub async fn persistence(a: &Addrs, table: String, json: bool) -> anyhow::Result
 
 /// Planned handover from the active unit (E11).
 pub async fn failover(a: &Addrs, timeout_ms: u64, json: bool) -> anyhow::Result<()> {
-    let r =
-        client::election(a).await?.handover(el::HandoverRequest { timeout_ms }).await.map_err(explain)?.into_inner();
+    let r = answer(client::election(a).await?.handover(el::HandoverRequest { timeout_ms })).await?;
     if json {
-        println!("{}", duet_proto::json::to_json(&r, "duet.election.v1.HandoverResponse").map_err(anyhow::Error::msg)?);
+        print_json(&r, "duet.election.v1.HandoverResponse")?;
     } else if r.confirmed {
         println!("handed over to {} in {} ms", r.partner, r.took_ms);
     } else {
@@ -262,7 +237,7 @@ pub async fn failover(a: &Addrs, timeout_ms: u64, json: bool) -> anyhow::Result<
 
 /// Leaves the pacified state (E9).
 pub async fn clear_pacified(a: &Addrs) -> anyhow::Result<()> {
-    let r = client::election(a).await?.clear_pacified(el::ClearPacifiedRequest {}).await.map_err(explain)?.into_inner();
+    let r = answer(client::election(a).await?.clear_pacified(el::ClearPacifiedRequest {})).await?;
     println!("pacified state cleared; role now {}", role(r.role));
     Ok(())
 }

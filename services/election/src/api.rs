@@ -304,7 +304,7 @@ impl pb::election_service_server::ElectionService for Api {
                 partner: o.partner.map(|p| p.to_string()).unwrap_or_default(),
                 took_ms: u64::try_from(o.took.as_millis()).unwrap_or(u64::MAX),
             })),
-            Err(e) => Err(Status::failed_precondition(e)),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
     }
 
@@ -314,7 +314,7 @@ impl pb::election_service_server::ElectionService for Api {
     ) -> Result<Response<pb::ClearPacifiedResponse>, Status> {
         match self.ask(Request::ClearPacified).await? {
             Ok(r) => Ok(Response::new(pb::ClearPacifiedResponse { role: role_i32(r) })),
-            Err(e) => Err(Status::failed_precondition(e)),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
     }
 

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use duet_carp::params::Params;
-use duet_carp::{Action, Command, Election, Level, Notice, PacifyRule, Role, RoleEvent, RoleEventKind};
+use duet_carp::{Action, Command, CommandError, Election, Level, Notice, PacifyRule, Role, RoleEvent, RoleEventKind};
 use duet_net::netlink::Netlink;
 use duet_runtime::clock::Clock;
 use duet_runtime::shutdown::Shutdown;
@@ -103,7 +103,7 @@ pub(crate) struct Driver {
     requests: mpsc::Receiver<Request>,
     state: StateDir,
     seq: u64,
-    pending_handovers: Vec<oneshot::Sender<Result<HandoverOutcome, String>>>,
+    pending_handovers: Vec<oneshot::Sender<Result<HandoverOutcome, CommandError>>>,
     followers: u32,
     takeover: Option<TakeoverReport>,
     send_errors: u64,

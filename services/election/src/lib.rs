@@ -71,16 +71,16 @@ impl duet_runtime::service::Service for Election {
     /// Records the start (E9) first thing, so that a process killed early
     /// still counts, and sets real-time scheduling before the runtime's
     /// threads exist, so that they inherit it.
-    fn before_runtime(cfg: &Validated) -> Result<Vec<duet_runtime::service::Note>, String> {
+    fn before_runtime(cfg: &Validated) -> anyhow::Result<Vec<duet_runtime::service::Note>> {
         use duet_runtime::service::Note;
-        record_start(cfg).map_err(|e| format!("{e:#}"))?;
+        record_start(cfg)?;
         let fast = cfg.election.profile_name() == "fast";
         let priority = cfg.raw.election.realtime_priority.unwrap_or(if fast { 10 } else { 0 });
         if priority == 0 {
             return Ok(Vec::new());
         }
         Ok(vec![match duet_net::sched::set_realtime(priority) {
-            Ok(()) => Note::Info(format!("real-time scheduling (SCHED_RR, priority {priority}) for the election")),
+            Ok(()) => Note::Info(format!("real-time scheduling (SCHED_RR) for the election, priority {priority}")),
             Err(e) => Note::Warn(format!(
                 "cannot use real-time scheduling (priority {priority}: {e}): timers may be delayed on a busy machine; \
                  grant CAP_SYS_NICE or set election.realtime_priority = 0"

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use duet_carp::{DropReason, Role};
+use duet_runtime::metrics::{Observed, observe_directions};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, ObservableCounter, ObservableGauge};
 
@@ -35,36 +36,33 @@ fn role_code(r: Role) -> i64 {
 
 impl Metrics {
     pub(crate) fn new() -> Self {
-        let meter = duet_runtime::telemetry::meter();
         let values = Arc::new(Values::default());
-        let v = Arc::clone(&values);
-        let adverts = meter
-            .u64_observable_counter("duet.election.adverts")
-            .with_description("CARP adverts sent and received (valid)")
-            .with_callback(move |o| {
-                o.observe(v.sent.load(Ordering::Relaxed), &[KeyValue::new("direction", "sent")]);
-                o.observe(v.received.load(Ordering::Relaxed), &[KeyValue::new("direction", "received")]);
+        let observed = Observed::new(&values);
+        let adverts = observed
+            .counter("duet.election.adverts", "CARP adverts sent and received (valid)", |v, o| {
+                observe_directions(o, v.sent.load(Ordering::Relaxed), v.received.load(Ordering::Relaxed));
             })
             .build();
-        let v = Arc::clone(&values);
-        let dropped = meter
-            .u64_observable_counter("duet.election.packets.dropped")
-            .with_description("Received packets dropped, by reason")
-            .with_callback(move |o| {
+        let dropped = observed
+            .counter("duet.election.packets.dropped", "Received packets dropped, by reason", |v, o| {
                 for (k, r) in DropReason::ALL.iter().enumerate() {
                     o.observe(v.drops[k].load(Ordering::Relaxed), &[KeyValue::new("reason", r.as_str())]);
                 }
                 o.observe(v.queue_full.load(Ordering::Relaxed), &[KeyValue::new("reason", "queue_full")]);
             })
             .build();
-        let v = Arc::clone(&values);
-        let role = meter
-            .i64_observable_gauge("duet.election.role")
-            .with_description("Current role: 1 init, 2 standby, 3 active, 4 pacified, 5 stopping")
-            .with_callback(move |o| o.observe(v.role.load(Ordering::Relaxed), &[]))
+        let role = observed
+            .gauge_i64(
+                "duet.election.role",
+                "Current role: 1 init, 2 standby, 3 active, 4 pacified, 5 stopping",
+                |v, o| o.observe(v.role.load(Ordering::Relaxed), &[]),
+            )
             .build();
-        let role_changes =
-            meter.u64_counter("duet.election.role_changes").with_description("Role changes, by new role").build();
+        let role_changes = observed
+            .meter()
+            .u64_counter("duet.election.role_changes")
+            .with_description("Role changes, by new role")
+            .build();
         Self { values, role_changes, _observers: (adverts, dropped, role) }
     }
 

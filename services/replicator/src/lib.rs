@@ -29,16 +29,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use duet_carp::Role;
+use duet_carp::{HaMode, Role};
 use duet_config::Validated;
 use duet_proto::election::v1::SetReadinessRequest;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
 use duet_proto::replicator::v1::replication_peer_service_server::ReplicationPeerServiceServer;
 use duet_proto::replicator::v1::replicator_service_server::ReplicatorServiceServer;
 use duet_runtime::generations::Generation;
+use duet_runtime::service::CannotStart;
 use duet_runtime::shutdown::{self, Shutdown};
 use duet_runtime::tasks::Tasks;
-use duet_runtime::tls::{PeerTls, TlsFiles};
+use duet_runtime::tls::PeerTls;
 use tokio::net::TcpListener;
 
 use crate::state::{Shared, lock};
@@ -79,19 +80,9 @@ impl duet_runtime::service::Service for Replicator {
 
 /// Runs the replicator until `shutdown`. `listener` is the local API's.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    let rc = cfg.replicator().map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
-        anyhow::anyhow!("the replicator cannot start:\n{}", lines.join("\n"))
-    })?;
-    let tls = match &rc.peer {
-        Some(p) => Some(PeerTls::load(
-            &TlsFiles { ca: p.tls_ca.clone(), cert: p.tls_cert.clone(), key: p.tls_key.clone() },
-            &p.partner_name,
-            "configsync",
-        )?),
-        None => None,
-    };
-    let ha_unit = cfg.raw.unit.mode != duet_config::Mode::NonHa;
+    let rc = cfg.replicator().map_err(CannotStart::new("the replicator"))?;
+    let tls = rc.peer.as_ref().map(PeerTls::for_link).transpose()?;
+    let ha_unit = cfg.raw.unit.mode != HaMode::NonHa;
     let shared = Arc::new(Shared::new(cfg.raw.unit.name.clone(), rc.clone(), tls));
     {
         let mut f = lock(&shared.filter);

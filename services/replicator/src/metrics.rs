@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use duet_runtime::metrics::{Observed, observe_directions};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{ObservableCounter, ObservableGauge};
 
@@ -20,60 +21,53 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(shared: &Arc<Shared>) -> Self {
-        let meter = duet_runtime::telemetry::meter();
-        let s = Arc::clone(shared);
-        let changes = meter
-            .u64_observable_counter("duet.replicator.changes")
-            .with_description("Changes (upserts and deletions of flows and persistence entries) sent to and received from the partner")
-            .with_callback(move |o| {
-                o.observe(s.changes_sent.load(Ordering::Relaxed), &[KeyValue::new("direction", "sent")]);
-                o.observe(s.changes_received.load(Ordering::Relaxed), &[KeyValue::new("direction", "received")]);
-            })
+        let observed = Observed::new(shared);
+        let changes = observed
+            .counter(
+                "duet.replicator.changes",
+                "Changes (upserts and deletions of flows and persistence entries) sent to and received from the partner",
+                |s, o| {
+                    observe_directions(o, s.changes_sent.load(Ordering::Relaxed), s.changes_received.load(Ordering::Relaxed));
+                },
+            )
             .build();
-        let s = Arc::clone(shared);
-        let drops = meter
-            .u64_observable_counter("duet.replicator.drops")
-            .with_description("Events and changes lost or refused, by reason")
-            .with_callback(move |o| {
+        let drops = observed
+            .counter("duet.replicator.drops", "Events and changes lost or refused, by reason", |s, o| {
                 for (reason, n) in s.drops.map() {
                     o.observe(n, &[KeyValue::new("reason", reason)]);
                 }
             })
             .build();
-        let s = Arc::clone(shared);
-        let resyncs = meter
-            .u64_observable_counter("duet.replicator.resyncs")
-            .with_description("Bulk resyncs sent to the partner")
-            .with_callback(move |o| o.observe(lock(&s.send).resyncs, &[]))
-            .build();
-        let s = Arc::clone(shared);
-        let entries = meter
-            .u64_observable_gauge("duet.replicator.entries")
-            .with_description(
-                "Entries held: the active's tracked flows and persistence, or the standby's replicated table",
-            )
-            .with_callback(move |o| {
-                let n = if s.is_active() {
-                    let t = lock(&s.tracked);
-                    (t.flows.len() + t.persist.len()) as u64
-                } else {
-                    lock(&s.shadow).len() as u64
-                };
-                o.observe(n, &[]);
+        let resyncs = observed
+            .counter("duet.replicator.resyncs", "Bulk resyncs sent to the partner", |s, o| {
+                o.observe(lock(&s.send).resyncs, &[]);
             })
             .build();
-        let s = Arc::clone(shared);
-        let lag = meter
-            .u64_observable_gauge("duet.replicator.lag")
-            .with_description("Age in ms of the oldest change the partner has not acknowledged (active unit)")
-            .with_unit("ms")
-            .with_callback(move |o| o.observe(lock(&s.lag).oldest_ms(), &[]))
+        let entries = observed
+            .gauge(
+                "duet.replicator.entries",
+                "Entries held: the active's tracked flows and persistence, or the standby's replicated table",
+                |s, o| {
+                    let n = if s.is_active() {
+                        let t = lock(&s.tracked);
+                        (t.flows.len() + t.persist.len()) as u64
+                    } else {
+                        lock(&s.shadow).len() as u64
+                    };
+                    o.observe(n, &[]);
+                },
+            )
             .build();
-        let s = Arc::clone(shared);
-        let link = meter
-            .u64_observable_gauge("duet.replicator.partner_connected")
-            .with_description("1 while the replication link to the partner is up")
-            .with_callback(move |o| {
+        let lag = observed
+            .gauge(
+                "duet.replicator.lag",
+                "Age in ms of the oldest change the partner has not acknowledged (active unit)",
+                |s, o| o.observe(lock(&s.lag).oldest_ms(), &[]),
+            )
+            .with_unit("ms")
+            .build();
+        let link = observed
+            .gauge("duet.replicator.partner_connected", "1 while the replication link to the partner is up", |s, o| {
                 let up = if s.is_active() { lock(&s.send).connected } else { lock(&s.recv).connected };
                 o.observe(u64::from(up), &[]);
             })

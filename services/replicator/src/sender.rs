@@ -41,12 +41,8 @@ fn flow_op(f: &Flow, now: u64) -> Op<Key, Value> {
 /// every new link starts with.
 pub(crate) async fn watch_conntrack(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Result<()> {
     loop {
-        while !shared.is_active() {
-            tokio::select! {
-                () = shared.role_changed.notified() => {}
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                () = stop.wait() => return Ok(()),
-            }
+        if !shared.until_active(&mut stop).await {
+            return Ok(());
         }
         let mut events = duet_net::conntrack::events()
             .map_err(|e| anyhow::anyhow!("cannot follow the kernel's conntrack events (CAP_NET_ADMIN needed): {e}"))?;
@@ -305,12 +301,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Resu
     let Some(tls) = shared.tls.clone() else { return Ok(()) };
     let mut backoff = Duration::from_millis(100);
     loop {
-        while !shared.is_active() {
-            tokio::select! {
-                () = shared.role_changed.notified() => {}
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                () = stop.wait() => return Ok(()),
-            }
+        if !shared.until_active(&mut stop).await {
+            return Ok(());
         }
         let url = format!("https://{}", peer.partner);
         let link = async {

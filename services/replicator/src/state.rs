@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use duet_carp::Role;
 use duet_net::conntrack::{Conntrack, Flow, Tuple};
 use duet_repl::{Outbox, Shadow};
+use duet_runtime::shutdown::Shutdown;
 use foldhash::fast::RandomState;
 use tokio::sync::Notify;
 
@@ -260,6 +261,20 @@ impl Shared {
     /// (active, or stopping while it hands over).
     pub(crate) fn is_active(&self) -> bool {
         self.role().is_some_and(Role::is_authoritative)
+    }
+
+    /// Waits until this unit is active; `false` when `stop` fired first.
+    /// The role is looked at again every 500 ms: `role_changed` wakes only
+    /// those waiting when it fires (`notify_waiters` stores no permit).
+    pub(crate) async fn until_active(&self, stop: &mut Shutdown) -> bool {
+        while !self.is_active() {
+            tokio::select! {
+                () = self.role_changed.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = stop.wait() => return false,
+            }
+        }
+        true
     }
 
     /// Records a change for the partner (when this unit is active and has

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use duet_config::Cidr;
 use duet_net::netlink::{Netlink, NetlinkError};
 
+use crate::error::KernelError;
 use crate::plan::{Seen, SeenVmac};
 use crate::sysctls;
 
@@ -28,25 +29,22 @@ impl VmacSpec {
 /// or takes over one that exists with the right MAC, and sets its ARP
 /// parameters. A device of that name that is not a macvlan is left alone
 /// and reported: it is not ours to delete.
-pub(crate) async fn create_vmac(nl: &Netlink, parent: &str, v: &VmacSpec) -> Result<(), String> {
+pub(crate) async fn create_vmac(nl: &Netlink, parent: &str, v: &VmacSpec) -> Result<(), KernelError> {
     match nl.create_macvlan(parent, &v.device, v.mac).await {
         Ok(()) => {}
         Err(NetlinkError::AlreadyExists { .. }) => {
-            let l = nl.link(&v.device).await.map_err(|e| e.to_string())?;
+            let l = nl.link(&v.device).await?;
             if l.kind.as_deref() != Some("macvlan") {
-                return Err(format!(
-                    "{}: an interface of that name exists and is not a macvlan; rename or remove it, duet needs the name for the virtual MAC of {parent}",
-                    v.device
-                ));
+                return Err(KernelError::NotMacvlan { device: v.device.clone(), parent: Some(parent.to_owned()) });
             }
             if l.mac != Some(v.mac) {
-                nl.delete_link(&v.device).await.map_err(|e| e.to_string())?;
-                nl.create_macvlan(parent, &v.device, v.mac).await.map_err(|e| e.to_string())?;
+                nl.delete_link(&v.device).await?;
+                nl.create_macvlan(parent, &v.device, v.mac).await?;
             } else if !l.admin_up {
-                nl.set_up(&v.device, true).await.map_err(|e| e.to_string())?;
+                nl.set_up(&v.device, true).await?;
             }
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
     for (param, value) in sysctls::VMAC_DEVICE {
         sysctls::set_device(&v.device, param, value)?;
@@ -56,17 +54,22 @@ pub(crate) async fn create_vmac(nl: &Netlink, parent: &str, v: &VmacSpec) -> Res
 
 /// Holds `shared` on the virtual MAC device of `parent`, creating the
 /// device first. Returns the device's index, for the ARP socket.
-pub(crate) async fn hold_vmac(nl: &Netlink, parent: &str, v: &VmacSpec, shared: Cidr) -> Result<u32, String> {
+pub(crate) async fn hold_vmac(nl: &Netlink, parent: &str, v: &VmacSpec, shared: Cidr) -> Result<u32, KernelError> {
     create_vmac(nl, parent, v).await?;
     // The index lookup and the address go to the kernel together.
     let (link, added) = futures::join!(nl.link(&v.device), nl.add_address(&v.device, shared.addr, shared.prefix));
-    added.map_err(|e| e.to_string())?;
-    Ok(link.map_err(|e| e.to_string())?.index)
+    added?;
+    Ok(link?.index)
 }
 
 /// Holds `shared` on `ifname` itself. With the interface's index known
 /// (the usual case) this is one netlink request.
-pub(crate) async fn hold_plain(nl: &Netlink, ifname: &str, index: Option<u32>, shared: Cidr) -> Result<(), String> {
+pub(crate) async fn hold_plain(
+    nl: &Netlink,
+    ifname: &str,
+    index: Option<u32>,
+    shared: Cidr,
+) -> Result<(), NetlinkError> {
     let r = match index {
         Some(i) => nl.add_address_at(ifname, i, shared.addr, shared.prefix).await,
         None => nl.add_address(ifname, shared.addr, shared.prefix).await,
@@ -75,9 +78,9 @@ pub(crate) async fn hold_plain(nl: &Netlink, ifname: &str, index: Option<u32>, s
         Ok(_) => Ok(()),
         // The interface was recreated under the same name: look it up.
         Err(NetlinkError::NotFound { .. }) if index.is_some() => {
-            nl.add_address(ifname, shared.addr, shared.prefix).await.map(drop).map_err(|e| e.to_string())
+            nl.add_address(ifname, shared.addr, shared.prefix).await.map(drop)
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 
@@ -120,8 +123,8 @@ pub(crate) async fn release(
 }
 
 /// What the kernel shows for `ifname` and its virtual MAC device.
-pub(crate) async fn observe(nl: &Netlink, ifname: &str, vmac_device: Option<&str>) -> Result<Seen, String> {
-    let parent_addrs = nl.addresses(ifname).await.map_err(|e| e.to_string())?;
+pub(crate) async fn observe(nl: &Netlink, ifname: &str, vmac_device: Option<&str>) -> Result<Seen, NetlinkError> {
+    let parent_addrs = nl.addresses(ifname).await?;
     let vmac = match vmac_device {
         None => None,
         Some(dev) => match nl.link(dev).await {
@@ -130,7 +133,7 @@ pub(crate) async fn observe(nl: &Netlink, ifname: &str, vmac_device: Option<&str
                     Ok(a) => a,
                     // Deleted between the two requests.
                     Err(NetlinkError::NotFound { .. }) => Vec::new(),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e),
                 };
                 Some(SeenVmac {
                     is_macvlan: l.kind.as_deref() == Some("macvlan"),
@@ -141,7 +144,7 @@ pub(crate) async fn observe(nl: &Netlink, ifname: &str, vmac_device: Option<&str
                 })
             }
             Err(NetlinkError::NotFound { .. }) => None,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         },
     };
     Ok(Seen { parent_addrs, vmac })

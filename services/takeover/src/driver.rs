@@ -194,8 +194,10 @@ impl Driver {
                     self.resubscribe_at = self.net_events.is_none().then(|| Instant::now() + self.resubscribe_every);
                 }
                 Some((name, outcome)) = tasks.next() => {
-                    let why = outcome.err().unwrap_or_else(|| "ended".into());
-                    tracing::error!("task {name} stopped: {why}");
+                    match outcome {
+                        Ok(()) => tracing::error!("task {name} stopped: ended"),
+                        Err(why) => tracing::error!("task {name} stopped: {why}"),
+                    }
                     self.core.handle_task_ended(self.clock.now());
                 }
             }

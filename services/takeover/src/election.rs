@@ -38,12 +38,26 @@ fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
 /// One `ReportApplied` to the election.
 pub(crate) type Report = pb::ReportAppliedRequest;
 
+/// Why a report did not get through.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReportError {
+    /// The election refused it or could not be reached (the status's message).
+    #[error("{}", .0.message())]
+    Refused(#[source] tonic::Status),
+    /// No answer within [`REPORT_TIMEOUT`].
+    #[error("no answer in time")]
+    Timeout,
+}
+
 /// Sends `report` once, bounded by [`REPORT_TIMEOUT`].
-pub(crate) async fn send_report(client: &mut ElectionServiceClient<Channel>, report: Report) -> Result<(), String> {
+pub(crate) async fn send_report(
+    client: &mut ElectionServiceClient<Channel>,
+    report: Report,
+) -> Result<(), ReportError> {
     match tokio::time::timeout(REPORT_TIMEOUT, client.report_applied(report)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(s)) => Err(s.message().to_owned()),
-        Err(_) => Err("no answer in time".into()),
+        Ok(Err(s)) => Err(ReportError::Refused(s)),
+        Err(_) => Err(ReportError::Timeout),
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use duet_config::Cidr;
 use duet_net::garp::GarpSender;
-use duet_net::netlink::{LinkInfo, NetEvent, Netlink};
+use duet_net::netlink::{LinkInfo, NetEvent, Netlink, NetlinkError};
 use duet_runtime::clock::Clock;
 
 use crate::devices::{self, VmacSpec};
+use crate::error::KernelError;
 use crate::garp::{Announcer, Target};
 use crate::machine::{Announce, Applied, Held, Released, Repaired};
 use crate::plan::{Repair, Seen};
@@ -144,7 +145,9 @@ impl Kernel {
                         let spec = VmacSpec::new(&name, vhid);
                         devices::hold_vmac(nl, &name, &spec, shared).await.map(|index| Some((spec.device, index)))
                     }
-                    None => devices::hold_plain(nl, &name, index, shared).await.map(|()| None),
+                    None => {
+                        devices::hold_plain(nl, &name, index, shared).await.map(|()| None).map_err(KernelError::from)
+                    }
                 }
             }
         });
@@ -167,7 +170,7 @@ impl Kernel {
                         }
                     }
                 }
-                Err(e) => a.error = Some(e),
+                Err(e) => a.error = Some(e.to_string()),
             }
             applied.push(a);
         }
@@ -211,11 +214,11 @@ impl Kernel {
     }
 
     /// What the kernel shows for interface `k` ([`crate::machine::Action::Observe`]).
-    pub(crate) async fn observe(&mut self, k: usize, vmac_vhid: Option<u8>) -> Result<Seen, String> {
+    pub(crate) async fn observe(&mut self, k: usize, vmac_vhid: Option<u8>) -> Result<Seen, NetlinkError> {
         let vmac = self.vmac;
         let i = &mut self.ifaces[k];
         if i.link.is_none() {
-            let l = self.nl.link(&i.name).await.map_err(|e| e.to_string())?;
+            let l = self.nl.link(&i.name).await?;
             i.link = Some(l);
             if !vmac {
                 // A failure shows in the pass's answer (no target to announce).
@@ -237,8 +240,10 @@ impl Kernel {
             let outcome = self.execute(&name, shared, spec.as_ref(), repair).await;
             r.outcomes.push((repair, outcome));
         }
-        let created =
-            r.outcomes.iter().any(|(x, o)| matches!(x, Repair::CreateVmac | Repair::ReplaceVmac) && *o == Ok(true));
+        let created = r
+            .outcomes
+            .iter()
+            .any(|(x, o)| matches!(x, Repair::CreateVmac | Repair::ReplaceVmac) && matches!(o, Ok(true)));
         let repair_failed = r.outcomes.iter().any(|(_, o)| o.is_err());
         if hold && let (Some(s), Some(vhid)) = (&spec, vmac_vhid) {
             match self.sysctls.set_parent(&name) {
@@ -257,42 +262,51 @@ impl Kernel {
 
     /// With VMAC, holding: the ARP socket must be bound to the device as it
     /// is now (a recreated device has a new index).
-    async fn ensure_vmac_sender(&mut self, k: usize, spec: &VmacSpec, vhid: u8, recreated: bool) -> Result<(), String> {
+    async fn ensure_vmac_sender(
+        &mut self,
+        k: usize,
+        spec: &VmacSpec,
+        vhid: u8,
+        recreated: bool,
+    ) -> Result<(), KernelError> {
         let known = self.ifaces[k].vmac.as_ref().map(|v| v.index);
         if !recreated && known.is_some() && self.ifaces[k].seen_vmac_index == known {
             return Ok(());
         }
-        let index = self.nl.link(&spec.device).await.map_err(|e| e.to_string())?.index;
-        let sender = GarpSender::open(&spec.device, index).map_err(|e| e.to_string())?;
+        let index = self.nl.link(&spec.device).await?.index;
+        let sender = GarpSender::open(&spec.device, index)?;
         self.ifaces[k].vmac = Some(VmacDevice { name: spec.device.clone(), vhid, index, sender: Arc::new(sender) });
         Ok(())
     }
 
     /// Makes one repair; `Ok(true)` when the kernel confirms a change.
-    async fn execute(&self, name: &str, shared: Cidr, spec: Option<&VmacSpec>, r: Repair) -> Result<bool, String> {
+    async fn execute(&self, name: &str, shared: Cidr, spec: Option<&VmacSpec>, r: Repair) -> Result<bool, KernelError> {
         let nl = &*self.nl;
-        let s = |e: duet_net::netlink::NetlinkError| e.to_string();
-        let spec = || spec.ok_or_else(|| "no virtual MAC configured".to_owned());
-        match r {
-            Repair::AddToInterface => nl.add_address(name, shared.addr, shared.prefix).await.map_err(s),
-            Repair::RemoveFromInterface { prefix } => nl.del_address(name, shared.addr, prefix).await.map_err(s),
-            Repair::CreateVmac => devices::create_vmac(nl, name, spec()?).await.map(|()| true),
+        let spec = || spec.ok_or(KernelError::NoVmac);
+        Ok(match r {
+            Repair::AddToInterface => nl.add_address(name, shared.addr, shared.prefix).await?,
+            Repair::RemoveFromInterface { prefix } => nl.del_address(name, shared.addr, prefix).await?,
+            Repair::CreateVmac => {
+                devices::create_vmac(nl, name, spec()?).await?;
+                true
+            }
             Repair::ReplaceVmac => {
                 let v = spec()?;
-                let l = nl.link(&v.device).await.map_err(s)?;
+                let l = nl.link(&v.device).await?;
                 if l.kind.as_deref() != Some("macvlan") {
-                    return Err(format!(
-                        "{}: an interface of that name exists and is not a macvlan; rename or remove it",
-                        v.device
-                    ));
+                    return Err(KernelError::NotMacvlan { device: v.device.clone(), parent: None });
                 }
-                nl.delete_link(&v.device).await.map_err(s)?;
-                devices::create_vmac(nl, name, v).await.map(|()| true)
+                nl.delete_link(&v.device).await?;
+                devices::create_vmac(nl, name, v).await?;
+                true
             }
-            Repair::SetVmacUp => nl.set_up(&spec()?.device, true).await.map(|()| true).map_err(s),
-            Repair::AddToVmac => nl.add_address(&spec()?.device, shared.addr, shared.prefix).await.map_err(s),
-            Repair::DeleteVmac => nl.delete_link(&spec()?.device).await.map_err(s),
-        }
+            Repair::SetVmacUp => {
+                nl.set_up(&spec()?.device, true).await?;
+                true
+            }
+            Repair::AddToVmac => nl.add_address(&spec()?.device, shared.addr, shared.prefix).await?,
+            Repair::DeleteVmac => nl.delete_link(&spec()?.device).await?,
+        })
     }
 
     /// Puts back the kernel parameters changed for the virtual MAC, if any

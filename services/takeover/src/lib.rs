@@ -25,6 +25,7 @@ mod api;
 mod devices;
 mod driver;
 mod election;
+mod error;
 mod garp;
 mod kernel;
 mod machine;

@@ -32,7 +32,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use duet_net::sysctl;
+use duet_net::sysctl::{self, SysctlError};
+
+use crate::error::KernelError;
 
 /// Parameters set on the parent interface while holding with the virtual MAC.
 pub(crate) const PARENT: &[(&str, &str)] = &[("arp_ignore", "1"), ("arp_announce", "2")];
@@ -48,11 +50,11 @@ pub(crate) fn name(ifname: &str, param: &str) -> String {
 }
 
 /// Sets `param` of `ifname` to `value` unless it has it already.
-pub(crate) fn set_device(ifname: &str, param: &str, value: &str) -> Result<(), String> {
+pub(crate) fn set_device(ifname: &str, param: &str, value: &str) -> Result<(), SysctlError> {
     let n = name(ifname, param);
-    let now = sysctl::read(&n).map_err(|e| e.to_string())?;
+    let now = sysctl::read(&n)?;
     if now != value {
-        sysctl::write(&n, value).map_err(|e| e.to_string())?;
+        sysctl::write(&n, value)?;
     }
     Ok(())
 }
@@ -95,12 +97,12 @@ impl Saved {
 
     /// Sets the parent parameters of `ifname` (see [`PARENT`]), remembering
     /// the values they had. Returns the names of those that had to change.
-    pub(crate) fn set_parent(&mut self, ifname: &str) -> Result<Vec<String>, String> {
+    pub(crate) fn set_parent(&mut self, ifname: &str) -> Result<Vec<String>, KernelError> {
         let mut changed = Vec::new();
         self.applied = true;
         for (param, value) in PARENT {
             let n = name(ifname, param);
-            let now = sysctl::read(&n).map_err(|e| e.to_string())?;
+            let now = sysctl::read(&n)?;
             if now == *value {
                 continue;
             }
@@ -110,7 +112,7 @@ impl Saved {
                 self.original.insert(n.clone(), now);
                 self.persist()?;
             }
-            sysctl::write(&n, value).map_err(|e| e.to_string())?;
+            sysctl::write(&n, value)?;
             changed.push(format!("{}={value}", n.replace('/', ".")));
         }
         Ok(changed)
@@ -125,7 +127,7 @@ impl Saved {
         for (n, v) in &self.original {
             match sysctl::write(n, v) {
                 Ok(_) => tracing::debug!("restored {n}={v}"),
-                Err(sysctl::SysctlError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(SysctlError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                     gone.push(n.clone());
                 }
                 Err(e) => {
@@ -155,7 +157,7 @@ impl Saved {
         }
     }
 
-    fn persist(&self) -> Result<(), String> {
+    fn persist(&self) -> Result<(), KernelError> {
         let write = || -> std::io::Result<()> {
             if self.original.is_empty() {
                 return match fs::remove_file(&self.file) {
@@ -172,7 +174,7 @@ impl Saved {
             fs::write(&tmp, text)?;
             fs::rename(&tmp, &self.file)
         };
-        write().map_err(|e| format!("cannot record kernel parameters to restore in {}: {e}", self.file.display()))
+        write().map_err(|source| KernelError::Record { file: self.file.clone(), source })
     }
 }
 

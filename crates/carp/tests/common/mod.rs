@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
-use duet_carp::{Action, Election, Init, Notice, Role, Time};
+use duet_carp::{Action, Command, CommandError, Election, Init, Notice, Role, Time};
 use duet_wire::ipv4::{Ipv4Header, PROTO_CARP};
 
 pub const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -37,6 +37,17 @@ pub fn pair_params(mode: HaMode, preferred: Preferred, timing: Timing) -> Params
         advskew: None,
         hard_reboot_on_link_failure: false,
     }
+}
+
+/// A pair (first and second) built by `params` with the same settings, on
+/// a network seeded with `seed`.
+pub fn pair_net(
+    params: fn(HaMode, Preferred, Timing) -> Params,
+    preferred: Preferred,
+    timing: Timing,
+    seed: u64,
+) -> Net {
+    Net::new(vec![params(HaMode::First, preferred, timing), params(HaMode::Second, preferred, timing)], seed)
 }
 
 pub fn standard(timeout_s: u64) -> Timing {
@@ -234,6 +245,13 @@ impl Net {
 
     pub fn e(&mut self, i: usize) -> &mut Election {
         self.units[i].election.as_mut().expect("unit alive")
+    }
+
+    /// Hands `cmd` to unit `i` now (its actions stay queued until it is
+    /// drained).
+    pub fn command(&mut self, i: usize, cmd: Command) -> Result<(), CommandError> {
+        let now = self.now;
+        self.e(i).handle_command(now, cmd)
     }
 
     pub fn actives(&self) -> usize {

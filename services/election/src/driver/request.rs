@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use duet_carp::params::Params;
-use duet_carp::{Command, Role};
+use duet_carp::{Command, CommandError, Role};
 use duet_runtime::clock::Clock;
 use duet_runtime::stats::Samples;
 use tokio::sync::oneshot;
@@ -28,9 +28,9 @@ pub(crate) enum Request {
     Status(oneshot::Sender<Snapshot>),
     Handover {
         timeout: Duration,
-        reply: oneshot::Sender<Result<HandoverOutcome, String>>,
+        reply: oneshot::Sender<Result<HandoverOutcome, CommandError>>,
     },
-    ClearPacified(oneshot::Sender<Result<Role, String>>),
+    ClearPacified(oneshot::Sender<Result<Role, CommandError>>),
     Follower {
         attached: bool,
     },
@@ -107,12 +107,12 @@ impl Driver {
                 match self.election.handle_command(now, Command::Handover { timeout }) {
                     Ok(()) => self.pending_handovers.push(reply),
                     Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
             Request::ClearPacified(reply) => {
-                let r = self.election.handle_command(now, Command::ClearPacified).map_err(|e| e.to_string());
+                let r = self.election.handle_command(now, Command::ClearPacified);
                 if r.is_ok() {
                     match self.state.clear_starts() {
                         // The core counts from the cleared history at once.
@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(ask(&mut d, Request::ClearPacified), Ok(Role::Init));
         assert!(state.start_history().unwrap().cleared_at.is_some(), "the clear is on disk");
         assert_eq!(ask(&mut d, Request::Status).status.recent_starts, 0, "counted from the cleared history");
-        assert_eq!(ask(&mut d, Request::ClearPacified), Err("this unit is not pacified".to_owned()));
+        assert_eq!(ask(&mut d, Request::ClearPacified), Err(CommandError::NotPacified));
     }
 
     #[test]
@@ -234,7 +234,7 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         d.request(Request::Handover { timeout: Duration::from_secs(1), reply: tx });
         let e = rx.try_recv().expect("refused at once").expect_err("not active");
-        assert!(e.contains("not active"), "{e}");
+        assert!(matches!(e, CommandError::NotActive(_)), "{e}");
     }
 
     #[test]

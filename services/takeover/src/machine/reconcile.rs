@@ -13,6 +13,9 @@ use duet_carp::Time;
 use duet_wire::arp::virtual_mac;
 
 use super::{Action, Announce, Mode, Takeover};
+use duet_net::netlink::NetlinkError;
+
+use crate::error::KernelError;
 use crate::notice::Notice;
 use crate::plan::{self, Repair, Seen, Want};
 
@@ -29,11 +32,11 @@ pub(super) struct Pass {
 }
 
 /// The answer to [`Action::Repair`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct Repaired {
     /// Each repair asked: `Ok(true)` when the kernel confirms it changed
     /// something, `Ok(false)` when it was done already, or why it failed.
-    pub outcomes: Vec<(Repair, Result<bool, String>)>,
+    pub outcomes: Vec<(Repair, Result<bool, KernelError>)>,
     /// Kernel parameters of the parent that had to be set back
     /// ("net.ipv4.conf.eth0.arp_ignore=1").
     pub parameters_set: Vec<String>,
@@ -60,7 +63,7 @@ impl Takeover {
     }
 
     /// The answer to [`Action::Observe`] of interface `k`.
-    pub(crate) fn handle_observed(&mut self, now: Time, k: usize, seen: Result<Seen, String>) {
+    pub(crate) fn handle_observed(&mut self, now: Time, k: usize, seen: Result<Seen, NetlinkError>) {
         let Some(pass) = self.pass.as_ref().filter(|p| p.k == k) else {
             return;
         };
@@ -68,7 +71,7 @@ impl Takeover {
         match seen {
             Err(e) => {
                 // Nothing known about it: its held flag stays as it was.
-                self.ifaces[k].error = Some(e);
+                self.ifaces[k].error = Some(e.to_string());
                 self.next(k);
             }
             Ok(seen) => {
@@ -132,6 +135,7 @@ impl Takeover {
                 // Someone (the kernel, the operator, an earlier pass) was quicker.
                 Ok(false) => {}
                 Err(error) => {
+                    let error = error.to_string();
                     failed.get_or_insert(format!("{what}: {error}"));
                     self.notice(Notice::RepairFailed { what, error });
                 }
