@@ -40,6 +40,24 @@ impl TaskError {
     }
 }
 
+/// Runs `fut` on a task of its own (so that its panic is caught as a join
+/// error) that is aborted when the caller's future is dropped: aborting a
+/// [`Tasks`] ends the work itself, not only its supervisor.
+async fn run_caught<F>(fut: F) -> Result<Result<(), TaskError>, tokio::task::JoinError>
+where
+    F: Future<Output = Result<(), TaskError>> + Send + 'static,
+{
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let handle = tokio::spawn(fut);
+    let _guard = AbortOnDrop(handle.abort_handle());
+    handle.await
+}
+
 /// A failed task: its name, what happened and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -107,7 +125,7 @@ impl Tasks {
             let mut delay = backoff;
             loop {
                 let run = make();
-                let e = match TaskError::joined(tokio::spawn(async move { run.await.map_err(TaskError::failed) }).await) {
+                let e = match TaskError::joined(run_caught(async move { run.await.map_err(TaskError::failed) }).await) {
                     Ok(()) => return Ok(()),
                     Err(e @ TaskError::Cancelled(_)) => return Err(e),
                     Err(e) => e,
@@ -130,7 +148,7 @@ impl Tasks {
         let failures = Arc::clone(&self.failures);
         let count = Arc::clone(&self.count);
         self.set.spawn(async move {
-            let outcome = TaskError::joined(tokio::spawn(fut).await);
+            let outcome = TaskError::joined(run_caught(fut).await);
             if let Err(e) = &outcome {
                 tracing::error!(task = %name, error = %e, "task failed");
                 record(&failures, &count, name.clone(), e.clone());
@@ -237,6 +255,27 @@ mod tests {
         assert_eq!((name.as_str(), outcome.is_ok()), ("loop", true));
         assert_eq!(runs.load(Ordering::SeqCst), 3);
         assert_eq!(t.failures().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn aborting_the_set_ends_the_work_itself() {
+        let alive = Arc::new(());
+        let held = Arc::clone(&alive);
+        let mut t = Tasks::new();
+        t.spawn("holder", async move {
+            let _held = held;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<(), String>(())
+        });
+        tokio::task::yield_now().await;
+        t.abort().await;
+        for _ in 0..100 {
+            if Arc::strong_count(&alive) == 1 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the task's future outlived the aborted set");
     }
 
     #[tokio::test]
