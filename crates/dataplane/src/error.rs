@@ -4,7 +4,7 @@ use std::io;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use duet_net::sysctl::SysctlError;
+use duet_net::sysctl::{SysctlError, SysctlStoreError};
 
 /// Why the JSON listing of duet's table (`nft -j list table ip duet`)
 /// cannot be read.
@@ -57,5 +57,11 @@ pub enum DataplaneError {
     },
     /// A kernel parameter could not be read or set.
     #[error(transparent)]
-    Sysctl(#[from] SysctlError),
+    Sysctl(#[from] SysctlStoreError),
+}
+
+impl From<SysctlError> for DataplaneError {
+    fn from(e: SysctlError) -> Self {
+        Self::Sysctl(e.into())
+    }
 }

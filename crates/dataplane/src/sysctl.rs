@@ -1,6 +1,6 @@
 //! The kernel parameters a load balancer needs, set and put back.
 
-use duet_net::sysctl;
+use duet_net::sysctl::SysctlStore;
 
 use crate::error::DataplaneError;
 
@@ -16,32 +16,25 @@ use crate::error::DataplaneError;
 pub const SYSCTLS: [(&str, &str); 2] = [("net.ipv4.ip_forward", "1"), ("net.netfilter.nf_conntrack_tcp_loose", "0")];
 
 /// The values [`set_sysctls`] replaced, to put back with
-/// [`restore`](Self::restore).
+/// [`restore`](Self::restore) (the one store of kernel parameters, in
+/// memory: the data plane keeps its values while the unit runs).
 ///
 /// Not restored on drop: the `net.*` parameters belong to the network
 /// namespace of the calling thread, and a drop may happen on another.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 #[must_use = "keep it to restore the old values at teardown"]
-pub struct Sysctls {
-    previous: Vec<(&'static str, String)>,
-}
+pub struct Sysctls(SysctlStore);
 
 impl Sysctls {
-    /// Each parameter and the value it had before.
-    pub fn previous(&self) -> &[(&'static str, String)] {
-        &self.previous
+    /// Each parameter changed and the value it had before.
+    pub fn previous(&self) -> Vec<(String, String)> {
+        self.0.remembered().iter().map(|(n, v)| (n.clone(), v.clone())).collect()
     }
 
     /// Puts the old values back (in the calling thread's namespace), last
     /// set first. Tries all and returns the first error.
-    pub fn restore(self) -> Result<(), DataplaneError> {
-        let mut first = None;
-        for (name, value) in self.previous.iter().rev() {
-            if let Err(e) = sysctl::write(name, value) {
-                first.get_or_insert(e);
-            }
-        }
-        first.map_or(Ok(()), |e| Err(e.into()))
+    pub fn restore(mut self) -> Result<(), DataplaneError> {
+        self.0.finish().into_iter().next().map_or(Ok(()), |e| Err(e.into()))
     }
 }
 
@@ -53,15 +46,12 @@ impl Sysctls {
 /// after the first apply. On failure the parameters already set are put
 /// back.
 pub fn set_sysctls() -> Result<Sysctls, DataplaneError> {
-    let mut done = Sysctls { previous: Vec::new() };
+    let mut store = SysctlStore::in_memory();
     for (name, value) in SYSCTLS {
-        match sysctl::write(name, value) {
-            Ok(old) => done.previous.push((name, old)),
-            Err(e) => {
-                let _ = done.restore();
-                return Err(e.into());
-            }
+        if let Err(e) = store.set(name, value) {
+            let _ = store.finish();
+            return Err(e.into());
         }
     }
-    Ok(done)
+    Ok(Sysctls(store))
 }

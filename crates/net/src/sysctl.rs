@@ -16,6 +16,7 @@
 //! [`write`] reads the old value and then writes, which is not atomic
 //! against another writer.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -108,6 +109,142 @@ fn path_of(name: &str) -> Result<PathBuf, SysctlError> {
     Ok(path)
 }
 
+/// Why a [`SysctlStore`] could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SysctlStoreError {
+    /// Reading or writing a parameter failed.
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    /// The file of values to restore cannot be written.
+    #[error("cannot record the kernel parameters to restore in {}: {source}", .file.display())]
+    Record {
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Kernel parameters duet set, with the values they had, to put back: the
+/// one store every service uses for its parameters.
+///
+/// With a file, the value to restore is written there (crash-safe: fsync
+/// and rename, see `duet_files`) *before* the parameter changes, so a
+/// service that crashes can still restore it when it starts again; a clean
+/// [`finish`](Self::finish) removes the file. Values stay remembered from
+/// one [`restore`](Self::restore) to the next [`set`](Self::set), so a
+/// record is written only when the value to restore changed (an operator
+/// set it meanwhile).
+#[derive(Debug)]
+pub struct SysctlStore {
+    file: Option<PathBuf>,
+    original: BTreeMap<String, String>,
+    /// duet's values may be in force (set and not restored since).
+    applied: bool,
+}
+
+impl SysctlStore {
+    /// A store kept in memory only.
+    pub fn in_memory() -> Self {
+        Self { file: None, original: BTreeMap::new(), applied: false }
+    }
+
+    /// A store recorded in `file`, with what a previous run left there to
+    /// restore (after a crash: then [`applied`](Self::applied) is true).
+    pub fn persistent(file: PathBuf) -> Self {
+        let mut original = BTreeMap::new();
+        if let Ok(text) = fs::read_to_string(&file) {
+            for line in text.lines() {
+                if let Some((n, v)) = line.split_once('=') {
+                    original.insert(n.trim().to_owned(), v.trim().to_owned());
+                }
+            }
+        }
+        let applied = !original.is_empty();
+        Self { file: Some(file), original, applied }
+    }
+
+    /// Whether duet's values may be in force, so a release must restore.
+    pub fn applied(&self) -> bool {
+        self.applied
+    }
+
+    /// The parameters remembered, with the values to restore.
+    pub fn remembered(&self) -> &BTreeMap<String, String> {
+        &self.original
+    }
+
+    /// Sets parameter `name` to `value`, remembering (and recording) the
+    /// value it had first. Returns whether it had to change.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<bool, SysctlStoreError> {
+        self.applied = true;
+        let now = read(name)?;
+        if now.split_whitespace().eq(value.split_whitespace()) {
+            return Ok(false);
+        }
+        // A value other than duet's is the one to restore, recorded before
+        // it is changed so that a crash cannot lose it.
+        if self.original.get(name) != Some(&now) {
+            self.original.insert(name.to_owned(), now);
+            self.record()?;
+        }
+        write(name, value)?;
+        Ok(true)
+    }
+
+    /// Puts every remembered parameter back, the last set first (they stay
+    /// remembered). A parameter that no longer exists (its interface is
+    /// gone) is forgotten; the others that fail are returned, and
+    /// [`applied`](Self::applied) stays true so the next call tries again.
+    pub fn restore(&mut self) -> Vec<SysctlError> {
+        let mut failed = Vec::new();
+        let mut gone = Vec::new();
+        for (n, v) in self.original.iter().rev() {
+            match write(n, v) {
+                Ok(_) => {}
+                Err(SysctlError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    gone.push(n.clone())
+                }
+                Err(e) => failed.push(e),
+            }
+        }
+        self.applied = !failed.is_empty();
+        if !gone.is_empty() {
+            self.original.retain(|n, _| !gone.contains(n));
+            if let Err(e) = self.record() {
+                tracing::warn!("{e}");
+            }
+        }
+        failed
+    }
+
+    /// Restores everything and, when that worked, forgets it (a clean
+    /// stop: nothing is left to restore later).
+    pub fn finish(&mut self) -> Vec<SysctlError> {
+        let failed = self.restore();
+        if failed.is_empty() {
+            self.original.clear();
+            if let Err(e) = self.record() {
+                tracing::warn!("{e}");
+            }
+        }
+        failed
+    }
+
+    fn record(&self) -> Result<(), SysctlStoreError> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let done = if self.original.is_empty() {
+            match fs::remove_file(file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        } else {
+            let text: String = self.original.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
+            duet_files::write_atomic(file, text.as_bytes())
+        };
+        done.map_err(|source| SysctlStoreError::Record { file: file.clone(), source })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +271,24 @@ mod tests {
         for bad in ["", ".", "..", "net..ipv4", "net.ipv4.", "/etc/passwd", "net/../../etc", "net/./ipv4", "a\0b"] {
             assert!(matches!(path_of(bad), Err(SysctlError::InvalidName { .. })), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn values_to_restore_survive_a_restart_and_gone_interfaces_are_forgotten() {
+        let dir = std::env::temp_dir().join(format!("duet-sysctl-store-{}", std::process::id()));
+        let file = dir.join("saved");
+        let mut s = SysctlStore::persistent(file.clone());
+        assert!(!s.applied());
+        s.original.insert("net/ipv4/conf/no-such-if9/arp_ignore".into(), "0".into());
+        s.record().unwrap();
+        let mut again = SysctlStore::persistent(file.clone());
+        assert!(again.applied(), "values left by a crash must be restored");
+        assert_eq!(again.remembered().get("net/ipv4/conf/no-such-if9/arp_ignore").map(String::as_str), Some("0"));
+        assert!(again.restore().is_empty());
+        assert!(!again.applied());
+        assert!(again.remembered().is_empty());
+        assert!(!file.exists());
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

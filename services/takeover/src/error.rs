@@ -3,12 +3,9 @@
 //! gratuitous ARP sockets. The text is what the reports, the status and
 //! the log show.
 
-use std::io;
-use std::path::PathBuf;
-
 use duet_net::garp::GarpError;
 use duet_net::netlink::NetlinkError;
-use duet_net::sysctl::SysctlError;
+use duet_net::sysctl::{SysctlError, SysctlStoreError};
 
 /// Why the kernel work on an interface failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +16,10 @@ pub(crate) enum KernelError {
     /// A kernel parameter could not be read or set.
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
-    /// The values of the kernel parameters to restore could not be
-    /// written down before changing them (see [`crate::sysctls`]).
-    #[error("cannot record kernel parameters to restore in {}: {source}", .file.display())]
-    Record {
-        file: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// A kernel parameter could not be set, or the value to restore could
+    /// not be written down before changing it (see [`crate::sysctls`]).
+    #[error(transparent)]
+    SysctlStore(#[from] SysctlStoreError),
     /// An interface has the virtual MAC device's name and is not a macvlan:
     /// it is not ours to delete. `parent` is the interface whose virtual
     /// MAC needs the name, when creating.
