@@ -8,6 +8,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::witness::WitnessParams;
+
 /// HA mode of a unit (SPEC U1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HaMode {
@@ -181,6 +183,9 @@ pub struct Params {
     pub advskew: Option<u8>,
     /// E8: a checked link loss restarts the unit's services.
     pub hard_reboot_on_link_failure: bool,
+    /// E14: the witness, when this unit has one (`[witness]`), with the
+    /// pair's policy and lease TTL.
+    pub witness: Option<WitnessParams>,
 }
 
 /// advbase/advskew of a resigning unit: "I am going away, take over now".
@@ -205,6 +210,11 @@ impl Params {
             && !keys.iter().any(|(id, _)| id == send_key)
         {
             return Err(format!("send key {send_key} is not among the keys"));
+        }
+        if let Some(w) = &self.witness
+            && w.lease_ttl < Duration::from_secs(1)
+        {
+            return Err("witness lease TTL below 1 s".into());
         }
         match self.timing {
             Timing::Standard { timeout } if timeout < Duration::from_secs(1) => Err("timeout below 1 s".into()),
@@ -323,6 +333,7 @@ mod tests {
             interfaces: vec![],
             advskew: None,
             hard_reboot_on_link_failure: false,
+            witness: None,
         }
     }
 
