@@ -34,7 +34,7 @@ mod problem;
 mod service;
 
 pub use cidr::{Cidr, CidrError};
-pub use ha::{HaSettings, Preferred, Profile};
+pub use ha::{HaSettings, Preferred, Profile, WitnessPolicy};
 pub use image::{ImageContent, validate_pair};
 pub use interface::Interface;
 pub use keys::keys;
