@@ -224,22 +224,23 @@ impl RequestKind {
     }
 }
 
-/// What the adapter reports. Times are when the request was *sent*, on the
-/// driver's clock.
+/// What the adapter reports. Times are when the request was *sent*: on the
+/// driver's clock for the core (`T` = [`Time`]); the adapter reports its
+/// `Instant`s and the driver maps them ([`map_time`](Self::map_time)).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WitnessEvent {
+pub enum WitnessEvent<T = Time> {
     /// The key as read, at store revision `revision` (a watch event, or a
     /// read after a (re)connect).
     Observed { key: KeyState, revision: i64 },
     /// The lease was granted or kept alive by a request sent at `sent`;
     /// `ttl` is what etcd said is left.
-    LeaseKept { sent: Time, ttl: Duration },
+    LeaseKept { sent: T, ttl: Duration },
     /// The lease is gone (expired or not found); the adapter grants a new one.
     LeaseLost,
     /// A beat sent at `sent` was applied; the key has `mod_revision` now.
-    BeatAcked { sent: Time, mod_revision: i64 },
+    BeatAcked { sent: T, mod_revision: i64 },
     /// An acquire sent at `sent` was applied.
-    Acquired { sent: Time, mod_revision: i64 },
+    Acquired { sent: T, mod_revision: i64 },
     /// A beat or an acquire found the key otherwise: `key` as read in the
     /// same transaction, at store revision `revision`.
     Refused { request: RequestKind, key: KeyState, revision: i64 },
@@ -247,6 +248,22 @@ pub enum WitnessEvent {
     Released,
     /// A request (or, `None`, the session) failed; `error` for the status.
     Failed { request: Option<RequestKind>, error: String },
+}
+
+impl<T> WitnessEvent<T> {
+    /// The same event with its send time mapped by `f`.
+    pub fn map_time<U>(self, f: impl FnOnce(T) -> U) -> WitnessEvent<U> {
+        match self {
+            Self::Observed { key, revision } => WitnessEvent::Observed { key, revision },
+            Self::LeaseKept { sent, ttl } => WitnessEvent::LeaseKept { sent: f(sent), ttl },
+            Self::LeaseLost => WitnessEvent::LeaseLost,
+            Self::BeatAcked { sent, mod_revision } => WitnessEvent::BeatAcked { sent: f(sent), mod_revision },
+            Self::Acquired { sent, mod_revision } => WitnessEvent::Acquired { sent: f(sent), mod_revision },
+            Self::Refused { request, key, revision } => WitnessEvent::Refused { request, key, revision },
+            Self::Released => WitnessEvent::Released,
+            Self::Failed { request, error } => WitnessEvent::Failed { request, error },
+        }
+    }
 }
 
 /// Why the witness decided what it did: counted and shown per reason.
