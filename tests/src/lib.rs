@@ -450,9 +450,10 @@ pub fn pids_of(lab: &Lab, host: HostId, binary: &str) -> Vec<u32> {
 }
 
 /// Starts `ip -ts monitor address` in `host`: every address added or
-/// deleted there, timestamped by the (shared) kernel clock.
+/// deleted there, timestamped by the (shared) wall clock in UTC, so the
+/// times compare with [`epoch_now`].
 pub fn monitor_addresses(lab: &mut Lab, host: HostId, label: &str) -> anyhow::Result<Proc> {
-    let p = lab.spawn(host, label, &["ip", "-ts", "monitor", "address"], &[])?;
+    let p = lab.spawn(host, label, &["ip", "-ts", "monitor", "address"], &[("TZ", "UTC")])?;
     // `ip monitor` prints nothing until an event; give it a moment to subscribe.
     std::thread::sleep(Duration::from_millis(200));
     Ok(p)
@@ -461,8 +462,8 @@ pub fn monitor_addresses(lab: &mut Lab, host: HostId, label: &str) -> anyhow::Re
 /// An address event of `ip -ts monitor address`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AddrEvent {
-    /// Seconds since the UNIX epoch (local time as `ip` prints it; the same
-    /// clock for every namespace).
+    /// Seconds since the UNIX epoch (as [`monitor_addresses`] makes `ip`
+    /// print it, in UTC; the same clock for every namespace).
     pub at: f64,
     pub added: bool,
     /// The address with its prefix, e.g. `198.18.0.10/24`.
@@ -492,8 +493,7 @@ pub fn parse_addr_events(log: &str) -> Vec<AddrEvent> {
         .collect()
 }
 
-/// `2026-12-04T22:42:03.635564` as seconds since the epoch (UTC arithmetic;
-/// only differences matter).
+/// `2026-12-04T22:42:03.635564` (UTC) as seconds since the epoch.
 fn stamp_secs(s: &str) -> Option<f64> {
     let (date, time) = s.split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>());
