@@ -35,6 +35,7 @@ nft=$(command -v nft || true)
 [ -x "$nft" ] || die "nft not found: install nftables (the replicator's data plane runs it)"
 
 if [ "$SKIP_CARGO" != 1 ]; then
+    command -v protoc >/dev/null || die "protoc not found: install protobuf-compiler libprotobuf-dev (etcd-client, the witness's client, runs it when built)"
     say "cargo build --release --workspace --bins --locked (waits for cargo's lock if another build runs)"
     (cd "$top" && cargo build --release --workspace --bins --locked)
 fi

@@ -3,5 +3,10 @@
 # namespaces (needs root). See the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# etcd-client (the witness, E14) runs protoc when it is built.
+if ! command -v protoc >/dev/null || [ ! -e /usr/include/google/protobuf/timestamp.proto ]; then
+    echo "building duet needs protoc and its well-known types: apt-get install protobuf-compiler libprotobuf-dev" >&2
+    exit 2
+fi
 cargo build --release --workspace --bins --locked
 exec target/release/duet-demo "$@"

@@ -15,10 +15,13 @@ use anyhow::{Context, bail};
 use duet_proto::common::v1::Role;
 use duet_proto::election::v1 as pb;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
-use duet_testkit::{HostId, Lab, Proc, in_netns};
+use duet_testkit::{EtcdCluster, HostId, Lab, Proc, SegmentId, in_netns};
 
 /// The election's gRPC address inside a unit's namespace.
 pub const ELECTION: &str = "http://127.0.0.1:7870";
+
+/// The etcd members of a lab with a witness (E14).
+pub const ETCD: [&str; 3] = ["198.18.0.21/24", "198.18.0.22/24", "198.18.0.23/24"];
 
 /// Addresses of the standard lab.
 pub const UNIT1: &str = "198.18.0.1";
@@ -83,6 +86,25 @@ impl UnitConfig {
         )
     }
 
+    /// E14: a `[witness]` for this unit on `etcd` (its certificate is the
+    /// cluster's client certificate of the unit's name), and the pair's
+    /// witness settings `ha` (e.g. `witness_policy = "required"`) in `[ha]`.
+    pub fn with_witness(&mut self, etcd: &EtcdCluster, ha: &str) {
+        let eps: Vec<String> = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect();
+        let d = etcd.certs();
+        self.ha.push_str(ha);
+        if !ha.is_empty() && !ha.ends_with('\n') {
+            self.ha.push('\n');
+        }
+        self.extra.push_str(&format!(
+            "[witness]\nendpoints = [{}]\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            eps.join(", "),
+            d.join("ca.pem").display(),
+            d.join(format!("{}.pem", self.name)).display(),
+            d.join(format!("{}.key", self.name)).display(),
+        ));
+    }
+
     /// Writes the file into `dir` (atomically: a service reading it never
     /// sees half a file) and returns its path.
     pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
@@ -100,6 +122,8 @@ impl UnitConfig {
 #[derive(Debug)]
 pub struct PairLab {
     pub lab: Lab,
+    /// The segment every host is on.
+    pub lan: SegmentId,
     pub a: HostId,
     pub b: HostId,
     pub c: HostId,
@@ -131,7 +155,13 @@ impl PairLab {
         } else {
             None
         };
-        Ok(Self { lab, a, b, c, x })
+        Ok(Self { lab, lan, a, b, c, x })
+    }
+
+    /// E14: a three-member etcd cluster with TLS on the lab's segment
+    /// ([`ETCD`]), with client certificates for `lb1` and `lb2`.
+    pub fn etcd(&mut self) -> anyhow::Result<EtcdCluster> {
+        Ok(EtcdCluster::start(&mut self.lab, self.lan, &ETCD, &["lb1", "lb2"], true)?)
     }
 
     /// Starts `duet-election` in `host` with `cfg`.
@@ -419,6 +449,69 @@ pub fn pids_of(lab: &Lab, host: HostId, binary: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Starts `ip -ts monitor address` in `host`: every address added or
+/// deleted there, timestamped by the (shared) wall clock in UTC, so the
+/// times compare with [`epoch_now`].
+pub fn monitor_addresses(lab: &mut Lab, host: HostId, label: &str) -> anyhow::Result<Proc> {
+    let p = lab.spawn(host, label, &["ip", "-ts", "monitor", "address"], &[("TZ", "UTC")])?;
+    // `ip monitor` prints nothing until an event; give it a moment to subscribe.
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(p)
+}
+
+/// An address event of `ip -ts monitor address`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddrEvent {
+    /// Seconds since the UNIX epoch (as [`monitor_addresses`] makes `ip`
+    /// print it, in UTC; the same clock for every namespace).
+    pub at: f64,
+    pub added: bool,
+    /// The address with its prefix, e.g. `198.18.0.10/24`.
+    pub addr: String,
+}
+
+/// Parses `ip -ts monitor address` output (IPv4 lines).
+pub fn parse_addr_events(log: &str) -> Vec<AddrEvent> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix('[')?;
+            let (stamp, rest) = rest.split_once(']')?;
+            let at = stamp_secs(stamp)?;
+            let rest = rest.trim_start();
+            let (added, rest) = match rest.strip_prefix("Deleted ") {
+                Some(r) => (false, r),
+                None => (true, rest),
+            };
+            let mut w = rest.split_whitespace();
+            while let Some(t) = w.next() {
+                if t == "inet" {
+                    return Some(AddrEvent { at, added, addr: w.next()?.to_owned() });
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+/// `2026-12-04T22:42:03.635564` (UTC) as seconds since the epoch.
+fn stamp_secs(s: &str) -> Option<f64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (h, min) = (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
+    let sec = t.next()?.parse::<f64>().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
 /// Seconds since the UNIX epoch, now.
 pub fn epoch_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
@@ -441,5 +534,19 @@ pub fn lab_test(name: &str, attacker: bool, body: impl FnOnce(&mut PairLab) -> a
     let mut l = if attacker { PairLab::with_attacker(&tag) } else { PairLab::new(&tag) }.expect("building the lab");
     if let Err(e) = body(&mut l) {
         panic!("{name}: {e:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn address_events_parse() {
+        let log = "[2026-12-04T22:42:03.637053] 1: lo    inet 198.18.0.10/24 scope global lo\n       valid_lft forever preferred_lft forever\n[2026-12-04T22:42:03.638459] Deleted 1: lo    inet 198.18.0.10/24 scope global lo\n";
+        let e = super::parse_addr_events(log);
+        assert_eq!(e.len(), 2);
+        assert!(e[0].added && !e[1].added && e[0].addr == "198.18.0.10/24");
+        assert!((e[1].at - e[0].at - 0.001406).abs() < 1e-6, "{e:?}");
+        let day = super::stamp_secs("1970-01-02T00:00:00.5").unwrap();
+        assert!((day - 86_400.5).abs() < 1e-9);
     }
 }

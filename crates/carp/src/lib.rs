@@ -12,7 +12,8 @@
 //! [`machine`] (the state machine), [`replay`] (replay windows),
 //! [`drops`] (drop reasons, counters, log limiter), [`notice`] (every
 //! operator log line), [`pacify`] (the start history rule), [`readiness`]
-//! (whether the unit's state is ready to take over, R4), [`status`].
+//! (whether the unit's state is ready to take over, R4), [`witness`] (the
+//! etcd witness's rule, E14), [`status`].
 
 pub mod drops;
 pub mod machine;
@@ -24,6 +25,7 @@ pub mod replay;
 pub mod role;
 pub mod status;
 pub mod time;
+pub mod witness;
 
 pub use drops::{DropCounters, DropReason};
 pub use machine::{Action, Command, CommandError, Election, Init};
@@ -33,3 +35,4 @@ pub use params::{AuthParams, Destination, HaMode, IfaceParams, Params, ParamsErr
 pub use role::{Role, RoleEvent, RoleEventKind};
 pub use status::{Square, Status};
 pub use time::Time;
+pub use witness::{WitnessEvent, WitnessParams, WitnessPolicy, WitnessRequest};

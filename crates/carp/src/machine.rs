@@ -44,6 +44,10 @@ use crate::replay::{Context, ReplayRule, ReplayState, Verdict};
 use crate::role::Role;
 use crate::status::{Square, Status};
 use crate::time::Time;
+use crate::witness::{
+    ActiveVerdict, ActiveView, Decision, Expect, RequestKind, StepDown, Takeover, Waiting, Witness, WitnessEvent,
+    WitnessRequest,
+};
 
 /// How often the peer-status datagram goes out.
 pub const PEER_STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -85,6 +89,8 @@ pub enum Action {
     HandoverFinished { confirmed: bool, partner: Option<Ipv4Addr>, took: Duration },
     /// The parameters changed; followers may need the new HA timeout.
     ParametersChanged,
+    /// E14: ask the witness's adapter (answered with a [`WitnessEvent`]).
+    Witness(WitnessRequest),
 }
 
 /// An operator or service command.
@@ -219,8 +225,11 @@ pub struct Reported {
 struct Handover {
     started: Time,
     deadline: Time,
-    /// The resigning advert waits for the release until then (`None`: sent).
+    /// The resigning advert waits for the releases until then (`None`: sent).
     resign_at: Option<Time>,
+    /// Releases not reported yet: the takeover's addresses, the witness's key.
+    takeover_pending: bool,
+    witness_pending: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -311,6 +320,21 @@ pub struct Election {
     pacify: PacifyRule,
     /// Starts within the pacify window, as last counted.
     recent_starts: u32,
+    /// E14: the witness, when this unit has one.
+    witness: Option<Witness>,
+    /// When to judge the witness again.
+    witness_deadline: Option<Time>,
+    /// The partner fell silent and the takeover waits for the witness; why
+    /// the unit will take over (for the role change).
+    awaiting_witness: Option<String>,
+    /// The current wait has been logged.
+    witness_said: bool,
+    /// The kind of takeover an acquire under way would be.
+    acquiring: Option<Decision>,
+    /// A failed acquire or release is not asked again before this.
+    witness_retry_at: Option<Time>,
+    /// Until when the partner promised (peer status `hold_ms`) not to take over.
+    partner_promise: Option<Time>,
 }
 
 impl Election {
@@ -365,6 +389,13 @@ impl Election {
             ready: true,
             pacify: init.pacify,
             recent_starts: judged.map_or(0, |j| j.recent),
+            witness: params.witness.map(|w| Witness::new(w, now)),
+            witness_deadline: None,
+            awaiting_witness: None,
+            witness_said: false,
+            acquiring: None,
+            witness_retry_at: None,
+            partner_promise: None,
             params,
         };
         if e.params.auth.no_password() && e.params.mode != HaMode::NonHa {
@@ -433,6 +464,14 @@ impl Election {
         }
         self.peer_counters.insert(src, status.counter);
         self.reported = Some(Reported { addr: src, status, at: now });
+        // E14: the partner's promise not to take over, less the margin for
+        // the datagram's way and the clocks.
+        self.partner_promise = match &self.params.witness {
+            Some(w) if status.hold_ms > 0 => {
+                Some(now + Duration::from_millis(u64::from(status.hold_ms)) - w.margin(self.params.ha_timeout()))
+            }
+            _ => None,
+        };
         let same = self.params.mode != HaMode::NonHa && status.mode == self.params.mode.code();
         if same && self.same_mode.is_none() {
             let local = ip.unit_addr;
@@ -452,6 +491,10 @@ impl Election {
             self.log(Notice::BothActiveBlind { partner: src });
         }
         self.blind_active = blind.then_some(src);
+        if self.role == Role::Active {
+            // A promise may have ended with this datagram.
+            self.witness_check(now);
+        }
         true
     }
 
@@ -568,8 +611,14 @@ impl Election {
                 Ok(())
             }
             Command::TakeoverReleased => {
-                if self.role == Role::Stopping && self.handover.as_ref().is_some_and(|h| h.resign_at.is_some()) {
-                    self.resign_now(now);
+                if self.role == Role::Stopping
+                    && let Some(h) = &mut self.handover
+                    && h.resign_at.is_some()
+                {
+                    h.takeover_pending = false;
+                    if !h.witness_pending {
+                        self.resign_now(now);
+                    }
                 }
                 Ok(())
             }
@@ -612,19 +661,33 @@ impl Election {
                     Some(h) if self.role == Role::Standby => {
                         format!("partner {} silent for {} ms", h.addr, now.since(h.at).as_millis())
                     }
+                    _ if self.role == Role::Standby => "no active partner heard".to_string(),
                     _ => "no active partner heard during the initial wait".to_string(),
                 };
-                self.become_active(now, why);
+                if self.witness.is_some() {
+                    // E14: the witness decides whether the silent partner
+                    // may be replaced.
+                    self.awaiting_witness = Some(why);
+                    self.witness_said = false;
+                    self.try_take_over(now);
+                } else {
+                    self.become_active(now, why);
+                }
             }
+        }
+        if self.witness_deadline.is_some_and(|d| d <= now) {
+            self.witness_deadline = None;
+            self.witness_check(now);
         }
         if let Some(at) = self.handover.as_ref().and_then(|h| h.resign_at)
             && at <= now
             && self.role == Role::Stopping
         {
-            self.log(Notice::Handover {
-                partner: self.reported.map(|r| r.addr),
-                outcome: "the takeover service did not confirm the release in time: resigning anyway",
-            });
+            let outcome = match self.handover.as_ref().map(|h| (h.takeover_pending, h.witness_pending)) {
+                Some((_, true)) => "the witness's release (etcd) was not confirmed in time: resigning anyway",
+                _ => "the takeover service did not confirm the release in time: resigning anyway",
+            };
+            self.log(Notice::Handover { partner: self.reported.map(|r| r.addr), outcome });
             self.resign_now(now);
         }
         if let Some(h) = &self.handover
@@ -657,7 +720,7 @@ impl Election {
         if let Some(d) = self.peer_status_deadline
             && d <= now
         {
-            self.send_peer_status();
+            self.send_peer_status(now);
             self.peer_status_deadline = Some(now + PEER_STATUS_INTERVAL);
         }
     }
@@ -679,6 +742,7 @@ impl Election {
             self.handover.as_ref().and_then(|h| h.resign_at),
             self.limiter.summary_due(),
             self.readiness.next_expiry(),
+            self.witness_deadline,
         ]
         .into_iter()
         .flatten()
@@ -748,6 +812,36 @@ impl Election {
         if !self.foreign.is_empty() {
             warnings.push(format!("adverts with another vhid seen on the wire ({} sources)", self.foreign.len()));
         }
+        let witness = self.witness.as_ref().map(|w| w.view(now));
+        if let Some(v) = &witness {
+            let silent =
+                v.since_ok.map_or_else(|| "never answered".to_string(), |d| format!("silent for {} ms", d.as_millis()));
+            if v.fallback {
+                warnings.push(format!(
+                    "witness (etcd) unreachable ({silent}), longer than the lease TTL: policy prefer, a silent partner \
+                     is replaced by plain CARP (a partition can leave two actives)"
+                ));
+            } else if !v.reachable {
+                warnings.push(match v.policy {
+                    crate::witness::WitnessPolicy::Required => format!(
+                        "witness (etcd) unreachable ({silent}): policy required, this unit will not replace a silent partner"
+                    ),
+                    crate::witness::WitnessPolicy::Prefer => format!(
+                        "witness (etcd) unreachable ({silent}): policy prefer, plain CARP once it has been silent for the lease TTL"
+                    ),
+                });
+            }
+        }
+        if let Some(r) = self.reported
+            && now.since(r.at) < PEER_STATUS_STALE
+            && (r.status.flags & peer::FLAG_WITNESS != 0) != self.witness.is_some()
+        {
+            warnings.push(if self.witness.is_some() {
+                format!("partner {} has no witness configured: give both units the same [witness]", r.addr)
+            } else {
+                format!("partner {} uses a witness, this unit does not: give both units the same [witness]", r.addr)
+            });
+        }
         Status {
             role: self.role,
             role_reason: self.role_reason.clone(),
@@ -782,6 +876,10 @@ impl Election {
             same_mode: self.same_mode.is_some(),
             ready: self.ready,
             recent_starts: self.recent_starts,
+            witness,
+            partner_hears_adverts: self
+                .reported
+                .is_some_and(|r| now.since(r.at) < PEER_STATUS_STALE && r.status.flags & peer::FLAG_HEARS_ADVERTS != 0),
         }
     }
 
@@ -965,6 +1063,15 @@ impl Election {
                     self.set_role(now, Role::Standby, format!("active partner {src} heard"));
                 }
                 self.down_deadline = Some(now + self.params.down_interval(Some(theirs)));
+                if self.witness.is_some() {
+                    if self.awaiting_witness.take().is_some() {
+                        self.role_reason = format!("active partner {src} heard again");
+                        self.witness_check(now);
+                    }
+                    // E14: tell the active at once how long this unit will
+                    // stay away (its promise); one reply per advert.
+                    self.peer_status_deadline = Some(now);
+                }
             }
             Role::Active => {
                 if resign {
@@ -1021,13 +1128,19 @@ impl Election {
         // Release first, resign second: the partner must never find the
         // addresses still here. With a takeover service following, the
         // resigning advert waits for its report (at most RELEASE_WAIT).
+        // E14: the witness's key is released too (by leaving the active
+        // role), so the partner finds it free.
+        let witness_pending = self.witness.as_ref().is_some_and(Witness::names_this_unit);
         self.set_role(now, Role::Stopping, "planned handover".into());
-        if self.follower.attached {
-            self.handover =
-                Some(Handover { started: now, deadline: now + timeout, resign_at: Some(now + RELEASE_WAIT) });
+        let takeover_pending = self.follower.attached;
+        let mut h =
+            Handover { started: now, deadline: now + timeout, resign_at: None, takeover_pending, witness_pending };
+        if takeover_pending || witness_pending {
+            h.resign_at = Some(now + RELEASE_WAIT);
+            self.handover = Some(h);
             self.advert_deadline = None;
         } else {
-            self.handover = Some(Handover { started: now, deadline: now + timeout, resign_at: None });
+            self.handover = Some(h);
             self.resign_now(now);
         }
         Ok(())
@@ -1078,6 +1191,22 @@ impl Election {
             .collect();
         self.keys = build_keys(&p);
         self.peer_key = PeerKey::new(p.auth.peer_secret());
+        match (self.witness.as_mut(), p.witness) {
+            (Some(w), Some(wp)) => w.set_params(wp),
+            (None, Some(wp)) => self.witness = Some(Witness::new(wp, now)),
+            (Some(_), None) => {
+                self.witness_release(now);
+                self.witness = None;
+                self.witness_deadline = None;
+                self.partner_promise = None;
+                // A takeover that waited for the witness is plain CARP's
+                // again: the down timer is re-armed below (standby) or here.
+                if self.awaiting_witness.take().is_some() && self.role == Role::Init {
+                    self.down_deadline = Some(now);
+                }
+            }
+            (None, None) => {}
+        }
         self.params = p;
         match self.role {
             Role::Active | Role::Stopping => self.advert_deadline = Some(now),
@@ -1090,6 +1219,209 @@ impl Election {
         self.actions.push_back(Action::ParametersChanged);
         self.peer_status_deadline = Some(now);
         Ok(())
+    }
+
+    // ----- the witness (E14) ---------------------------------------------
+
+    /// What the witness's adapter reported (see [`crate::witness`]).
+    pub fn handle_witness(&mut self, now: Time, ev: WitnessEvent) {
+        let Some(w) = self.witness.as_mut() else {
+            return;
+        };
+        w.handle(now, &ev);
+        match &ev {
+            WitnessEvent::Failed { request: Some(RequestKind::Acquire | RequestKind::Release), .. } => {
+                self.witness_retry_at = Some(now + self.witness_retry());
+            }
+            WitnessEvent::Acquired { .. } => {
+                self.witness_retry_at = None;
+                if self.awaiting_witness.is_some()
+                    && matches!(self.role, Role::Init | Role::Standby)
+                    && self.may_become_active()
+                {
+                    let decision = self.acquiring.take().unwrap_or(Decision::AcquiredStale);
+                    if let Some(w) = self.witness.as_mut() {
+                        w.decided(decision);
+                    }
+                    self.log(Notice::WitnessAcquired { decision });
+                    let why = self.awaiting_witness.take().unwrap_or_default();
+                    self.become_active(now, format!("{why}; witness acquired"));
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if self.role == Role::Stopping
+            && matches!(
+                ev,
+                WitnessEvent::Released
+                    | WitnessEvent::LeaseLost
+                    | WitnessEvent::Failed { request: Some(RequestKind::Release), .. }
+            )
+            && let Some(h) = &mut self.handover
+            && h.witness_pending
+            && h.resign_at.is_some()
+        {
+            // Released (or it cannot be: the partner takes the key after W).
+            h.witness_pending = false;
+            if !h.takeover_pending {
+                self.resign_now(now);
+            }
+        }
+        self.witness_check(now);
+    }
+
+    /// A failed acquire or release is asked again after this.
+    fn witness_retry(&self) -> Duration {
+        (self.down_interval() / 4).min(Duration::from_millis(250))
+    }
+
+    fn witness_beat(&mut self) {
+        if let Some(w) = self.witness.as_mut() {
+            w.beat();
+        }
+        self.actions.push_back(Action::Witness(WitnessRequest::Beat));
+    }
+
+    /// Asks for the release of a key naming this unit (none under way).
+    fn witness_release(&mut self, now: Time) {
+        let Some(w) = &self.witness else { return };
+        if w.names_this_unit() && !w.pending(now) {
+            if let Some(w) = self.witness.as_mut() {
+                w.asked(now, WitnessRequest::Release);
+            }
+            self.actions.push_back(Action::Witness(WitnessRequest::Release));
+        }
+    }
+
+    /// Judges the witness again for the current role.
+    fn witness_check(&mut self, now: Time) {
+        if self.witness.is_none() || self.params.mode == HaMode::NonHa {
+            return;
+        }
+        self.witness_deadline = None;
+        match self.role {
+            Role::Active => self.judge_active(now),
+            Role::Init | Role::Standby if self.awaiting_witness.is_some() => self.try_take_over(now),
+            Role::Init | Role::Standby | Role::Pacified => {
+                if self.witness_retry_at.is_some_and(|t| t > now) {
+                    self.witness_deadline = self.witness_retry_at;
+                } else {
+                    self.witness_release(now);
+                }
+            }
+            // Released when the handover started; it waits for the partner.
+            Role::Stopping => {}
+        }
+    }
+
+    /// Rule 1 of [`crate::witness`]: the partner is silent.
+    fn try_take_over(&mut self, now: Time) {
+        let Some(why) = self.awaiting_witness.clone() else { return };
+        if !self.may_become_active() {
+            self.awaiting_witness = None;
+            return;
+        }
+        let wait = self.down_interval();
+        let Some(w) = self.witness.as_mut() else {
+            self.awaiting_witness = None;
+            self.become_active(now, why);
+            return;
+        };
+        match w.judge_silent_partner(now, wait) {
+            Takeover::Fallback { unreachable_for } => {
+                w.decided(Decision::Fallback);
+                self.log(Notice::WitnessFallback { unreachable_for });
+                self.become_active(
+                    now,
+                    format!(
+                        "{why}; witness unreachable for {} ms: plain CARP (policy prefer)",
+                        unreachable_for.as_millis()
+                    ),
+                );
+            }
+            Takeover::Acquire(expect) => {
+                if self.witness_retry_at.is_some_and(|t| t > now) {
+                    self.witness_deadline = self.witness_retry_at;
+                    return;
+                }
+                self.acquiring = Some(match expect {
+                    Expect::Absent => Decision::AcquiredAbsent,
+                    Expect::ModRevision(_) if w.names_this_unit() => Decision::AcquiredOwn,
+                    Expect::ModRevision(_) => Decision::AcquiredStale,
+                });
+                w.asked(now, WitnessRequest::Acquire(expect));
+                self.actions.push_back(Action::Witness(WitnessRequest::Acquire(expect)));
+            }
+            Takeover::Wait { recheck, why: waiting } => {
+                self.witness_deadline = recheck;
+                match waiting {
+                    Waiting::PartnerBeats { partner, since_beat } => {
+                        if !self.witness_said {
+                            w.decided(Decision::PartnerAlive);
+                            self.witness_said = true;
+                            self.role_reason =
+                                format!("{why}, but {partner} holds the witness and beats: staying standby");
+                            self.log(Notice::WitnessPartnerAlive { partner, since_beat });
+                        }
+                    }
+                    Waiting::Unreachable { for_, policy } => {
+                        if policy == crate::witness::WitnessPolicy::Required && !self.witness_said {
+                            w.decided(Decision::Held);
+                            self.witness_said = true;
+                            self.role_reason = format!("{why}; witness unreachable: not taking over (policy required)");
+                            self.log(Notice::WitnessHolding { unreachable_for: for_ });
+                        }
+                    }
+                    Waiting::Pending => {}
+                }
+            }
+        }
+    }
+
+    /// Rules 2-4 of [`crate::witness`] for the active unit.
+    fn judge_active(&mut self, now: Time) {
+        let view = ActiveView {
+            since: self.role_since,
+            wait: self.down_interval(),
+            ha_timeout: self.params.ha_timeout(),
+            partner_promise: self.partner_promise,
+            partner_adverts_heard: self.heard.is_some_and(|h| now.since(h.at) < self.down_interval()),
+        };
+        let Some(w) = self.witness.as_mut() else { return };
+        match w.judge_active(now, &view) {
+            ActiveVerdict::Keep { recheck } => self.witness_deadline = recheck,
+            ActiveVerdict::Acquire(expect) => {
+                if self.witness_retry_at.is_some_and(|t| t > now) {
+                    self.witness_deadline = self.witness_retry_at;
+                    return;
+                }
+                w.asked(now, WitnessRequest::Acquire(expect));
+                self.actions.push_back(Action::Witness(WitnessRequest::Acquire(expect)));
+            }
+            ActiveVerdict::StepDown(why) => {
+                w.decided(match why {
+                    StepDown::Unconfirmed { .. } => Decision::SteppedDownUnconfirmed,
+                    StepDown::PartnerHolds { .. } => Decision::SteppedDownPartnerHolds,
+                });
+                let reason = match &why {
+                    StepDown::Unconfirmed { unconfirmed_for } => format!(
+                        "witness: no beat acknowledged for {} ms and the partner does not hear this unit",
+                        unconfirmed_for.as_millis()
+                    ),
+                    StepDown::PartnerHolds { partner } => format!("witness: {partner} holds it and beats"),
+                };
+                self.log(Notice::WitnessStepDown(why));
+                // As on a link loss: a partner that hears the resign takes
+                // over at once (and then acquires the key).
+                self.send_adverts(true);
+                self.handover = None;
+                self.advert_deadline = None;
+                self.preempt_suppressed = true;
+                self.set_role(now, Role::Standby, reason);
+                self.down_deadline = Some(now + self.down_interval());
+            }
+        }
     }
 
     // ----- helpers ------------------------------------------------------
@@ -1147,9 +1479,12 @@ impl Election {
     fn become_active(&mut self, now: Time, reason: String) {
         self.down_deadline = None;
         self.preempt_suppressed = false;
+        self.awaiting_witness = None;
         self.set_role(now, Role::Active, reason);
         self.send_adverts(false);
         self.advert_deadline = Some(now + self.params.interval());
+        // E14: a unit active by CARP takes the role first and the key after.
+        self.witness_check(now);
     }
 
     fn set_role(&mut self, now: Time, to: Role, reason: String) {
@@ -1163,6 +1498,10 @@ impl Election {
         self.log(Notice::SwitchingTo(to));
         self.actions.push_back(Action::RoleChanged { from, to, reason });
         self.peer_status_deadline = Some(now);
+        if from == Role::Active {
+            // E14: a unit that leaves the active role releases the key.
+            self.witness_release(now);
+        }
     }
 
     fn send_adverts(&mut self, resign: bool) {
@@ -1171,6 +1510,10 @@ impl Election {
         }
         let (advbase, advskew) =
             if resign { (RESIGN_ADVBASE, RESIGN_ADVSKEW) } else { (self.params.advbase(), self.params.advskew()) };
+        // E14: the holder beats with every advert round.
+        if !resign && self.role == Role::Active && self.witness.as_ref().is_some_and(Witness::holds) {
+            self.witness_beat();
+        }
         for i in 0..self.params.interfaces.len() {
             let p = &self.params.interfaces[i];
             if !p.ha_check || !self.ifaces[i].link_up {
@@ -1213,7 +1556,7 @@ impl Election {
         }
     }
 
-    fn send_peer_status(&mut self) {
+    fn send_peer_status(&mut self, now: Time) {
         let mut flags = 0;
         if self.ready {
             flags |= peer::FLAG_READY;
@@ -1221,6 +1564,17 @@ impl Election {
         if self.params.auth.no_password() {
             flags |= peer::FLAG_NO_PASSWORD;
         }
+        if self.heard.is_some_and(|h| now.since(h.at) < self.down_interval()) {
+            flags |= peer::FLAG_HEARS_ADVERTS;
+        }
+        if self.witness.is_some() {
+            flags |= peer::FLAG_WITNESS;
+        }
+        // E14: the promise not to take over before the down timer fires.
+        let hold = match (self.role, self.down_deadline) {
+            (Role::Standby | Role::Init, Some(d)) => u32::try_from(d.since(now).as_millis()).unwrap_or(u32::MAX),
+            _ => 0,
+        };
         for i in 0..self.params.interfaces.len() {
             let p = &self.params.interfaces[i];
             let Some(dst) = p.partner_addr else { continue };
@@ -1235,6 +1589,7 @@ impl Election {
                 flags,
                 counter: self.peer_counter,
                 generation: self.generation,
+                hold_ms: hold,
             };
             self.actions.push_back(Action::SendPeerStatus {
                 iface: i,
@@ -1270,12 +1625,18 @@ impl Election {
         }
         let recent_aa = self.last_active_active.is_some_and(|t| now.since(t) < self.params.interval() * 3)
             || (self.blind_active.is_some() && self.role.advertises());
+        let fallback = self.witness.as_ref().is_some_and(|w| w.fallback(now));
+        let reason = if fallback {
+            format!("{}; witness unreachable: plain CARP", self.role_reason)
+        } else {
+            self.role_reason.clone()
+        };
         let local = match self.role {
             _ if recent_aa => (Square::Indeterminate, "both units active".into()),
-            Role::Init => (Square::Updating, self.role_reason.clone()),
-            Role::Standby => (Square::Standby, self.role_reason.clone()),
-            Role::Active | Role::Stopping => (Square::Active, self.role_reason.clone()),
-            Role::Pacified => (Square::Pacified, self.role_reason.clone()),
+            Role::Init => (Square::Updating, reason),
+            Role::Standby => (Square::Standby, reason),
+            Role::Active | Role::Stopping => (Square::Active, reason),
+            Role::Pacified => (Square::Pacified, reason),
         };
         let partner = match self.reported {
             Some(r) if now.since(r.at) < PEER_STATUS_STALE => {

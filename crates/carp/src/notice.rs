@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::drops::{DropCounters, DropReason};
 use crate::role::Role;
+use crate::witness::{Decision, StepDown};
 
 /// Severity of a notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,6 +62,16 @@ pub enum Notice {
     Readiness { component: String, ready: bool, reason: String },
     /// R4: a component stopped reporting its readiness.
     ReadinessStale { component: String },
+    /// E14: the partner is silent but holds the witness and beats.
+    WitnessPartnerAlive { partner: String, since_beat: Duration },
+    /// E14: the witness was acquired and the unit takes over.
+    WitnessAcquired { decision: Decision },
+    /// E14: etcd out of reach for the lease TTL, policy prefer: plain CARP.
+    WitnessFallback { unreachable_for: Duration },
+    /// E14: etcd out of reach, policy required: no takeover without it.
+    WitnessHolding { unreachable_for: Duration },
+    /// E14: an active unit steps down.
+    WitnessStepDown(StepDown),
 }
 
 impl Notice {
@@ -82,6 +93,10 @@ impl Notice {
             Self::PacifiedCleared | Self::Handover { .. } => Level::Info,
             Self::Readiness { ready: true, .. } => Level::Info,
             Self::Readiness { ready: false, .. } | Self::ReadinessStale { .. } => Level::Warning,
+            Self::WitnessAcquired { .. } => Level::Warning,
+            Self::WitnessPartnerAlive { .. } | Self::WitnessHolding { .. } => Level::Error,
+            Self::WitnessStepDown(StepDown::Unconfirmed { .. }) => Level::Error,
+            Self::WitnessFallback { .. } | Self::WitnessStepDown(StepDown::PartnerHolds { .. }) => Level::Critical,
         }
     }
 
@@ -171,6 +186,42 @@ impl fmt::Display for Notice {
                 f,
                 "no readiness report for {} s: no longer holding the unit back",
                 crate::readiness::READINESS_STALE.as_secs()
+            ),
+            Self::WitnessPartnerAlive { partner, since_beat } => write!(
+                f,
+                "Partner silent, but {partner} holds the witness and beat {} ms ago: it is alive behind a partition; \
+                 staying standby (looking again when its beats stop)",
+                since_beat.as_millis()
+            ),
+            Self::WitnessAcquired { decision } => {
+                let how = match decision {
+                    Decision::AcquiredAbsent => "the key was free",
+                    Decision::AcquiredOwn => "the key named this unit",
+                    _ => "the partner's beats had stopped",
+                };
+                write!(f, "Witness acquired ({how}): taking over")
+            }
+            Self::WitnessFallback { unreachable_for } => write!(
+                f,
+                "[WARNING] Witness (etcd) unreachable for {} ms, longer than the lease TTL: policy prefer, taking over by \
+                 plain CARP; a partition can now leave two actives",
+                unreachable_for.as_millis()
+            ),
+            Self::WitnessHolding { unreachable_for } => write!(
+                f,
+                "Witness (etcd) unreachable for {} ms: policy required, not taking over without it",
+                unreachable_for.as_millis()
+            ),
+            Self::WitnessStepDown(StepDown::Unconfirmed { unconfirmed_for }) => write!(
+                f,
+                "No witness beat acknowledged for {} ms and the partner does not hear this unit: stepping down so that \
+                 only one unit can be active",
+                unconfirmed_for.as_millis()
+            ),
+            Self::WitnessStepDown(StepDown::PartnerHolds { partner }) => write!(
+                f,
+                "[CRITICAL] {partner} holds the witness and beats while this unit is active too: stepping down \
+                 (dual-active healed)"
             ),
         }
     }

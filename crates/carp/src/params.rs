@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::witness::WitnessParams;
+
 /// HA mode of a unit (SPEC U1), in the unit file's words (`non-ha`,
 /// `first`, `second`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,6 +196,9 @@ pub struct Params {
     pub advskew: Option<u8>,
     /// E8: a checked link loss restarts the unit's services.
     pub hard_reboot_on_link_failure: bool,
+    /// E14: the witness, when this unit has one (`[witness]`), with the
+    /// pair's policy and lease TTL.
+    pub witness: Option<WitnessParams>,
 }
 
 /// Which invariant of the election core [`Params`] break.
@@ -218,6 +223,9 @@ pub enum ParamsError {
     /// A fast interval below 4 ms or a dead factor below 2.
     #[error("fast interval below 4 ms or dead factor below 2")]
     FastTiming,
+    /// A witness lease TTL below 1 s.
+    #[error("witness lease TTL below 1 s")]
+    WitnessLeaseTtl,
 }
 
 /// advbase/advskew of a resigning unit: "I am going away, take over now".
@@ -242,6 +250,11 @@ impl Params {
             && !keys.iter().any(|(id, _)| id == send_key)
         {
             return Err(ParamsError::UnknownSendKey { send_key: *send_key });
+        }
+        if let Some(w) = &self.witness
+            && w.lease_ttl < Duration::from_secs(1)
+        {
+            return Err(ParamsError::WitnessLeaseTtl);
         }
         match self.timing {
             Timing::Standard { timeout } if timeout < Duration::from_secs(1) => Err(ParamsError::Timeout),
@@ -360,6 +373,7 @@ mod tests {
             interfaces: vec![],
             advskew: None,
             hard_reboot_on_link_failure: false,
+            witness: None,
         }
     }
 

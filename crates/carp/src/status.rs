@@ -6,6 +6,7 @@ use crate::drops::DropReason;
 use crate::machine::{Foreign, Heard, Reported};
 use crate::role::Role;
 use crate::time::Time;
+use crate::witness::WitnessView;
 
 /// One of the reference appliance's status squares (SPEC U3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,4 +94,8 @@ pub struct Status {
     pub ready: bool,
     /// Starts within the pacify window, as last counted (E9).
     pub recent_starts: u32,
+    /// E14: the witness, when this unit has one.
+    pub witness: Option<WitnessView>,
+    /// The partner's last peer status says it hears this unit's adverts.
+    pub partner_hears_adverts: bool,
 }

@@ -20,12 +20,14 @@ mod pair;
 mod problems;
 mod sync;
 mod validate;
+mod witness;
 
 pub use duet_model::{Cidr, Problem};
 pub use model::*;
 pub use pair::{PairSettings, problem_lines};
 pub use sync::{ConfigSync, PeerLink, Replicator};
 pub use validate::{LocalHa, UnicastOverride, Validated, election_params};
+pub use witness::{WitnessConfig, WitnessTls};
 
 use std::path::Path;
 

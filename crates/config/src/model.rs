@@ -18,6 +18,12 @@
 //! unit2 = "198.18.0.2/24"
 //! shared = "198.18.0.10/24"
 //! ha_check = true
+//!
+//! # [witness]                   # this unit's way to the pair's etcd witness (E14); its
+//! # endpoints = ["198.18.0.21:2379", "198.18.0.22:2379", "198.18.0.23:2379"]
+//! # tls_ca = "/etc/duet/etcd-ca.pem"   # policy and lease TTL are the pair's:
+//! # tls_cert = "/etc/duet/lb1-etcd.pem" # ha.witness_policy, ha.witness_lease_ttl_ms
+//! # tls_key = "/etc/duet/lb1-etcd.key"
 //! ```
 
 use std::collections::BTreeMap;
@@ -48,6 +54,9 @@ pub struct UnitConfig {
     pub supervisor: SupervisorSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// E14: the witness, when this unit has one.
+    #[serde(default)]
+    pub witness: Option<WitnessSection>,
 }
 
 /// `[unit]`: who this unit is.
@@ -60,6 +69,10 @@ pub struct UnitSection {
     /// Where the unit keeps its start history and replay windows.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// The pair's name (letters, digits, `.`, `_`, `-`), the same on both
+    /// units; names the witness's key. Default: `vhid-<vhid>`.
+    #[serde(default)]
+    pub pair: Option<String>,
 }
 
 /// Advert authentication mode.
@@ -341,6 +354,30 @@ impl Default for SupervisorSection {
     fn default() -> Self {
         Self { bin_dir: None, restart_backoff_ms: 200, restart_backoff_max_ms: 10_000, stop_grace_ms: 5_000 }
     }
+}
+
+/// `[witness]`: this unit's way to the pair's etcd witness (E14). The
+/// witness's policy and lease TTL are the pair's, in `[ha]`
+/// (`witness_policy`, `witness_lease_ttl_ms`), synced with the image.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WitnessSection {
+    /// etcd members, `host:port` (or with `https://`, `http://` for plaintext).
+    pub endpoints: Vec<String>,
+    /// The CA of the etcd members' certificates (TLS is the default).
+    pub tls_ca: Option<PathBuf>,
+    /// This unit's client certificate and key, when etcd asks for one.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Talk to etcd without TLS (test setups only; warned at start and in
+    /// the status).
+    pub insecure_plaintext: bool,
+    /// Where the pair's keys live (default `/duet/<unit.pair>/`).
+    pub key_prefix: Option<String>,
+    /// Keys that are not this section's (policy and lease TTL are the
+    /// pair's): [`UnitConfig::validate`] names each with its place.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// `[telemetry]`.

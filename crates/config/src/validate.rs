@@ -11,12 +11,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use duet_carp::WitnessParams;
 use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Timing};
 use duet_model::{HaSettings, Interface, Problem, Profile};
 use duet_wire::auth::UCARP_MAX_PASSWORD;
 
 use crate::model::*;
 use crate::problems::Problems;
+use crate::witness::{WitnessConfig, valid_pair_name};
 
 /// A configuration that passed every check, with what follows from it.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub struct Validated {
     pub handover_timeout: Duration,
     /// Problems that do not stop the unit but must be shown (no password...).
     pub warnings: Vec<String>,
+    /// E14: this unit's way to the witness, when it has one.
+    pub witness: Option<WitnessConfig>,
 }
 
 impl Validated {
@@ -57,6 +61,8 @@ pub struct LocalHa {
     pub advskew: Option<u8>,
     /// Per-interface overrides of `ha.unicast`.
     pub unicast: Vec<UnicastOverride>,
+    /// E14: the unit has a `[witness]` (the pair's policy and TTL apply).
+    pub witness: bool,
 }
 
 /// `unicast = ...` in one `[[interface]]` of the unit file.
@@ -153,6 +159,8 @@ pub fn election_params(
         interfaces: ifaces,
         advskew: local.advskew,
         hard_reboot_on_link_failure: ha.hard_reboot_on_link_failure,
+        witness: (local.witness && is_ha)
+            .then(|| WitnessParams { policy: ha.witness_policy, lease_ttl: ha.witness_lease_ttl() }),
     };
     if problems.is_empty()
         && let Err(why) = params.check()
@@ -178,6 +186,15 @@ impl UnitConfig {
         {
             e.add("unit.name", format!("\"{name}\" is not a usable name: use 1-32 letters, digits, '.', '_' or '-'"));
         }
+        if let Some(p) = &self.unit.pair
+            && !valid_pair_name(p)
+        {
+            e.add(
+                "unit.pair",
+                format!("\"{p}\" is not a usable pair name: use 1-64 letters, digits, '.', '_' or '-' (the same on both units)"),
+            );
+        }
+        let witness = self.witness.as_ref().and_then(|w| crate::witness::resolve(self, w, &mut e.0, &mut warnings));
 
         let ha_keys: Vec<&str> =
             duet_model::keys::<HaSettings>().iter().chain(duet_model::keys::<UnitHaSettings>()).copied().collect();
@@ -325,6 +342,7 @@ impl UnitConfig {
                     i.unicast.map(|unicast| UnicastOverride { interface: i.iface.name.clone(), index, unicast })
                 })
                 .collect(),
+            witness: self.witness.is_some(),
         };
         let interfaces: Vec<Interface> = self.interfaces.iter().map(|i| i.iface.clone()).collect();
         let params = election_params(&local, &self.ha.pair, &interfaces, "interface").map_err(|p| e.0.extend(p));
@@ -344,6 +362,7 @@ impl UnitConfig {
             pacify_window: Duration::from_secs(ha.pacify_window_s),
             handover_timeout: Duration::from_millis(ha.handover_timeout_ms),
             warnings,
+            witness,
         })
     }
 }
@@ -515,6 +534,65 @@ shared = "198.18.0.10/24"
         assert!(!v.raw.ha.pair.l4_updates && v.raw.ha.pair.l7_updates);
         let e = errors(&GOOD.replace("timeout_s = 3", "timeout_s = 3\npreferred = \"frist\""));
         assert!(e[0].contains("`none`, `first`, `second`"), "{e:?}");
+    }
+
+    #[test]
+    fn a_witness_section_resolves_and_the_pairs_settings_reach_the_parameters() {
+        let text = format!(
+            "{}\n[witness]\nendpoints = [\"198.18.0.21:2379\", \"https://198.18.0.22:2379\"]\ntls_ca = \"/etc/duet/ca.pem\"\n",
+            GOOD.replace("timeout_s = 3", "timeout_s = 3\nwitness_policy = \"required\"")
+        );
+        let v = from_toml(&text).unwrap();
+        let w = v.witness.clone().unwrap();
+        assert_eq!(w.endpoints, ["https://198.18.0.21:2379", "https://198.18.0.22:2379"]);
+        assert_eq!(w.key(v.election.vhid), "/duet/vhid-10/witness", "the default pair name");
+        let wp = v.election.witness.unwrap();
+        assert_eq!(
+            (wp.policy, wp.lease_ttl),
+            (duet_carp::WitnessPolicy::Required, std::time::Duration::from_secs(3)),
+            "the lease TTL defaults to the HA timeout"
+        );
+        let named = from_toml(&text.replace("mode = \"first\"", "mode = \"first\"\npair = \"lb-pair\"")).unwrap();
+        assert_eq!(named.witness.unwrap().key(10), "/duet/lb-pair/witness");
+        // Without [witness] the pair's settings are there but unused.
+        assert!(from_toml(GOOD).unwrap().election.witness.is_none());
+    }
+
+    #[test]
+    fn witness_problems_name_the_field_the_allowed_values_and_the_fix() {
+        let base = format!("{GOOD}\n[witness]\n");
+        let e = errors(&format!("{base}policy = \"required\"\nlease_ttl_ms = 2000\n"));
+        assert!(e.iter().any(|l| l.starts_with("witness.endpoints: no etcd endpoint")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("witness.tls_ca: missing")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("witness.policy:") && l.contains("set ha.witness_policy")), "{e:?}");
+        assert!(
+            e.iter().any(|l| l.starts_with("witness.lease_ttl_ms:") && l.contains("ha.witness_lease_ttl_ms")),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}endpoints = [\"http://198.18.0.21:2379\", \"198.18.0.22\"]\ntls_ca = \"/ca\"\ntls_cert = \"/c\"\nkey_prefix = \"duet\"\n"
+        ));
+        assert_eq!(
+            e,
+            [
+                "witness.endpoints[0]: \"http://198.18.0.21:2379\": the witness talks TLS: use https:// or no scheme (or set \
+                 witness.insecure_plaintext = true)",
+                "witness.endpoints[1]: \"198.18.0.22\" is not host:port, e.g. \"198.18.0.21:2379\"",
+                "witness.tls_key: missing: witness.tls_cert is set; give both (a client certificate) or neither",
+                "witness.key_prefix: \"duet\" must start and end with '/' and hold no spaces, e.g. \"/duet/lb-pair/\"",
+            ]
+        );
+        let e =
+            errors(&format!("{base}endpoints = [\"198.18.0.21:2379\"]\ninsecure_plaintext = true\ntls_ca = \"/ca\"\n"));
+        assert_eq!(e, ["witness.tls_ca: witness.insecure_plaintext = true and TLS exclude each other: remove one"]);
+        let e = errors(&GOOD.replace("timeout_s = 3", "timeout_s = 3\nwitness_policy = \"strict\""));
+        assert!(e[0].contains("ha.witness_policy") && e[0].contains("`prefer` or `required`"), "{e:?}");
+        let e = errors(&GOOD.replace("mode = \"first\"", "mode = \"first\"\npair = \"my pair\""));
+        assert!(e[0].starts_with("unit.pair: \"my pair\" is not a usable pair name"), "{e:?}");
+        // Plaintext works, loudly.
+        let v = from_toml(&format!("{base}endpoints = [\"198.18.0.21:2379\"]\ninsecure_plaintext = true\n")).unwrap();
+        assert_eq!(v.witness.unwrap().endpoints, ["http://198.18.0.21:2379"]);
+        assert!(v.warnings.iter().any(|w| w.starts_with("witness.insecure_plaintext = true")), "{:?}", v.warnings);
     }
 
     #[test]

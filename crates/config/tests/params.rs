@@ -27,6 +27,8 @@ fast_interval_ms = 50
 fast_dead_factor = 5
 sync_interval_s = 60
 l4_updates = false
+witness_policy = "required"
+witness_lease_ttl_ms = 4000
 
 [[interface]]
 name = "eth0"
@@ -62,6 +64,8 @@ fn image() -> pb::Image {
             sync_interval_s: 60,
             l4_updates: false,
             l7_updates: true,
+            witness_policy: pb::WitnessPolicy::Required as i32,
+            witness_lease_ttl_ms: 4000,
         }),
         interfaces: vec![
             pb::Interface {

@@ -27,7 +27,7 @@ use duet_proto::config::v1 as pb;
 use crate::service::{not_a_port, service_id};
 use crate::{
     Cidr, HaSettings, ImageContent, Interface, Persistence, PersistenceMode, Preferred, Problem, Profile, Protocol,
-    RealServer, Scheduler, VirtualService, under,
+    RealServer, Scheduler, VirtualService, WitnessPolicy, under,
 };
 
 // ----- HA settings ----------------------------------------------------------
@@ -65,6 +65,28 @@ fn profile(v: i32) -> Result<Profile, Problem> {
     }
 }
 
+/// The default policy is written as UNSPECIFIED (no value on the wire), so
+/// that an image which keeps it encodes, and hashes, as it did before the
+/// witness: a unit of the previous version drops fields it does not know
+/// and would otherwise find the hash of every pushed image wrong.
+fn witness_policy_i32(p: WitnessPolicy) -> i32 {
+    match p {
+        WitnessPolicy::Prefer => pb::WitnessPolicy::Unspecified as i32,
+        WitnessPolicy::Required => pb::WitnessPolicy::Required as i32,
+    }
+}
+
+fn witness_policy(v: i32) -> Result<WitnessPolicy, Problem> {
+    match pb::WitnessPolicy::try_from(v) {
+        Ok(pb::WitnessPolicy::Unspecified | pb::WitnessPolicy::Prefer) => Ok(WitnessPolicy::Prefer),
+        Ok(pb::WitnessPolicy::Required) => Ok(WitnessPolicy::Required),
+        Err(_) => Err(Problem::new(
+            "witness_policy",
+            format!("{v} is not a witness policy: use WITNESS_POLICY_PREFER or WITNESS_POLICY_REQUIRED"),
+        )),
+    }
+}
+
 impl From<&HaSettings> for pb::HaSettings {
     fn from(h: &HaSettings) -> Self {
         Self {
@@ -81,6 +103,8 @@ impl From<&HaSettings> for pb::HaSettings {
             sync_interval_s: h.sync_interval_s.unwrap_or(0),
             l4_updates: h.l4_updates,
             l7_updates: h.l7_updates,
+            witness_policy: witness_policy_i32(h.witness_policy),
+            witness_lease_ttl_ms: h.witness_lease_ttl_ms.unwrap_or(0),
         }
     }
 }
@@ -92,6 +116,7 @@ impl TryFrom<&pb::HaSettings> for HaSettings {
         let mut problems = Vec::new();
         let preferred = preferred(m.preferred).map_err(|p| problems.push(p)).unwrap_or_default();
         let profile = profile(m.profile).map_err(|p| problems.push(p)).unwrap_or_default();
+        let witness = witness_policy(m.witness_policy).map_err(|p| problems.push(p)).unwrap_or_default();
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -109,6 +134,8 @@ impl TryFrom<&pb::HaSettings> for HaSettings {
             sync_interval_s: (m.sync_interval_s != 0).then_some(m.sync_interval_s),
             l4_updates: m.l4_updates,
             l7_updates: m.l7_updates,
+            witness_policy: witness,
+            witness_lease_ttl_ms: (m.witness_lease_ttl_ms != 0).then_some(m.witness_lease_ttl_ms),
         })
     }
 }
@@ -390,7 +417,12 @@ mod tests {
             (h.preferred, h.profile, h.vhid, h.sync_interval_s),
             (Preferred::None, Profile::Standard, None, None)
         );
-        let bad = pb::HaSettings { preferred: 9, profile: 7, ..m };
+        // An image from before the witness: prefer, the HA timeout's TTL;
+        // and the default is written as no value (the image hashes as before).
+        assert_eq!((h.witness_policy, h.witness_lease_ttl_ms), (WitnessPolicy::Prefer, None));
+        let back = pb::HaSettings::from(&h);
+        assert_eq!((back.witness_policy, back.witness_lease_ttl_ms), (0, 0));
+        let bad = pb::HaSettings { preferred: 9, profile: 7, witness_policy: 5, ..m };
         let e: Vec<String> = HaSettings::try_from(&bad).unwrap_err().iter().map(ToString::to_string).collect();
         assert_eq!(
             e,
@@ -398,6 +430,7 @@ mod tests {
                 "preferred: 9 is not a preferred server: use PREFERRED_SERVER_NONE, PREFERRED_SERVER_FIRST or \
                  PREFERRED_SERVER_SECOND",
                 "profile: 7 is not a timing profile: use TIMING_PROFILE_STANDARD or TIMING_PROFILE_FAST",
+                "witness_policy: 5 is not a witness policy: use WITNESS_POLICY_PREFER or WITNESS_POLICY_REQUIRED",
             ]
         );
     }

@@ -2,7 +2,9 @@
 //! share. Each unit's own HA settings (its mode, password, advskew...) are
 //! not here; they never leave the unit (`duet-config`).
 
-use duet_carp::Preferred;
+use std::time::Duration;
+
+use duet_carp::{Preferred, WitnessPolicy};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Problem;
@@ -61,6 +63,12 @@ pub struct HaSettings {
     pub l4_updates: bool,
     /// Inter-HA L7 persistence updates (the replicator, R2).
     pub l7_updates: bool,
+    /// E14: the witness's policy (used by units with a `[witness]`).
+    pub witness_policy: WitnessPolicy,
+    /// E14: the witness's lease TTL in ms, whole seconds 2000-60000;
+    /// `None` (0 in the image and the file): the HA timeout, at least 2 s.
+    #[serde(deserialize_with = "zero_is_none", skip_serializing_if = "Option::is_none")]
+    pub witness_lease_ttl_ms: Option<u32>,
 }
 
 impl Default for HaSettings {
@@ -79,6 +87,8 @@ impl Default for HaSettings {
             sync_interval_s: None,
             l4_updates: true,
             l7_updates: true,
+            witness_policy: WitnessPolicy::Prefer,
+            witness_lease_ttl_ms: None,
         }
     }
 }
@@ -91,7 +101,29 @@ fn zero_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error
 /// The allowed HA timeouts (E3).
 pub(crate) const TIMEOUTS_S: [u32; 5] = [3, 6, 9, 12, 15];
 
+/// The witness's lease TTL bounds: etcd counts whole seconds and raises a
+/// TTL below its minimum (2 s with its default timing) without a word.
+const WITNESS_TTL_MS: std::ops::RangeInclusive<u32> = 2000..=60_000;
+
 impl HaSettings {
+    /// The HA timeout as configured (standard) or derived (fast: the
+    /// advert interval times the dead factor).
+    pub fn ha_timeout(&self) -> Duration {
+        match self.profile {
+            Profile::Standard => Duration::from_secs(u64::from(self.timeout_s)),
+            Profile::Fast => Duration::from_millis(u64::from(self.fast_interval_ms) * u64::from(self.fast_dead_factor)),
+        }
+    }
+
+    /// The witness's lease TTL: as set, or the HA timeout in whole seconds
+    /// (rounded up), at least 2 s.
+    pub fn witness_lease_ttl(&self) -> Duration {
+        match self.witness_lease_ttl_ms {
+            Some(ms) => Duration::from_millis(u64::from(ms)),
+            None => Duration::from_secs(self.ha_timeout().as_millis().div_ceil(1000).max(2) as u64),
+        }
+    }
+
     /// Checks every rule of the settings on their own (the rules that also
     /// need the interfaces are in [`crate::validate_pair`]); `path` is
     /// where they sit (`ha`).
@@ -153,6 +185,18 @@ impl HaSettings {
                 format!("{v} is out of range: use 5-3600 seconds, or 0 for 120"),
             ));
         }
+        // E14.
+        if let Some(v) = self.witness_lease_ttl_ms
+            && (!WITNESS_TTL_MS.contains(&v) || v % 1000 != 0)
+        {
+            p.push(Problem::new(
+                f("witness_lease_ttl_ms"),
+                format!(
+                    "{v} is not allowed: use whole seconds from 2000 to 60000 ms (etcd counts leases in seconds), \
+                     or 0 for the HA timeout"
+                ),
+            ));
+        }
         p
     }
 }
@@ -173,9 +217,24 @@ mod tests {
         assert_eq!((h.timeout_s, h.l4_updates), (9, true));
         let e = serde_json::from_str::<HaSettings>(r#"{"preferred": "frist"}"#).unwrap_err().to_string();
         assert!(e.contains("`none`, `first`, `second`"), "{e}");
+        let e = serde_json::from_str::<HaSettings>(r#"{"witness_policy": "strict"}"#).unwrap_err().to_string();
+        assert!(e.contains("`prefer` or `required`"), "{e}");
         let text = serde_json::to_string(&h).unwrap();
         assert!(text.contains(r#""preferred":"first""#) && !text.contains("vhid"), "{text}");
         assert_eq!(serde_json::from_str::<HaSettings>(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn the_witness_lease_ttl_defaults_to_the_ha_timeout() {
+        let mut h = HaSettings { timeout_s: 3, ..HaSettings::default() };
+        assert_eq!(h.witness_lease_ttl(), Duration::from_secs(3));
+        h.profile = Profile::Fast;
+        assert_eq!(h.witness_lease_ttl(), Duration::from_secs(2), "fast: etcd's minimum");
+        h.witness_lease_ttl_ms = Some(5000);
+        assert_eq!(h.witness_lease_ttl(), Duration::from_secs(5));
+        let h: HaSettings =
+            serde_json::from_str(r#"{"witness_policy": "required", "witness_lease_ttl_ms": 0}"#).unwrap();
+        assert_eq!((h.witness_policy, h.witness_lease_ttl_ms), (WitnessPolicy::Required, None));
     }
 
     #[test]
@@ -192,6 +251,7 @@ mod tests {
             hard_reboot_on_link_failure: true,
             preferred: Preferred::Second,
             sync_interval_s: Some(4),
+            witness_lease_ttl_ms: Some(2500),
             ..HaSettings::default()
         };
         let e: Vec<String> = h.validate("ha").iter().map(ToString::to_string).collect();
@@ -207,6 +267,8 @@ mod tests {
                 "ha.hard_reboot_on_link_failure: allowed only with ha.preferred = \"none\" (with a preferred server \
                  the units could swap the role back and forth): set ha.preferred = \"none\" or turn hard reboot off",
                 "ha.sync_interval_s: 4 is out of range: use 5-3600 seconds, or 0 for 120",
+                "ha.witness_lease_ttl_ms: 2500 is not allowed: use whole seconds from 2000 to 60000 ms (etcd counts \
+                 leases in seconds), or 0 for the HA timeout",
             ]
         );
         assert!(HaSettings::default().validate("ha").is_empty());

@@ -35,7 +35,7 @@ mod service;
 
 pub use cidr::{Cidr, CidrError};
 /// The election's (one type for the setting and the core's rule).
-pub use duet_carp::Preferred;
+pub use duet_carp::{Preferred, WitnessPolicy};
 pub use ha::{HaSettings, Profile};
 pub use image::{ImageContent, validate_pair};
 pub use interface::Interface;

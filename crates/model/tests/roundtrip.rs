@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use duet_model::{
     Cidr, HaSettings, Interface, Persistence, PersistenceMode, Preferred, Profile, Protocol, RealServer, Scheduler,
-    VirtualService,
+    VirtualService, WitnessPolicy,
 };
 use duet_proto::config::v1 as pb;
 use proptest::prelude::*;
@@ -30,8 +30,11 @@ prop_compose! {
         fast_dead_factor in 3u32..=10,
         hard_reboot in any::<bool>(),
         sync_interval_s in prop::option::of(5u32..=3600),
-        l4_updates in any::<bool>(),
-        l7_updates in any::<bool>(),
+        (l4_updates, l7_updates) in (any::<bool>(), any::<bool>()),
+        (witness_policy, witness_lease_ttl_ms) in (
+            prop_oneof![Just(WitnessPolicy::Prefer), Just(WitnessPolicy::Required)],
+            prop::option::of((2u32..=60).prop_map(|s| s * 1000)),
+        ),
     ) -> HaSettings {
         HaSettings {
             vhid,
@@ -48,6 +51,8 @@ prop_compose! {
             sync_interval_s,
             l4_updates,
             l7_updates,
+            witness_policy,
+            witness_lease_ttl_ms,
         }
     }
 }

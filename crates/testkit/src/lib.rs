@@ -23,12 +23,14 @@
 //! lab's namespaces.
 //!
 //! Beside the lab it makes throw-away certificates for the peer links'
-//! mutual TLS ([`write_certs`]). Its errors are one [`Error`] enum; tests
-//! may wrap them in `anyhow` as they like.
+//! mutual TLS ([`write_certs`]) and runs an etcd cluster in the lab for the
+//! witness's tests ([`EtcdCluster`]). Its errors are one [`Error`] enum;
+//! tests may wrap them in `anyhow` as they like.
 
 mod certs;
 mod cmd;
 mod error;
+mod etcd;
 mod lab;
 mod netns;
 mod process;
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 
 pub use certs::write_certs;
 pub use error::{Error, Result};
+pub use etcd::EtcdCluster;
 pub use lab::{HostId, Lab, RuleId, SegmentId};
 pub use netns::{in_netns, kill_all_in, pids_in};
 pub use process::Proc;

@@ -5,17 +5,23 @@
 //! mode its partner is in. Each duet unit therefore sends this small signed
 //! datagram to its partner's unit address once a second and at every role
 //! change. ucarp never sees it (it is UDP, not protocol 112). It only feeds
-//! the status squares and checks (same mode, readiness); it never moves the
-//! role by itself.
+//! the status squares and checks (same mode, readiness) and, with a
+//! witness (E14), tells the active how long the partner promises not to
+//! take over; it never moves the role by itself.
 //!
 //! ```text
-//!  0       4   5    6    7    8     9    12        20          28    32
-//! +-------+---+----+----+----+-----+----+---------+-----------+-----+
-//! | DUET  |ver|mode|role|vhid|flags|rsvd| counter |generation |rsvd |
-//! +-------+---+----+----+----+-----+----+---------+-----------+-----+
-//! | HMAC-SHA256 over bytes 0..32 and the sender's address (32 bytes) |
-//! +------------------------------------------------------------------+
+//!  0       4   5    6    7    8     9    12        20          28       32
+//! +-------+---+----+----+----+-----+----+---------+-----------+--------+
+//! | DUET  |ver|mode|role|vhid|flags|rsvd| counter |generation |hold_ms |
+//! +-------+---+----+----+----+-----+----+---------+-----------+--------+
+//! | HMAC-SHA256 over bytes 0..32 and the sender's address (32 bytes)    |
+//! +---------------------------------------------------------------------+
 //! ```
+//!
+//! Version 1 throughout: `hold_ms` and the flags `HEARS_ADVERTS` and
+//! `WITNESS` were added in bytes an older unit sends as zeros and ignores
+//! (the digest covers them either way), so an older partner reads as "no
+//! promise, does not hear you, no witness", the cautious answer.
 
 use std::net::Ipv4Addr;
 
@@ -31,6 +37,11 @@ const VERSION: u8 = 1;
 pub const FLAG_READY: u8 = 0x01;
 /// Flag: the unit runs without a password.
 pub const FLAG_NO_PASSWORD: u8 = 0x02;
+/// Flag: the unit hears its partner's adverts (a valid one within its
+/// down interval).
+pub const FLAG_HEARS_ADVERTS: u8 = 0x04;
+/// Flag: the unit has a witness configured (E14).
+pub const FLAG_WITNESS: u8 = 0x08;
 
 /// What one unit tells its partner about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +56,10 @@ pub struct PeerStatus {
     pub counter: u64,
     /// The configuration generation the unit holds (0 when unknown).
     pub generation: u64,
+    /// E14: the sender will not take over from a silent partner within
+    /// this many milliseconds of sending (its down timer's time left; 0:
+    /// no such promise).
+    pub hold_ms: u32,
 }
 
 /// Why a datagram was refused.
@@ -98,6 +113,7 @@ impl PeerStatus {
         b[8] = self.flags;
         b[12..20].copy_from_slice(&self.counter.to_be_bytes());
         b[20..28].copy_from_slice(&self.generation.to_be_bytes());
+        b[28..32].copy_from_slice(&self.hold_ms.to_be_bytes());
         let d: [u8; 32] = key.mac(&b[..32], src).finalize().into_bytes().into();
         b[32..64].copy_from_slice(&d);
         b
@@ -118,6 +134,8 @@ impl PeerStatus {
         c.copy_from_slice(&bytes[12..20]);
         let mut g = [0u8; 8];
         g.copy_from_slice(&bytes[20..28]);
+        let mut h = [0u8; 4];
+        h.copy_from_slice(&bytes[28..32]);
         Ok(Self {
             mode: bytes[5],
             role: bytes[6],
@@ -125,6 +143,7 @@ impl PeerStatus {
             flags: bytes[8],
             counter: u64::from_be_bytes(c),
             generation: u64::from_be_bytes(g),
+            hold_ms: u32::from_be_bytes(h),
         })
     }
 }
@@ -137,7 +156,15 @@ mod tests {
     fn round_trip_and_binding() {
         let k = PeerKey::new(b"pw");
         let src = Ipv4Addr::new(198, 18, 0, 2);
-        let s = PeerStatus { mode: 2, role: 2, vhid: 10, flags: FLAG_READY, counter: 7, generation: 3 };
+        let s = PeerStatus {
+            mode: 2,
+            role: 2,
+            vhid: 10,
+            flags: FLAG_READY | FLAG_HEARS_ADVERTS,
+            counter: 7,
+            generation: 3,
+            hold_ms: 2950,
+        };
         let b = s.emit(&k, src);
         assert_eq!(PeerStatus::parse(&b, &k, src), Ok(s));
         assert_eq!(PeerStatus::parse(&b, &k, Ipv4Addr::new(198, 18, 0, 3)), Err(PeerError::BadDigest));
@@ -146,5 +173,20 @@ mod tests {
         let mut v = b;
         v[4] = 9;
         assert_eq!(PeerStatus::parse(&v, &k, src), Err(PeerError::Version(9)));
+    }
+
+    /// What a unit of before the witness sent (hold and the new flags zero,
+    /// as in its reserved bytes) reads as no promise; and the new fields sit
+    /// where the older layout had its reserved bytes.
+    #[test]
+    fn an_older_units_datagram_reads_as_no_promise() {
+        let k = PeerKey::new(b"pw");
+        let src = Ipv4Addr::new(198, 18, 0, 1);
+        let older = PeerStatus { mode: 1, role: 3, vhid: 10, flags: FLAG_READY, counter: 9, generation: 1, hold_ms: 0 };
+        let b = older.emit(&k, src);
+        assert_eq!(&b[28..32], &[0; 4]);
+        assert_eq!(PeerStatus::parse(&b, &k, src).map(|s| (s.hold_ms, s.flags & FLAG_HEARS_ADVERTS)), Ok((0, 0)));
+        let newer = PeerStatus { hold_ms: 0x0102_0304, flags: FLAG_WITNESS, ..older };
+        assert_eq!(&newer.emit(&k, src)[28..32], &[1, 2, 3, 4]);
     }
 }

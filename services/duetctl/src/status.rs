@@ -90,6 +90,9 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
             if t.error.is_empty() { String::new() } else { format!(", error: {}", t.error) }
         );
     }
+    if let Some(w) = &s.witness {
+        println!("{}", witness_line(w));
+    }
     if let Some(c) = &cfg {
         let (l, p) = (c.local.clone().unwrap_or_default(), c.partner.clone().unwrap_or_default());
         println!(
@@ -130,6 +133,40 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
         println!("warning: {w}");
     }
     Ok(())
+}
+
+/// The witness (E14) in one line: policy, etcd, the key's holder, the
+/// lease, and what is wrong (fallback, out of reach, the last error).
+pub fn witness_line(w: &el::WitnessStatus) -> String {
+    let etcd = match (w.reachable, w.since_answer_ms) {
+        (true, _) if w.endpoint.is_empty() => "etcd reachable".to_string(),
+        (true, _) => format!("etcd reachable ({})", w.endpoint),
+        (false, Some(ms)) => format!("etcd NOT reachable (silent for {ms} ms)"),
+        (false, None) => "etcd NOT reachable (never answered)".to_string(),
+    };
+    let holder = if !w.key_known {
+        format!("key {} not read yet", w.key)
+    } else if w.holder.is_empty() {
+        format!("key {} free", w.key)
+    } else {
+        let who = if w.holder_is_self { format!("{} (this unit)", w.holder) } else { w.holder.clone() };
+        let ttl =
+            if w.remaining_ttl_ms > 0 { format!(", lease {} ms left", w.remaining_ttl_ms) } else { String::new() };
+        format!("key {} held by {who}{ttl}, last beat {} ms ago", w.key, w.since_beat_ms)
+    };
+    let mut line = format!("witness: policy {}, {etcd}, {holder}", w.policy);
+    if w.fallback {
+        line.push_str("; FALLBACK: a silent partner is replaced by plain CARP (policy prefer)");
+    } else if !w.reachable && w.policy == "required" {
+        line.push_str("; this unit will NOT replace a silent partner (policy required)");
+    }
+    if w.insecure_plaintext {
+        line.push_str("; WITHOUT TLS");
+    }
+    if !w.last_error.is_empty() {
+        line.push_str(&format!("; last error: {}", w.last_error));
+    }
+    line
 }
 
 /// One line on the replicator: mode, link, entries, lag.
@@ -240,4 +277,41 @@ pub async fn clear_pacified(a: &Addrs) -> anyhow::Result<()> {
     let r = answer(client::election(a).await?.clear_pacified(el::ClearPacifiedRequest {})).await?;
     println!("pacified state cleared; role now {}", role(r.role));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_witness_line_says_who_holds_the_key_and_what_is_wrong() {
+        let mut w = el::WitnessStatus {
+            policy: "prefer".into(),
+            reachable: true,
+            endpoint: "https://198.18.0.21:2379".into(),
+            key: "/duet/vhid-10/witness".into(),
+            key_known: true,
+            holder: "lb1".into(),
+            holder_is_self: true,
+            remaining_ttl_ms: 2500,
+            since_beat_ms: 120,
+            since_answer_ms: Some(100),
+            ..Default::default()
+        };
+        assert_eq!(
+            witness_line(&w),
+            "witness: policy prefer, etcd reachable (https://198.18.0.21:2379), key /duet/vhid-10/witness held by lb1 \
+             (this unit), lease 2500 ms left, last beat 120 ms ago"
+        );
+        w.reachable = false;
+        w.fallback = true;
+        w.since_answer_ms = Some(4000);
+        w.last_error = "lease keepalive: no answer".into();
+        let l = witness_line(&w);
+        assert!(l.contains("etcd NOT reachable (silent for 4000 ms)") && l.contains("FALLBACK"), "{l}");
+        assert!(l.ends_with("; last error: lease keepalive: no answer"), "{l}");
+        w.fallback = false;
+        w.policy = "required".into();
+        assert!(witness_line(&w).contains("will NOT replace a silent partner"));
+    }
 }

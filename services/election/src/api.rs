@@ -71,6 +71,7 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
         silent_ms: st.heard.map_or(0, |h| u64::try_from(now.since(h.at).as_millis()).unwrap_or(u64::MAX)),
         reachable: st.partner_reachable,
         mode: st.reported.and_then(|r| HaMode::from_code(r.status.mode)).map_or(0, ha_mode_i32),
+        hears_adverts: st.partner_hears_adverts,
     };
     let mut warnings = st.warnings.clone();
     if s.queue_full > 0 {
@@ -78,6 +79,12 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
     }
     if s.send_errors > 0 {
         warnings.push(format!("{} adverts could not be sent", s.send_errors));
+    }
+    if s.witness.as_ref().is_some_and(|w| w.insecure) {
+        warnings.push(
+            "the witness talks to etcd without TLS (witness.insecure_plaintext): anyone on the way can forge the key"
+                .into(),
+        );
     }
     pb::GetStatusResponse {
         unit: Some(unit),
@@ -139,7 +146,52 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
         seq: s.seq,
         timer_lateness: Some(delay(&s.timer_lateness)),
         receive_delay: Some(delay(&s.receive_delay)),
+        witness: witness_proto(unit_name, s),
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// E14: the core's view of the witness and the adapter's session.
+fn witness_proto(unit_name: &str, s: &Snapshot) -> Option<pb::WitnessStatus> {
+    use duet_carp::witness::{Holder, KeyState};
+    let v = s.status.witness.as_ref()?;
+    let link = s.witness.clone().unwrap_or_default();
+    let (holder, holder_is_self) = match &v.key {
+        Some(KeyState::Held { holder: Holder::Other(n), .. }) => (n.clone(), false),
+        Some(KeyState::Held { holder: Holder::This, .. }) => (unit_name.to_owned(), true),
+        // This unit's key of an earlier session (a restart, a lost lease).
+        Some(KeyState::Held { holder: Holder::ThisStale, .. }) => (unit_name.to_owned(), false),
+        Some(KeyState::Absent) | None => (String::new(), false),
+    };
+    let remaining = if holder_is_self { v.lease_left } else { link.holder_ttl };
+    Some(pb::WitnessStatus {
+        policy: v.policy.as_str().into(),
+        reachable: v.reachable,
+        endpoint: link.endpoint.unwrap_or_default(),
+        key: link.key,
+        key_known: v.key.is_some(),
+        holder,
+        holder_is_self,
+        remaining_ttl_ms: remaining.map_or(0, ms),
+        since_beat_ms: v.since_beat.map_or(0, ms),
+        lease_ttl_ms: ms(v.lease_ttl),
+        since_answer_ms: v.since_ok.map(ms),
+        last_error: v.last_error.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
+        last_error_at: v.last_error.as_ref().map(|e| ts(s.clock.to_system(e.0))),
+        fallback: v.fallback,
+        insecure_plaintext: link.insecure,
+        beats_sent: v.beats_sent,
+        beats_acknowledged: v.beats_acked,
+        failures: v.failures,
+        decisions: v
+            .decisions
+            .iter()
+            .map(|(d, n)| pb::WitnessDecisionCount { reason: d.as_str().into(), count: *n })
+            .collect(),
+    })
 }
 
 /// p50 and p99 of the recent delays, the largest ever and how many.
@@ -384,6 +436,7 @@ mod tests {
             send_errors: 0,
             timer_lateness,
             receive_delay: Samples::new(16),
+            witness: None,
         }
     }
 
@@ -414,6 +467,43 @@ mod tests {
         assert!(m.warnings.iter().any(|w| w.starts_with("3 packets dropped because the receive queue was full")));
         let to = m.takeover.unwrap();
         assert!(!to.following && to.applied_role == 0);
+    }
+
+    #[test]
+    fn the_witness_is_shown_as_the_core_and_the_adapter_see_it() {
+        use duet_carp::witness::{Holder, KeyState, WitnessEvent};
+        let mut p = params(HaMode::First);
+        p.witness = Some(duet_carp::WitnessParams {
+            policy: duet_carp::WitnessPolicy::Required,
+            lease_ttl: Duration::from_secs(3),
+        });
+        let mut e = Election::new(p.clone(), Time::ZERO, Init::default());
+        let t = Time::from_millis(100);
+        e.handle_witness(t, WitnessEvent::LeaseKept { sent: t, ttl: Duration::from_secs(3) });
+        let key = KeyState::Held { holder: Holder::Other("lb2".into()), mod_revision: 7 };
+        e.handle_witness(t, WitnessEvent::Observed { key, revision: 7 });
+        let mut s = snapshot(HaMode::First);
+        s.status = e.status(Time::from_millis(600));
+        s.params = p;
+        s.witness = Some(crate::driver::WitnessLinkView {
+            endpoint: Some("https://198.18.0.21:2379".into()),
+            holder_ttl: Some(Duration::from_millis(2500)),
+            key: "/duet/vhid-10/witness".into(),
+            insecure: true,
+        });
+        let m = status_proto("lb1", &s);
+        let w = m.witness.unwrap();
+        assert_eq!((w.policy.as_str(), w.reachable, w.fallback), ("required", true, false));
+        assert_eq!(
+            (w.holder.as_str(), w.holder_is_self, w.remaining_ttl_ms, w.since_beat_ms),
+            ("lb2", false, 2500, 500)
+        );
+        assert_eq!(
+            (w.key.as_str(), w.endpoint.as_str(), w.since_answer_ms),
+            ("/duet/vhid-10/witness", "https://198.18.0.21:2379", Some(500))
+        );
+        assert!(w.insecure_plaintext && m.warnings.iter().any(|l| l.contains("without TLS")), "{:?}", m.warnings);
+        assert!(status_proto("lb1", &snapshot(HaMode::First)).witness.is_none(), "no witness, no message");
     }
 
     #[test]

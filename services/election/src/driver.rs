@@ -7,8 +7,13 @@
 //!  peer-status task ───────────┼──────────────►┌───────────┐── adverts ──► raw socket
 //!  link watcher ───────────────┘               │  driver   │── role events ──► WatchRole streams
 //!  gRPC API ──────── requests (bounded) ──────►│  (core)   │── logs, state files
+//!  witness adapter ── reports (bounded) ──────►│           │── witness requests (bounded) ──► witness adapter
 //!                                              └───────────┘
 //! ```
+//!
+//! The witness's adapter (`duet-witness`, E14) runs in its own task and
+//! talks to etcd; its reports carry the `Instant` each request was sent,
+//! which the driver turns into the core's time.
 //!
 //! The select loop is biased towards the timer: a flood of packets can
 //! delay an advert by at most one packet's processing (microseconds), never
@@ -29,7 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use duet_carp::params::Params;
-use duet_carp::{Action, Command, CommandError, Election, Level, Notice, PacifyRule, Role, RoleEvent, RoleEventKind};
+use duet_carp::{
+    Action, Command, CommandError, Election, Level, Notice, PacifyRule, Role, RoleEvent, RoleEventKind, WitnessEvent,
+    WitnessRequest,
+};
 use duet_net::netlink::Netlink;
 use duet_runtime::clock::Clock;
 use duet_runtime::shutdown::Shutdown;
@@ -90,6 +98,33 @@ pub(crate) struct Setup {
     /// The takeover service puts the shared addresses on VMAC macvlans.
     pub vmac: bool,
     pub drop_log_window: Duration,
+    /// E14: the witness's adapter settings, when the unit has a witness.
+    pub witness: Option<WitnessSetup>,
+}
+
+/// What the witness's adapter starts with.
+pub(crate) struct WitnessSetup {
+    pub settings: duet_witness::Settings,
+    /// `witness.insecure_plaintext` (a warning in the status).
+    pub insecure: bool,
+}
+
+/// The driver's end of the witness's adapter.
+struct WitnessLink {
+    requests: mpsc::Sender<WitnessRequest>,
+    reports: mpsc::Receiver<duet_witness::Report>,
+    view: WitnessLinkView,
+    /// Failures are logged once until etcd answers again.
+    failing: bool,
+}
+
+/// What the status shows of the adapter (the rest is the core's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WitnessLinkView {
+    pub endpoint: Option<String>,
+    pub holder_ttl: Option<Duration>,
+    pub key: String,
+    pub insecure: bool,
 }
 
 pub(crate) struct Driver {
@@ -121,6 +156,7 @@ pub(crate) struct Driver {
     receive_delay: Samples,
     /// The configuration generation the parameters in force came from.
     config_generation: u64,
+    witness: Option<WitnessLink>,
 }
 
 pub(crate) struct Handles {
@@ -174,6 +210,15 @@ impl Driver {
             queue_full: AtomicU64::new(0),
         });
         let n = setup.params.interfaces.len();
+        let witness = setup.witness.map(|w| {
+            let (req_tx, req_rx) = mpsc::channel(64);
+            let (rep_tx, rep_rx) = mpsc::channel(256);
+            let view =
+                WitnessLinkView { endpoint: None, holder_ttl: None, key: w.settings.key.clone(), insecure: w.insecure };
+            // It stops once the driver (the requests' sender) is gone.
+            duet_witness::spawn(w.settings, req_rx, rep_tx);
+            WitnessLink { requests: req_tx, reports: rep_rx, view, failing: false }
+        });
         let d = Self {
             election,
             clock,
@@ -202,6 +247,7 @@ impl Driver {
             timer_lateness: Samples::new(DELAY_SAMPLES),
             receive_delay: Samples::new(DELAY_SAMPLES),
             config_generation: setup.config_generation,
+            witness,
         };
         Ok((d, Handles { shared, inbound: in_tx }))
     }
@@ -241,6 +287,7 @@ impl Driver {
                     }
                 }
                 Some(r) = self.requests.recv() => self.request(r),
+                Some(r) = next_report(self.witness.as_mut()) => self.witness_report(r),
                 _ = history_check.tick() => {
                     self.check_history();
                     let now = self.clock.now();
@@ -370,10 +417,49 @@ impl Driver {
                         let _ = r.send(Ok(HandoverOutcome { confirmed, partner, took }));
                     }
                 }
+                Action::Witness(req) => {
+                    let sent = self.witness.as_ref().map(|w| w.requests.try_send(req));
+                    if !matches!(sent, Some(Ok(()))) {
+                        // Nobody to ask, or too many asked: the core hears
+                        // at once that the request failed and retries.
+                        let error = if sent.is_none() { "no witness adapter" } else { "witness adapter busy" };
+                        let now = self.clock.now();
+                        let ev = WitnessEvent::Failed { request: Some(req.kind()), error: error.into() };
+                        self.election.handle_witness(now, ev);
+                    }
+                }
             }
         }
         self.save_state(false);
         self.update_health();
+    }
+
+    /// A report of the witness's adapter: events go to the core (with the
+    /// send times on its clock), the rest to the status.
+    fn witness_report(&mut self, r: duet_witness::Report) {
+        let Some(link) = self.witness.as_mut() else { return };
+        match r {
+            duet_witness::Report::Event(ev) => {
+                match &ev {
+                    WitnessEvent::Failed { request, error } if !link.failing => {
+                        link.failing = true;
+                        let what = request.map_or("session", |k| k.as_str());
+                        tracing::warn!(target: "duet::election", "witness (etcd) {what} failed: {error}");
+                    }
+                    WitnessEvent::Failed { .. } => {}
+                    _ if link.failing => {
+                        link.failing = false;
+                        tracing::info!(target: "duet::election", "witness (etcd) answers again");
+                    }
+                    _ => {}
+                }
+                let clock = self.clock;
+                let now = clock.now();
+                self.election.handle_witness(now, ev.map_time(|i| clock.time_of(i)));
+            }
+            duet_witness::Report::Connected { endpoint } => link.view.endpoint = Some(endpoint),
+            duet_witness::Report::HolderTtl(t) => link.view.holder_ttl = t,
+        }
     }
 
     fn next_event(&mut self, kind: RoleEventKind, role: Role, previous: Role, reason: String) -> RoleEvent {
@@ -472,6 +558,14 @@ impl Driver {
     }
 }
 
+/// The next report of the witness's adapter; never, without one.
+async fn next_report(w: Option<&mut WitnessLink>) -> Option<duet_witness::Report> {
+    match w {
+        Some(w) => w.reports.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -529,6 +623,7 @@ pub(crate) mod test_support {
             }],
             advskew: None,
             hard_reboot_on_link_failure: false,
+            witness: None,
         }
     }
 
@@ -545,6 +640,7 @@ pub(crate) mod test_support {
             shared_addrs: vec![("eth0".into(), Ipv4Addr::new(198, 18, 0, 10), 24)],
             vmac: false,
             drop_log_window: Duration::ZERO,
+            witness: None,
         };
         Driver::new(setup, 7, health).expect("driver")
     }

@@ -19,6 +19,10 @@
 //! unit file's. The parameters are always made by one function,
 //! `duet_config::election_params`, from the unit's own settings and the
 //! pair's.
+//!
+//! With a `[witness]` (E14) the driver starts the witness's etcd adapter
+//! (`duet-witness`); its endpoints, TLS and key are read at start (a change
+//! needs a restart), the pair's policy and lease TTL follow the image.
 
 mod api;
 pub mod driver;
@@ -129,6 +133,7 @@ pub async fn run(
         shared_addrs: pair.shared().iter().map(|(i, c)| (i.clone(), c.addr, c.prefix)).collect(),
         vmac: cfg.raw.takeover.vmac,
         drop_log_window: Duration::from_secs(cfg.raw.election.drop_log_window_s),
+        witness: witness_setup(&cfg, &params)?,
     };
     let epoch: u64 = rand::random();
     let (mut driver, handles) = driver::Driver::new(setup, epoch, health)?;
@@ -160,6 +165,7 @@ pub async fn run(
     };
     let follower = Follower {
         path: config_path,
+        witness_at_start: cfg.local.witness,
         local: cfg.local.clone(),
         in_force: (params, pair.generation),
         pair,
@@ -192,12 +198,58 @@ pub async fn run(
     Ok(exit)
 }
 
+/// E14: the witness's adapter settings from `[witness]` and the parameters
+/// at start; `None` without a witness. Certificates that cannot be read
+/// stop the start, naming the setting.
+fn witness_setup(cfg: &Validated, params: &Params) -> anyhow::Result<Option<driver::WitnessSetup>> {
+    let (Some(w), Some(wp)) = (&cfg.witness, &params.witness) else {
+        return Ok(None);
+    };
+    let read = |field: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("witness.{field}: cannot read {}: {e}", p.display()))
+    };
+    let tls = match &w.tls {
+        None => None,
+        Some(t) => Some(duet_witness::TlsPems {
+            ca: read("tls_ca", &t.ca)?,
+            identity: match &t.identity {
+                Some((c, k)) => Some((read("tls_cert", c)?, read("tls_key", k)?)),
+                None => None,
+            },
+        }),
+    };
+    let key = w.key(params.vhid);
+    tracing::info!(
+        key = %key,
+        policy = wp.policy.as_str(),
+        lease_ttl_ms = wp.lease_ttl.as_millis() as u64,
+        endpoints = ?w.endpoints,
+        "witness (etcd) configured"
+    );
+    Ok(Some(driver::WitnessSetup {
+        settings: duet_witness::Settings {
+            endpoints: w.endpoints.clone(),
+            tls,
+            key,
+            unit: w.unit.clone(),
+            lease_ttl: wp.lease_ttl,
+            // Long enough for a loaded etcd, short enough to fail over to
+            // another member well within the HA timeout.
+            op_timeout: params.down_interval(None).clamp(Duration::from_millis(200), Duration::from_secs(1)),
+        },
+        insecure: w.tls.is_none(),
+    }))
+}
+
 /// E12: keeps the driver's parameters those of the unit's own settings
 /// (its file, read again on SIGHUP) and the pair's (the newest generation
 /// of the image when there is one, else the file's). Whatever does not
 /// make valid parameters changes nothing and says why.
 struct Follower {
     path: Option<PathBuf>,
+    /// Whether the unit started with a witness: the adapter runs from the
+    /// start, so a `[witness]` added or removed later waits for a restart.
+    witness_at_start: bool,
     local: LocalHa,
     pair: PairSettings,
     /// The parameters last handed to the driver, and their generation.
@@ -227,6 +279,12 @@ impl Follower {
                         Ok(v) => {
                             tracing::info!("SIGHUP: unit file read again");
                             self.local = v.local.clone();
+                            if self.local.witness != self.witness_at_start {
+                                tracing::warn!(
+                                    "[witness] was added or removed: restart the election to apply it (the rest applies now)"
+                                );
+                                self.local.witness = self.witness_at_start;
+                            }
                             if self.pair.generation == 0 {
                                 self.pair = PairSettings::of_file(&v);
                             } else {

@@ -1,5 +1,7 @@
 //! The election's OpenTelemetry instruments (O3): adverts sent and
-//! received, dropped packets by reason, role changes and the current role.
+//! received, dropped packets by reason, role changes and the current role;
+//! with a witness (E14), its beats (lease refreshes), failures and
+//! decisions by reason.
 //!
 //! The core keeps the counters; the driver copies them here once a second,
 //! and observable instruments report the copies when the exporter asks. No
@@ -8,6 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use duet_carp::witness::Decision;
 use duet_carp::{DropReason, Role};
 use duet_runtime::metrics::{Observed, observe_directions};
 use opentelemetry::KeyValue;
@@ -20,6 +23,10 @@ struct Values {
     queue_full: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     role: AtomicI64,
+    beats_sent: AtomicU64,
+    beats_acked: AtomicU64,
+    witness_failures: AtomicU64,
+    decisions: [AtomicU64; Decision::ALL.len()],
 }
 
 /// The instruments; dropping them unregisters the callbacks.
@@ -28,6 +35,7 @@ pub(crate) struct Metrics {
     values: Arc<Values>,
     role_changes: Counter<u64>,
     _observers: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableGauge<i64>),
+    _witness: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableCounter<u64>),
 }
 
 fn role_code(r: Role) -> i64 {
@@ -63,7 +71,29 @@ impl Metrics {
             .u64_counter("duet.election.role_changes")
             .with_description("Role changes, by new role")
             .build();
-        Self { values, role_changes, _observers: (adverts, dropped, role) }
+        let beats = observed
+            .counter(
+                "duet.election.witness.beats",
+                "Witness beats (lease-backed key refreshes) sent and acknowledged by etcd",
+                |v, o| {
+                    o.observe(v.beats_sent.load(Ordering::Relaxed), &[KeyValue::new("outcome", "sent")]);
+                    o.observe(v.beats_acked.load(Ordering::Relaxed), &[KeyValue::new("outcome", "acknowledged")]);
+                },
+            )
+            .build();
+        let failures = observed
+            .counter("duet.election.witness.failures", "Failed calls to etcd and failed witness sessions", |v, o| {
+                o.observe(v.witness_failures.load(Ordering::Relaxed), &[]);
+            })
+            .build();
+        let decisions = observed
+            .counter("duet.election.witness.decisions", "Decisions the witness made, by reason", |v, o| {
+                for (k, d) in Decision::ALL.iter().enumerate() {
+                    o.observe(v.decisions[k].load(Ordering::Relaxed), &[KeyValue::new("reason", d.as_str())]);
+                }
+            })
+            .build();
+        Self { values, role_changes, _observers: (adverts, dropped, role), _witness: (beats, failures, decisions) }
     }
 
     /// Copies the core's counters.
@@ -76,6 +106,15 @@ impl Metrics {
             v.drops[k].store(drops.get(*r), Ordering::Relaxed);
         }
         v.role.store(role_code(s.role), Ordering::Relaxed);
+        if let Some(w) = &s.witness {
+            v.beats_sent.store(w.beats_sent, Ordering::Relaxed);
+            v.beats_acked.store(w.beats_acked, Ordering::Relaxed);
+            v.witness_failures.store(w.failures, Ordering::Relaxed);
+            for (k, d) in Decision::ALL.iter().enumerate() {
+                let n = w.decisions.iter().find(|(x, _)| x == d).map_or(0, |(_, n)| *n);
+                v.decisions[k].store(n, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A role change happened.

@@ -477,8 +477,10 @@ pub fn run_failover(
     opts: &FailoverOptions,
     mut progress: impl FnMut(&RepResult),
 ) -> Result<Vec<RepResult>> {
+    let etcd = crate::system::etcd_for(l, &opts.systems)?;
     let mut bench = Bench::new(l)?;
-    let mut systems: Vec<Box<dyn System>> = opts.systems.iter().map(|k| k.system(opts.duet_launch)).collect();
+    let mut systems: Vec<Box<dyn System>> =
+        opts.systems.iter().map(|k| k.system(opts.duet_launch, etcd.as_ref())).collect();
     let mut out = Vec::new();
     for rep in 0..opts.reps {
         for sys in &mut systems {

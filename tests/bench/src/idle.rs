@@ -57,8 +57,9 @@ pub struct IdleCost {
 /// Measures every system in `opts` on `l`, one after the other.
 pub fn run_idle(l: &mut PairLab, opts: &IdleOptions, mut progress: impl FnMut(&IdleCost)) -> Result<Vec<IdleCost>> {
     let mut out = Vec::new();
+    let etcd = crate::system::etcd_for(l, &opts.systems)?;
     for (run, kind) in opts.systems.iter().enumerate() {
-        let mut sys = kind.system(opts.duet_launch);
+        let mut sys = kind.system(opts.duet_launch, etcd.as_ref());
         let result = sys.start(l, 1000 + run).and_then(|()| measure(l, sys.as_ref(), opts));
         let stopped = sys.stop(l);
         for c in result? {

@@ -22,6 +22,10 @@
 //! - [`configsync`]: commit on the active to applied on the standby, and a
 //!   full sync of a large image.
 //! - [`conntrack`]: throughput of duet's ctnetlink layer alone.
+//! - [`partition`]: the witness's figure (E14): how long the shared address
+//!   is on both units while their adverts are dropped both ways, with and
+//!   without the witness (the failover benchmark also runs duet with a
+//!   witness: `duet-witness`, `duet-fast-witness`).
 //!
 //! It is a measurement harness, not a test oracle: only correctness
 //! failures (two units answering, a client left unserved, a change that
@@ -38,6 +42,7 @@ pub mod conntrackd;
 pub mod failover;
 pub mod idle;
 pub mod loss;
+pub mod partition;
 pub mod probe;
 pub mod procfs;
 pub mod replication;

@@ -47,8 +47,8 @@ pub fn run_loss(o: &LossOptions) -> Result<Vec<LossResult>> {
     let mut out = Vec::new();
     for (run, &percent) in o.percents.iter().enumerate() {
         let mut l = PairLab::new("loss")?;
-        let u1 = DuetUnit::start(&mut l, Unit::One, run, DuetLaunch::Services, true)?;
-        let u2 = DuetUnit::start(&mut l, Unit::Two, run, DuetLaunch::Services, true)?;
+        let u1 = DuetUnit::start(&mut l, Unit::One, run, DuetLaunch::Services, true, None)?;
+        let u2 = DuetUnit::start(&mut l, Unit::Two, run, DuetLaunch::Services, true, None)?;
         l.wait_role(l.a, Role::Active, Duration::from_secs(20))?;
         l.wait_role(l.b, Role::Standby, Duration::from_secs(20))?;
         std::thread::sleep(Duration::from_secs(2));

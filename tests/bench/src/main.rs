@@ -1,6 +1,6 @@
 //! `duet-bench`: duet's benchmarks in network namespaces, one subcommand
 //! each (see the `duet_bench` library): `failover`, `idle`, `loss`,
-//! `replication`, `configsync`, `conntrack`.
+//! `replication`, `configsync`, `conntrack`, `partition`.
 //!
 //! Needs root. Run the release build for figures worth quoting:
 //! `cargo build --release --workspace --bins && sudo target/release/duet-bench failover`.
@@ -45,7 +45,8 @@ enum Cmd {
         /// Repetitions of each system x scenario.
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// Systems: duet, duet-fast, keepalived-v2, keepalived-v3, ucarp.
+        /// Systems: duet, duet-fast, keepalived-v2, keepalived-v3, ucarp, and duet with a witness
+        /// (E14, an etcd cluster in the lab): duet-witness, duet-fast-witness.
         #[arg(long, value_delimiter = ',', default_value = "duet,duet-fast,keepalived-v2,keepalived-v3,ucarp")]
         systems: Vec<SystemKind>,
         /// Scenarios: crash, linkdown, graceful.
@@ -126,6 +127,20 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         ha_changes: usize,
         #[arg(long, default_value = "bench-results/configsync.json")]
+        json: PathBuf,
+    },
+    /// E14: dual-active time while the units' adverts are dropped both ways, with and without the witness.
+    Partition {
+        /// Repetitions of each system.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// duet's systems: duet, duet-fast, duet-witness, duet-fast-witness.
+        #[arg(long, value_delimiter = ',', default_value = "duet,duet-witness,duet-fast,duet-fast-witness")]
+        systems: Vec<SystemKind>,
+        /// How long the adverts are dropped, in seconds.
+        #[arg(long, default_value_t = 5)]
+        partition_s: u64,
+        #[arg(long, default_value = "bench-results/partition.json")]
         json: PathBuf,
     },
     /// duet's ctnetlink layer alone: upsert (create), upsert (all existing) and dump of N flows.
@@ -341,6 +356,63 @@ fn configsync(opts: &ConfigsyncOptions, json: &Path) -> anyhow::Result<ExitCode>
     Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+fn partition(opts: duet_bench::partition::PartitionOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    use duet_bench::partition as pt;
+    let started_at = epoch_now();
+    let mut l = PairLab::new("benchpart").context("building the lab")?;
+    eprintln!(
+        "duet-bench: {} x {} partitions of {:?} (adverts dropped both ways) in lab {}",
+        opts.reps,
+        opts.systems.len(),
+        opts.partition,
+        l.lab.prefix()
+    );
+    let results = pt::run_partition(&mut l, &opts, |r| {
+        let line = match (&r.error, r.dual_active_ms) {
+            (Some(e), _) => format!("ERROR {e}"),
+            (None, Some(d)) => format!(
+                "both held the address {d:.0} ms ({:.0} ms after the heal), {} takeovers, unit {} at the end",
+                r.dual_after_heal_ms.unwrap_or(0.0),
+                r.takeovers,
+                r.holder_at_end
+            ),
+            (None, None) => "no figures".into(),
+        };
+        eprintln!("  rep {} {:<18} {line}", r.rep + 1, r.system);
+    })?;
+    drop(l);
+    let summaries = pt::summarize(&results, &opts);
+    let goals = pt::goals(&summaries);
+    println!("\n{}", pt::table(&summaries, opts.partition));
+    println!("{}", report::goals_text(&goals));
+    #[derive(serde::Serialize)]
+    struct PartitionReport<'a> {
+        command: String,
+        started_at: f64,
+        finished_at: f64,
+        host: HostInfo,
+        options: &'a pt::PartitionOptions,
+        summaries: &'a [pt::PartitionSummary],
+        goals: &'a [Goal],
+        runs: &'a [pt::PartitionResult],
+    }
+    write_json(
+        json,
+        &PartitionReport {
+            command: command_line(),
+            started_at,
+            finished_at: epoch_now(),
+            host: HostInfo::probe(),
+            options: &opts,
+            summaries: &summaries,
+            goals: &goals,
+            runs: &results,
+        },
+    )?;
+    println!("results: {}", json.display());
+    Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn conntrack(opts: &ConntrackOptions, json: &Path) -> anyhow::Result<ExitCode> {
     let started_at = epoch_now();
     eprintln!("duet-bench: ctnetlink upsert and dump of {:?} flows, each in a fresh namespace", opts.flows);
@@ -435,6 +507,15 @@ fn main() -> ExitCode {
             configsync(&ConfigsyncOptions { changes, services, ha_changes }, &json)
         }
         Cmd::Conntrack { flows, json } => conntrack(&ConntrackOptions { flows }, &json),
+        Cmd::Partition { reps, systems, partition_s, json } => {
+            let opts = duet_bench::partition::PartitionOptions {
+                reps,
+                systems,
+                partition: Duration::from_secs(partition_s),
+                ..Default::default()
+            };
+            partition(opts, &json)
+        }
     };
     match result {
         Ok(code) => code,

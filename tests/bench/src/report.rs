@@ -162,6 +162,35 @@ pub fn goals(reps: &[RepResult], s: &[Summary]) -> Vec<Goal> {
         pass: graceful.map(|g| g <= 10.0),
         correctness: false,
     });
+    // E14: the witness costs little on a crash and nothing on a handover.
+    let present = |sys| s.iter().any(|x| x.system == SystemKind::name(sys));
+    if present(SystemKind::DuetWitness) {
+        let (w, d) = (gap(SystemKind::DuetWitness, Scenario::Crash), gap(SystemKind::Duet, Scenario::Crash));
+        out.push(Goal {
+            goal: "duet-witness crash gap median <= duet's + 10 % (same run)".into(),
+            measured: format!("{} vs {}", ms(w), ms(d)),
+            pass: w.zip(d).map(|(w, d)| w <= d * 1.1),
+            correctness: false,
+        });
+    }
+    if present(SystemKind::DuetFastWitness) {
+        let (w, d) = (gap(SystemKind::DuetFastWitness, Scenario::Crash), gap(SystemKind::DuetFast, Scenario::Crash));
+        out.push(Goal {
+            goal: "duet-fast-witness crash gap median <= duet-fast's + 100 ms (same run)".into(),
+            measured: format!("{} vs {}", ms(w), ms(d)),
+            pass: w.zip(d).map(|(w, d)| w <= d + 100.0),
+            correctness: false,
+        });
+    }
+    for sys in SystemKind::WITNESS.into_iter().filter(|k| present(*k)) {
+        let g = gap(sys, Scenario::Graceful);
+        out.push(Goal {
+            goal: format!("{} planned handover gap median <= 10 ms", sys.name()),
+            measured: ms(g),
+            pass: g.map(|g| g <= 10.0),
+            correctness: false,
+        });
+    }
     let garp: Vec<f64> = reps
         .iter()
         .filter(|r| r.error.is_none())

@@ -1,5 +1,6 @@
 //! The HA systems under test, each started as a pair on the standard lab:
-//! duet, keepalived (VRRPv2 and VRRPv3) and ucarp.
+//! duet (with and without the witness, E14), keepalived (VRRPv2 and
+//! VRRPv3) and ucarp.
 //!
 //! A [`System`] starts both units, says when it is ready to be measured,
 //! and applies the three faults to one unit. Which unit is active is not
@@ -10,6 +11,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use duet_proto::common::v1::Role;
 use duet_proto::takeover::v1 as tpb;
 use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
-use duet_testkit::{HostId, Proc, in_netns};
+use duet_testkit::{EtcdCluster, HostId, Proc, in_netns};
 use nix::sys::signal::Signal;
 
 use duet_tests::{PairLab, SHARED, UNIT1, UNIT2, UnitConfig, bin};
@@ -97,10 +99,19 @@ pub enum SystemKind {
     KeepalivedV3,
     /// ucarp 1.5, advbase 1 s, deadratio 3.
     Ucarp,
+    /// duet as [`Duet`](Self::Duet) with a witness (E14): a three-member
+    /// etcd cluster with TLS in the lab, policy prefer, lease TTL 3 s (the
+    /// HA timeout).
+    DuetWitness,
+    /// duet's fast profile with a witness (lease TTL 2 s, etcd's minimum).
+    DuetFastWitness,
 }
 
 impl SystemKind {
+    /// The systems a run compares by default.
     pub const ALL: [Self; 5] = [Self::Duet, Self::DuetFast, Self::KeepalivedV2, Self::KeepalivedV3, Self::Ucarp];
+    /// duet with a witness (they need an etcd cluster in the lab).
+    pub const WITNESS: [Self; 2] = [Self::DuetWitness, Self::DuetFastWitness];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -109,23 +120,41 @@ impl SystemKind {
             Self::KeepalivedV2 => "keepalived-v2",
             Self::KeepalivedV3 => "keepalived-v3",
             Self::Ucarp => "ucarp",
+            Self::DuetWitness => "duet-witness",
+            Self::DuetFastWitness => "duet-fast-witness",
         }
+    }
+
+    /// Whether it needs the lab's etcd cluster.
+    pub fn needs_etcd(self) -> bool {
+        Self::WITNESS.contains(&self)
+    }
+
+    /// duet's kinds.
+    pub fn is_duet(self) -> bool {
+        matches!(self, Self::Duet | Self::DuetFast | Self::DuetWitness | Self::DuetFastWitness)
     }
 
     /// How often the active unit adverts.
     pub fn advert_interval(self) -> Duration {
         match self {
             Self::KeepalivedV3 => Duration::from_millis(100),
-            Self::DuetFast => Duration::from_millis(FAST_INTERVAL_MS),
-            Self::Duet | Self::KeepalivedV2 | Self::Ucarp => Duration::from_secs(1),
+            Self::DuetFast | Self::DuetFastWitness => Duration::from_millis(FAST_INTERVAL_MS),
+            Self::Duet | Self::DuetWitness | Self::KeepalivedV2 | Self::Ucarp => Duration::from_secs(1),
         }
     }
 
-    /// A fresh, stopped instance.
-    pub fn system(self, duet: DuetLaunch) -> Box<dyn System> {
+    /// A fresh, stopped instance; the witness kinds use `etcd` (which they
+    /// need: see [`needs_etcd`](Self::needs_etcd)).
+    pub fn system(self, duet: DuetLaunch, etcd: Option<&Arc<EtcdCluster>>) -> Box<dyn System> {
         match self {
             Self::Duet => Box::new(Duet::new(duet, false)),
             Self::DuetFast => Box::new(Duet::new(duet, true)),
+            Self::DuetWitness | Self::DuetFastWitness => {
+                let mut d = Duet::new(duet, self == Self::DuetFastWitness);
+                d.witness = etcd.cloned();
+                Box::new(d)
+            }
             Self::KeepalivedV2 => Box::new(Keepalived::new(2)),
             Self::KeepalivedV3 => Box::new(Keepalived::new(3)),
             Self::Ucarp => Box::new(Ucarp::default()),
@@ -143,10 +172,10 @@ impl FromStr for SystemKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown system {s:?} (one of {})", Self::ALL.map(Self::name).join(", ")))
+        let all = || Self::ALL.into_iter().chain(Self::WITNESS);
+        all().find(|k| k.name() == s).ok_or_else(|| {
+            format!("unknown system {s:?} (one of {})", all().map(Self::name).collect::<Vec<_>>().join(", "))
+        })
     }
 }
 
@@ -211,6 +240,15 @@ pub trait System: fmt::Debug {
 
     /// The processes of `unit`.
     fn procs_mut(&mut self, unit: Unit) -> &mut Vec<Proc>;
+}
+
+/// The lab's etcd cluster (three members, TLS) when one of `systems`
+/// needs it (the witness kinds), started once for the whole run.
+pub fn etcd_for(l: &mut PairLab, systems: &[SystemKind]) -> Result<Option<Arc<EtcdCluster>>> {
+    if !systems.iter().any(|k| k.needs_etcd()) {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(l.etcd().context("starting the etcd cluster of the witness")?)))
 }
 
 /// Units holding the shared address right now (on any interface).
@@ -481,8 +519,9 @@ impl DuetUnit {
     /// preferred none), with a fresh state directory per start so that the
     /// benchmark's many restarts do not pacify the unit (E9).
     /// `fast`: the fast profile (adverts every [`FAST_INTERVAL_MS`], four
-    /// missed and the standby takes over).
-    pub fn config(l: &PairLab, unit: Unit, run: usize, fast: bool) -> UnitConfig {
+    /// missed and the standby takes over). `witness`: a witness on that
+    /// etcd cluster (E14), its key under a prefix of this start's own.
+    pub fn config(l: &PairLab, unit: Unit, run: usize, fast: bool, witness: Option<&EtcdCluster>) -> UnitConfig {
         let (name, mode) = match unit {
             Unit::One => ("lb1", "first"),
             Unit::Two => ("lb2", "second"),
@@ -494,12 +533,24 @@ impl DuetUnit {
                 "profile = \"fast\"\nfast_interval_ms = {FAST_INTERVAL_MS}\nfast_dead_factor = 4\n"
             ));
         }
+        if let Some(e) = witness {
+            cfg.with_witness(e, "");
+            // In the [witness] section just written.
+            cfg.extra.push_str(&format!("key_prefix = \"/duet/bench-r{run}/\"\n"));
+        }
         cfg
     }
 
     /// Starts the unit's processes.
-    pub fn start(l: &mut PairLab, unit: Unit, run: usize, launch: DuetLaunch, fast: bool) -> Result<Self> {
-        let cfg = Self::config(l, unit, run, fast);
+    pub fn start(
+        l: &mut PairLab,
+        unit: Unit,
+        run: usize,
+        launch: DuetLaunch,
+        fast: bool,
+        witness: Option<&EtcdCluster>,
+    ) -> Result<Self> {
+        let cfg = Self::config(l, unit, run, fast, witness);
         let host = unit.host(l);
         let procs = match launch {
             DuetLaunch::Services => {
@@ -561,11 +612,14 @@ impl DuetUnit {
 }
 
 /// duet, as `duet-election` plus `duet-takeover` per unit (or the unit
-/// supervisor), HA timeout 3 s, preferred none.
+/// supervisor), HA timeout 3 s, preferred none; with a witness when given
+/// an etcd cluster.
 #[derive(Debug)]
 pub struct Duet {
     launch: DuetLaunch,
     fast: bool,
+    /// E14: the lab's etcd cluster, for the witness kinds.
+    pub witness: Option<Arc<EtcdCluster>>,
     units: [Option<DuetUnit>; 2],
     /// Stand-in while a unit is not running, for `procs_mut`.
     none: Vec<Proc>,
@@ -573,18 +627,24 @@ pub struct Duet {
 
 impl Duet {
     pub fn new(launch: DuetLaunch, fast: bool) -> Self {
-        Self { launch, fast, units: [None, None], none: Vec::new() }
+        Self { launch, fast, witness: None, units: [None, None], none: Vec::new() }
     }
 }
 
 impl System for Duet {
     fn kind(&self) -> SystemKind {
-        if self.fast { SystemKind::DuetFast } else { SystemKind::Duet }
+        match (self.fast, self.witness.is_some()) {
+            (false, false) => SystemKind::Duet,
+            (true, false) => SystemKind::DuetFast,
+            (false, true) => SystemKind::DuetWitness,
+            (true, true) => SystemKind::DuetFastWitness,
+        }
     }
 
     fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()> {
         for u in Unit::BOTH {
-            self.units[u.index()] = Some(DuetUnit::start(l, u, run, self.launch, self.fast)?);
+            let etcd = self.witness.as_deref();
+            self.units[u.index()] = Some(DuetUnit::start(l, u, run, self.launch, self.fast, etcd)?);
         }
         // A service that cannot run at all shows within a moment.
         thread::sleep(Duration::from_millis(300));
@@ -596,7 +656,17 @@ impl System for Duet {
 
     fn ready(&self, l: &PairLab, active: Unit) -> Result<bool> {
         let roles = (l.role(active.host(l)), l.role(active.other().host(l)));
-        Ok(roles == (Some(Role::Active), Some(Role::Standby)))
+        if roles != (Some(Role::Active), Some(Role::Standby)) {
+            return Ok(false);
+        }
+        // With a witness: the active holds it and the standby has seen it
+        // beat (a takeover judged now would wait for W, not for etcd).
+        if self.witness.is_some() {
+            let w = |u: Unit| l.status(u.host(l)).ok().and_then(|s| s.witness);
+            let (a, s) = (w(active), w(active.other()));
+            return Ok(a.is_some_and(|a| a.holder_is_self) && s.is_some_and(|s| s.reachable && !s.holder.is_empty()));
+        }
+        Ok(true)
     }
 
     fn graceful(&mut self, _l: &PairLab, unit: Unit) -> Result<()> {
@@ -677,7 +747,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for k in SystemKind::ALL {
+        for k in SystemKind::ALL.into_iter().chain(SystemKind::WITNESS) {
             assert_eq!(k.name().parse::<SystemKind>(), Ok(k));
         }
         assert!("vrrp".parse::<SystemKind>().is_err());

@@ -1,6 +1,8 @@
 //! An in-memory network of election cores driven by a virtual clock, with
 //! latency, seeded loss and partitions. Packets are wrapped in a real IPv4
-//! header (TTL 255) exactly as the kernel would send them.
+//! header (TTL 255) exactly as the kernel would send them. With a witness
+//! (E14) the network also holds an in-memory etcd ([`Store`]): one key,
+//! leases, conditional puts, a watch, and per-unit reachability.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -9,7 +11,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use duet_carp::params::{AuthParams, Destination, HaMode, IfaceParams, Params, Preferred, Timing};
-use duet_carp::{Action, Command, CommandError, Election, Init, Notice, Role, Time};
+use duet_carp::witness::{Expect, Holder, KeyState, RequestKind, WitnessEvent, WitnessRequest};
+use duet_carp::{Action, Command, CommandError, Election, Init, Notice, Role, Time, WitnessParams, WitnessPolicy};
 use duet_wire::ipv4::{Ipv4Header, PROTO_CARP};
 
 pub const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -36,6 +39,7 @@ pub fn pair_params(mode: HaMode, preferred: Preferred, timing: Timing) -> Params
         }],
         advskew: None,
         hard_reboot_on_link_failure: false,
+        witness: None,
     }
 }
 
@@ -56,6 +60,12 @@ pub fn standard(timeout_s: u64) -> Timing {
 
 pub fn fast() -> Timing {
     Timing::Fast { interval: Duration::from_millis(20), dead_factor: 4 }
+}
+
+/// `p` with a witness of `policy` and a lease TTL of `ttl_s` seconds.
+pub fn with_witness(mut p: Params, policy: WitnessPolicy, ttl_s: u64) -> Params {
+    p.witness = Some(WitnessParams { policy, lease_ttl: Duration::from_secs(ttl_s) });
+    p
 }
 
 /// A pair on two interfaces (two-arm): eth0 198.18.0.x, eth1 198.19.0.x.
@@ -125,6 +135,90 @@ struct Delivery {
 enum Kind {
     Advert(Vec<u8>),
     Peer(Ipv4Addr, Vec<u8>),
+    /// A request reaches etcd (from unit `to`), sent at the time given.
+    EtcdApply(WitnessRequest, Time),
+    /// etcd's answer or a watch event reaches unit `to`.
+    Witness(WitnessEvent),
+}
+
+/// The in-memory etcd of the simulation: the witness's key and the units'
+/// leases, with reachability per unit. A request from a unit that cannot
+/// reach it fails after [`Store::op_timeout`]; one that can is applied after
+/// the latency and answered after the latency again; every change is
+/// watched by the units that reach it.
+#[derive(Debug)]
+pub struct Store {
+    pub latency: Duration,
+    pub op_timeout: Duration,
+    pub ttl: Duration,
+    /// `reach[i]`: unit i can talk to etcd.
+    pub reach: Vec<bool>,
+    key: Option<Entry>,
+    revision: i64,
+    /// Each unit's current lease: id and expiry.
+    leases: Vec<Option<(u64, Time)>>,
+    /// Leases of earlier sessions still alive (until they expire).
+    old_leases: Vec<(u64, Time)>,
+    next_lease: u64,
+    next_keepalive: Vec<Time>,
+    /// (time, unit that took the key, whom it took it from).
+    pub takes: Vec<(Time, usize, Option<String>)>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: String,
+    lease: u64,
+    mod_revision: i64,
+}
+
+/// The name unit `i` writes in the key.
+pub fn unit_name(i: usize) -> String {
+    format!("lb{}", i + 1)
+}
+
+impl Store {
+    fn new(n: usize, ttl: Duration) -> Self {
+        Self {
+            latency: Duration::from_millis(1),
+            op_timeout: Duration::from_millis(100),
+            ttl,
+            reach: vec![true; n],
+            key: None,
+            revision: 1,
+            leases: vec![None; n],
+            old_leases: Vec::new(),
+            next_lease: 1,
+            next_keepalive: vec![Time::ZERO; n],
+            takes: Vec::new(),
+        }
+    }
+
+    /// The key as unit `i` sees it.
+    fn state_for(&self, i: usize) -> KeyState {
+        match &self.key {
+            None => KeyState::Absent,
+            Some(e) => {
+                let holder = if e.value != unit_name(i) {
+                    Holder::Other(e.value.clone())
+                } else if self.leases[i].is_some_and(|(id, _)| id == e.lease) {
+                    Holder::This
+                } else {
+                    Holder::ThisStale
+                };
+                KeyState::Held { holder, mod_revision: e.mod_revision }
+            }
+        }
+    }
+
+    fn lease_alive(&self, id: u64, now: Time) -> bool {
+        self.leases.iter().flatten().chain(self.old_leases.iter()).any(|(l, exp)| *l == id && *exp > now)
+    }
+
+    /// Who holds the key now.
+    pub fn holder(&self) -> Option<String> {
+        self.key.as_ref().map(|e| e.value.clone())
+    }
 }
 
 impl Ord for Delivery {
@@ -150,6 +244,10 @@ pub struct Unit {
     pub handovers: Vec<bool>,
     /// Raw packets this unit sent (a capture, for replay tests).
     pub sent: Vec<Vec<u8>>,
+    /// Resigning adverts sent (advbase and advskew 255), when.
+    pub resigns: Vec<Time>,
+    /// Requests to the witness, when.
+    pub witness_requests: Vec<(Time, WitnessRequest)>,
     pub started_at: Time,
     starts: u64,
 }
@@ -174,6 +272,10 @@ pub struct Net {
     pub link_down: Vec<Vec<bool>>,
     /// Packets injected by a third party are wrapped with this source.
     pub role_log: Vec<(Time, usize, Role)>,
+    /// `mute_adverts[i]`: unit i's adverts are dropped on the way (one-way loss).
+    pub mute_adverts: Vec<bool>,
+    /// The witness's etcd, when the units have a witness.
+    pub store: Option<Store>,
 }
 
 impl Net {
@@ -192,6 +294,8 @@ impl Net {
             drop_adverts: false,
             link_down: params.iter().map(|p| vec![false; p.interfaces.len()]).collect(),
             role_log: Vec::new(),
+            mute_adverts: vec![false; n],
+            store: params.iter().find_map(|p| p.witness).map(|w| Store::new(n, w.lease_ttl)),
         };
         for p in params {
             net.units.push(Unit {
@@ -203,6 +307,8 @@ impl Net {
                 scrubs: 0,
                 handovers: vec![],
                 sent: vec![],
+                resigns: vec![],
+                witness_requests: vec![],
                 started_at: Time::ZERO,
                 starts: 0,
             });
@@ -226,6 +332,14 @@ impl Net {
         };
         u.election = Some(Election::new(u.params.clone(), self.now, init));
         u.roles.push((self.now, Role::Init));
+        // A new session of the witness's adapter: a new lease, at once.
+        let now = self.now;
+        if let Some(st) = self.store.as_mut() {
+            if let Some(old) = st.leases[i].take() {
+                st.old_leases.push(old);
+            }
+            st.next_keepalive[i] = now;
+        }
         self.drain(i);
     }
 
@@ -290,6 +404,9 @@ impl Net {
                 Action::SendAdvert { iface, dst, payload } => {
                     let src = self.units[i].params.interfaces[iface].unit_addr;
                     let pkt = ip_packet(src, dst, 255, &payload);
+                    if payload[2] == 255 && payload[5] == 255 {
+                        self.units[i].resigns.push(self.now);
+                    }
                     self.units[i].sent.push(pkt.clone());
                     self.broadcast(i, iface, Kind::Advert(pkt));
                 }
@@ -306,6 +423,10 @@ impl Net {
                 Action::ScrubAddresses => self.units[i].scrubs += 1,
                 Action::HandoverFinished { confirmed, .. } => self.units[i].handovers.push(confirmed),
                 Action::LinkLostRestart { .. } | Action::ParametersChanged => {}
+                Action::Witness(req) => {
+                    self.units[i].witness_requests.push((self.now, req));
+                    self.witness_request(i, req);
+                }
             }
         }
     }
@@ -321,15 +442,203 @@ impl Net {
             if self.loss_percent > 0.0 && self.rng.chance(self.loss_percent) {
                 continue;
             }
-            if self.drop_adverts && matches!(kind, Kind::Advert(_)) {
+            if (self.drop_adverts || self.mute_adverts[from]) && matches!(kind, Kind::Advert(_)) {
                 continue;
             }
             let at = self.deliver_at();
             let k = match &kind {
                 Kind::Advert(p) => Kind::Advert(p.clone()),
                 Kind::Peer(s, p) => Kind::Peer(*s, p.clone()),
+                Kind::EtcdApply(..) | Kind::Witness(_) => unreachable!("not sent on a segment"),
             };
             self.push(at, to, iface, k);
+        }
+    }
+
+    // ----- the witness's etcd -------------------------------------------
+
+    /// Whether unit `i` can reach etcd from now on.
+    pub fn set_reach(&mut self, i: usize, reach: bool) {
+        let now = self.now;
+        if let Some(st) = self.store.as_mut() {
+            st.reach[i] = reach;
+            // The adapter notices at its next call; make that now.
+            st.next_keepalive[i] = now;
+        }
+    }
+
+    /// The store (units with a witness).
+    pub fn store(&self) -> &Store {
+        self.store.as_ref().expect("a pair with a witness")
+    }
+
+    fn push_witness(&mut self, at: Time, to: usize, ev: WitnessEvent) {
+        self.push(at, to, 0, Kind::Witness(ev));
+    }
+
+    fn witness_next(&self) -> Option<Time> {
+        let st = self.store.as_ref()?;
+        let keepalives = (0..self.units.len()).filter(|&i| self.alive(i)).map(|i| st.next_keepalive[i]);
+        let expiries = st.leases.iter().flatten().chain(st.old_leases.iter()).map(|(_, e)| *e);
+        keepalives.chain(expiries).min()
+    }
+
+    /// Lease expiries and the adapters' keepalives (with their reconnects)
+    /// due now.
+    fn witness_tick(&mut self) {
+        let now = self.now;
+        let n = self.units.len();
+        let alive: Vec<bool> = (0..n).map(|i| self.alive(i)).collect();
+        let Some(st) = self.store.as_mut() else { return };
+        let mut changed = false;
+        let mut lost = vec![false; n];
+        let mut expired = Vec::new();
+        for (i, l) in st.leases.iter_mut().enumerate() {
+            if let Some((id, exp)) = *l
+                && exp <= now
+            {
+                *l = None;
+                lost[i] = true;
+                expired.push(id);
+            }
+        }
+        st.old_leases.retain(|(id, exp)| {
+            if *exp <= now {
+                expired.push(*id);
+            }
+            *exp > now
+        });
+        if st.key.as_ref().is_some_and(|e| expired.contains(&e.lease)) {
+            st.key = None;
+            st.revision += 1;
+            changed = true;
+        }
+        let mut out = Vec::new();
+        for i in (0..n).filter(|&i| alive[i]) {
+            if st.next_keepalive[i] > now {
+                continue;
+            }
+            st.next_keepalive[i] = now + st.ttl / 3;
+            if !st.reach[i] {
+                out.push((
+                    now + st.op_timeout,
+                    i,
+                    WitnessEvent::Failed { request: None, error: "etcd unreachable".into() },
+                ));
+                continue;
+            }
+            let at = now + st.latency * 2;
+            if st.leases[i].is_none() {
+                if lost[i] {
+                    out.push((at, i, WitnessEvent::LeaseLost));
+                }
+                st.leases[i] = Some((st.next_lease, now + st.ttl));
+                st.next_lease += 1;
+            } else if let Some(l) = st.leases[i].as_mut() {
+                l.1 = now + st.ttl;
+            }
+            out.push((at, i, WitnessEvent::LeaseKept { sent: now, ttl: st.ttl }));
+            // The adapter reads the key whenever it (re)connects; reading it
+            // every keepalive is the same to the core (a read of the same
+            // revision is no beat).
+            out.push((at, i, WitnessEvent::Observed { key: st.state_for(i), revision: st.revision }));
+        }
+        for (at, i, ev) in out {
+            self.push_witness(at, i, ev);
+        }
+        if changed {
+            self.witness_broadcast();
+        }
+    }
+
+    /// The watch: every unit that reaches etcd sees the key as it is now.
+    fn witness_broadcast(&mut self) {
+        let now = self.now;
+        let n = self.units.len();
+        let alive: Vec<bool> = (0..n).map(|i| self.alive(i)).collect();
+        let Some(st) = self.store.as_ref() else { return };
+        let at = now + st.latency;
+        let evs: Vec<(usize, WitnessEvent)> = (0..n)
+            .filter(|&i| alive[i] && st.reach[i])
+            .map(|i| (i, WitnessEvent::Observed { key: st.state_for(i), revision: st.revision }))
+            .collect();
+        for (i, ev) in evs {
+            self.push_witness(at, i, ev);
+        }
+    }
+
+    fn witness_request(&mut self, i: usize, req: WitnessRequest) {
+        let now = self.now;
+        let Some(st) = self.store.as_ref() else { return };
+        if st.reach[i] {
+            let at = now + st.latency;
+            self.push(at, i, 0, Kind::EtcdApply(req, now));
+        } else {
+            let at = now + st.op_timeout;
+            let ev = WitnessEvent::Failed { request: Some(req.kind()), error: "etcd unreachable".into() };
+            self.push_witness(at, i, ev);
+        }
+    }
+
+    /// A request of unit `i`, sent at `sent`, reaches etcd now.
+    fn etcd_apply(&mut self, i: usize, req: WitnessRequest, sent: Time) {
+        let now = self.now;
+        let Some(st) = self.store.as_mut() else { return };
+        if !st.reach[i] {
+            let ev = WitnessEvent::Failed { request: Some(req.kind()), error: "etcd unreachable".into() };
+            let at = sent + st.op_timeout;
+            self.push_witness(at.max(now), i, ev);
+            return;
+        }
+        let name = unit_name(i);
+        let lease = st.leases[i].filter(|(_, e)| *e > now).map(|(id, _)| id);
+        let mut changed = false;
+        let reply = match req {
+            WitnessRequest::Beat => match (&mut st.key, lease) {
+                (Some(e), Some(l)) if e.value == name && e.lease == l => {
+                    st.revision += 1;
+                    e.mod_revision = st.revision;
+                    changed = true;
+                    WitnessEvent::BeatAcked { sent, mod_revision: st.revision }
+                }
+                _ => WitnessEvent::Refused { request: RequestKind::Beat, key: st.state_for(i), revision: st.revision },
+            },
+            WitnessRequest::Acquire(expect) => match lease {
+                None => WitnessEvent::Failed { request: Some(RequestKind::Acquire), error: "no lease".into() },
+                Some(l) => {
+                    let ok = match expect {
+                        Expect::Absent => st.key.is_none(),
+                        Expect::ModRevision(r) => st.key.as_ref().is_some_and(|e| e.mod_revision == r),
+                    };
+                    if ok {
+                        let prev = st.key.as_ref().map(|e| e.value.clone());
+                        st.revision += 1;
+                        st.key = Some(Entry { value: name, lease: l, mod_revision: st.revision });
+                        st.takes.push((now, i, prev));
+                        changed = true;
+                        WitnessEvent::Acquired { sent, mod_revision: st.revision }
+                    } else {
+                        WitnessEvent::Refused {
+                            request: RequestKind::Acquire,
+                            key: st.state_for(i),
+                            revision: st.revision,
+                        }
+                    }
+                }
+            },
+            WitnessRequest::Release => {
+                if st.key.as_ref().is_some_and(|e| e.value == name) {
+                    st.key = None;
+                    st.revision += 1;
+                    changed = true;
+                }
+                WitnessEvent::Released
+            }
+        };
+        let at = now + st.latency;
+        self.push_witness(at, i, reply);
+        if changed {
+            self.witness_broadcast();
         }
     }
 
@@ -340,26 +649,53 @@ impl Net {
             let next_timer = (0..self.units.len())
                 .filter_map(|i| self.units[i].election.as_ref().and_then(Election::poll_timeout).map(|t| (t, i)))
                 .min();
-            let t = match (next_delivery, next_timer) {
-                (Some(d), Some((tt, _))) => d.min(tt),
-                (Some(d), None) => d,
-                (None, Some((tt, _))) => tt,
-                (None, None) => until,
-            };
+            let next_witness = self.witness_next();
+            let t =
+                [next_delivery, next_timer.map(|(t, _)| t), next_witness].into_iter().flatten().min().unwrap_or(until);
             if t > until {
                 self.now = until;
                 return;
             }
             self.now = self.now.max(t);
-            if next_delivery == Some(t) {
+            if next_witness == Some(t) {
+                self.witness_tick();
+            } else if next_delivery == Some(t) {
                 let d = self.queue.pop().expect("peeked");
-                if let Some(e) = self.units[d.to].election.as_mut() {
-                    match d.kind {
-                        Kind::Advert(p) => {
-                            let _ = e.handle_packet(self.now, d.iface, &p);
+                let reach = self.store.as_ref().is_none_or(|st| st.reach[d.to]);
+                match d.kind {
+                    Kind::EtcdApply(req, sent) => {
+                        self.etcd_apply(d.to, req, sent);
+                        continue;
+                    }
+                    // An answer or a watch event to a unit cut off from etcd
+                    // is lost; its adapter times the request out.
+                    Kind::Witness(ev) if !reach && !matches!(ev, WitnessEvent::Failed { .. }) => {
+                        let request = match &ev {
+                            WitnessEvent::BeatAcked { .. } => Some(RequestKind::Beat),
+                            WitnessEvent::Acquired { .. } => Some(RequestKind::Acquire),
+                            WitnessEvent::Released => Some(RequestKind::Release),
+                            WitnessEvent::Refused { request, .. } => Some(*request),
+                            _ => None,
+                        };
+                        if let (Some(request), Some(st)) = (request, self.store.as_ref()) {
+                            let at = self.now + st.op_timeout;
+                            let ev = WitnessEvent::Failed { request: Some(request), error: "timed out".into() };
+                            self.push_witness(at, d.to, ev);
                         }
-                        Kind::Peer(src, p) => {
-                            e.handle_peer_datagram(self.now, d.iface, src, &p);
+                        continue;
+                    }
+                    kind => {
+                        if let Some(e) = self.units[d.to].election.as_mut() {
+                            match kind {
+                                Kind::Advert(p) => {
+                                    let _ = e.handle_packet(self.now, d.iface, &p);
+                                }
+                                Kind::Peer(src, p) => {
+                                    e.handle_peer_datagram(self.now, d.iface, src, &p);
+                                }
+                                Kind::Witness(ev) => e.handle_witness(self.now, ev),
+                                Kind::EtcdApply(..) => {}
+                            }
                         }
                     }
                 }
@@ -396,6 +732,16 @@ impl Net {
 
     pub fn status(&self, i: usize) -> duet_carp::Status {
         self.units[i].election.as_ref().expect("unit alive").status(self.now)
+    }
+
+    /// The role unit `i` had at `t` (from the role log; a dead unit is standby).
+    pub fn role_at(&self, i: usize, t: Time) -> Role {
+        self.role_log.iter().rev().find(|(at, u, _)| *u == i && *at <= t).map_or(Role::Init, |(_, _, r)| *r)
+    }
+
+    /// When unit `i` last changed to `role` at or after `from`.
+    pub fn became(&self, i: usize, role: Role, from: Time) -> Option<Time> {
+        self.role_log.iter().find(|(at, u, r)| *u == i && *r == role && *at >= from).map(|(t, _, _)| *t)
     }
 
     pub fn notices(&self, i: usize) -> Vec<String> {

@@ -81,6 +81,8 @@ pub(crate) struct Snapshot {
     pub send_errors: u64,
     pub timer_lateness: Samples,
     pub receive_delay: Samples,
+    /// E14: the witness's adapter as the status shows it.
+    pub witness: Option<super::WitnessLinkView>,
 }
 
 impl Driver {
@@ -101,6 +103,7 @@ impl Driver {
                     send_errors: self.send_errors,
                     timer_lateness: self.timer_lateness.clone(),
                     receive_delay: self.receive_delay.clone(),
+                    witness: self.witness.as_ref().map(|w| w.view.clone()),
                 });
             }
             Request::Handover { timeout, reply } => {
