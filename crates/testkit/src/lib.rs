@@ -24,7 +24,8 @@
 //!
 //! Beside the lab it makes throw-away certificates for the peer links'
 //! mutual TLS ([`write_certs`]) and runs an etcd cluster in the lab for the
-//! witness's tests ([`EtcdCluster`]). Its errors are one [`Error`] enum;
+//! witness's tests ([`EtcdCluster`]), and a scripted election for the
+//! services' in-process tests ([`ScriptedElection`], [`loopback_pair`]). Its errors are one [`Error`] enum;
 //! tests may wrap them in `anyhow` as they like.
 
 mod certs;
@@ -34,6 +35,7 @@ mod etcd;
 mod lab;
 mod netns;
 mod process;
+mod scripted;
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,6 +46,7 @@ pub use etcd::EtcdCluster;
 pub use lab::{HostId, Lab, RuleId, SegmentId};
 pub use netns::{in_netns, kill_all_in, pids_in};
 pub use process::Proc;
+pub use scripted::{ScriptedElection, loopback_pair};
 
 /// Checks that the test can build a lab.
 ///

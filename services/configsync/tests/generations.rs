@@ -6,105 +6,19 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use duet_carp::{Role, RoleEvent, RoleEventKind};
+use duet_carp::Role;
 use duet_model::HaSettings;
 use duet_proto::configsync::v1 as cs;
 use duet_proto::configsync::v1::apply_config_request::Change;
 use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
-use duet_proto::election::v1 as epb;
-use duet_proto::election::v1::election_service_server::{ElectionService, ElectionServiceServer};
 use duet_runtime::generations::{Generation, generations};
 use duet_runtime::shutdown;
-use futures::Stream;
+use duet_testkit::{ScriptedElection, loopback_pair};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
-
-type RoleSender = mpsc::Sender<Result<epb::WatchRoleResponse, Status>>;
-
-/// An election that says one role and keeps the stream open.
-#[derive(Debug, Clone)]
-struct Scripted {
-    role: Role,
-    /// Open streams, kept so they stay open.
-    streams: Arc<std::sync::Mutex<Vec<RoleSender>>>,
-}
-
-type RoleStream = Pin<Box<dyn Stream<Item = Result<epb::WatchRoleResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl ElectionService for Scripted {
-    async fn get_status(&self, _: Request<epb::GetStatusRequest>) -> Result<Response<epb::GetStatusResponse>, Status> {
-        Err(Status::unimplemented("scripted"))
-    }
-
-    type WatchRoleStream = RoleStream;
-
-    async fn watch_role(&self, _: Request<epb::WatchRoleRequest>) -> Result<Response<RoleStream>, Status> {
-        let (tx, rx) = mpsc::channel(4);
-        let snapshot = RoleEvent {
-            epoch: 1,
-            seq: 1,
-            kind: RoleEventKind::Snapshot,
-            role: self.role,
-            previous: self.role,
-            at: SystemTime::now(),
-            reason: "scripted".into(),
-            ha_timeout: Duration::from_secs(3),
-            advert_interval: Duration::from_secs(1),
-            vhid: 10,
-            config_generation: 0,
-        };
-        tx.send(Ok(epb::WatchRoleResponse::from(&snapshot))).await.map_err(|_| Status::internal("closed"))?;
-        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn handover(&self, _: Request<epb::HandoverRequest>) -> Result<Response<epb::HandoverResponse>, Status> {
-        Err(Status::unimplemented("scripted"))
-    }
-
-    async fn clear_pacified(
-        &self,
-        _: Request<epb::ClearPacifiedRequest>,
-    ) -> Result<Response<epb::ClearPacifiedResponse>, Status> {
-        Err(Status::unimplemented("scripted"))
-    }
-
-    async fn report_applied(
-        &self,
-        _: Request<epb::ReportAppliedRequest>,
-    ) -> Result<Response<epb::ReportAppliedResponse>, Status> {
-        Ok(Response::new(epb::ReportAppliedResponse::default()))
-    }
-
-    async fn set_readiness(
-        &self,
-        _: Request<epb::SetReadinessRequest>,
-    ) -> Result<Response<epb::SetReadinessResponse>, Status> {
-        Ok(Response::new(epb::SetReadinessResponse::default()))
-    }
-}
-
-/// A loopback block of its own per test process, and a port free on both
-/// unit addresses.
-fn addresses() -> (Ipv4Addr, Ipv4Addr, u16) {
-    let block = u8::try_from(std::process::id() % 200 + 20).unwrap_or(77);
-    let (a, b) = (Ipv4Addr::new(127, 81, block, 1), Ipv4Addr::new(127, 81, block, 2));
-    for _ in 0..50 {
-        let Ok(l) = std::net::TcpListener::bind((a, 0)) else { continue };
-        let Ok(port) = l.local_addr().map(|s| s.port()) else { continue };
-        if std::net::TcpListener::bind((b, port)).is_ok() {
-            return (a, b, port);
-        }
-    }
-    panic!("no port free on both {a} and {b}");
-}
+use tokio::sync::watch;
 
 fn unit_file(
     dir: &Path,
@@ -132,17 +46,7 @@ fn unit_file(
 
 /// Serves a scripted election on `ip`; returns its address.
 async fn election(ip: Ipv4Addr, role: Role, stop: &shutdown::Shutdown) -> SocketAddr {
-    let l = TcpListener::bind((ip, 0)).await.expect("bind the election");
-    let addr = l.local_addr().expect("address");
-    let svc = ElectionServiceServer::new(Scripted { role, streams: Arc::default() });
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), stop.future())
-            .await;
-    });
-    addr
+    ScriptedElection::new(role).serve_on(ip, stop.clone().future()).await
 }
 
 /// Waits until the follower offers a generation that `f` accepts.
@@ -168,7 +72,7 @@ async fn wait_for(
 async fn an_ha_change_on_the_active_reaches_the_standbys_follower_as_the_equal_model_value() {
     let dir = tempfile::tempdir().expect("temporary directory");
     duet_testkit::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
-    let addrs = addresses();
+    let addrs = loopback_pair();
     let (trigger, stop) = shutdown::channel();
 
     let mut units = Vec::new();
@@ -229,7 +133,7 @@ async fn health_is_serving_only_while_the_role_is_followed() {
     use tonic_health::pb::health_client::HealthClient;
     let dir = tempfile::tempdir().expect("temporary directory");
     duet_testkit::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
-    let addrs = addresses();
+    let addrs = loopback_pair();
     let (trigger, stop) = shutdown::channel();
     // The election's address, free for now.
     let election_addr = TcpListener::bind((addrs.0, 0)).await.expect("bind").local_addr().expect("address");
@@ -263,14 +167,7 @@ async fn health_is_serving_only_while_the_role_is_followed() {
     wait(ServingStatus::NotServing).await;
     // The election comes up on its address: configsync follows it.
     let l = TcpListener::bind(election_addr).await.expect("bind the election");
-    let svc = ElectionServiceServer::new(Scripted { role: Role::Standby, streams: Arc::default() });
-    let s = stop.clone();
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future())
-            .await;
-    });
+    ScriptedElection::new(Role::Standby).serve(l, stop.clone().future());
     wait(ServingStatus::Serving).await;
     trigger.fire();
 }
