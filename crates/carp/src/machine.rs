@@ -25,6 +25,10 @@
 //! is silent for the down interval, when the active's advert says it will
 //! time out anyway (which is how a resigning unit, advbase 255 / advskew
 //! 255, hands over at once), or by preemption when it is preferred.
+//!
+//! Over 600 lines: one state machine with every transition of the protocol;
+//! drop reasons, readiness, pacify and the witness rule live in modules of
+//! their own, what is left reads top to bottom as the protocol does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;

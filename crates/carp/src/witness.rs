@@ -92,6 +92,10 @@
 //! few milliseconds (a LAN) or lost; etcd's reads and transactions are
 //! linearizable (its default). `M` covers the old active's address
 //! removal (milliseconds) and the datagram's delivery.
+//!
+//! Over 600 lines: the whole rule and its reasoning (bounds, clocks, fencing
+//! order) in one module, with its unit tests; the scenarios are in the
+//! simulator's tests.
 
 use std::time::Duration;
 

@@ -6,6 +6,10 @@
 //! settings. [`election_params`] is the one way to the election's
 //! [`Params`]: from this unit's own settings and the pair's, whether these
 //! come from the file or from a generation of the image.
+//!
+//! Over 600 lines: every rule of the unit's own settings in one place, one
+//! check per field, so that `duet check` names every problem at once; the
+//! pair's rules are in `duet_model`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -74,6 +74,10 @@
 //!   (`EBUSY`, reported per flow);
 //! - TCP window scales are applied only when both directions' flags have
 //!   `IP_CT_TCP_FLAG_WINDOW_SCALE`, flags are applied first.
+//!
+//! Over 600 lines: ctnetlink's messages both ways (encode for writes, decode
+//! for dumps and events) with their attribute tables; about half is tests,
+//! many against the kernel.
 
 use std::collections::VecDeque;
 use std::fmt;

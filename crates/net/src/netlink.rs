@@ -15,6 +15,10 @@
 //! routes and neighbours are out of scope. It never shells out to `ip`.
 //!
 //! Both need a tokio runtime with IO and time enabled on the calling thread.
+//!
+//! Over 600 lines: the requests and the notification decoder share the
+//! message builders; about a third is tests against the kernel in a
+//! namespace.
 
 use std::future::Future;
 use std::io;

@@ -24,6 +24,10 @@
 //! and writes the state files and hands the core what they say. Requests
 //! from the API are handled in [`request`], the sockets opened in
 //! [`sockets`].
+//!
+//! Over 600 lines: one task owns the core and every source of its inputs; the
+//! request handling, sockets and witness adapter are already split out
+//! (`driver/`), what is left is the loop and the carrying out of actions.
 
 mod request;
 mod sockets;

@@ -27,6 +27,9 @@
 //! Like the failover benchmark it is a measurement harness: figures that
 //! miss a goal are reported, only runs that could not be measured count as
 //! failures.
+//!
+//! Over 600 lines: three parts of one benchmark (survival, throughput, role
+//! to state) over the same lab and the same two systems.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
