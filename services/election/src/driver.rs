@@ -25,9 +25,10 @@
 //! from the API are handled in [`request`], the sockets opened in
 //! [`sockets`].
 //!
-//! Over 600 lines: one task owns the core and every source of its inputs; the
-//! request handling, sockets and witness adapter are already split out
-//! (`driver/`), what is left is the loop and the carrying out of actions.
+//! Over 600 lines: one task owns the core and every source of its inputs;
+//! request handling and sockets are split out (`driver/`), the witness's
+//! etcd adapter is its own crate; what is left is the loop, the carrying
+//! out of actions and the witness's reports.
 
 mod request;
 mod sockets;
