@@ -47,7 +47,11 @@ enum Cmd {
         reps: usize,
         /// Systems: duet, duet-fast, keepalived-v2, keepalived-v3, ucarp, and duet with a witness
         /// (E14, an etcd cluster in the lab): duet-witness, duet-fast-witness.
-        #[arg(long, value_delimiter = ',', default_value = "duet,duet-witness,duet-fast,duet-fast-witness,keepalived-v2,keepalived-v3,ucarp")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "duet,duet-witness,duet-fast,duet-fast-witness,keepalived-v2,keepalived-v3,ucarp"
+        )]
         systems: Vec<SystemKind>,
         /// Scenarios: crash, linkdown, graceful.
         #[arg(long, value_delimiter = ',', default_value = "crash,linkdown,graceful")]
@@ -67,7 +71,11 @@ enum Cmd {
         /// Length of the sampling window in seconds.
         #[arg(long, default_value_t = 30)]
         secs: u64,
-        #[arg(long, value_delimiter = ',', default_value = "duet,duet-witness,duet-fast,duet-fast-witness,keepalived-v2,keepalived-v3,ucarp")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "duet,duet-witness,duet-fast,duet-fast-witness,keepalived-v2,keepalived-v3,ucarp"
+        )]
         systems: Vec<SystemKind>,
         #[arg(long, default_value = "bench-results/idle.json")]
         json: PathBuf,
