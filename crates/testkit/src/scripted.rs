@@ -20,18 +20,48 @@ use tonic::{Request, Response, Status};
 type RoleSender = mpsc::Sender<Result<epb::WatchRoleResponse, Status>>;
 type RoleStream = Pin<Box<dyn Stream<Item = Result<epb::WatchRoleResponse, Status>> + Send>>;
 
-/// An election that says one role and keeps every stream open.
+/// An election that says one role and keeps every stream open; it can be
+/// told to refuse new streams, and counts those it opened (each stream's
+/// snapshot carries its number as `seq`).
 #[derive(Debug, Clone)]
 pub struct ScriptedElection {
     role: Role,
+    state: Arc<Mutex<Streams>>,
+}
+
+#[derive(Debug, Default)]
+struct Streams {
+    refuse: bool,
+    opened: u64,
+    /// The follower named by the last `WatchRole`.
+    follower: String,
     /// Open streams, kept so they stay open.
-    streams: Arc<Mutex<Vec<RoleSender>>>,
+    open: Vec<RoleSender>,
 }
 
 impl ScriptedElection {
     /// An election that says `role`.
     pub fn new(role: Role) -> Self {
-        Self { role, streams: Arc::default() }
+        Self { role, state: Arc::default() }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Streams) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Refuse new `WatchRole` streams (UNAVAILABLE) or accept them again.
+    pub fn refuse(&self, refuse: bool) {
+        self.with(|s| s.refuse = refuse);
+    }
+
+    /// Streams opened so far.
+    pub fn opened(&self) -> u64 {
+        self.with(|s| s.opened)
+    }
+
+    /// The follower named by the last `WatchRole` request.
+    pub fn last_follower(&self) -> String {
+        self.with(|s| s.follower.clone())
     }
 
     /// Serves it on `listener` until `stop` completes.
@@ -62,11 +92,20 @@ impl ElectionService for ScriptedElection {
 
     type WatchRoleStream = RoleStream;
 
-    async fn watch_role(&self, _: Request<epb::WatchRoleRequest>) -> Result<Response<RoleStream>, Status> {
+    async fn watch_role(&self, req: Request<epb::WatchRoleRequest>) -> Result<Response<RoleStream>, Status> {
         let (tx, rx) = mpsc::channel(4);
+        let seq = self.with(|s| {
+            s.follower.clone_from(&req.get_ref().follower);
+            if s.refuse {
+                return Err(Status::unavailable("scripted: refusing"));
+            }
+            s.opened += 1;
+            s.open.push(tx.clone());
+            Ok(s.opened)
+        })?;
         let snapshot = RoleEvent {
             epoch: 1,
-            seq: 1,
+            seq,
             kind: RoleEventKind::Snapshot,
             role: self.role,
             previous: self.role,
@@ -78,7 +117,6 @@ impl ElectionService for ScriptedElection {
             config_generation: 0,
         };
         tx.send(Ok(epb::WatchRoleResponse::from(&snapshot))).await.map_err(|_| Status::internal("closed"))?;
-        self.streams.lock().unwrap_or_else(PoisonError::into_inner).push(tx);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -121,4 +159,60 @@ pub fn loopback_pair() -> (Ipv4Addr, Ipv4Addr, u16) {
         }
     }
     panic!("no port free on both {a} and {b}");
+}
+
+/// The start of a unit file for an in-process test on [`loopback_pair`]'s
+/// addresses: `lb1` is `first` on the first address, `lb2` `second` on the
+/// second, one interface `lo`, the election at `election`, and the peer
+/// link's identity (`[configsync]` partner and certificates from
+/// [`crate::write_certs`] in `<dir>/certs`). It ends inside `[configsync]`:
+/// append that section's other keys, then any other sections.
+pub fn loopback_unit_file(
+    dir: &std::path::Path,
+    name: &str,
+    addrs: (Ipv4Addr, Ipv4Addr, u16),
+    election: SocketAddr,
+) -> String {
+    let (a, b, _) = addrs;
+    let (mode, partner) = if name == "lb1" { ("first", "lb2") } else { ("second", "lb1") };
+    format!(
+        "[unit]\nname = \"{name}\"\nmode = \"{mode}\"\nstate_dir = \"{state}\"\n\
+         [ha]\npassword = \"secret\"\ntimeout_s = 3\n\
+         [[interface]]\nname = \"lo\"\nunit1 = \"{a}/24\"\nunit2 = \"{b}/24\"\nshared = \"{shared}/24\"\n\
+         [election]\nlisten = \"{election}\"\n\
+         [configsync]\npartner_name = \"{partner}\"\n\
+         tls_ca = \"{certs}/ca.pem\"\ntls_cert = \"{certs}/{name}.pem\"\ntls_key = \"{certs}/{name}.key\"\n",
+        state = dir.join(name).display(),
+        shared = Ipv4Addr::from(u32::from(a) + 9),
+        certs = dir.join("certs").display(),
+    )
+}
+
+/// Polls `f` every 50 ms until it says `Some`, for at most `within`;
+/// panics naming `what` when it never does.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the gRPC health service at `url` says of the whole server, or
+/// `None` when it cannot be asked.
+pub async fn grpc_health(url: &str) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).ok()?.connect().await.ok()?;
+    let r = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .ok()?;
+    ServingStatus::try_from(r.into_inner().status).ok()
 }

@@ -16,32 +16,14 @@ use duet_proto::configsync::v1::apply_config_request::Change;
 use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
 use duet_runtime::generations::{Generation, generations};
 use duet_runtime::shutdown;
-use duet_testkit::{ScriptedElection, loopback_pair};
+use duet_testkit::{ScriptedElection, eventually, grpc_health, loopback_pair, loopback_unit_file};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-fn unit_file(
-    dir: &Path,
-    name: &str,
-    mode: &str,
-    partner: &str,
-    addrs: (Ipv4Addr, Ipv4Addr, u16),
-    election: SocketAddr,
-) -> String {
-    let (a, b, port) = addrs;
-    let own = if mode == "first" { a } else { b };
-    format!(
-        "[unit]\nname = \"{name}\"\nmode = \"{mode}\"\nstate_dir = \"{state}\"\n\
-         [ha]\npassword = \"secret\"\ntimeout_s = 3\npreferred = \"first\"\n\
-         [[interface]]\nname = \"lo\"\nunit1 = \"{a}/24\"\nunit2 = \"{b}/24\"\nshared = \"{shared}/24\"\n\
-         [election]\nlisten = \"{election}\"\n\
-         [configsync]\nlisten = \"{own}:0\"\npeer_port = {port}\npartner_name = \"{partner}\"\n\
-         tls_ca = \"{certs}/ca.pem\"\ntls_cert = \"{certs}/{name}.pem\"\ntls_key = \"{certs}/{name}.key\"\n\
-         sync_interval_s = 5\n",
-        state = dir.join(name).display(),
-        shared = Ipv4Addr::from(u32::from(a) + 9),
-        certs = dir.join("certs").display(),
-    )
+fn unit_file(dir: &Path, name: &str, addrs: (Ipv4Addr, Ipv4Addr, u16), election: SocketAddr) -> String {
+    let base = loopback_unit_file(dir, name, addrs, election);
+    let own = if name == "lb1" { addrs.0 } else { addrs.1 };
+    format!("{base}listen = \"{own}:0\"\npeer_port = {}\nsync_interval_s = 5\n", addrs.2)
 }
 
 /// Serves a scripted election on `ip`; returns its address.
@@ -76,11 +58,9 @@ async fn an_ha_change_on_the_active_reaches_the_standbys_follower_as_the_equal_m
     let (trigger, stop) = shutdown::channel();
 
     let mut units = Vec::new();
-    for (name, mode, partner, ip, role) in
-        [("lb1", "first", "lb2", addrs.0, Role::Active), ("lb2", "second", "lb1", addrs.1, Role::Standby)]
-    {
+    for (name, ip, role) in [("lb1", addrs.0, Role::Active), ("lb2", addrs.1, Role::Standby)] {
         let e = election(ip, role, &stop).await;
-        let cfg = duet_config::from_toml(&unit_file(dir.path(), name, mode, partner, addrs, e)).expect("unit file");
+        let cfg = duet_config::from_toml(&unit_file(dir.path(), name, addrs, e)).expect("unit file");
         let api = TcpListener::bind((ip, 0)).await.expect("bind the API");
         let url = format!("http://{}", api.local_addr().expect("address"));
         let s = stop.clone();
@@ -130,37 +110,25 @@ async fn an_ha_change_on_the_active_reaches_the_standbys_follower_as_the_equal_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_serving_only_while_the_role_is_followed() {
     use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
     let dir = tempfile::tempdir().expect("temporary directory");
     duet_testkit::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
     let addrs = loopback_pair();
     let (trigger, stop) = shutdown::channel();
     // The election's address, free for now.
     let election_addr = TcpListener::bind((addrs.0, 0)).await.expect("bind").local_addr().expect("address");
-    let cfg =
-        duet_config::from_toml(&unit_file(dir.path(), "lb1", "first", "lb2", addrs, election_addr)).expect("unit file");
+    let cfg = duet_config::from_toml(&unit_file(dir.path(), "lb1", addrs, election_addr)).expect("unit file");
     let api = TcpListener::bind((addrs.0, 0)).await.expect("bind the API");
     let url = format!("http://{}", api.local_addr().expect("address"));
     let s = stop.clone();
     tokio::spawn(async move { duet_configsync::run(cfg, api, s).await });
-    let status = |url: String| async move {
-        let channel = tonic::transport::Endpoint::from_shared(url).ok()?.connect().await.ok()?;
-        let mut c = HealthClient::new(channel);
-        let r = c.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()?;
-        Some(r.into_inner().status)
-    };
     let wait = |want: ServingStatus| {
         let url = url.clone();
         async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                let got = status(url.clone()).await;
-                if got == Some(want as i32) {
-                    return;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "health stayed {got:?}, wanted {want:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let what = format!("health {want:?}");
+            eventually(&what, Duration::from_secs(10), || async {
+                (grpc_health(&url).await == Some(want)).then_some(())
+            })
+            .await;
         }
     };
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -12,52 +12,16 @@ use duet_carp::Role;
 use duet_proto::replicator::v1 as pb;
 use duet_proto::replicator::v1::replicator_service_client::ReplicatorServiceClient;
 use duet_runtime::shutdown;
-use duet_testkit::{ScriptedElection, loopback_pair};
+use duet_testkit::{ScriptedElection, eventually, grpc_health, loopback_pair, loopback_unit_file};
 use tokio::net::TcpListener;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-fn unit_file(
-    dir: &Path,
-    name: &str,
-    mode: &str,
-    partner: &str,
-    addrs: (Ipv4Addr, Ipv4Addr, u16),
-    election: SocketAddr,
-) -> String {
-    let (a, b, port) = addrs;
-    format!(
-        "[unit]\nname = \"{name}\"\nmode = \"{mode}\"\nstate_dir = \"{state}\"\n\
-         [ha]\npassword = \"secret\"\ntimeout_s = 3\n\
-         [[interface]]\nname = \"lo\"\nunit1 = \"{a}/24\"\nunit2 = \"{b}/24\"\nshared = \"{shared}/24\"\n\
-         [election]\nlisten = \"{election}\"\n\
-         [configsync]\npartner_name = \"{partner}\"\n\
-         tls_ca = \"{certs}/ca.pem\"\ntls_cert = \"{certs}/{name}.pem\"\ntls_key = \"{certs}/{name}.key\"\n\
-         [replicator]\nenabled = true\npeer_port = {port}\nl4 = false\nl7 = true\n",
-        state = dir.join(name).display(),
-        shared = Ipv4Addr::from(u32::from(a) + 9),
-        certs = dir.join("certs").display(),
-    )
+fn unit_file(dir: &Path, name: &str, addrs: (Ipv4Addr, Ipv4Addr, u16), election: SocketAddr) -> String {
+    let base = loopback_unit_file(dir, name, addrs, election);
+    format!("{base}[replicator]\nenabled = true\npeer_port = {}\nl4 = false\nl7 = true\n", addrs.2)
 }
 
-/// Polls `f` every 50 ms until it says `Some`, for at most 15 s.
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn health(url: &str) -> Option<i32> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).ok()?.connect().await.ok()?;
-    let r =
-        HealthClient::new(channel).check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()?;
-    Some(r.into_inner().status)
-}
+const WITHIN: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reported_entry_reaches_the_standby_and_is_acknowledged_health_follows_the_election() {
@@ -68,11 +32,11 @@ async fn a_reported_entry_reaches_the_standby_and_is_acknowledged_health_follows
 
     let mut urls = Vec::new();
     let mut elections = Vec::new();
-    for (name, mode, partner, ip) in [("lb1", "first", "lb2", addrs.0), ("lb2", "second", "lb1", addrs.1)] {
+    for (name, ip) in [("lb1", addrs.0), ("lb2", addrs.1)] {
         // The election's address, served only later.
         let election = TcpListener::bind((ip, 0)).await.expect("bind the election");
         let at = election.local_addr().expect("address");
-        let cfg = duet_config::from_toml(&unit_file(dir.path(), name, mode, partner, addrs, at)).expect("unit file");
+        let cfg = duet_config::from_toml(&unit_file(dir.path(), name, addrs, at)).expect("unit file");
         let api = TcpListener::bind((ip, 0)).await.expect("bind the API");
         urls.push(format!("http://{}", api.local_addr().expect("address")));
         let s = stop.clone();
@@ -87,8 +51,8 @@ async fn a_reported_entry_reaches_the_standby_and_is_acknowledged_health_follows
     // No election yet: neither follows a role, neither says it serves.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for url in &urls {
-        let s = eventually("NOT_SERVING without the election", || health(url)).await;
-        assert_eq!(s, ServingStatus::NotServing as i32, "{url} serves without its election");
+        let s = eventually("an answer from health", WITHIN, || grpc_health(url)).await;
+        assert_eq!(s, ServingStatus::NotServing, "{url} serves without its election");
     }
 
     // The elections come up: lb1 active, lb2 standby.
@@ -97,15 +61,15 @@ async fn a_reported_entry_reaches_the_standby_and_is_acknowledged_health_follows
     ScriptedElection::new(Role::Active).serve(e1, stop.clone().future());
     ScriptedElection::new(Role::Standby).serve(e2, stop.clone().future());
     for url in &urls {
-        eventually("SERVING once the role is followed", || async {
-            (health(url).await == Some(ServingStatus::Serving as i32)).then_some(())
+        eventually("SERVING once the role is followed", WITHIN, || async {
+            (grpc_health(url).await == Some(ServingStatus::Serving)).then_some(())
         })
         .await;
     }
 
     let mut active = ReplicatorServiceClient::connect(urls[0].clone()).await.expect("the active's API");
     let mut standby = ReplicatorServiceClient::connect(urls[1].clone()).await.expect("the standby's API");
-    eventually("the peer link", || {
+    eventually("the peer link", WITHIN, || {
         let mut c = active.clone();
         async move { c.get_status(pb::GetStatusRequest {}).await.ok()?.into_inner().partner_connected.then_some(()) }
     })
@@ -133,7 +97,7 @@ async fn a_reported_entry_reaches_the_standby_and_is_acknowledged_health_follows
         .into_inner();
     assert_eq!(r.accepted, 1);
 
-    let got = eventually("the entry on the standby", || {
+    let got = eventually("the entry on the standby", WITHIN, || {
         let (mut c, key) = (standby.clone(), entry.key.clone());
         async move {
             let l = c.list_persistence(pb::ListPersistenceRequest { table: "web".into() }).await.ok()?.into_inner();
@@ -147,7 +111,7 @@ async fn a_reported_entry_reaches_the_standby_and_is_acknowledged_health_follows
     let none = standby.list_persistence(pb::ListPersistenceRequest { table: "web".into() }).await.expect("list");
     assert!(none.into_inner().entries.iter().all(|e| e.key != "a"), "a refused request was half-applied");
 
-    let s = eventually("the change acknowledged", || {
+    let s = eventually("the change acknowledged", WITHIN, || {
         let mut c = active.clone();
         async move {
             let s = c.get_status(pb::GetStatusRequest {}).await.ok()?.into_inner();
