@@ -471,19 +471,4 @@ mod tests {
         }
         assert_eq!(e.len(), 6, "{e:#?}");
     }
-
-    #[test]
-    fn no_persistence_message_is_the_default_persistence() {
-        let m = pb::VirtualService {
-            name: "web".into(),
-            address: "198.18.0.10".into(),
-            port: 80,
-            protocol: pb::Protocol::Tcp as i32,
-            scheduler: pb::Scheduler::RoundRobin as i32,
-            ..Default::default()
-        };
-        let v = VirtualService::try_from(&m).unwrap();
-        assert_eq!(v.persistence, Persistence::default());
-        assert_eq!(pb::VirtualService::from(&v), m);
-    }
 }

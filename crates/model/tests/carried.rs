@@ -27,6 +27,26 @@ where
 
 /// Per message: the round trip and a valid base message (fields at their
 /// proto defaults where that is valid, so that setting one shows).
+/// The smallest valid virtual service: no real servers, no persistence message.
+fn web() -> pb::VirtualService {
+    pb::VirtualService {
+        name: "web".into(),
+        address: "198.18.0.10".into(),
+        port: 80,
+        protocol: pb::Protocol::Tcp as i32,
+        scheduler: pb::Scheduler::RoundRobin as i32,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn no_persistence_message_is_the_default_persistence() {
+    let m = web();
+    let v = duet_model::VirtualService::try_from(&m).expect("valid");
+    assert_eq!(v.persistence, duet_model::Persistence::default());
+    assert_eq!(pb::VirtualService::from(&v), m);
+}
+
 fn subjects() -> BTreeMap<&'static str, (Trip, Vec<u8>)> {
     let mut s: BTreeMap<&'static str, (Trip, Vec<u8>)> = BTreeMap::new();
     s.insert(
@@ -52,18 +72,7 @@ fn subjects() -> BTreeMap<&'static str, (Trip, Vec<u8>)> {
     );
     s.insert(
         "duet.config.v1.VirtualService",
-        (
-            trip::<pb::VirtualService, duet_model::VirtualService>,
-            pb::VirtualService {
-                name: "web".into(),
-                address: "198.18.0.10".into(),
-                port: 80,
-                protocol: pb::Protocol::Tcp as i32,
-                scheduler: pb::Scheduler::RoundRobin as i32,
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        ),
+        (trip::<pb::VirtualService, duet_model::VirtualService>, web().encode_to_vec()),
     );
     s.insert(
         "duet.config.v1.RealServer",

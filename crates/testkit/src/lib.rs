@@ -46,7 +46,7 @@ pub use etcd::EtcdCluster;
 pub use lab::{HostId, Lab, RuleId, SegmentId};
 pub use netns::{in_netns, kill_all_in, pids_in};
 pub use process::Proc;
-pub use scripted::{ScriptedElection, eventually, grpc_health, loopback_pair, loopback_unit_file};
+pub use scripted::{LoopbackPair, ScriptedElection, eventually, grpc_health, loopback_pair};
 
 /// Checks that the test can build a lab.
 ///

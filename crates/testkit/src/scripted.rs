@@ -161,40 +161,63 @@ pub fn loopback_pair() -> (Ipv4Addr, Ipv4Addr, u16) {
     panic!("no port free on both {a} and {b}");
 }
 
-/// The start of a unit file for an in-process test on [`loopback_pair`]'s
-/// addresses: `lb1` is `first` on the first address, `lb2` `second` on the
-/// second, one interface `lo`, the election at `election`, and the peer
-/// link's identity (`[configsync]` partner and certificates from
-/// [`crate::write_certs`] in `<dir>/certs`). It ends inside `[configsync]`:
-/// append that section's other keys, then any other sections.
-pub fn loopback_unit_file(
-    dir: &std::path::Path,
-    name: &str,
-    addrs: (Ipv4Addr, Ipv4Addr, u16),
-    election: SocketAddr,
-) -> String {
-    let (a, b, _) = addrs;
-    let (mode, partner) = if name == "lb1" { ("first", "lb2") } else { ("second", "lb1") };
-    format!(
-        "[unit]\nname = \"{name}\"\nmode = \"{mode}\"\nstate_dir = \"{state}\"\n\
-         [ha]\npassword = \"secret\"\ntimeout_s = 3\n\
-         [[interface]]\nname = \"lo\"\nunit1 = \"{a}/24\"\nunit2 = \"{b}/24\"\nshared = \"{shared}/24\"\n\
-         [election]\nlisten = \"{election}\"\n\
-         [configsync]\npartner_name = \"{partner}\"\n\
-         tls_ca = \"{certs}/ca.pem\"\ntls_cert = \"{certs}/{name}.pem\"\ntls_key = \"{certs}/{name}.key\"\n",
-        state = dir.join(name).display(),
-        shared = Ipv4Addr::from(u32::from(a) + 9),
-        certs = dir.join("certs").display(),
-    )
+/// A pair for in-process tests: two loopback addresses with a peer port
+/// free on both ([`loopback_pair`]), a temporary directory with the units'
+/// state and their peer-link certificates ([`crate::write_certs`], in
+/// `certs/`). `lb1` is `first` on the first address, `lb2` `second` on the
+/// second.
+#[derive(Debug)]
+pub struct LoopbackPair {
+    /// State directories and certificates; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// lb1's address, lb2's, and the peer port.
+    pub addrs: (Ipv4Addr, Ipv4Addr, u16),
+}
+
+impl LoopbackPair {
+    /// Makes the directory, the certificates and picks the addresses.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        crate::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
+        Self { dir, addrs: loopback_pair() }
+    }
+
+    /// The unit's address: `lb1` the first, any other the second.
+    pub fn ip(&self, name: &str) -> Ipv4Addr {
+        if name == "lb1" { self.addrs.0 } else { self.addrs.1 }
+    }
+
+    /// The start of `name`'s unit file: one interface `lo`, the election at
+    /// `election`, and the peer link's identity (`[configsync]` partner and
+    /// certificates). It ends inside `[configsync]`: append that section's
+    /// other keys, then any other sections.
+    pub fn unit_file(&self, name: &str, election: SocketAddr) -> String {
+        let (a, b, _) = self.addrs;
+        let (mode, partner) = if name == "lb1" { ("first", "lb2") } else { ("second", "lb1") };
+        let dir = self.dir.path();
+        format!(
+            "[unit]\nname = \"{name}\"\nmode = \"{mode}\"\nstate_dir = \"{state}\"\n\
+             [ha]\npassword = \"secret\"\ntimeout_s = 3\n\
+             [[interface]]\nname = \"lo\"\nunit1 = \"{a}/24\"\nunit2 = \"{b}/24\"\nshared = \"{shared}/24\"\n\
+             [election]\nlisten = \"{election}\"\n\
+             [configsync]\npartner_name = \"{partner}\"\n\
+             tls_ca = \"{certs}/ca.pem\"\ntls_cert = \"{certs}/{name}.pem\"\ntls_key = \"{certs}/{name}.key\"\n",
+            state = dir.join(name).display(),
+            shared = Ipv4Addr::from(u32::from(a) + 9),
+            certs = dir.join("certs").display(),
+        )
+    }
+}
+
+impl Default for LoopbackPair {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Polls `f` every 50 ms until it says `Some`, for at most `within`;
 /// panics naming `what` when it never does.
-pub async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    within: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
+pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, within: Duration, mut f: impl FnMut() -> F) -> T {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(v) = f().await {

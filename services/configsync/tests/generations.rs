@@ -5,7 +5,6 @@
 //! follower as the equal model value.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +15,13 @@ use duet_proto::configsync::v1::apply_config_request::Change;
 use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
 use duet_runtime::generations::{Generation, generations};
 use duet_runtime::shutdown;
-use duet_testkit::{ScriptedElection, eventually, grpc_health, loopback_pair, loopback_unit_file};
+use duet_testkit::{LoopbackPair, ScriptedElection, eventually, grpc_health};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-fn unit_file(dir: &Path, name: &str, addrs: (Ipv4Addr, Ipv4Addr, u16), election: SocketAddr) -> String {
-    let base = loopback_unit_file(dir, name, addrs, election);
-    let own = if name == "lb1" { addrs.0 } else { addrs.1 };
-    format!("{base}listen = \"{own}:0\"\npeer_port = {}\nsync_interval_s = 5\n", addrs.2)
+fn unit_file(pair: &LoopbackPair, name: &str, election: SocketAddr) -> String {
+    let base = pair.unit_file(name, election);
+    format!("{base}listen = \"{}:0\"\npeer_port = {}\nsync_interval_s = 5\n", pair.ip(name), pair.addrs.2)
 }
 
 /// Serves a scripted election on `ip`; returns its address.
@@ -52,15 +50,14 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_change_on_the_active_reaches_the_standbys_follower_as_the_equal_model_value() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    duet_testkit::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
-    let addrs = loopback_pair();
+    let pair = LoopbackPair::new();
     let (trigger, stop) = shutdown::channel();
 
     let mut units = Vec::new();
-    for (name, ip, role) in [("lb1", addrs.0, Role::Active), ("lb2", addrs.1, Role::Standby)] {
+    for (name, role) in [("lb1", Role::Active), ("lb2", Role::Standby)] {
+        let ip = pair.ip(name);
         let e = election(ip, role, &stop).await;
-        let cfg = duet_config::from_toml(&unit_file(dir.path(), name, addrs, e)).expect("unit file");
+        let cfg = duet_config::from_toml(&unit_file(&pair, name, e)).expect("unit file");
         let api = TcpListener::bind((ip, 0)).await.expect("bind the API");
         let url = format!("http://{}", api.local_addr().expect("address"));
         let s = stop.clone();
@@ -110,14 +107,12 @@ async fn an_ha_change_on_the_active_reaches_the_standbys_follower_as_the_equal_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_serving_only_while_the_role_is_followed() {
     use tonic_health::pb::health_check_response::ServingStatus;
-    let dir = tempfile::tempdir().expect("temporary directory");
-    duet_testkit::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
-    let addrs = loopback_pair();
+    let pair = LoopbackPair::new();
     let (trigger, stop) = shutdown::channel();
     // The election's address, free for now.
-    let election_addr = TcpListener::bind((addrs.0, 0)).await.expect("bind").local_addr().expect("address");
-    let cfg = duet_config::from_toml(&unit_file(dir.path(), "lb1", addrs, election_addr)).expect("unit file");
-    let api = TcpListener::bind((addrs.0, 0)).await.expect("bind the API");
+    let election_addr = TcpListener::bind((pair.addrs.0, 0)).await.expect("bind").local_addr().expect("address");
+    let cfg = duet_config::from_toml(&unit_file(&pair, "lb1", election_addr)).expect("unit file");
+    let api = TcpListener::bind((pair.addrs.0, 0)).await.expect("bind the API");
     let url = format!("http://{}", api.local_addr().expect("address"));
     let s = stop.clone();
     tokio::spawn(async move { duet_configsync::run(cfg, api, s).await });

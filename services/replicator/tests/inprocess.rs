@@ -4,39 +4,37 @@
 //! a proxy reports on the active is on the standby in time, the active sees
 //! it acknowledged, and each replicator's health follows its election.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use duet_carp::Role;
 use duet_proto::replicator::v1 as pb;
 use duet_proto::replicator::v1::replicator_service_client::ReplicatorServiceClient;
 use duet_runtime::shutdown;
-use duet_testkit::{ScriptedElection, eventually, grpc_health, loopback_pair, loopback_unit_file};
+use duet_testkit::{LoopbackPair, ScriptedElection, eventually, grpc_health};
 use tokio::net::TcpListener;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-fn unit_file(dir: &Path, name: &str, addrs: (Ipv4Addr, Ipv4Addr, u16), election: SocketAddr) -> String {
-    let base = loopback_unit_file(dir, name, addrs, election);
-    format!("{base}[replicator]\nenabled = true\npeer_port = {}\nl4 = false\nl7 = true\n", addrs.2)
+fn unit_file(pair: &LoopbackPair, name: &str, election: SocketAddr) -> String {
+    let base = pair.unit_file(name, election);
+    format!("{base}[replicator]\nenabled = true\npeer_port = {}\nl4 = false\nl7 = true\n", pair.addrs.2)
 }
 
 const WITHIN: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reported_entry_reaches_the_standby_and_is_acknowledged_health_follows_the_election() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    duet_testkit::write_certs(&dir.path().join("certs"), &["lb1", "lb2"]).expect("certificates");
-    let addrs = loopback_pair();
+    let pair = LoopbackPair::new();
     let (trigger, stop) = shutdown::channel();
 
     let mut urls = Vec::new();
     let mut elections = Vec::new();
-    for (name, ip) in [("lb1", addrs.0), ("lb2", addrs.1)] {
+    for name in ["lb1", "lb2"] {
+        let ip = pair.ip(name);
         // The election's address, served only later.
         let election = TcpListener::bind((ip, 0)).await.expect("bind the election");
         let at = election.local_addr().expect("address");
-        let cfg = duet_config::from_toml(&unit_file(dir.path(), name, addrs, at)).expect("unit file");
+        let cfg = duet_config::from_toml(&unit_file(&pair, name, at)).expect("unit file");
         let api = TcpListener::bind((ip, 0)).await.expect("bind the API");
         urls.push(format!("http://{}", api.local_addr().expect("address")));
         let s = stop.clone();
