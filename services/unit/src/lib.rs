@@ -54,21 +54,20 @@ pub fn services(cfg: &Validated) -> Vec<ServiceSpec> {
         ServiceSpec { name: "election", binary: "duet-election", listen: Some(cfg.election_listen) },
         ServiceSpec { name: "takeover", binary: "duet-takeover", listen: Some(cfg.takeover_listen) },
     ];
-    if cfg.raw.configsync.enabled {
-        match cfg.configsync() {
-            Ok(c) => v.push(ServiceSpec { name: "configsync", binary: "duet-configsync", listen: Some(c.listen) }),
-            Err(errs) => {
-                let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                tracing::warn!("configsync not started: {}", lines.join("; "));
-            }
+    type Listen = fn(&Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>>;
+    let optional: [(bool, &'static str, &'static str, Listen); 2] = [
+        (cfg.raw.configsync.enabled, "configsync", "duet-configsync", |c| c.configsync().map(|s| s.listen)),
+        (cfg.raw.replicator.enabled, "replicator", "duet-replicator", |c| c.replicator().map(|s| s.listen)),
+    ];
+    for (enabled, name, binary, listen) in optional {
+        if !enabled {
+            continue;
         }
-    }
-    if cfg.raw.replicator.enabled {
-        match cfg.replicator() {
-            Ok(c) => v.push(ServiceSpec { name: "replicator", binary: "duet-replicator", listen: Some(c.listen) }),
+        match listen(cfg) {
+            Ok(l) => v.push(ServiceSpec { name, binary, listen: Some(l) }),
             Err(errs) => {
                 let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                tracing::warn!("replicator not started: {}", lines.join("; "));
+                tracing::warn!("{name} not started: {}", lines.join("; "));
             }
         }
     }
