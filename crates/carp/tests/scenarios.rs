@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use duet_carp::pacify::{StartHistory, Starts};
-use duet_carp::params::{AuthParams, HaMode, Preferred};
+use duet_carp::params::{AuthParams, HaMode, Preferred, Timing};
 use duet_carp::{Command, DropReason, Role, Square, Time};
 
 fn pair(preferred: Preferred, timeout_s: u64) -> Net {
@@ -687,4 +687,34 @@ fn a_link_down_at_start_demotes_without_restarting_the_services() {
     restarts(&mut e);
     e.handle_link(now, 0, false);
     assert_eq!(restarts(&mut e), 1, "a link lost while running restarts the services");
+}
+
+/// Adverts and down timers as the profiles derive them (advbase/advskew,
+/// the standby's skew, the fast interval in 1/256 s).
+#[test]
+fn standard_timing() {
+    let t = Timing::Standard { timeout: Duration::from_secs(3) };
+    let first = pair_params(HaMode::First, Preferred::None, t);
+    let second = pair_params(HaMode::Second, Preferred::None, t);
+    assert_eq!((first.advbase(), first.advskew()), (1, 0));
+    assert_eq!((second.advbase(), second.advskew()), (1, 1));
+    assert!(!first.preempt() && !second.preempt());
+    assert_eq!(first.down_interval(None), Duration::from_secs(3));
+    assert_eq!(second.down_interval(None), Duration::from_micros(3_003_906));
+    let pref2 = pair_params(HaMode::Second, Preferred::Second, t);
+    assert!(pref2.preempt() && pref2.favoured());
+    assert_eq!(pref2.advskew(), 0);
+}
+
+#[test]
+fn fast_timing() {
+    let t = Timing::Fast { interval: Duration::from_millis(20), dead_factor: 4 };
+    let first = pair_params(HaMode::First, Preferred::None, t);
+    let second = pair_params(HaMode::Second, Preferred::None, t);
+    assert_eq!((first.advbase(), first.advskew()), (0, 6));
+    assert_eq!(second.advskew(), 7);
+    assert_eq!(first.interval(), Duration::from_micros(23_437));
+    // The standby derives its timer from the active's interval.
+    let d = second.down_interval(Some(first.interval()));
+    assert!(d > Duration::from_millis(110) && d < Duration::from_millis(125), "{d:?}");
 }
