@@ -318,12 +318,24 @@ impl Params {
 
     /// How long the standby waits without a valid advert before it takes
     /// over. `partner_interval` is the interval the active advertised.
+    /// Standard: the HA timeout plus the skew (0 or 1/256 s, CARP's
+    /// tie-break). Fast: `dead_factor` of the active's intervals on the
+    /// wire plus the tie-break alone (1/256 s for the unit that does not win
+    /// ties, none for the other), not the whole skew: the fast profile's
+    /// skew carries the interval, and adding it cost one more interval.
     pub fn down_interval(&self, partner_interval: Option<Duration>) -> Duration {
-        let base = match self.timing {
-            Timing::Standard { timeout } => timeout,
-            Timing::Fast { dead_factor, .. } => partner_interval.unwrap_or_else(|| self.interval()) * dead_factor,
-        };
-        base + self.skew_delay()
+        match self.timing {
+            Timing::Standard { timeout } => timeout + self.skew_delay(),
+            Timing::Fast { dead_factor, .. } => {
+                partner_interval.unwrap_or_else(|| self.interval()) * dead_factor + self.tie_break()
+            }
+        }
+    }
+
+    /// The fast profile's tie-break between two standbys: 1/256 s for the
+    /// unit that does not win ties (the step of advskew on the wire).
+    fn tie_break(&self) -> Duration {
+        if self.favoured() { Duration::ZERO } else { Duration::from_micros(1_000_000 / 256) }
     }
 
     /// The HA timeout as configured (standard) or derived (fast).

@@ -714,7 +714,14 @@ fn fast_timing() {
     assert_eq!((first.advbase(), first.advskew()), (0, 6));
     assert_eq!(second.advskew(), 7);
     assert_eq!(first.interval(), Duration::from_micros(23_437));
-    // The standby derives its timer from the active's interval.
-    let d = second.down_interval(Some(first.interval()));
-    assert!(d > Duration::from_millis(110) && d < Duration::from_millis(125), "{d:?}");
+    // The standby derives its timer from the active's interval: exactly
+    // dead_factor of them, and the tie-break (1/256 s) for the unit that
+    // does not win ties, not its whole skew.
+    assert_eq!(second.down_interval(Some(first.interval())), Duration::from_micros(4 * 23_437 + 3_906));
+    assert_eq!(first.down_interval(Some(second.interval())), second.interval() * 4);
+    // 100 ms x 3: 26/256 s on the wire, 3 of them.
+    let t = Timing::Fast { interval: Duration::from_millis(100), dead_factor: 3 };
+    let (a, b) = (pair_params(HaMode::First, Preferred::None, t), pair_params(HaMode::Second, Preferred::None, t));
+    assert_eq!(a.interval(), Duration::from_micros(101_562));
+    assert_eq!(b.down_interval(Some(a.interval())), Duration::from_micros(3 * 101_562 + 3_906));
 }

@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use duet_proto::common::v1::Role;
 use duet_testkit::Proc;
 
-use crate::system::{DuetLaunch, DuetUnit, FAST_INTERVAL_MS, Unit};
+use crate::system::{DuetLaunch, DuetUnit, FAST_INTERVAL_MS, FastProfile, Unit};
 use duet_tests::PairLab;
 
 /// What to run.
@@ -47,8 +47,8 @@ pub fn run_loss(o: &LossOptions) -> Result<Vec<LossResult>> {
     let mut out = Vec::new();
     for (run, &percent) in o.percents.iter().enumerate() {
         let mut l = PairLab::new("loss")?;
-        let u1 = DuetUnit::start(&mut l, Unit::One, run, DuetLaunch::Services, true, None)?;
-        let u2 = DuetUnit::start(&mut l, Unit::Two, run, DuetLaunch::Services, true, None)?;
+        let u1 = DuetUnit::start(&mut l, Unit::One, run, DuetLaunch::Services, Some(FastProfile::BENCH), None)?;
+        let u2 = DuetUnit::start(&mut l, Unit::Two, run, DuetLaunch::Services, Some(FastProfile::BENCH), None)?;
         l.wait_role(l.a, Role::Active, Duration::from_secs(20))?;
         l.wait_role(l.b, Role::Standby, Duration::from_secs(20))?;
         std::thread::sleep(Duration::from_secs(2));

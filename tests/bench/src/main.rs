@@ -45,12 +45,13 @@ enum Cmd {
         /// Repetitions of each system x scenario.
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// Systems: duet, duet-fast, keepalived-v2, keepalived-v3, ucarp, and duet with a witness
-        /// (E14, an etcd cluster in the lab): duet-witness, duet-fast-witness.
+        /// Systems: duet, duet-fast (20 ms x 4), duet-fast-100 (100 ms x 3), keepalived-v2,
+        /// keepalived-v3, ucarp, and duet with a witness (E14, an etcd cluster in the lab):
+        /// duet-witness, duet-fast-witness.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "duet,duet-witness,duet-fast,duet-fast-witness,keepalived-v2,keepalived-v3,ucarp"
+            default_value = "duet,duet-witness,duet-fast,duet-fast-witness,duet-fast-100,keepalived-v2,keepalived-v3,ucarp"
         )]
         systems: Vec<SystemKind>,
         /// Scenarios: crash, linkdown, graceful.
@@ -74,7 +75,7 @@ enum Cmd {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "duet,duet-witness,duet-fast,duet-fast-witness,keepalived-v2,keepalived-v3,ucarp"
+            default_value = "duet,duet-witness,duet-fast,duet-fast-witness,duet-fast-100,keepalived-v2,keepalived-v3,ucarp"
         )]
         systems: Vec<SystemKind>,
         #[arg(long, default_value = "bench-results/idle.json")]

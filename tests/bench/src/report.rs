@@ -155,6 +155,20 @@ pub fn goals(reps: &[RepResult], s: &[Summary]) -> Vec<Goal> {
         pass: fast_crash.map(|f| f <= 150.0 && v3_crash.is_none_or(|k| f < k)),
         correctness: false,
     });
+    // Issue 14: at keepalived VRRPv3's interval, detection at the wire's
+    // limit (dead_factor intervals on the wire + 10 ms) and not slower.
+    if s.iter().any(|x| x.system == SystemKind::DuetFast100.name()) {
+        let f100 = gap(SystemKind::DuetFast100, Scenario::Crash);
+        let limit = SystemKind::DuetFast100.fast().map_or(0.0, |f| f.down_on_the_wire().as_secs_f64() * 1000.0) + 10.0;
+        out.push(Goal {
+            goal: format!(
+                "duet-fast-100 crash gap median <= 3 intervals on the wire + 10 ms ({limit:.1} ms) and <= keepalived VRRPv3's"
+            ),
+            measured: format!("{} vs {}", ms(f100), ms(v3_crash)),
+            pass: f100.map(|f| f <= limit && v3_crash.is_none_or(|k| f <= k)),
+            correctness: false,
+        });
+    }
     let graceful = gap(SystemKind::Duet, Scenario::Graceful);
     out.push(Goal {
         goal: "duet planned handover gap median <= 10 ms".into(),

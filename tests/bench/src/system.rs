@@ -109,11 +109,16 @@ pub enum SystemKind {
     DuetWitness,
     /// duet's fast profile with a witness (lease TTL 2 s, etcd's minimum).
     DuetFastWitness,
+    /// duet's fast profile at keepalived VRRPv3's interval: adverts every
+    /// 100 ms, takeover after 3 missed (keepalived's down interval is also 3
+    /// adverts plus its skew).
+    DuetFast100,
 }
 
 impl SystemKind {
     /// The systems a run compares by default.
-    pub const ALL: [Self; 5] = [Self::Duet, Self::DuetFast, Self::KeepalivedV2, Self::KeepalivedV3, Self::Ucarp];
+    pub const ALL: [Self; 6] =
+        [Self::Duet, Self::DuetFast, Self::DuetFast100, Self::KeepalivedV2, Self::KeepalivedV3, Self::Ucarp];
     /// duet with a witness (they need an etcd cluster in the lab).
     pub const WITNESS: [Self; 2] = [Self::DuetWitness, Self::DuetFastWitness];
 
@@ -126,6 +131,7 @@ impl SystemKind {
             Self::Ucarp => "ucarp",
             Self::DuetWitness => "duet-witness",
             Self::DuetFastWitness => "duet-fast-witness",
+            Self::DuetFast100 => "duet-fast-100",
         }
     }
 
@@ -136,14 +142,26 @@ impl SystemKind {
 
     /// duet's kinds.
     pub fn is_duet(self) -> bool {
-        matches!(self, Self::Duet | Self::DuetFast | Self::DuetWitness | Self::DuetFastWitness)
+        matches!(self, Self::Duet | Self::DuetFast | Self::DuetWitness | Self::DuetFastWitness | Self::DuetFast100)
+    }
+
+    /// duet's fast profile settings of the kind, `None` for the standard
+    /// profile and the other systems.
+    pub fn fast(self) -> Option<FastProfile> {
+        match self {
+            Self::DuetFast | Self::DuetFastWitness => Some(FastProfile::BENCH),
+            Self::DuetFast100 => Some(FastProfile::AT_100_MS),
+            _ => None,
+        }
     }
 
     /// How often the active unit adverts.
     pub fn advert_interval(self) -> Duration {
         match self {
             Self::KeepalivedV3 => Duration::from_millis(100),
-            Self::DuetFast | Self::DuetFastWitness => Duration::from_millis(FAST_INTERVAL_MS),
+            Self::DuetFast | Self::DuetFastWitness | Self::DuetFast100 => {
+                self.fast().map_or(Duration::ZERO, |f| Duration::from_millis(f.interval_ms))
+            }
             Self::Duet | Self::DuetWitness | Self::KeepalivedV2 | Self::Ucarp => Duration::from_secs(1),
         }
     }
@@ -152,10 +170,9 @@ impl SystemKind {
     /// need: see [`needs_etcd`](Self::needs_etcd)).
     pub fn system(self, duet: DuetLaunch, etcd: Option<&Arc<EtcdCluster>>) -> Box<dyn System> {
         match self {
-            Self::Duet => Box::new(Duet::new(duet, false)),
-            Self::DuetFast => Box::new(Duet::new(duet, true)),
+            Self::Duet | Self::DuetFast | Self::DuetFast100 => Box::new(Duet::new(duet, self)),
             Self::DuetWitness | Self::DuetFastWitness => {
-                let mut d = Duet::new(duet, self == Self::DuetFastWitness);
+                let mut d = Duet::new(duet, self);
                 d.witness = etcd.cloned();
                 Box::new(d)
             }
@@ -201,6 +218,29 @@ pub struct DuetTimes {
 
 /// Advert interval of duet's fast profile in the benchmark.
 pub const FAST_INTERVAL_MS: u64 = 20;
+
+/// A fast profile as the unit file sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastProfile {
+    /// `ha.fast_interval_ms`.
+    pub interval_ms: u64,
+    /// `ha.fast_dead_factor`.
+    pub dead_factor: u32,
+}
+
+impl FastProfile {
+    /// The benchmark's fast profile: [`FAST_INTERVAL_MS`], four missed.
+    pub const BENCH: Self = Self { interval_ms: FAST_INTERVAL_MS, dead_factor: 4 };
+    /// keepalived VRRPv3's interval in the benchmark, three missed.
+    pub const AT_100_MS: Self = Self { interval_ms: 100, dead_factor: 3 };
+
+    /// Adverts on the wire are every `ceil(interval x 256) / 256` s (advskew
+    /// in 1/256 s); the standby takes over after `dead_factor` of them.
+    pub fn down_on_the_wire(self) -> Duration {
+        let skew = (self.interval_ms * 256).div_ceil(1000);
+        Duration::from_micros(skew * 1_000_000 / 256) * self.dead_factor
+    }
+}
 
 /// An HA system started as a pair on a [`PairLab`].
 pub trait System: fmt::Debug {
@@ -522,19 +562,25 @@ impl DuetUnit {
     /// The unit's configuration: the standard pair (HA timeout 3 s,
     /// preferred none), with a fresh state directory per start so that the
     /// benchmark's many restarts do not pacify the unit (E9).
-    /// `fast`: the fast profile (adverts every [`FAST_INTERVAL_MS`], four
-    /// missed and the standby takes over). `witness`: a witness on that
+    /// `fast`: the fast profile, when given. `witness`: a witness on that
     /// etcd cluster (E14), its key under a prefix of this start's own.
-    pub fn config(l: &PairLab, unit: Unit, run: usize, fast: bool, witness: Option<&EtcdCluster>) -> UnitConfig {
+    pub fn config(
+        l: &PairLab,
+        unit: Unit,
+        run: usize,
+        fast: Option<FastProfile>,
+        witness: Option<&EtcdCluster>,
+    ) -> UnitConfig {
         let (name, mode) = match unit {
             Unit::One => ("lb1", "first"),
             Unit::Two => ("lb2", "second"),
         };
         let mut cfg = UnitConfig::new(name, mode, l.lab.dir());
         cfg.state_dir = l.lab.dir().join(format!("state-{name}-r{run}"));
-        if fast {
+        if let Some(f) = fast {
             cfg.ha.push_str(&format!(
-                "profile = \"fast\"\nfast_interval_ms = {FAST_INTERVAL_MS}\nfast_dead_factor = 4\n"
+                "profile = \"fast\"\nfast_interval_ms = {}\nfast_dead_factor = {}\n",
+                f.interval_ms, f.dead_factor
             ));
         }
         if let Some(e) = witness {
@@ -551,7 +597,7 @@ impl DuetUnit {
         unit: Unit,
         run: usize,
         launch: DuetLaunch,
-        fast: bool,
+        fast: Option<FastProfile>,
         witness: Option<&EtcdCluster>,
     ) -> Result<Self> {
         let cfg = Self::config(l, unit, run, fast, witness);
@@ -621,7 +667,7 @@ impl DuetUnit {
 #[derive(Debug)]
 pub struct Duet {
     launch: DuetLaunch,
-    fast: bool,
+    kind: SystemKind,
     /// E14: the lab's etcd cluster, for the witness kinds.
     pub witness: Option<Arc<EtcdCluster>>,
     units: [Option<DuetUnit>; 2],
@@ -630,25 +676,21 @@ pub struct Duet {
 }
 
 impl Duet {
-    pub fn new(launch: DuetLaunch, fast: bool) -> Self {
-        Self { launch, fast, witness: None, units: [None, None], none: Vec::new() }
+    /// `kind`: one of duet's ([`SystemKind::is_duet`]).
+    pub fn new(launch: DuetLaunch, kind: SystemKind) -> Self {
+        Self { launch, kind, witness: None, units: [None, None], none: Vec::new() }
     }
 }
 
 impl System for Duet {
     fn kind(&self) -> SystemKind {
-        match (self.fast, self.witness.is_some()) {
-            (false, false) => SystemKind::Duet,
-            (true, false) => SystemKind::DuetFast,
-            (false, true) => SystemKind::DuetWitness,
-            (true, true) => SystemKind::DuetFastWitness,
-        }
+        self.kind
     }
 
     fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()> {
         for u in Unit::BOTH {
             let etcd = self.witness.as_deref();
-            self.units[u.index()] = Some(DuetUnit::start(l, u, run, self.launch, self.fast, etcd)?);
+            self.units[u.index()] = Some(DuetUnit::start(l, u, run, self.launch, self.kind.fast(), etcd)?);
         }
         // A service that cannot run at all shows within a moment.
         thread::sleep(Duration::from_millis(300));
