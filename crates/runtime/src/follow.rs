@@ -156,36 +156,66 @@ pub(crate) async fn open_stream<T>(
     Ok(resp.into_inner())
 }
 
-async fn open(url: &str, follower: &str) -> Result<tonic::Streaming<pb::WatchRoleResponse>, FollowError> {
-    let channel = connect(url, |ep| {
-        // A hung election (its TCP still up) is noticed by unanswered pings.
-        ep.http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(1))
-            .keep_alive_while_idle(true)
-    })
-    .await?;
+/// How a follower wants the election's liveness shown on a quiet stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// A heartbeat every advert interval (at most every second); the
+    /// service judges the election's liveness from them itself (the
+    /// takeover's core, T4).
+    EveryAdvert,
+    /// A heartbeat this often; the follower itself ends a stream that has
+    /// been silent for [`STALE_BEATS`] of them (the election hangs with its
+    /// connection up) and opens a new one.
+    Every(Duration),
+}
+
+/// Missed heartbeats after which a [`Beat::Every`] follower judges the
+/// election hung.
+pub const STALE_BEATS: u32 = 3;
+
+/// No HTTP/2 keepalive pings on these local streams: the heartbeats show
+/// the election's liveness, and its death closes the connection at once.
+async fn open(url: &str, follower: &str, beat: Beat) -> Result<tonic::Streaming<pb::WatchRoleResponse>, FollowError> {
+    let channel = connect(url, |ep| ep).await?;
     let mut client = ElectionServiceClient::new(channel);
-    let req = pb::WatchRoleRequest { follower: follower.to_owned() };
+    let heartbeat_ms = match beat {
+        Beat::EveryAdvert => 0,
+        Beat::Every(d) => u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1),
+    };
+    let req = pb::WatchRoleRequest { follower: follower.to_owned(), heartbeat_ms };
     open_stream("WatchRole", client.watch_role(req)).await
 }
 
 /// Starts following the election at `url`; `follower` names the service
 /// to the election (the election counts "takeover" as its fail-safe
-/// follower, T4; others pass ""). The follower task ends when `stop`
-/// fires or the [`RoleStream`] is dropped.
-pub fn roles(url: String, follower: &'static str, stop: Shutdown) -> RoleStream {
+/// follower, T4; others pass ""), `beat` says how often a quiet stream
+/// shows the election alive. The follower task ends when `stop` fires or
+/// the [`RoleStream`] is dropped.
+pub fn roles(url: String, follower: &'static str, beat: Beat, stop: Shutdown) -> RoleStream {
     let (tx, rx) = mpsc::channel(64);
     let reconnect = Arc::new(Notify::new());
-    tokio::spawn(run(url, follower, tx, Arc::clone(&reconnect), stop));
+    tokio::spawn(run(url, follower, beat, tx, Arc::clone(&reconnect), stop));
     RoleStream { news: rx, reconnect }
 }
 
-async fn run(url: String, follower: &'static str, tx: mpsc::Sender<RoleNews>, again: Arc<Notify>, mut stop: Shutdown) {
+async fn run(
+    url: String,
+    follower: &'static str,
+    beat: Beat,
+    tx: mpsc::Sender<RoleNews>,
+    again: Arc<Notify>,
+    mut stop: Shutdown,
+) {
+    // Beat::EveryAdvert: the service judges, the follower never does.
+    let stale = match beat {
+        Beat::EveryAdvert => None,
+        Beat::Every(d) => Some(d * STALE_BEATS),
+    };
     let mut backoff = BACKOFF_MIN;
     let mut attempt = 0u32;
     loop {
         let opened = tokio::select! {
-            r = open(&url, follower) => r,
+            r = open(&url, follower, beat) => r,
             () = stop.wait() => return,
             () = tx.closed() => return,
         };
@@ -203,6 +233,10 @@ async fn run(url: String, follower: &'static str, tx: mpsc::Sender<RoleNews>, ag
                     let msg = tokio::select! {
                         m = stream.message() => m,
                         () = &mut reconnect => break "no sign of life from the election".to_owned(),
+                        () = silence(stale) => break format!(
+                            "no message, not even a heartbeat, for {} ms (the election hangs?)",
+                            stale.unwrap_or_default().as_millis()
+                        ),
                         () = stop.wait() => return,
                     };
                     let received = Instant::now();
@@ -241,12 +275,24 @@ async fn run(url: String, follower: &'static str, tx: mpsc::Sender<RoleNews>, ag
     }
 }
 
+/// Completes after `d` (never with `None`).
+async fn silence(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The heartbeat [`role_watch`] asks for: the role stream of a service
+/// that only needs the role is judged hung after [`STALE_BEATS`] of them.
+pub const ROLE_WATCH_BEAT: Duration = Duration::from_secs(1);
+
 /// The current role as the election last said, `None` while no stream is
 /// live (the role is then unknown: take no writes, send no state). For
 /// services that need nothing else from the stream.
 pub fn role_watch(url: String, stop: Shutdown) -> watch::Receiver<Option<Role>> {
     let (tx, rx) = watch::channel(None);
-    let mut stream = roles(url, "", stop);
+    let mut stream = roles(url, "", Beat::Every(ROLE_WATCH_BEAT), stop);
     tokio::spawn(async move {
         while let Some(n) = stream.news.recv().await {
             let role = match n {

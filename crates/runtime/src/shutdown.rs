@@ -83,19 +83,53 @@ pub const SUPERVISOR_ENV: &str = "DUET_SUPERVISOR_PID";
 /// process group, so that a signal to the supervisor's group reaches the
 /// supervisor alone): fires `trigger` when the supervisor is gone, so that
 /// no service outlives it and clashes with the ones it starts next time.
-/// Does nothing when the service was not started by a supervisor.
-pub fn on_supervisor_exit(trigger: Trigger) -> Option<tokio::task::JoinHandle<()>> {
+/// A thread of its own waits on a pidfd of the supervisor (readable when it
+/// exits): no polling, no wakeups while it lives. Does nothing when the
+/// service was not started by a supervisor.
+pub fn on_supervisor_exit(trigger: Trigger) -> Option<std::thread::JoinHandle<()>> {
     let pid: i32 = std::env::var(SUPERVISOR_ENV).ok()?.parse().ok()?;
-    Some(tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            if nix::unistd::getppid().as_raw() != pid {
-                tracing::error!(supervisor = pid, "the unit supervisor is gone: stopping");
-                trigger.fire();
-                return;
-            }
+    let watched = rustix::process::Pid::from_raw(pid)
+        .ok_or(rustix::io::Errno::INVAL)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()));
+    let spawned = std::thread::Builder::new().name("supervisor-watch".into()).spawn(move || {
+        let gone = |how: &str| {
+            tracing::error!(supervisor = pid, "the unit supervisor is gone ({how}): stopping");
+            trigger.fire();
+        };
+        // The pidfd was opened before this check: an exit in between
+        // shows here, one after it makes the pidfd readable.
+        if nix::unistd::getppid().as_raw() != pid {
+            return gone("not the parent");
         }
-    }))
+        match watched {
+            Ok(fd) => {
+                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+                loop {
+                    match rustix::event::poll(&mut fds, None) {
+                        Err(rustix::io::Errno::INTR) => {}
+                        Ok(_) => return gone("exited"),
+                        Err(e) => {
+                            tracing::warn!(supervisor = pid, "cannot wait on the supervisor's pidfd ({e})");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(supervisor = pid, "cannot open a pidfd of the unit supervisor ({e})"),
+        }
+        tracing::warn!(supervisor = pid, "checking that the unit supervisor lives every 500 ms instead");
+        while nix::unistd::getppid().as_raw() == pid {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        gone("not the parent");
+    });
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("cannot start the supervisor watch thread ({e}): the service may outlive its supervisor");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ async fn a_reconnect_ends_the_open_stream_only() {
     let (stop_trigger, stop) = shutdown::channel();
     let at = election.clone().serve_on(std::net::Ipv4Addr::LOCALHOST, stop.clone().future()).await;
     let url = format!("http://{at}");
-    let mut roles = follow::roles(url, "takeover", stop);
+    let mut roles = follow::roles(url, "takeover", follow::Beat::EveryAdvert, stop);
 
     // The snapshot, as a domain event, first of its stream.
     let RoleNews::Event { event, first_of_stream: true, .. } = next(&mut roles.news).await else {
@@ -61,5 +61,30 @@ async fn a_reconnect_ends_the_open_stream_only() {
     }
     let quiet = tokio::time::timeout(Duration::from_millis(300), roles.news.recv()).await;
     assert!(quiet.is_err(), "the new stream was ended by a reconnect asked before it opened: {quiet:?}");
+    stop_trigger.fire();
+}
+
+/// A follower that asked for a slow beat judges a silent election hung
+/// after three of them (the stand-in never beats) and opens a new stream.
+#[tokio::test]
+async fn a_follower_with_its_own_beat_ends_a_silent_stream_after_three() {
+    let election = ScriptedElection::new(Role::Active);
+    let (stop_trigger, stop) = shutdown::channel();
+    let at = election.clone().serve_on(std::net::Ipv4Addr::LOCALHOST, stop.clone().future()).await;
+    let beat = Duration::from_millis(100);
+    let mut roles = follow::roles(format!("http://{at}"), "", follow::Beat::Every(beat), stop);
+    let RoleNews::Event { first_of_stream: true, received, .. } = next(&mut roles.news).await else {
+        panic!("no snapshot first");
+    };
+    let RoleNews::Lost { why, delivered: true } = next(&mut roles.news).await else {
+        panic!("the silent stream was not ended");
+    };
+    let after = received.elapsed();
+    assert_eq!(why, "no message, not even a heartbeat, for 300 ms (the election hangs?)");
+    assert!(after >= beat * 3 && after < Duration::from_secs(3), "ended after {after:?}");
+    let RoleNews::Event { event, first_of_stream: true, .. } = next(&mut roles.news).await else {
+        panic!("no new stream");
+    };
+    assert_eq!(event.seq, 2);
     stop_trigger.fire();
 }

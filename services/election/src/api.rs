@@ -234,6 +234,8 @@ struct WatchState {
     rx: broadcast::Receiver<RoleEvent>,
     first: Option<RoleEvent>,
     last: u64,
+    /// The follower's `heartbeat_ms`.
+    asked_beat_ms: u32,
     shared: Arc<Shared>,
     shutdown: Shutdown,
     _guard: Option<FollowerGuard>,
@@ -260,6 +262,17 @@ impl Drop for FollowerGuard {
                 });
             }
         }
+    }
+}
+
+/// The period of a quiet role stream's heartbeat: every advert interval
+/// (at most every second) unless the follower asked for a slower one
+/// (`heartbeat_ms`, 100 ms to 60 s).
+fn heartbeat(advert_interval: Duration, asked_ms: u32) -> Duration {
+    let floor = advert_interval.min(Duration::from_secs(1));
+    match asked_ms {
+        0 => floor,
+        ms => Duration::from_millis(u64::from(ms.clamp(100, 60_000))).max(floor),
     }
 }
 
@@ -292,6 +305,7 @@ impl pb::election_service_server::ElectionService for Api {
             rx,
             first: Some(snapshot),
             last: 0,
+            asked_beat_ms: req.get_ref().heartbeat_ms,
             shared: Arc::clone(&self.shared),
             shutdown: self.shutdown.clone(),
             _guard: guard,
@@ -306,7 +320,7 @@ impl pb::election_service_server::ElectionService for Api {
                 return Some((Ok(pb::WatchRoleResponse::from(&s)), st));
             }
             loop {
-                let beat = st.shared.current().advert_interval.min(Duration::from_secs(1));
+                let beat = heartbeat(st.shared.current().advert_interval, st.asked_beat_ms);
                 let ev = tokio::select! {
                     r = st.rx.recv() => r,
                     () = tokio::time::sleep(beat) => {
@@ -411,6 +425,19 @@ impl pb::election_service_server::ElectionService for Api {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_follower_may_ask_for_a_slower_heartbeat_never_a_faster_one() {
+        let ms = Duration::from_millis;
+        // The takeover's default: every advert interval, at most every second.
+        assert_eq!(heartbeat(ms(20), 0), ms(20));
+        assert_eq!(heartbeat(ms(1000), 0), ms(1000));
+        // A slower beat as asked, within 100 ms to 60 s, never below the default.
+        assert_eq!(heartbeat(ms(20), 1000), ms(1000));
+        assert_eq!(heartbeat(ms(20), 5), ms(100));
+        assert_eq!(heartbeat(ms(1000), 200), ms(1000));
+        assert_eq!(heartbeat(ms(1000), u32::MAX), ms(60_000));
+    }
+
     use duet_carp::{Election, Init, Time};
     use duet_runtime::clock::Clock;
 

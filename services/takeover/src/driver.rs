@@ -145,7 +145,7 @@ impl Driver {
             core.handle_unusable(now, k, why);
         }
         let (follow_stop, stop) = shutdown::channel();
-        let roles = follow::roles(setup.election_url.clone(), FOLLOWER, stop);
+        let roles = follow::roles(setup.election_url.clone(), FOLLOWER, follow::Beat::EveryAdvert, stop);
         Ok(Self {
             core,
             kernel,
@@ -229,7 +229,8 @@ impl Driver {
     fn follower_gone(&mut self) {
         tracing::error!("the role follower stopped; starting it again");
         self.core.handle_stream_lost(self.clock.now(), "the role follower stopped".into());
-        self.roles = follow::roles(self.election_url.clone(), FOLLOWER, self.follow_stop.subscribe());
+        self.roles =
+            follow::roles(self.election_url.clone(), FOLLOWER, follow::Beat::EveryAdvert, self.follow_stop.subscribe());
     }
 
     /// One netlink event, and whatever else is queued, then the core is
