@@ -13,7 +13,8 @@
 //!   after the new one answered (must be 0), gratuitous ARPs seen, and for
 //!   duet the time from role change to address added and to the first GARP
 //!   on the wire.
-//! - [`idle`]: what a settled, idle unit costs (CPU and PSS).
+//! - [`idle`]: what a settled, idle unit costs (CPU, wakeups, PSS, CPU per
+//!   advert), duet as election + takeover or as the whole unit.
 //! - [`loss`]: false failovers of duet's fast profile under advert loss.
 //! - [`replication`]: duet's replicator against keepalived + conntrackd
 //!   ([`conntrackd`]): connections surviving a crash of the active,

@@ -60,14 +60,15 @@ enum Cmd {
         /// Where to write the results as JSON.
         #[arg(long, default_value = "bench-results/failover.json")]
         json: PathBuf,
-        /// How duet units run: `services` (election + takeover) or `unit` (the supervisor).
+        /// How duet units run: `services` (election + takeover) or `unit` (the whole unit under the
+        /// supervisor: configsync and the replicator too, linked).
         #[arg(long, default_value = "services")]
         duet_launch: DuetLaunch,
         /// How long probing goes on after the new unit's first answer, in ms.
         #[arg(long, default_value_t = 1500)]
         tail_ms: u64,
     },
-    /// CPU and PSS of each unit of a settled, idle pair.
+    /// CPU, wakeups, PSS and adverts of each unit of a settled, idle pair, against issue 14's goals.
     Idle {
         /// Length of the sampling window in seconds.
         #[arg(long, default_value_t = 30)]
@@ -80,6 +81,8 @@ enum Cmd {
         systems: Vec<SystemKind>,
         #[arg(long, default_value = "bench-results/idle.json")]
         json: PathBuf,
+        /// How duet units run: `services` (election + takeover) or `unit` (the whole unit: the
+        /// supervisor with election, takeover, configsync and the replicator, linked).
         #[arg(long, default_value = "services")]
         duet_launch: DuetLaunch,
     },
@@ -229,18 +232,31 @@ fn idle_cost(opts: IdleOptions, json: &Path) -> anyhow::Result<ExitCode> {
     let mut l = PairLab::new("benchidle").context("building the lab")?;
     eprintln!("duet-bench: idle cost over {:?} per system in lab {}", opts.window, l.lab.prefix());
     let costs = run_idle(&mut l, &opts, |c| {
-        eprintln!("  {:<14} {:<8} {:.0} ms CPU, {:.1} MiB PSS", c.system, c.role, c.cpu_ms, c.pss_kib / 1024.0);
+        eprintln!(
+            "  {:<14} {:<8} {:.0} ms CPU, {:.1} wakeups/s, {:.1} MiB PSS",
+            c.system,
+            c.role,
+            c.cpu_ms,
+            c.wakeups_per_s,
+            c.pss_kib / 1024.0
+        );
     })?;
     drop(l);
+    let goals = idle::goals(&costs, opts.duet_launch);
     println!("\n{}", idle::table(&costs));
+    println!("{}", report::goals_text(&goals));
     #[derive(serde::Serialize)]
     struct IdleReport<'a> {
         command: String,
         host: HostInfo,
         options: &'a IdleOptions,
+        goals: &'a [Goal],
         units: &'a [idle::IdleCost],
     }
-    write_json(json, &IdleReport { command: command_line(), host: HostInfo::probe(), options: &opts, units: &costs })?;
+    write_json(
+        json,
+        &IdleReport { command: command_line(), host: HostInfo::probe(), options: &opts, goals: &goals, units: &costs },
+    )?;
     println!("results: {}", json.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! What the processes of a lab host cost, read from `/proc` (which they are:
 //! [`duet_testkit::pids_in`]).
 
+use std::collections::HashMap;
 use std::fs;
 use std::process::Command;
 
@@ -27,6 +28,76 @@ pub fn cpu_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
         }
     }
     Some(threads + children)
+}
+
+/// The threads of a process and the timeslices each has run so far:
+/// `(tid, n)`, `n` the third field of `/proc/<pid>/task/<tid>/schedstat`
+/// (the times the scheduler has put the thread on a CPU). A thread that
+/// sleeps and is woken runs one more timeslice, so over a window the
+/// difference counts its wakeups (a preemption counts too: `n` is the
+/// thread's `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches`, plus
+/// one while it runs). The benchmarks count wakeups this way and no other.
+/// `None` once the process has gone.
+pub fn timeslices(pid: u32) -> Option<Vec<(u32, u64)>> {
+    let mut out = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        // A thread may exit while we look: skip it.
+        if let Some(n) = fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(2)?.parse::<u64>().ok())
+        {
+            out.push((tid, n));
+        }
+    }
+    Some(out)
+}
+
+/// Timeslices run ([`timeslices`]) by the threads of a changing set of
+/// processes since a start: each look adds what every thread ran since the
+/// previous look; a process or thread first seen after the start counts
+/// from zero. A thread that exits between two looks loses what it ran after
+/// the first of them, so look often.
+#[derive(Debug, Default, Clone)]
+pub struct Wakeups {
+    /// (pid, tid) -> timeslices at the last look.
+    last: HashMap<(u32, u32), u64>,
+    counted: u64,
+}
+
+impl Wakeups {
+    /// Starts counting from what the threads of `pids` have run so far.
+    pub fn start(pids: &[u32]) -> Self {
+        let mut w = Self::default();
+        for &pid in pids {
+            for (tid, n) in timeslices(pid).unwrap_or_default() {
+                w.last.insert((pid, tid), n);
+            }
+        }
+        w
+    }
+
+    /// Adds what the threads of `pids` ran since the previous look.
+    pub fn look(&mut self, pids: &[u32]) {
+        for &pid in pids {
+            for (tid, n) in timeslices(pid).unwrap_or_default() {
+                self.seen(pid, tid, n);
+            }
+        }
+    }
+
+    fn seen(&mut self, pid: u32, tid: u32, n: u64) {
+        self.counted += match self.last.insert((pid, tid), n) {
+            Some(prev) if n >= prev => n - prev,
+            // New since the start, or a thread id reused: from zero.
+            _ => n,
+        };
+    }
+
+    /// Timeslices counted since the start.
+    pub fn counted(&self) -> u64 {
+        self.counted
+    }
 }
 
 /// Proportional set size of a process in KiB; `None` once it has gone.
@@ -71,5 +142,23 @@ mod tests {
         assert!(pss_kib(me).unwrap_or(0) > 0);
         assert!(!comm(me).is_empty());
         assert!(clock_ticks() > 0);
+        let runs: u64 = timeslices(me).unwrap_or_default().iter().map(|(_, n)| n).sum();
+        assert!(runs > 0, "no timeslices read for {me}");
+        let mut w = Wakeups::start(&[]);
+        w.look(&[me]);
+        assert!(w.counted() > 0, "a process first seen after the start counts from zero");
+    }
+
+    #[test]
+    fn wakeups_count_differences_and_new_threads_from_zero() {
+        let mut w = Wakeups::default();
+        // As `start` leaves it.
+        w.last.insert((1, 1), 100);
+        w.seen(1, 1, 130);
+        w.seen(1, 2, 5);
+        w.seen(1, 1, 131);
+        // The id reused by a new thread: from zero.
+        w.seen(1, 2, 2);
+        assert_eq!(w.counted(), 30 + 5 + 1 + 2);
     }
 }

@@ -533,9 +533,16 @@ pub enum DuetLaunch {
     /// `duet-election` and `duet-takeover` started one by one.
     #[default]
     Services,
-    /// The unit supervisor, `duet unit --config`.
+    /// The whole unit: the supervisor, `duet unit --config`, running all
+    /// four services (election, takeover, configsync, replicator), with
+    /// configsync and the replicator linked to the partner
+    /// ([`DuetUnit::whole_unit`]).
     Supervisor,
 }
+
+/// configsync's full-sync period in the whole unit: its default (the
+/// unit file's `configsync.sync_interval_s`, the image setting none).
+pub const CONFIGSYNC_FULL_SYNC_S: u64 = 120;
 
 impl FromStr for DuetLaunch {
     type Err = String;
@@ -591,7 +598,27 @@ impl DuetUnit {
         cfg
     }
 
-    /// Starts the unit's processes.
+    /// Makes `cfg` the whole unit: configsync and the replicator beside the
+    /// election and the takeover, both linked to the partner over eth0 with
+    /// mutual TLS (the lab's certificates of `lb1` and `lb2`), at their
+    /// default periods: configsync's full sync every
+    /// [`CONFIGSYNC_FULL_SYNC_S`], the replicator's refresh every 30 s.
+    /// There is no back segment and no virtual service: the replicator
+    /// links and follows configsync's (empty) image.
+    pub fn whole_unit(l: &PairLab, unit: Unit, cfg: &mut UnitConfig) -> Result<()> {
+        let (me, partner) = match unit {
+            Unit::One => ("lb1", "lb2"),
+            Unit::Two => ("lb2", "lb1"),
+        };
+        l.with_configsync(cfg, me, partner, CONFIGSYNC_FULL_SYNC_S)?;
+        // Its peer link takes [configsync]'s partner name and certificates
+        // (duet-tests has no helper for it without a back segment).
+        cfg.extra.push_str("\n[replicator]\nenabled = true\n");
+        Ok(())
+    }
+
+    /// Starts the unit's processes: with [`DuetLaunch::Supervisor`], the
+    /// whole unit ([`whole_unit`](Self::whole_unit)).
     pub fn start(
         l: &mut PairLab,
         unit: Unit,
@@ -600,7 +627,10 @@ impl DuetUnit {
         fast: Option<FastProfile>,
         witness: Option<&EtcdCluster>,
     ) -> Result<Self> {
-        let cfg = Self::config(l, unit, run, fast, witness);
+        let mut cfg = Self::config(l, unit, run, fast, witness);
+        if launch == DuetLaunch::Supervisor {
+            Self::whole_unit(l, unit, &mut cfg)?;
+        }
         let host = unit.host(l);
         let procs = match launch {
             DuetLaunch::Services => {
@@ -661,9 +691,9 @@ impl DuetUnit {
     }
 }
 
-/// duet, as `duet-election` plus `duet-takeover` per unit (or the unit
-/// supervisor), HA timeout 3 s, preferred none; with a witness when given
-/// an etcd cluster.
+/// duet, as `duet-election` plus `duet-takeover` per unit (or the whole
+/// unit under the supervisor), HA timeout 3 s, preferred none; with a
+/// witness when given an etcd cluster.
 #[derive(Debug)]
 pub struct Duet {
     launch: DuetLaunch,
@@ -705,6 +735,11 @@ impl System for Duet {
         if roles != (Some(Role::Active), Some(Role::Standby)) {
             return Ok(false);
         }
+        // The whole unit: the replicator's link is up and configsync holds
+        // the same image on both units.
+        if self.launch == DuetLaunch::Supervisor && !linked(l, active) {
+            return Ok(false);
+        }
         // With a witness: the active holds it and the standby has seen it
         // beat (a takeover judged now would wait for W, not for etcd).
         if self.witness.is_some() {
@@ -738,6 +773,35 @@ impl System for Duet {
             None => &mut self.none,
         }
     }
+}
+
+/// Whether the whole unit's links are up (their GetStatus): the active's
+/// replicator sends to a connected partner, the standby's is connected,
+/// resynced and ready, and configsync on both units reaches the partner and
+/// holds the same generation as it. A service that does not answer yet: not.
+pub fn linked(l: &PairLab, active: Unit) -> bool {
+    let repl = |u: Unit| {
+        duet_tests::lblab::replicator_call(&l.lab.ns(u.host(l)), |mut c| async move {
+            Ok(c.get_status(duet_proto::replicator::v1::GetStatusRequest {}).await?.into_inner())
+        })
+        .ok()
+    };
+    let sync = |u: Unit| {
+        duet_tests::configsync_call(&l.lab.ns(u.host(l)), |mut c| async move {
+            Ok(c.get_status(duet_proto::configsync::v1::GetStatusRequest {}).await?.into_inner())
+        })
+        .ok()
+        .is_some_and(|s| s.partner_reachable && s.in_sync)
+    };
+    let (Some(ra), Some(rs)) = (repl(active), repl(active.other())) else { return false };
+    ra.mode == "sending"
+        && ra.partner_connected
+        && rs.mode == "receiving"
+        && rs.partner_connected
+        && rs.resync == "done"
+        && rs.ready
+        && sync(active)
+        && sync(active.other())
 }
 
 /// Seconds since the epoch of a protobuf timestamp.
