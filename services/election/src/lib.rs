@@ -54,6 +54,14 @@ impl duet_runtime::service::Service for Election {
     const LISTEN_SETTING: &'static str = "election.listen";
     type Error = anyhow::Error;
 
+    /// One thread: the driver, the receive tasks and the API pass events
+    /// to each other without waking a second thread (each handoff between
+    /// workers cost wakeups at every advert); the driver's select is biased
+    /// to its timer, so the API and the witness cannot starve adverts.
+    fn threads(_cfg: &Validated) -> duet_runtime::service::Threads {
+        duet_runtime::service::Threads::One
+    }
+
     fn listen(cfg: &Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>> {
         Ok(cfg.election_listen)
     }
