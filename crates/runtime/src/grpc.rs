@@ -115,7 +115,7 @@ pub async fn peer_server(
     })?;
     let server = Server::builder()
         .tls_config(tls.server())?
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(3)));
     Ok((listener, server))
 }

@@ -89,7 +89,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         f.shared = cfg.pair_at_start().0.shared().iter().map(|(_, c)| c.addr).collect();
     }
     if !ha_unit {
-        *lock(&shared.role) = Some(Role::Active);
+        shared.role.send_replace(Some(Role::Active));
     }
 
     let (stop_trigger, stop) = shutdown::channel();
@@ -168,7 +168,9 @@ async fn follow_role(shared: Arc<Shared>, mut roles: tokio::sync::watch::Receive
 }
 
 fn set_role(shared: &Shared, role: Option<Role>) {
-    let was = std::mem::replace(&mut *lock(&shared.role), role);
+    // Only this task writes the role: read it, do the change's work, then
+    // publish, so that a task woken by the change finds the work done.
+    let was = shared.role();
     if was == role {
         return;
     }
@@ -195,12 +197,13 @@ fn set_role(shared: &Shared, role: Option<Role>) {
         lock(&shared.outbox).reset_after_snapshot();
         lock(&shared.lag).reset_pending();
     }
+    shared.role.send_replace(role);
     tracing::info!(role = role.map_or("unknown", Role::as_str), "replicator follows the role");
-    shared.role_changed.notify_waiters();
 }
 
 /// R4: tells the election whether this unit may take over from a healthy
-/// partner, at every change and every 2 s.
+/// partner, at every change and every 2 s (a change is seen within 200 ms
+/// while not ready, within 1 s while ready).
 async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutdown) -> anyhow::Result<()> {
     let mut last: Option<bool> = None;
     let mut client: Option<ElectionServiceClient<tonic::transport::Channel>> = None;
@@ -225,8 +228,11 @@ async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutd
                 }
             }
         }
+        // Looked at often while not ready (a resync finishing should let
+        // the unit take over soon), once a second once ready.
+        let every = if last == Some(true) { Duration::from_secs(1) } else { Duration::from_millis(200) };
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = tokio::time::sleep(every) => {}
             () = stop.wait() => return Ok(()),
         }
     }

@@ -49,15 +49,19 @@ pub(crate) async fn watch_conntrack(shared: Arc<Shared>, mut stop: Shutdown) -> 
         tracing::debug!(buffer = events.buffer_size(), "following conntrack events");
         // Anything between the role change and now: the next dump.
         shared.refresh_now.notify_one();
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        // Subscribed before the first look at the role: no change missed.
+        let mut roles = shared.role.subscribe();
         while shared.is_active() {
-            if stop.fired() {
-                return Ok(());
-            }
             let ev = tokio::select! {
                 biased;
                 ev = events.next() => ev?,
-                _ = tick.tick() => continue,
+                r = roles.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                () = stop.wait() => return Ok(()),
             };
             match ev {
                 CtEvent::Overrun => {
@@ -191,9 +195,15 @@ pub(crate) async fn poll_persistence(shared: Arc<Shared>, mut stop: Shutdown) ->
     let l4_every = Duration::from_secs(1);
     let mut last_l4 = Instant::now() - l4_every;
     let mut warned: HashSet<String> = HashSet::new();
+    // Without HAProxy only the data plane's table is read, every second.
+    let every = if shared.cfg.haproxy_socket.is_some() { haproxy_every.min(l4_every) } else { l4_every };
     loop {
+        // A standby has nothing to read: it sleeps until it is active.
+        if !shared.until_active(&mut stop).await {
+            return Ok(());
+        }
         tokio::select! {
-            () = tokio::time::sleep(haproxy_every.min(l4_every)) => {}
+            () = tokio::time::sleep(every) => {}
             () = stop.wait() => return Ok(()),
         }
         if !shared.is_active() || shared.cfg.peer.is_none() || !shared.l7() {
@@ -310,7 +320,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Resu
                 .tls_config(tls.client())?
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(1))
+                // A partner gone without a word shows within 8 s (as on
+                // configsync's link); batches in flight time out sooner.
+                .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(3))
                 .keep_alive_while_idle(true)
                 .connect()
@@ -366,6 +378,7 @@ async fn stream(shared: &Arc<Shared>, ch: tonic::transport::Channel) -> anyhow::
     send_snapshot(shared, &tx).await?;
     let mut inflight: VecDeque<(u64, Instant)> = VecDeque::new();
     let batch_max = shared.cfg.batch_max;
+    let mut roles = shared.role.subscribe();
     loop {
         if !shared.is_active() {
             return Ok(());
@@ -406,8 +419,10 @@ async fn stream(shared: &Arc<Shared>, ch: tonic::transport::Channel) -> anyhow::
             }
             () = shared.outbox_changed.notified(), if inflight.len() < WINDOW => {}
             () = shared.resync_now.notified() => {}
-            () = shared.role_changed.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            r = roles.changed() => if r.is_err() { return Ok(()) },
+            // Every wake-up above is an event that keeps its permit or its
+            // version; this is a bound, not a poll.
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
             () = async {
                 match ack_deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,

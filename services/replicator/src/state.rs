@@ -11,7 +11,7 @@ use duet_net::conntrack::{Conntrack, Flow, Tuple};
 use duet_repl::{Outbox, Shadow};
 use duet_runtime::shutdown::Shutdown;
 use foldhash::fast::RandomState;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::model::{Key, Value};
 
@@ -175,8 +175,10 @@ pub(crate) struct DataplaneState {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub unit: String,
-    pub role: Mutex<Option<Role>>,
-    pub role_changed: Notify,
+    /// The role as the election last said (`None`: unknown). A watch, so
+    /// a task that subscribed before it looked at the role never misses a
+    /// change (no polling as a safety net).
+    pub role: watch::Sender<Option<Role>>,
     pub outbox: Mutex<Outbox<Key, Value>>,
     pub outbox_changed: Notify,
     pub lag: Mutex<Lag>,
@@ -214,8 +216,7 @@ impl Shared {
     pub(crate) fn new(unit: String, cfg: duet_config::Replicator, tls: Option<duet_runtime::tls::PeerTls>) -> Self {
         Self {
             unit,
-            role: Mutex::new(None),
-            role_changed: Notify::new(),
+            role: watch::Sender::new(None),
             outbox: Mutex::new(Outbox::new(cfg.outbox_capacity, 0)),
             outbox_changed: Notify::new(),
             lag: Mutex::new(Lag::default()),
@@ -244,7 +245,7 @@ impl Shared {
     }
 
     pub(crate) fn role(&self) -> Option<Role> {
-        *lock(&self.role)
+        *self.role.borrow()
     }
 
     /// Connection entries are replicated (R1).
@@ -264,13 +265,12 @@ impl Shared {
     }
 
     /// Waits until this unit is active; `false` when `stop` fired first.
-    /// The role is looked at again every 500 ms: `role_changed` wakes only
-    /// those waiting when it fires (`notify_waiters` stores no permit).
     pub(crate) async fn until_active(&self, stop: &mut Shutdown) -> bool {
+        // Subscribed before the first look: no change is missed.
+        let mut roles = self.role.subscribe();
         while !self.is_active() {
             tokio::select! {
-                () = self.role_changed.notified() => {}
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                r = roles.changed() => if r.is_err() { return false },
                 () = stop.wait() => return false,
             }
         }
