@@ -51,7 +51,12 @@ pub(crate) async fn watch_conntrack(shared: Arc<Shared>, mut stop: Shutdown) -> 
         shared.refresh_now.notify_one();
         // Subscribed before the first look at the role: no change missed.
         let mut roles = shared.role.subscribe();
+        // The loop's checks see a demotion or a stop even while events
+        // flood in (the select is biased to them).
         while shared.is_active() {
+            if stop.fired() {
+                return Ok(());
+            }
             let ev = tokio::select! {
                 biased;
                 ev = events.next() => ev?,
