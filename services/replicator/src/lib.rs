@@ -293,6 +293,7 @@ async fn apply_image(shared: &Shared, g: &Generation, sysctls_set: &mut bool) {
                 d.hash = a.image_hash.clone();
                 d.services = u32::try_from(a.services).unwrap_or(u32::MAX);
                 d.real_servers = u32::try_from(a.real_servers).unwrap_or(u32::MAX);
+                d.source_persistence = ruleset.services().iter().any(|s| s.persistence_timeout_s.is_some());
                 d.applied_at = Some(SystemTime::now());
                 d.error.clear();
             }

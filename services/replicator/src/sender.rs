@@ -246,8 +246,13 @@ pub(crate) async fn poll_persistence(shared: Arc<Shared>, mut stop: Shutdown) ->
 }
 
 async fn poll_l4(shared: &Arc<Shared>) -> anyhow::Result<()> {
-    if lock(&shared.dataplane).generation == 0 {
-        return Ok(());
+    // Nothing to read before the first image, or when no service has
+    // source persistence (its entries left over expire by their TTL).
+    {
+        let d = lock(&shared.dataplane);
+        if d.generation == 0 || !d.source_persistence {
+            return Ok(());
+        }
     }
     let entries = tokio::task::spawn_blocking(duet_dataplane::persistence).await??;
     let now = now_ms();

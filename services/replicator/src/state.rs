@@ -167,6 +167,9 @@ pub(crate) struct DataplaneState {
     pub hash: String,
     pub services: u32,
     pub real_servers: u32,
+    /// Some service has source-address persistence: its sets are worth
+    /// reading (an `nft` run each time).
+    pub source_persistence: bool,
     pub applied_at: Option<SystemTime>,
     pub error: String,
 }
