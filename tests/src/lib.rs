@@ -259,6 +259,24 @@ impl PairLab {
         grpc(&self.lab.ns(host), |mut c| async move { Ok(c.get_status(pb::GetStatusRequest {}).await?.into_inner()) })
     }
 
+    /// GetStatus of the takeover service in `host`.
+    pub fn takeover_status(&self, host: HostId) -> anyhow::Result<duet_proto::takeover::v1::GetStatusResponse> {
+        use duet_proto::takeover::v1::GetStatusRequest;
+        use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
+        in_netns(&self.lab.ns(host), || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut c = tokio::time::timeout(Duration::from_secs(2), TakeoverServiceClient::connect(TAKEOVER))
+                    .await
+                    .context("connecting to the takeover service timed out")??;
+                let r = tokio::time::timeout(Duration::from_secs(5), c.get_status(GetStatusRequest {}))
+                    .await
+                    .context("takeover GetStatus timed out")??;
+                Ok(r.into_inner())
+            })
+        })?
+    }
+
     /// The role of the election in `host`, or `None` if it does not answer.
     pub fn role(&self, host: HostId) -> Option<Role> {
         self.status(host).ok().and_then(|s| Role::try_from(s.role).ok())
@@ -296,6 +314,9 @@ where
         })
     })?
 }
+
+/// The takeover service's gRPC address inside a unit's namespace.
+pub const TAKEOVER: &str = "http://127.0.0.1:7871";
 
 /// The configsync service's gRPC address inside a unit's namespace.
 pub const CONFIGSYNC: &str = "http://127.0.0.1:7872";

@@ -8,12 +8,10 @@ use anyhow::{Context, ensure};
 use duet_proto::common::v1::Role;
 use duet_proto::election::v1 as epb;
 use duet_proto::takeover::v1 as tpb;
-use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
-use duet_testkit::{HostId, Proc, in_netns, wait_for};
+use duet_testkit::{HostId, Proc, wait_for};
 use duet_tests::*;
 
 /// The takeover service's gRPC address inside a unit's namespace.
-const TAKEOVER: &str = "http://127.0.0.1:7871";
 /// The virtual MAC of vhid 10 (the last octet of the shared address).
 const VMAC: &str = "00:00:5e:00:01:0a";
 const VMAC_DEV: &str = "dv10.eth0";
@@ -51,31 +49,15 @@ fn pair(l: &mut PairLab, tweak: impl Fn(&mut UnitConfig)) -> anyhow::Result<(Uni
     let t1 = l.takeover(l.a, &c1)?;
     l.wait_role(l.a, Role::Active, T)?;
     wait_for("a's takeover to hold the shared address", Duration::from_secs(5), POLL, || {
-        takeover_status(l, l.a).ok().filter(|s| s.holding && s.following).map(drop)
+        l.takeover_status(l.a).ok().filter(|s| s.holding && s.following).map(drop)
     })?;
     let e2 = l.election(l.b, &c2)?;
     let t2 = l.takeover(l.b, &c2)?;
     l.wait_role(l.b, Role::Standby, T)?;
     wait_for("b's takeover to follow its election", Duration::from_secs(5), POLL, || {
-        takeover_status(l, l.b).ok().filter(|s| s.following && !s.holding).map(drop)
+        l.takeover_status(l.b).ok().filter(|s| s.following && !s.holding).map(drop)
     })?;
     Ok((Unit { cfg: c1, election: e1, takeover: t1 }, Unit { cfg: c2, election: e2, takeover: t2 }))
-}
-
-/// GetStatus of the takeover service in `host`.
-fn takeover_status(l: &PairLab, host: HostId) -> anyhow::Result<tpb::GetStatusResponse> {
-    in_netns(&l.lab.ns(host), || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(async {
-            let mut c = tokio::time::timeout(Duration::from_secs(2), TakeoverServiceClient::connect(TAKEOVER))
-                .await
-                .context("connecting to the takeover service timed out")??;
-            let r = tokio::time::timeout(Duration::from_secs(5), c.get_status(tpb::GetStatusRequest {}))
-                .await
-                .context("takeover GetStatus timed out")??;
-            Ok(r.into_inner())
-        })
-    })?
 }
 
 /// An independent client (Python grpcio): the services listed by
@@ -228,12 +210,12 @@ fn the_active_holds_and_announces_the_shared_address_and_the_standby_does_not() 
         let spread = garps[2].at - garps[0].at;
         ensure!((0.035..0.2).contains(&spread), "burst of 3 spread over {spread:.3} s, expected about 0.040 s");
 
-        let sa = takeover_status(l, l.a)?;
+        let sa = l.takeover_status(l.a)?;
         ensure!(sa.holding && sa.following && sa.role == Role::Active as i32, "{sa:?}");
         ensure!(sa.garps_sent >= 3 && sa.addresses.len() == 1 && sa.addresses[0].present, "{sa:?}");
         ensure!(sa.addresses[0].address == SHARED_CIDR && sa.addresses[0].device == "eth0", "{sa:?}");
         ensure!(sa.drift_repairs == 0 && sa.failsafe_releases == 0 && sa.last_error.is_empty(), "{sa:?}");
-        let sb = takeover_status(l, l.b)?;
+        let sb = l.takeover_status(l.b)?;
         ensure!(!sb.holding && sb.following && sb.role == Role::Standby as i32 && sb.garps_sent == 0, "{sb:?}");
         ensure!(!sb.addresses[0].present, "{sb:?}");
 
@@ -289,11 +271,11 @@ fn drift_is_repaired_at_once_and_counted_on_both_units() {
         eprintln!("drift repaired: re-added on the active after {readded:?}, removed on the standby after {removed:?}");
         // Let the periodic pass run too: the service's own changes must not count.
         std::thread::sleep(Duration::from_millis(1500));
-        let sa = takeover_status(l, l.a)?;
+        let sa = l.takeover_status(l.a)?;
         ensure!(sa.drift_repairs == 1, "active: one repair expected: {sa:?}");
         ensure!(sa.recent_repairs[0].what.contains("198.18.0.10/24 re-added on eth0"), "{sa:?}");
         ensure!(sa.holding && sa.addresses[0].present, "{sa:?}");
-        let sb = takeover_status(l, l.b)?;
+        let sb = l.takeover_status(l.b)?;
         ensure!(sb.drift_repairs == 1, "standby: one repair expected: {sb:?}");
         ensure!(sb.recent_repairs[0].what.contains("198.18.0.10/24 removed from eth0"), "{sb:?}");
         ua.takeover
@@ -325,7 +307,7 @@ fn virtual_mac_keeps_the_clients_arp_entry_across_a_failover() {
         ensure!(!link_exists(l, l.b, VMAC_DEV), "the standby must have no {VMAC_DEV}");
         let b_arp_ignore = sysctl(l, l.b, "eth0", "arp_ignore")?;
         let b_arp_announce = sysctl(l, l.b, "eth0", "arp_announce")?;
-        let sa = takeover_status(l, l.a)?;
+        let sa = l.takeover_status(l.a)?;
         ensure!(sa.vmac_enabled && sa.vmacs.len() == 1 && sa.vmacs[0].present && sa.vmacs[0].mac == VMAC, "{sa:?}");
         ensure!(sa.addresses[0].device == VMAC_DEV && sa.addresses[0].present, "{sa:?}");
 
@@ -336,7 +318,7 @@ fn virtual_mac_keeps_the_clients_arp_entry_across_a_failover() {
         })?;
         ensure!(l.lab.mac(l.a, VMAC_DEV)? == VMAC, "the recreated {VMAC_DEV} lacks the virtual MAC");
         ensure!(sysctl(l, l.a, VMAC_DEV, "arp_ignore")? == "1", "a: recreated {VMAC_DEV} arp_ignore");
-        let sa = takeover_status(l, l.a)?;
+        let sa = l.takeover_status(l.a)?;
         ensure!(sa.drift_repairs == 1 && sa.recent_repairs[0].what.contains("dv10.eth0 recreated on eth0"), "{sa:?}");
 
         ensure!(l.lab.ping(l.c, SHARED)?, "ping {SHARED} before the failover");
@@ -365,7 +347,7 @@ fn virtual_mac_keeps_the_clients_arp_entry_across_a_failover() {
         let after = client_neigh(l)?;
         ensure!(after.as_deref() == Some(VMAC), "client's ARP entry after the failover: {after:?}");
         ensure!(sysctl(l, l.b, "eth0", "arp_ignore")? == "1", "b: eth0 arp_ignore while active");
-        let sb = takeover_status(l, l.b)?;
+        let sb = l.takeover_status(l.b)?;
         eprintln!(
             "virtual MAC takeover on b: role event received -> first GARP {:.3} ms (macvlan created, address added)",
             sb.garp_latency_us as f64 / 1e3
@@ -416,7 +398,7 @@ fn killing_the_takeover_on_the_active_fails_over_once_and_cleanly() {
         // The election resigned for it: at once, not after the HA timeout.
         ensure!(e.b_from.is_some_and(|f| f < Duration::from_secs(1)), "the handover took {:?}", e.b_from);
         ensure!(l.role(l.a) == Some(Role::Standby), "a is not standby");
-        let sb = takeover_status(l, l.b)?;
+        let sb = l.takeover_status(l.b)?;
         ensure!(sb.holding && sb.following, "{sb:?}");
         Ok(())
     });
@@ -448,7 +430,7 @@ fn killing_the_election_on_the_active_fails_over_once_and_cleanly() {
             ua.election.kill().expect("killing a's election");
         })?;
         check_one_clean_failover(l, &e, "election killed on the active", "eth0")?;
-        let sa = takeover_status(l, l.a)?;
+        let sa = l.takeover_status(l.a)?;
         ensure!(sa.failsafe_releases == 1 && !sa.holding && !sa.following, "{sa:?}");
         ensure!(sa.failsafe_after_ms == 1900, "fail-safe window {} ms, expected 1900", sa.failsafe_after_ms);
         ua.takeover.wait_log("fail-safe: no role stream from the election", Duration::from_secs(1))?;
@@ -460,9 +442,9 @@ fn killing_the_election_on_the_active_fails_over_once_and_cleanly() {
         ua.election = l.election_labeled(l.a, &ua.cfg, "election-lb1-again")?;
         l.wait_role(l.a, Role::Standby, Duration::from_secs(6))?;
         wait_for("a's takeover to follow the new election", Duration::from_secs(5), POLL, || {
-            takeover_status(l, l.a).ok().filter(|s| s.following).map(drop)
+            l.takeover_status(l.a).ok().filter(|s| s.following).map(drop)
         })?;
-        let sa = takeover_status(l, l.a)?;
+        let sa = l.takeover_status(l.a)?;
         ensure!(!sa.holding && sa.role == Role::Standby as i32 && sa.stream_lost_at.is_none(), "{sa:?}");
         ensure!(!has(l, l.a, "eth0") && has(l, l.b, "eth0"), "the address must stay on b only");
         ua.takeover.wait_log("is back after", Duration::from_secs(1))?;
@@ -495,7 +477,7 @@ fn timed_handover(l: &PairLab, cap: &Proc, from: HostId, to: HostId) -> anyhow::
     // services answer on the same cores) out of what is measured.
     std::thread::sleep(Duration::from_millis(200));
     let to_status = wait_for("the new active's first GARP", Duration::from_secs(3), POLL, || {
-        takeover_status(l, to).ok().filter(|s| s.holding && secs!(s.first_garp_at).is_some_and(|g| g > started))
+        l.takeover_status(to).ok().filter(|s| s.holding && secs!(s.first_garp_at).is_some_and(|g| g > started))
     })?;
     let es = l.status(to)?;
     ensure!(es.role == Role::Active as i32, "{:?} is not active", l.lab.ns(to));
@@ -744,7 +726,7 @@ fn the_role_stream_contract_is_kept_with_a_scripted_election() {
         let (stop, server) = scripted::serve(&l.lab.ns(l.a), fake.clone())?;
         let cfg = UnitConfig::new("lb1", "first", l.lab.dir());
         let mut t = l.takeover(l.a, &cfg)?;
-        let status = |l: &PairLab| takeover_status(l, l.a);
+        let status = |l: &PairLab| l.takeover_status(l.a);
         let wait = |what: &str, l: &PairLab, f: &dyn Fn(&tpb::GetStatusResponse) -> bool| {
             wait_for(what, Duration::from_secs(3), POLL, || status(l).ok().filter(|s| f(s)).map(drop))
         };

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use duet_testkit::Proc;
 
-use crate::system::Unit;
+use crate::system::{Unit, spawn_keepalived};
 use duet_tests::lblab::{BACK_SHARED, BACK_UNIT1, BACK_UNIT2, LbLab};
 use duet_tests::{SHARED, UNIT1, UNIT2};
 
@@ -235,31 +235,9 @@ impl CtdPair {
         }
         for u in Unit::BOTH {
             let name = format!("keepalived-ctd-{}", u.id());
-            let conf = dir.join(format!("{name}.conf"));
-            std::fs::write(&conf, Self::keepalived_config(&dir, u))?;
-            let pid = dir.join(format!("{name}.pid"));
-            let vrrp_pid = dir.join(format!("{name}-vrrp.pid"));
-            let _ = std::fs::remove_file(&pid);
-            let _ = std::fs::remove_file(&vrrp_pid);
-            let p = l.l.lab.spawn(
-                u.host(&l.l),
-                &format!("{name}-{run}"),
-                &[
-                    "keepalived",
-                    "-n",
-                    "-l",
-                    "-D",
-                    "-G",
-                    "--vrrp",
-                    "-f",
-                    &path_str(&conf),
-                    "-p",
-                    &path_str(&pid),
-                    "-r",
-                    &path_str(&vrrp_pid),
-                ],
-                &[],
-            )?;
+            let config = Self::keepalived_config(&dir, u);
+            let host = u.host(&l.l);
+            let p = spawn_keepalived(&mut l.l.lab, host, &name, &format!("{name}-{run}"), &config)?;
             pair.procs[index(u)].push(p);
         }
         Ok(pair)

@@ -21,15 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use duet_proto::common::v1::Role;
-use duet_proto::takeover::v1 as tpb;
-use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
-use duet_testkit::{EtcdCluster, HostId, Proc, in_netns};
+use duet_testkit::{EtcdCluster, HostId, Lab, Proc};
 use nix::sys::signal::Signal;
 
 use duet_tests::{PairLab, SHARED, UNIT1, UNIT2, UnitConfig, bin};
-
-/// The takeover service's gRPC address inside a unit's namespace.
-pub const TAKEOVER: &str = "http://127.0.0.1:7871";
 
 /// How long a graceful stop may take before the process is killed.
 const STOP_GRACE: Duration = Duration::from_secs(6);
@@ -417,36 +412,10 @@ impl System for Keepalived {
     }
 
     fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()> {
-        let dir = l.lab.dir().to_owned();
         for u in Unit::BOTH {
             let name = format!("keepalived-v{}-{}", self.version, u.id());
-            let conf = dir.join(format!("{name}.conf"));
-            std::fs::write(&conf, self.config(u))?;
-            let pid = dir.join(format!("{name}.pid"));
-            let vrrp_pid = dir.join(format!("{name}-vrrp.pid"));
-            // Stale pid files of a killed run would be taken for a live
-            // instance if their pid got reused.
-            let _ = std::fs::remove_file(&pid);
-            let _ = std::fs::remove_file(&vrrp_pid);
-            let p = l.lab.spawn(
-                u.host(l),
-                &format!("{name}-r{run}"),
-                &[
-                    "keepalived",
-                    "-n",
-                    "-l",
-                    "-D",
-                    "-G",
-                    "--vrrp",
-                    "-f",
-                    &path_str(&conf),
-                    "-p",
-                    &path_str(&pid),
-                    "-r",
-                    &path_str(&vrrp_pid),
-                ],
-                &[],
-            )?;
+            let host = u.host(l);
+            let p = spawn_keepalived(&mut l.lab, host, &name, &format!("{name}-r{run}"), &self.config(u))?;
             self.procs[u.index()].push(p);
         }
         Ok(())
@@ -814,7 +783,7 @@ macro_rules! secs {
 fn duet_times(l: &PairLab, host: HostId) -> Result<DuetTimes> {
     let s = l.status(host).context("election GetStatus")?;
     let mut t = DuetTimes { role_since: secs!(s.role_since), ..DuetTimes::default() };
-    match takeover_status(&l.lab.ns(host)) {
+    match l.takeover_status(host) {
         Ok(ts) if ts.addresses_at.is_some() => {
             t.role_received_at = secs!(ts.role_received_at);
             t.addresses_at = secs!(ts.addresses_at);
@@ -831,20 +800,33 @@ fn duet_times(l: &PairLab, host: HostId) -> Result<DuetTimes> {
     Ok(t)
 }
 
-/// GetStatus of the takeover service inside namespace `ns`.
-pub fn takeover_status(ns: &str) -> Result<tpb::GetStatusResponse> {
-    in_netns(ns, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(async {
-            let mut c = tokio::time::timeout(Duration::from_secs(2), TakeoverServiceClient::connect(TAKEOVER))
-                .await
-                .context("connecting to the takeover service timed out")??;
-            let r = tokio::time::timeout(Duration::from_secs(5), c.get_status(tpb::GetStatusRequest {}))
-                .await
-                .context("takeover GetStatus timed out")??;
-            Ok(r.into_inner())
-        })
-    })?
+/// Starts keepalived (VRRP only, in the foreground) in `host` with `config`
+/// written to `<lab dir>/<name>.conf`, its pid files beside it. Stale pid
+/// files of a killed run are removed first: keepalived would take them for
+/// a live instance if their pid got reused.
+pub fn spawn_keepalived(lab: &mut Lab, host: HostId, name: &str, label: &str, config: &str) -> Result<Proc> {
+    let dir = lab.dir().to_owned();
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(&conf, config)?;
+    let pid = dir.join(format!("{name}.pid"));
+    let vrrp_pid = dir.join(format!("{name}-vrrp.pid"));
+    let _ = std::fs::remove_file(&pid);
+    let _ = std::fs::remove_file(&vrrp_pid);
+    let argv = [
+        "keepalived",
+        "-n",
+        "-l",
+        "-D",
+        "-G",
+        "--vrrp",
+        "-f",
+        &path_str(&conf),
+        "-p",
+        &path_str(&pid),
+        "-r",
+        &path_str(&vrrp_pid),
+    ];
+    Ok(lab.spawn(host, label, &argv, &[])?)
 }
 
 fn path_str(p: &Path) -> String {
