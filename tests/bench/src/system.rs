@@ -262,7 +262,14 @@ pub trait System: fmt::Debug {
 
     /// The unit is stopped the way an operator would (SIGTERM, or a planned
     /// handover first where the system has one). Returns once it stopped.
-    fn graceful(&mut self, l: &PairLab, unit: Unit) -> Result<()>;
+    /// By default SIGTERM to its processes' groups, as systemd does
+    /// (keepalived: the VRRP child sends a priority 0 advert and removes the
+    /// address; ucarp has no planned handover: it runs the down script and
+    /// exits, the partner waits out the dead interval).
+    fn graceful(&mut self, _l: &PairLab, unit: Unit) -> Result<()> {
+        terminate_all(self.procs_mut(unit));
+        Ok(())
+    }
 
     /// Stops both units and puts the lab back as it was before `start`.
     fn stop(&mut self, l: &PairLab) -> Result<()> {
@@ -421,13 +428,6 @@ impl System for Keepalived {
         Ok(())
     }
 
-    fn graceful(&mut self, _l: &PairLab, unit: Unit) -> Result<()> {
-        // SIGTERM to the process group, as systemd does: the VRRP child
-        // sends a priority 0 advert and removes the address.
-        terminate_all(&mut self.procs[unit.index()]);
-        Ok(())
-    }
-
     fn procs_mut(&mut self, unit: Unit) -> &mut Vec<Proc> {
         &mut self.procs[unit.index()]
     }
@@ -479,13 +479,6 @@ impl System for Ucarp {
             )?;
             self.procs[u.index()].push(p);
         }
-        Ok(())
-    }
-
-    fn graceful(&mut self, _l: &PairLab, unit: Unit) -> Result<()> {
-        // ucarp has no planned handover: on SIGTERM it runs the down
-        // script and exits; the partner waits out the dead interval.
-        terminate_all(&mut self.procs[unit.index()]);
         Ok(())
     }
 
