@@ -4,7 +4,8 @@
 //! own: [`carp_socket`] (raw IPv4 sockets for protocol 112: send with TTL
 //! 255, join 224.0.0.18, receive every advert as it came off the wire),
 //! [`netlink`] (links, their state and events, IPv4 addresses, macvlan),
-//! [`garp`] (gratuitous ARP on an AF_PACKET socket) and [`sysctl`].
+//! [`garp`] (gratuitous ARP on an AF_PACKET socket), [`sysctl`] and
+//! [`watch`] (a file replaced in a directory, over inotify).
 //! This is the only crate of the workspace allowed `unsafe`, and only for
 //! socket addresses and options the safe crates do not cover ([`packet`]
 //! builds the one `sockaddr_ll`); each use says why. [`conntrack`] is the
@@ -18,3 +19,4 @@ pub mod netlink;
 pub mod packet;
 pub mod sched;
 pub mod sysctl;
+pub mod watch;

@@ -295,6 +295,7 @@ fn install(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> Resu
     }
     if let Some(provider) = &meter_provider {
         global::set_meter_provider(provider.clone());
+        let _ = METRIC_INTERVAL.set(interval);
     }
 
     match &endpoint {
@@ -356,6 +357,15 @@ fn build_providers(
     let meter_provider = SdkMeterProvider::builder().with_resource(resource).with_reader(reader).build();
     Ok((tracer_provider, meter_provider))
 }
+
+/// How often metrics are exported, once [`init`] set up an exporter;
+/// `None` without one. A service that copies its figures into observable
+/// instruments does it this often, and not at all without an exporter.
+pub fn metric_interval() -> Option<Duration> {
+    METRIC_INTERVAL.get().copied()
+}
+
+static METRIC_INTERVAL: OnceLock<Duration> = OnceLock::new();
 
 /// The meter services make their instruments with: the global meter named
 /// `duet`, with the service name (once [`init`] ran) as the `service.name`

@@ -50,12 +50,19 @@ use duet_runtime::stats::Samples;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::state::StateDir;
+use crate::state::{Durability, StateDir};
 
 pub(crate) use request::{HandoverOutcome, Request, Snapshot, TakeoverReport};
 
 /// Scheduling delays kept for the percentiles in the status.
 const DELAY_SAMPLES: usize = 4096;
+
+/// The replay windows are written at most this often ([`Driver::save_state`]).
+const REPLAY_SAVE_EVERY: Duration = Duration::from_millis(200);
+/// ... and durably at most this often.
+const REPLAY_SYNC_EVERY: Duration = Duration::from_secs(10);
+/// Adverts sent between two saves of the SHA-256 counter's ceiling.
+const COUNTER_RESERVE: u64 = 1 << 20;
 
 /// What the receive side hands the driver.
 #[derive(Debug)]
@@ -153,6 +160,9 @@ pub(crate) struct Driver {
     vmac: bool,
     exit: Option<Exit>,
     last_replay_save: Instant,
+    last_replay_sync: Instant,
+    /// No counter at or above it has been sent; saved (SHA-256 mode).
+    counter_ceiling: u64,
     health: duet_runtime::grpc::Health,
     serving: Option<bool>,
     link_up: Vec<bool>,
@@ -245,6 +255,9 @@ impl Driver {
             vmac: setup.vmac,
             exit: None,
             last_replay_save: Instant::now(),
+            last_replay_sync: Instant::now(),
+            // Saved at the first advert round.
+            counter_ceiling: 0,
             health,
             serving: None,
             link_up: vec![true; n],
@@ -263,9 +276,24 @@ impl Driver {
         self.act().await;
         let mut stopping: Option<Instant> = None;
         // The unit supervisor records restarts of the other services in the
-        // same start history; look at it now and then (E9).
-        let mut history_check = tokio::time::interval(Duration::from_secs(2));
-        history_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // same start history (E9): looked at when it is replaced, or every
+        // 2 s if the directory cannot be watched.
+        let mut history = match self.state.watch_starts() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot watch the state directory ({e}): reading the start history every 2 s");
+                None
+            }
+        };
+        let mut history_poll = tokio::time::interval(Duration::from_secs(2));
+        history_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The core's counters are copied for the exporter only when there
+        // is one, as often as it exports.
+        let mut metrics_copy = duet_runtime::telemetry::metric_interval().map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
             let deadline = self.election.poll_timeout().map(|t| self.clock.to_instant(t));
             let stop_deadline = stopping.map(|s| s + self.handover_timeout + Duration::from_millis(200));
@@ -293,8 +321,14 @@ impl Driver {
                 }
                 Some(r) = self.requests.recv() => self.request(r),
                 Some(r) = next_report(self.witness.as_mut()) => self.witness_report(r),
-                _ = history_check.tick() => {
+                r = history_changed(history.as_mut(), &mut history_poll) => {
+                    if let Err(e) = r {
+                        tracing::warn!("the state directory's watch failed ({e}): reading the start history every 2 s");
+                        history = None;
+                    }
                     self.check_history();
+                }
+                () = tick(metrics_copy.as_mut()) => {
                     let now = self.clock.now();
                     self.metrics.update(&self.election.status(now), self.election.drops(), self.shared.queue_full.load(Ordering::Relaxed));
                 }
@@ -532,20 +566,37 @@ impl Driver {
         }
     }
 
+    /// Saves the replay windows (E15) and, in SHA-256 mode, the counter's
+    /// ceiling. The windows change with every advert received: they are
+    /// written at most every [`REPLAY_SAVE_EVERY`] without an fsync (a
+    /// restarted process finds them; an advert replayed after a restart is
+    /// refused), and durably at most every [`REPLAY_SYNC_EVERY`] and on stop
+    /// (a power loss forgets at most that much). The counter is saved only
+    /// when it passes the saved ceiling: [`COUNTER_RESERVE`] adverts at a
+    /// time, so that no counter is ever sent twice across restarts.
     fn save_state(&mut self, force: bool) {
-        if !force && self.last_replay_save.elapsed() < Duration::from_millis(200) {
+        if !force && self.last_replay_save.elapsed() < REPLAY_SAVE_EVERY {
             return;
         }
-        self.last_replay_save = Instant::now();
-        if let Some(r) = self.election.take_replay_if_dirty()
-            && let Err(e) = self.state.save_replay(&r)
-        {
-            tracing::error!("cannot save the replay windows: {e:#}");
+        if let Some(r) = self.election.take_replay_if_dirty() {
+            self.last_replay_save = Instant::now();
+            let durable = force || self.last_replay_sync.elapsed() >= REPLAY_SYNC_EVERY;
+            let d = if durable { Durability::Synced } else { Durability::Cached };
+            match self.state.save_replay(&r, d) {
+                Ok(()) if durable => self.last_replay_sync = Instant::now(),
+                Ok(()) => {}
+                Err(e) => tracing::error!("cannot save the replay windows: {e:#}"),
+            }
         }
-        if matches!(self.election.params().auth, duet_carp::AuthParams::Sha256 { .. })
-            && let Err(e) = self.state.save_counter(self.election.next_counter())
-        {
-            tracing::error!("cannot save the advert counter: {e:#}");
+        if matches!(self.election.params().auth, duet_carp::AuthParams::Sha256 { .. }) {
+            let next = self.election.next_counter();
+            if next >= self.counter_ceiling {
+                let ceiling = next.saturating_add(COUNTER_RESERVE);
+                match self.state.save_counter(ceiling) {
+                    Ok(()) => self.counter_ceiling = ceiling,
+                    Err(e) => tracing::error!("cannot save the advert counter: {e:#}"),
+                }
+            }
         }
     }
 
@@ -560,6 +611,30 @@ impl Driver {
             let h = self.health.clone();
             tokio::spawn(async move { h.set(serving).await });
         }
+    }
+}
+
+/// The start history changed (per the watch, or the poll without one).
+async fn history_changed(
+    watch: Option<&mut duet_net::watch::FileWatch>,
+    poll: &mut tokio::time::Interval,
+) -> std::io::Result<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => {
+            poll.tick().await;
+            Ok(())
+        }
+    }
+}
+
+/// The next tick of an optional interval; never, without one.
+async fn tick(i: Option<&mut tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -9,9 +9,20 @@ use anyhow::Context;
 use duet_carp::pacify::{StartHistory, Starts};
 use duet_carp::replay::ReplayState;
 use duet_files::{read_optional, write_atomic};
+use duet_net::watch::FileWatch;
 use serde::{Deserialize, Serialize};
 
 /// The state directory of one unit.
+/// How a state file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Renamed into place after an fsync of the file and of the directory.
+    Synced,
+    /// Renamed into place with no fsync: kept across a process crash, may
+    /// lose the last seconds on a power loss ([`duet_files::write_atomic_cached`]).
+    Cached,
+}
+
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
@@ -45,6 +56,12 @@ impl StateDir {
         self.dir.join(name)
     }
 
+    /// Watches the directory for new versions of the start history (the
+    /// unit supervisor records the other services' restarts there, E9).
+    pub fn watch_starts(&self) -> std::io::Result<FileWatch> {
+        FileWatch::new(&self.dir, HISTORY_FILE)
+    }
+
     fn load<T: for<'de> Deserialize<'de> + Default>(&self, name: &str) -> anyhow::Result<T> {
         let p = self.path(name);
         match read_optional(&p).with_context(|| format!("reading {}", p.display()))? {
@@ -61,9 +78,17 @@ impl StateDir {
     }
 
     fn save<T: Serialize>(&self, name: &str, v: &T) -> anyhow::Result<()> {
+        self.save_as(name, v, Durability::Synced)
+    }
+
+    fn save_as<T: Serialize>(&self, name: &str, v: &T, d: Durability) -> anyhow::Result<()> {
         let p = self.path(name);
         let b = serde_json::to_vec_pretty(v)?;
-        write_atomic(&p, &b).with_context(|| format!("writing {}", p.display()))
+        let r = match d {
+            Durability::Synced => write_atomic(&p, &b),
+            Durability::Cached => duet_files::write_atomic_cached(&p, &b),
+        };
+        r.with_context(|| format!("writing {}", p.display()))
     }
 
     /// Records a start of `what` and returns the history. The election
@@ -71,9 +96,9 @@ impl StateDir {
     /// read-modify-write cycles apart.
     pub fn record_start(&self, what: &str) -> anyhow::Result<StartHistory> {
         let _lock = self.lock()?;
-        let mut h: StartHistory = self.load("start-history.json")?;
+        let mut h: StartHistory = self.load(HISTORY_FILE)?;
         h.record(unix_now(), what);
-        self.save("start-history.json", &h)?;
+        self.save(HISTORY_FILE, &h)?;
         Ok(h)
     }
 
@@ -102,7 +127,7 @@ impl StateDir {
 
     /// The history as it is.
     pub fn start_history(&self) -> anyhow::Result<StartHistory> {
-        self.load("start-history.json")
+        self.load(HISTORY_FILE)
     }
 
     /// The history as it is, with the time it was read at, for the core.
@@ -113,9 +138,9 @@ impl StateDir {
     /// Marks the history cleared now (ClearPacified).
     pub fn clear_starts(&self) -> anyhow::Result<()> {
         let _lock = self.lock()?;
-        let mut h: StartHistory = self.load("start-history.json")?;
+        let mut h: StartHistory = self.load(HISTORY_FILE)?;
         h.clear(unix_now());
-        self.save("start-history.json", &h)
+        self.save(HISTORY_FILE, &h)
     }
 
     /// The replay windows of the last run.
@@ -124,18 +149,22 @@ impl StateDir {
     }
 
     /// Saves the replay windows.
-    pub fn save_replay(&self, r: &ReplayState) -> anyhow::Result<()> {
-        self.save("replay.json", r)
+    pub fn save_replay(&self, r: &ReplayState, d: Durability) -> anyhow::Result<()> {
+        self.save_as("replay.json", r, d)
     }
 
-    /// The last counter sent (SHA-256 mode).
+    /// A bound on every counter sent so far (SHA-256 mode): the driver
+    /// saves a ceiling ahead of the counter, not each counter sent.
     pub fn last_counter(&self) -> anyhow::Result<Option<u64>> {
         let c: Counter = self.load("counter.json")?;
         Ok((c.last_sent != 0).then_some(c.last_sent))
     }
 
-    /// Saves the last counter sent.
+    /// Saves a bound on the counters sent (no counter above it was sent).
     pub fn save_counter(&self, last_sent: u64) -> anyhow::Result<()> {
         self.save("counter.json", &Counter { last_sent })
     }
 }
+
+/// The start history's file name in the state directory.
+const HISTORY_FILE: &str = "start-history.json";

@@ -71,6 +71,19 @@ pub struct IdleCost {
     /// for a unit that sent none (the standby).
     pub cpu_us_per_advert: Option<f64>,
     pub window_s: f64,
+    /// The same figures per process (the profile behind the unit's total),
+    /// for the processes alive at the window's end.
+    pub by_process: Vec<ProcessCost>,
+}
+
+/// One process's share of an [`IdleCost`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProcessCost {
+    pub name: String,
+    pub cpu_ms: f64,
+    pub wakeups_per_s: f64,
+    /// At the window's end.
+    pub pss_kib: f64,
 }
 
 /// Measures every system in `opts` on `l`, one after the other.
@@ -148,6 +161,16 @@ fn measure(l: &mut PairLab, sys: &dyn System, opts: &IdleOptions) -> Result<Vec<
             .filter_map(|p| Some(procfs::cpu_ns(*p, tick)?.saturating_sub(*start[k].get(p).unwrap_or(&0))))
             .sum();
         let cpu_ms = used_ns as f64 / 1e6;
+        let by_process = pids
+            .iter()
+            .map(|&p| ProcessCost {
+                name: procfs::comm(p),
+                cpu_ms: procfs::cpu_ns(p, tick).map_or(0, |n| n.saturating_sub(*start[k].get(&p).unwrap_or(&0))) as f64
+                    / 1e6,
+                wakeups_per_s: wakeups[k].counted_by(p) as f64 / secs,
+                pss_kib: procfs::pss_kib(p).unwrap_or(0) as f64,
+            })
+            .collect();
         out.push(IdleCost {
             system: sys.kind().name().into(),
             role: if units[k] == active { "active" } else { "standby" }.into(),
@@ -159,6 +182,7 @@ fn measure(l: &mut PairLab, sys: &dyn System, opts: &IdleOptions) -> Result<Vec<
             adverts_per_s: None,
             cpu_us_per_advert: None,
             window_s: secs,
+            by_process,
         });
     }
     if let Some(p) = capture.as_mut() {
@@ -203,6 +227,25 @@ pub fn table(c: &[IdleCost]) -> String {
             opt(x.adverts_per_s, 1),
             opt(x.cpu_us_per_advert, 0),
         ]);
+    }
+    aligned(&rows)
+}
+
+/// Each unit's processes with their share, for units of more than one
+/// process: where the CPU and the wakeups go.
+pub fn process_table(c: &[IdleCost]) -> String {
+    let mut rows = vec![["system", "unit", "process", "CPU ms", "wakeups/s", "PSS MiB"].map(str::to_owned).to_vec()];
+    for x in c.iter().filter(|x| x.by_process.len() > 1) {
+        for p in &x.by_process {
+            rows.push(vec![
+                x.system.clone(),
+                x.role.clone(),
+                p.name.clone(),
+                format!("{:.1}", p.cpu_ms),
+                format!("{:.1}", p.wakeups_per_s),
+                format!("{:.1}", p.pss_kib / 1024.0),
+            ]);
+        }
     }
     aligned(&rows)
 }
@@ -309,6 +352,7 @@ mod tests {
             adverts_per_s: Some(1.0),
             cpu_us_per_advert: None,
             window_s: 10.0,
+            by_process: Vec::new(),
         }
     }
 

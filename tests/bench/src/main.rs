@@ -244,6 +244,7 @@ fn idle_cost(opts: IdleOptions, json: &Path) -> anyhow::Result<ExitCode> {
     drop(l);
     let goals = idle::goals(&costs, opts.duet_launch);
     println!("\n{}", idle::table(&costs));
+    println!("\nper process:\n{}", idle::process_table(&costs));
     println!("{}", report::goals_text(&goals));
     #[derive(serde::Serialize)]
     struct IdleReport<'a> {

@@ -63,6 +63,7 @@ pub struct Wakeups {
     /// (pid, tid) -> timeslices at the last look.
     last: HashMap<(u32, u32), u64>,
     counted: u64,
+    by_pid: HashMap<u32, u64>,
 }
 
 impl Wakeups {
@@ -87,11 +88,18 @@ impl Wakeups {
     }
 
     fn seen(&mut self, pid: u32, tid: u32, n: u64) {
-        self.counted += match self.last.insert((pid, tid), n) {
+        let d = match self.last.insert((pid, tid), n) {
             Some(prev) if n >= prev => n - prev,
             // New since the start, or a thread id reused: from zero.
             _ => n,
         };
+        self.counted += d;
+        *self.by_pid.entry(pid).or_default() += d;
+    }
+
+    /// Timeslices counted since the start by the threads of `pid`.
+    pub fn counted_by(&self, pid: u32) -> u64 {
+        self.by_pid.get(&pid).copied().unwrap_or(0)
     }
 
     /// Timeslices counted since the start.
@@ -160,5 +168,7 @@ mod tests {
         // The id reused by a new thread: from zero.
         w.seen(1, 2, 2);
         assert_eq!(w.counted(), 30 + 5 + 1 + 2);
+        assert_eq!(w.counted_by(1), w.counted());
+        assert_eq!(w.counted_by(2), 0);
     }
 }
