@@ -53,8 +53,12 @@ use crate::witness::{
     WitnessRequest,
 };
 
-/// How often the peer-status datagram goes out.
+/// How often the peer-status datagram goes out (see [`PEER_STATUS_SLACK`]).
 pub const PEER_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// The peer status rides on adverts: sent with an advert sent or received
+/// once it is due within this long, and otherwise by its own timer this
+/// long after it was due. Two statuses are 0.875 to 1.125 s apart.
+pub const PEER_STATUS_SLACK: Duration = Duration::from_millis(250);
 /// A peer status older than this no longer describes the partner.
 pub const PEER_STATUS_STALE: Duration = Duration::from_millis(3500);
 /// Consecutive failed takeover reports that make an active unit resign.
@@ -430,6 +434,7 @@ impl Election {
         match self.validate(now, iface, packet) {
             Ok(v) => {
                 self.on_advert(now, iface, v.src, &v.advert);
+                self.peer_status_along(now);
                 Ok(())
             }
             Err(r) => {
@@ -713,6 +718,7 @@ impl Election {
             && self.role.advertises()
         {
             self.send_adverts(self.role == Role::Stopping);
+            self.peer_status_along(now);
             // Keep the cadence anchored to the schedule, not to when
             // this call happened, so jitter does not accumulate.
             let mut next = d + self.params.interval();
@@ -726,6 +732,23 @@ impl Election {
         {
             self.send_peer_status(now);
             self.peer_status_deadline = Some(now + PEER_STATUS_INTERVAL);
+        }
+    }
+
+    /// Sends the peer-status datagram now if it is due within
+    /// [`PEER_STATUS_SLACK`]: called when the unit is awake anyway (an
+    /// advert sent or received), so that the status rides along instead of
+    /// waking the unit on its own timer. With adverts at least once a
+    /// second, the status goes out with them.
+    fn peer_status_along(&mut self, now: Time) {
+        if let Some(d) = self.peer_status_deadline
+            && d <= now + PEER_STATUS_SLACK
+        {
+            self.send_peer_status(now);
+            // The next one is due with the advert a second from now, which
+            // may come a little early or late: its own timer only fires if
+            // it does not come at all.
+            self.peer_status_deadline = Some(now + PEER_STATUS_INTERVAL + PEER_STATUS_SLACK / 2);
         }
     }
 

@@ -34,6 +34,23 @@ fn a_pair_elects_first_and_settles() {
 }
 
 #[test]
+fn peer_status_rides_on_adverts_so_a_settled_standby_has_no_timer_of_its_own() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Active));
+    let (a0, s0) = (n.units[0].timer_wakes, n.units[1].timer_wakes);
+    n.run_for(Duration::from_secs(30));
+    let (active, standby) = (n.units[0].timer_wakes - a0, n.units[1].timer_wakes - s0);
+    // One advert a second, the status with it; the standby sends its own
+    // status when an advert arrives.
+    assert!((29..=31).contains(&active), "active woken by its timer {active} times in 30 s");
+    assert!(standby <= 1, "standby woken by its timer {standby} times in 30 s");
+    // Both still see each other's status.
+    assert_eq!(n.status(0).partner_square.0, Square::Standby);
+    assert_eq!(n.status(1).partner_square.0, Square::Active);
+}
+
+#[test]
 fn standby_takes_over_within_the_timeout_after_the_active_dies() {
     let mut n = pair(Preferred::None, 3);
     n.run_for(Duration::from_secs(10));

@@ -250,6 +250,8 @@ pub struct Unit {
     pub witness_requests: Vec<(Time, WitnessRequest)>,
     pub started_at: Time,
     starts: u64,
+    /// Times its own timer woke it (not a packet or a witness event).
+    pub timer_wakes: u32,
 }
 
 /// The simulated network.
@@ -311,6 +313,7 @@ impl Net {
                 witness_requests: vec![],
                 started_at: Time::ZERO,
                 starts: 0,
+                timer_wakes: 0,
             });
         }
         for i in 0..n {
@@ -702,6 +705,7 @@ impl Net {
                 self.drain(d.to);
             } else if let Some((_, i)) = next_timer {
                 let now = self.now;
+                self.units[i].timer_wakes += 1;
                 self.e(i).handle_timeout(now);
                 self.drain(i);
             }
