@@ -159,9 +159,10 @@ pub(crate) async fn open_stream<T>(
 /// How a follower wants the election's liveness shown on a quiet stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Beat {
-    /// A heartbeat every advert interval (at most every second); the
-    /// service judges the election's liveness from them itself (the
-    /// takeover's core, T4).
+    /// A heartbeat every advert interval (at most every second) while the
+    /// unit advertises (active or stopping), every [`IDLE_BEAT`] otherwise;
+    /// the service judges the election's liveness from them itself (the
+    /// takeover's core, T4: only the active's addresses need the fast beat).
     EveryAdvert,
     /// A heartbeat this often; the follower itself ends a stream that has
     /// been silent for [`STALE_BEATS`] of them (the election hangs with its
@@ -173,16 +174,21 @@ pub enum Beat {
 /// election hung.
 pub const STALE_BEATS: u32 = 3;
 
+/// A [`Beat::EveryAdvert`] follower's heartbeat while the unit does not
+/// advertise.
+pub const IDLE_BEAT: Duration = Duration::from_secs(5);
+
 /// No HTTP/2 keepalive pings on these local streams: the heartbeats show
 /// the election's liveness, and its death closes the connection at once.
 async fn open(url: &str, follower: &str, beat: Beat) -> Result<tonic::Streaming<pb::WatchRoleResponse>, FollowError> {
     let channel = connect(url, |ep| ep).await?;
     let mut client = ElectionServiceClient::new(channel);
-    let heartbeat_ms = match beat {
-        Beat::EveryAdvert => 0,
-        Beat::Every(d) => u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1),
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1);
+    let (heartbeat_ms, heartbeat_idle_ms) = match beat {
+        Beat::EveryAdvert => (0, ms(IDLE_BEAT)),
+        Beat::Every(d) => (ms(d), 0),
     };
-    let req = pb::WatchRoleRequest { follower: follower.to_owned(), heartbeat_ms };
+    let req = pb::WatchRoleRequest { follower: follower.to_owned(), heartbeat_ms, heartbeat_idle_ms };
     open_stream("WatchRole", client.watch_role(req)).await
 }
 
@@ -284,8 +290,9 @@ async fn silence(d: Option<Duration>) {
 }
 
 /// The heartbeat [`role_watch`] asks for: the role stream of a service
-/// that only needs the role is judged hung after [`STALE_BEATS`] of them.
-pub const ROLE_WATCH_BEAT: Duration = Duration::from_secs(1);
+/// that only needs the role is judged hung after [`STALE_BEATS`] of them
+/// (15 s; only its health says so, the takeover's fail-safe is separate).
+pub const ROLE_WATCH_BEAT: Duration = Duration::from_secs(5);
 
 /// The current role as the election last said, `None` while no stream is
 /// live (the role is then unknown: take no writes, send no state). For

@@ -98,6 +98,15 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// HTTP/2 keepalive pings on the peer links (both ends, idle or not): a
+/// partner gone without closing its connection is noticed within
+/// [`PEER_KEEPALIVE`] + [`PEER_KEEPALIVE_TIMEOUT`]. Failover does not wait
+/// for it (the election sees a dead partner by its adverts); the links'
+/// status does.
+pub const PEER_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+/// See [`PEER_KEEPALIVE`].
+pub const PEER_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The server of a peer link (configsync's, the replicator's), bound on
 /// this unit's end of the link (`link.listen`): mutual TLS with the pair's
 /// CA, and HTTP/2 keepalive so that a partner gone mid-stream is noticed
@@ -115,8 +124,8 @@ pub async fn peer_server(
     })?;
     let server = Server::builder()
         .tls_config(tls.server())?
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(3)));
+        .http2_keepalive_interval(Some(PEER_KEEPALIVE))
+        .http2_keepalive_timeout(Some(PEER_KEEPALIVE_TIMEOUT));
     Ok((listener, server))
 }
 

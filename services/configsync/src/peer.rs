@@ -98,8 +98,8 @@ fn client(shared: &Shared) -> Option<PeerSyncServiceClient<Channel>> {
         .ok()?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
+        .http2_keep_alive_interval(duet_runtime::grpc::PEER_KEEPALIVE)
+        .keep_alive_timeout(duet_runtime::grpc::PEER_KEEPALIVE_TIMEOUT);
     Some(
         PeerSyncServiceClient::new(ep.connect_lazy())
             .max_decoding_message_size(256 << 20)

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use duet_carp::{HaMode, RoleEvent, RoleEventKind};
 use duet_proto::common::v1 as common;
@@ -14,7 +14,7 @@ use duet_runtime::shutdown::Shutdown;
 use duet_runtime::stats::Samples;
 use futures::Stream;
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::driver::{Request, Shared, Snapshot, TakeoverReport, lock};
@@ -234,8 +234,11 @@ struct WatchState {
     rx: broadcast::Receiver<RoleEvent>,
     first: Option<RoleEvent>,
     last: u64,
-    /// The follower's `heartbeat_ms`.
+    /// The follower's `heartbeat_ms` and `heartbeat_idle_ms`.
     asked_beat_ms: u32,
+    asked_idle_ms: u32,
+    pulse: watch::Receiver<u64>,
+    last_sent: Instant,
     shared: Arc<Shared>,
     shutdown: Shutdown,
     _guard: Option<FollowerGuard>,
@@ -267,7 +270,8 @@ impl Drop for FollowerGuard {
 
 /// The period of a quiet role stream's heartbeat: every advert interval
 /// (at most every second) unless the follower asked for a slower one
-/// (`heartbeat_ms`, 100 ms to 60 s).
+/// (`heartbeat_ms` or `heartbeat_idle_ms`, 100 ms to 60 s). The beats ride
+/// on the driver's pulse ([`crate::driver::Shared::pulse`]).
 fn heartbeat(advert_interval: Duration, asked_ms: u32) -> Duration {
     let floor = advert_interval.min(Duration::from_secs(1));
     match asked_ms {
@@ -306,6 +310,9 @@ impl pb::election_service_server::ElectionService for Api {
             first: Some(snapshot),
             last: 0,
             asked_beat_ms: req.get_ref().heartbeat_ms,
+            asked_idle_ms: req.get_ref().heartbeat_idle_ms,
+            pulse: self.shared.pulse.subscribe(),
+            last_sent: Instant::now(),
             shared: Arc::clone(&self.shared),
             shutdown: self.shutdown.clone(),
             _guard: guard,
@@ -317,16 +324,32 @@ impl pb::election_service_server::ElectionService for Api {
         let stream = futures::stream::unfold(state, |mut st| async move {
             if let Some(s) = st.first.take() {
                 st.last = s.seq;
+                st.last_sent = Instant::now();
                 return Some((Ok(pb::WatchRoleResponse::from(&s)), st));
             }
             loop {
-                let beat = heartbeat(st.shared.current().advert_interval, st.asked_beat_ms);
+                let current = st.shared.current();
+                let asked = match (current.role.advertises(), st.asked_idle_ms) {
+                    (false, idle) if idle != 0 => idle,
+                    _ => st.asked_beat_ms,
+                };
+                let beat = heartbeat(current.advert_interval, asked);
                 let ev = tokio::select! {
                     r = st.rx.recv() => r,
-                    () = tokio::time::sleep(beat) => {
-                        let mut h = st.shared.current();
+                    // The driver did some work: a heartbeat if one is due
+                    // (within a quarter period: pulses come with adverts,
+                    // which may be a little early).
+                    r = st.pulse.changed() => {
+                        if r.is_err() {
+                            return None;
+                        }
+                        if st.last_sent.elapsed() < beat - beat / 4 {
+                            continue;
+                        }
+                        let mut h = current;
                         h.kind = RoleEventKind::Heartbeat;
                         h.at = SystemTime::now();
+                        st.last_sent = Instant::now();
                         return Some((Ok(pb::WatchRoleResponse::from(&h)), st));
                     }
                     () = st.shutdown.wait() => return None,
@@ -345,6 +368,7 @@ impl pb::election_service_server::ElectionService for Api {
                     Err(broadcast::error::RecvError::Closed) => return None,
                 };
                 st.last = ev.seq;
+                st.last_sent = Instant::now();
                 return Some((Ok(pb::WatchRoleResponse::from(&ev)), st));
             }
         });

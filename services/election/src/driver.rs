@@ -48,7 +48,7 @@ use duet_runtime::clock::Clock;
 use duet_runtime::shutdown::Shutdown;
 use duet_runtime::stats::Samples;
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::state::{Durability, StateDir};
 
@@ -61,6 +61,9 @@ const DELAY_SAMPLES: usize = 4096;
 const REPLAY_SAVE_EVERY: Duration = Duration::from_millis(200);
 /// ... and durably at most this often.
 const REPLAY_SYNC_EVERY: Duration = Duration::from_secs(10);
+/// The driver pulses ([`Shared::pulse`]) at least this often, adverts or
+/// not.
+pub(crate) const PULSE_MAX: Duration = Duration::from_secs(1);
 /// Adverts sent between two saves of the SHA-256 counter's ceiling.
 const COUNTER_RESERVE: u64 = 1 << 20;
 
@@ -83,6 +86,11 @@ pub(crate) struct Shared {
     /// every stream ends when the driver does.
     pub events: Mutex<broadcast::Receiver<RoleEvent>>,
     pub queue_full: AtomicU64,
+    /// Bumped by the driver after each turn of its loop that did protocol
+    /// work (an advert sent or received, a timer), and at least every
+    /// [`PULSE_MAX`]: the role streams' heartbeats ride on it, so they cost
+    /// no wakeup of their own and stop when the driver hangs.
+    pub pulse: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -223,6 +231,7 @@ impl Driver {
             current: Mutex::new(first),
             events: Mutex::new(events_rx),
             queue_full: AtomicU64::new(0),
+            pulse: watch::Sender::new(0),
         });
         let n = setup.params.interfaces.len();
         let witness = setup.witness.map(|w| {
@@ -294,9 +303,11 @@ impl Driver {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        let mut last_pulse = Instant::now();
         loop {
             let deadline = self.election.poll_timeout().map(|t| self.clock.to_instant(t));
             let stop_deadline = stopping.map(|s| s + self.handover_timeout + Duration::from_millis(200));
+            let mut pulse = false;
             tokio::select! {
                 biased;
                 () = sleep_until(deadline) => {
@@ -305,7 +316,9 @@ impl Driver {
                     }
                     let now = self.clock.now();
                     self.election.handle_timeout(now);
+                    pulse = true;
                 }
+                () = sleep_until(Some(last_pulse + PULSE_MAX)) => pulse = true,
                 () = sleep_until(stop_deadline) => break,
                 () = shutdown.wait(), if stopping.is_none() => {
                     stopping = Some(Instant::now());
@@ -333,6 +346,7 @@ impl Driver {
                     self.metrics.update(&self.election.status(now), self.election.drops(), self.shared.queue_full.load(Ordering::Relaxed));
                 }
                 Some(first) = self.inbound.recv() => {
+                    pulse = true;
                     self.inbound_one(first);
                     // Drain what is queued without yielding to the timer
                     // for too long: at most 64 packets per turn.
@@ -345,6 +359,10 @@ impl Driver {
                 }
             }
             self.act().await;
+            if pulse {
+                last_pulse = Instant::now();
+                self.shared.pulse.send_modify(|n| *n = n.wrapping_add(1));
+            }
             if let Some(e) = self.exit {
                 self.finish();
                 return e;

@@ -70,6 +70,7 @@ impl pb::replicator_service_server::ReplicatorService for Api {
         for e in &r.entries {
             let exp = now + e.ttl_ms;
             lock(&self.shared.local).insert((e.table.clone(), e.key.clone()), (e.server.clone(), exp));
+            self.shared.entries_added.notify_one();
             if active {
                 self.shared.push(Op::Upsert {
                     key: Key::Persist { table: e.table.clone(), key: e.key.clone() },

@@ -198,19 +198,27 @@ fn set_role(shared: &Shared, role: Option<Role>) {
         lock(&shared.lag).reset_pending();
     }
     shared.role.send_replace(role);
+    shared.readiness_changed.notify_one();
+    shared.entries_added.notify_one();
     tracing::info!(role = role.map_or("unknown", Role::as_str), "replicator follows the role");
 }
 
+/// How often an unchanged readiness is reported again: well within the
+/// election's 10 s (`duet_carp::readiness::READINESS_STALE`).
+const READINESS_REFRESH: Duration = Duration::from_secs(4);
+
 /// R4: tells the election whether this unit may take over from a healthy
-/// partner, at every change and every 2 s (a change is seen within 200 ms
-/// while not ready, within 1 s while ready).
+/// partner: at every change (the receiver and the role say when,
+/// [`Shared::readiness_changed`]), and again every [`READINESS_REFRESH`]
+/// (the election forgets a component silent for 10 s). While not ready it
+/// also looks every 200 ms (the start-up grace ends by time alone).
 async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutdown) -> anyhow::Result<()> {
     let mut last: Option<bool> = None;
     let mut client: Option<ElectionServiceClient<tonic::transport::Channel>> = None;
     let mut since = tokio::time::Instant::now();
     loop {
         let (ready, reason) = shared.readiness();
-        if last != Some(ready) || since.elapsed() >= Duration::from_secs(2) {
+        if last != Some(ready) || since.elapsed() >= READINESS_REFRESH {
             if client.is_none() {
                 client = ElectionServiceClient::connect(election.clone()).await.ok();
             }
@@ -228,11 +236,14 @@ async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutd
                 }
             }
         }
-        // Looked at often while not ready (a resync finishing should let
-        // the unit take over soon), once a second once ready.
-        let every = if last == Some(true) { Duration::from_secs(1) } else { Duration::from_millis(200) };
+        let every = if last == Some(true) {
+            READINESS_REFRESH.saturating_sub(since.elapsed())
+        } else {
+            Duration::from_millis(200)
+        };
         tokio::select! {
             () = tokio::time::sleep(every) => {}
+            () = shared.readiness_changed.notified() => {}
             () = stop.wait() => return Ok(()),
         }
     }
@@ -275,6 +286,7 @@ async fn apply_image(shared: &Shared, g: &Generation, sysctls_set: &mut bool) {
     ] {
         let now = local && pair;
         if on.swap(now, Ordering::Relaxed) != now {
+            shared.persistence_changed.notify_one();
             tracing::warn!(
                 generation = g.generation,
                 "{what} {} (the pair's HA settings say {pair}, this unit's [replicator] {local})",
@@ -297,6 +309,7 @@ async fn apply_image(shared: &Shared, g: &Generation, sysctls_set: &mut bool) {
                 d.applied_at = Some(SystemTime::now());
                 d.error.clear();
             }
+            shared.persistence_changed.notify_one();
             let endpoints = ruleset
                 .services()
                 .iter()

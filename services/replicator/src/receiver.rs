@@ -99,6 +99,7 @@ async fn receive(
                 r.in_snapshot = true;
                 r.last_error.clear();
                 tracing::info!(partner = %r.partner, "replication stream from the partner");
+                shared.readiness_changed.notify_one();
                 None
             }
             Some(pb::replicate_request::Msg::Snapshot(c)) => {
@@ -116,12 +117,14 @@ async fn receive(
                     let entries = std::mem::take(&mut staging);
                     let n = entries.len();
                     lock(&shared.shadow).load_snapshot(entries, c.seq, now_ms());
+                    shared.entries_added.notify_one();
                     reconcile_kernel(&shared).await;
                     {
                         let mut r = lock(&shared.recv);
                         r.in_snapshot = false;
                         r.synced = true;
                     }
+                    shared.readiness_changed.notify_one();
                     shared.installed.notify_waiters();
                     tracing::info!(entries = n, seq = c.seq, "bulk resync from the partner installed");
                     Some(response(&shared, c.seq, false, String::new()))
@@ -135,6 +138,7 @@ async fn receive(
                 shared.changes_received.fetch_add(ops.len() as u64, Ordering::Relaxed);
                 let batch = Batch { first: b.first, last: b.last, ops };
                 let applied = lock(&shared.shadow).apply(&batch, now);
+                shared.entries_added.notify_one();
                 match applied {
                     Applied::Ok { ack, removed, .. } => {
                         let upserts: Vec<Op<Key, Value>> =
@@ -165,6 +169,8 @@ async fn receive(
         r.connected = false;
         r.in_snapshot = false;
         tracing::info!(partner = %r.partner, "replication stream from the partner ended");
+        drop(r);
+        shared.readiness_changed.notify_one();
     }
     shared.installed.notify_waiters();
 }
@@ -365,11 +371,15 @@ async fn reconcile_kernel(shared: &Arc<Shared>) {
 
 /// Drops expired entries from the shadow table (the kernel and HAProxy
 /// expire their copies by their own timeouts) and from the local
-/// persistence store, every second.
+/// persistence store, every second while either holds entries; while both
+/// are empty it sleeps until one is added.
 pub(crate) async fn expiry(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Result<()> {
     loop {
+        let empty = lock(&shared.shadow).len() == 0 && lock(&shared.local).is_empty();
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(Duration::from_secs(1)), if !empty => {}
+            // A permit stored since the look above is not lost.
+            () = shared.entries_added.notified(), if empty => continue,
             () = stop.wait() => return Ok(()),
         }
         let now = now_ms();

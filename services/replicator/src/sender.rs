@@ -207,6 +207,18 @@ pub(crate) async fn poll_persistence(shared: Arc<Shared>, mut stop: Shutdown) ->
         if !shared.until_active(&mut stop).await {
             return Ok(());
         }
+        // Nor has an active one without L7 updates, HAProxy or a service
+        // with source persistence: it sleeps until the image or the
+        // switches change.
+        let source = lock(&shared.dataplane).source_persistence;
+        let work = shared.cfg.peer.is_some() && shared.l7() && (shared.cfg.haproxy_socket.is_some() || source);
+        if !work {
+            tokio::select! {
+                () = shared.persistence_changed.notified() => {}
+                () = stop.wait() => return Ok(()),
+            }
+            continue;
+        }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.wait() => return Ok(()),
@@ -332,8 +344,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Resu
                 .tcp_nodelay(true)
                 // A partner gone without a word shows within 8 s (as on
                 // configsync's link); batches in flight time out sooner.
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(3))
+                .http2_keep_alive_interval(duet_runtime::grpc::PEER_KEEPALIVE)
+                .keep_alive_timeout(duet_runtime::grpc::PEER_KEEPALIVE_TIMEOUT)
                 .keep_alive_while_idle(true)
                 .connect()
                 .await?;
@@ -432,7 +444,7 @@ async fn stream(shared: &Arc<Shared>, ch: tonic::transport::Channel) -> anyhow::
             r = roles.changed() => if r.is_err() { return Ok(()) },
             // Every wake-up above is an event that keeps its permit or its
             // version; this is a bound, not a poll.
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
             () = async {
                 match ack_deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,

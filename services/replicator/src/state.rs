@@ -201,6 +201,15 @@ pub(crate) struct Shared {
     pub resync_now: Notify,
     /// Wakes the flow refresh early (after a kernel event overrun).
     pub refresh_now: Notify,
+    /// Entries were added to the shadow table or the local persistence
+    /// store: the expiry, which sleeps while both are empty, has work.
+    pub entries_added: Notify,
+    /// Something [`Shared::readiness`] reads changed (the receiver's state
+    /// or the role): its reporter looks again at once.
+    pub readiness_changed: Notify,
+    /// A new image or L7 switch: the persistence poller, which sleeps
+    /// while it has nothing to read, looks again.
+    pub persistence_changed: Notify,
     pub changes_sent: AtomicU64,
     pub changes_received: AtomicU64,
     pub dataplane: Mutex<DataplaneState>,
@@ -235,6 +244,9 @@ impl Shared {
             resync_wanted: AtomicBool::new(false),
             resync_now: Notify::new(),
             refresh_now: Notify::new(),
+            entries_added: Notify::new(),
+            readiness_changed: Notify::new(),
+            persistence_changed: Notify::new(),
             changes_sent: AtomicU64::new(0),
             changes_received: AtomicU64::new(0),
             dataplane: Mutex::new(DataplaneState::default()),

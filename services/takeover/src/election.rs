@@ -1,9 +1,10 @@
 //! The reports to the unit's election service: what was applied, sent at
-//! once and repeated every second (the heartbeat the election watches,
-//! T4). The role stream itself is followed with [`duet_runtime::follow`].
+//! once, and repeated every second while it is a failure (the election
+//! resigns after a few, T4) or did not get through. The role stream itself
+//! is followed with [`duet_runtime::follow`].
 //!
 //! ```text
-//!  driver ── latest report (watch) ──► reporter task ── ReportApplied (now, then every second) ──► election
+//!  driver ── latest report (watch) ──► reporter task ── ReportApplied (at once; failures every second) ──► election
 //! ```
 
 use std::time::Duration;
@@ -22,8 +23,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on one report.
 pub(crate) const REPORT_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// How often the current report is repeated (the heartbeat).
-const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often a failure report, or one that did not get through, is
+/// repeated.
+const REPEAT: Duration = Duration::from_secs(1);
 
 fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(url.to_owned())?
@@ -64,17 +66,23 @@ pub(crate) fn report_client(url: &str) -> anyhow::Result<ElectionServiceClient<C
     Ok(ElectionServiceClient::new(endpoint(url)?.connect_lazy()))
 }
 
-/// The reporter task: sends each new report at once and repeats the
-/// current one every second (the heartbeat the election watches, T4).
+/// The reporter task: sends each new report at once and repeats it every
+/// second while it is a failure or did not get through.
 pub(crate) async fn reporter(url: String, mut reports: watch::Receiver<Option<Report>>) -> anyhow::Result<()> {
     let mut client = report_client(&url)?;
-    let mut tick = tokio::time::interval(HEARTBEAT);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut first = true;
     loop {
-        tokio::select! {
-            changed = reports.changed() => if changed.is_err() { return Ok(()) },
-            _ = tick.tick() => {}
+        // Repeated only while it matters: a failure report (the election
+        // counts them and resigns after a few, T4) or one that did not get
+        // through. A good report that arrived stands; the election learns
+        // of a dead takeover from its role stream closing.
+        let repeat = failing || reports.borrow().as_ref().is_some_and(|r| !r.ok);
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                changed = reports.changed() => if changed.is_err() { return Ok(()) },
+                () = tokio::time::sleep(REPEAT), if repeat => {}
+            }
         }
         let Some(r) = reports.borrow_and_update().clone() else { continue };
         match send_report(&mut client, r).await {

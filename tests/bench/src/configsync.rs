@@ -126,7 +126,10 @@ fn watch_election(
     use duet_proto::election::v1::{RoleEventKind, WatchRoleRequest};
     std::thread::spawn(move || {
         let _ = duet_tests::grpc(&ns, move |mut c| async move {
-            let mut s = c.watch_role(WatchRoleRequest { follower: String::new(), heartbeat_ms: 0 }).await?.into_inner();
+            let mut s = c
+                .watch_role(WatchRoleRequest { follower: String::new(), heartbeat_ms: 0, heartbeat_idle_ms: 0 })
+                .await?
+                .into_inner();
             loop {
                 match tokio::time::timeout(Duration::from_millis(200), s.message()).await {
                     Ok(Ok(Some(m))) if m.kind == RoleEventKind::Parameters as i32 => {

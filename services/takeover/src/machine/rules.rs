@@ -156,7 +156,14 @@ impl Takeover {
         if !self.following {
             return None;
         }
-        let beat = self.advert_interval.min(BEAT_MAX);
+        // The election beats every advert interval only while the unit
+        // advertises (the addresses are held or being released), and every
+        // IDLE_BEAT otherwise.
+        let beat = if self.role.is_some_and(Role::advertises) {
+            self.advert_interval.min(BEAT_MAX)
+        } else {
+            duet_runtime::follow::IDLE_BEAT
+        };
         self.last_message_at.map(|t| t + (beat * STALE_BEATS).max(STALE_MIN))
     }
 

@@ -345,6 +345,21 @@ fn heartbeat_silence_means_the_stream_is_lost_and_a_new_one_is_asked_for() {
 }
 
 #[test]
+fn a_standby_is_beaten_slowly_and_an_active_every_advert() {
+    // The election beats every IDLE_BEAT while the unit does not advertise
+    // (no addresses to give up), every advert interval once it does.
+    let mut r = Rig::new(cfg());
+    r.event(snapshot(1, Role::Standby), true);
+    r.now = at(1000);
+    r.event(heartbeat(1, Role::Standby), false);
+    let idle = duet_runtime::follow::IDLE_BEAT * 3;
+    assert_eq!(r.core.poll_timeout(), Some(at(1000 + u64::try_from(idle.as_millis()).unwrap())));
+    r.now = at(2000);
+    r.event(changed(2, Role::Active), false);
+    assert_eq!(r.core.poll_timeout(), Some(at(5000)), "three beats of one second once active");
+}
+
+#[test]
 fn with_the_default_timing_three_silent_beats_come_after_the_window() {
     // 3 s HA timeout: window 1900 ms, stale after 3 s. A hung election (its
     // connection up) costs the addresses at the stale judgement.
