@@ -121,6 +121,12 @@ impl duet_runtime::service::Service for ConfigSyncService {
     const LISTEN_SETTING: &'static str = "configsync.listen";
     type Error = anyhow::Error;
 
+    /// It waits on its peer and its store; one thread, so an event does
+    /// not wake a second one.
+    fn threads(_cfg: &Validated) -> duet_runtime::service::Threads {
+        duet_runtime::service::Threads::One
+    }
+
     fn listen(cfg: &Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>> {
         cfg.configsync().map(|c| c.listen)
     }

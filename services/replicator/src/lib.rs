@@ -58,6 +58,13 @@ impl duet_runtime::service::Service for Replicator {
     const LISTEN_SETTING: &'static str = "replicator.listen";
     type Error = anyhow::Error;
 
+    /// One worker: the kernel's table work runs on the blocking pool, and
+    /// a second worker mostly woke the first for every event (idle cost,
+    /// issue 14).
+    fn threads(_cfg: &Validated) -> duet_runtime::service::Threads {
+        duet_runtime::service::Threads::Workers(1)
+    }
+
     fn listen(cfg: &Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>> {
         cfg.replicator().map(|c| c.listen)
     }

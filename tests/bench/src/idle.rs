@@ -128,12 +128,13 @@ fn measure(l: &mut PairLab, sys: &dyn System, opts: &IdleOptions) -> Result<Vec<
     let tick = procfs::clock_ticks();
     let units = [active, active.other()];
     let ns: Vec<String> = units.iter().map(|u| l.lab.ns(u.host(l))).collect();
-    // Per unit: pid -> CPU time (ns) at the window's start, and wakeups.
+    // Per unit: pid -> its children's CPU time (ns) at the window's start,
+    // and its threads' wakeups and CPU time.
     let mut start: Vec<BTreeMap<u32, u64>> = Vec::new();
     let mut wakeups = Vec::new();
     for n in &ns {
         let pids = duet_testkit::pids_in(n)?;
-        start.push(pids.iter().filter_map(|&p| Some((p, procfs::cpu_ns(p, tick)?))).collect());
+        start.push(pids.iter().filter_map(|&p| Some((p, procfs::children_ns(p, tick)?))).collect());
         wakeups.push(procfs::Wakeups::start(&pids));
     }
     let (t0, wall0) = (Instant::now(), epoch_now());
@@ -155,18 +156,22 @@ fn measure(l: &mut PairLab, sys: &dyn System, opts: &IdleOptions) -> Result<Vec<
     let mut out = Vec::new();
     for (k, n) in ns.iter().enumerate() {
         let pids = duet_testkit::pids_in(n)?;
-        // A process that started within the window counts from zero.
-        let used_ns: u64 = pids
-            .iter()
-            .filter_map(|p| Some(procfs::cpu_ns(*p, tick)?.saturating_sub(*start[k].get(p).unwrap_or(&0))))
-            .sum();
+        // Per process: what its threads ran (counted at every look, so a
+        // thread that exits keeps its time) plus its reaped children's
+        // (scripts), from the window's start; a process that started
+        // within the window counts from zero.
+        wakeups[k].look(&pids);
+        let used = |p: u32| {
+            let children = procfs::children_ns(p, tick).unwrap_or(0).saturating_sub(*start[k].get(&p).unwrap_or(&0));
+            wakeups[k].cpu_ns_by(p) + children
+        };
+        let used_ns: u64 = pids.iter().map(|&p| used(p)).sum();
         let cpu_ms = used_ns as f64 / 1e6;
         let by_process = pids
             .iter()
             .map(|&p| ProcessCost {
                 name: procfs::comm(p),
-                cpu_ms: procfs::cpu_ns(p, tick).map_or(0, |n| n.saturating_sub(*start[k].get(&p).unwrap_or(&0))) as f64
-                    / 1e6,
+                cpu_ms: used(p) as f64 / 1e6,
                 wakeups_per_s: wakeups[k].counted_by(p) as f64 / secs,
                 pss_kib: procfs::pss_kib(p).unwrap_or(0) as f64,
             })

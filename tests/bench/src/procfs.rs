@@ -5,18 +5,24 @@ use std::collections::HashMap;
 use std::fs;
 use std::process::Command;
 
-/// CPU time of a process so far in ns: the run time of each of its live
-/// threads (`/proc/<pid>/task/*/schedstat`, ns precision) plus the CPU time
-/// of its reaped children (scripts it ran, clock-tick precision); `None`
-/// once it has gone.
-pub fn cpu_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
+/// CPU time of the reaped children of a process (the scripts it ran) in
+/// ns, at clock-tick precision; `None` once it has gone.
+pub fn children_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; the fields after
     // the last ')' are fixed: state is field 3, cutime 16, cstime 17.
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    let children = (field(16)? + field(17)?) * 1_000_000_000 / ticks_per_s.max(1);
+    Some((field(16)? + field(17)?) * 1_000_000_000 / ticks_per_s.max(1))
+}
+
+/// CPU time of a process so far in ns: the run time of each of its live
+/// threads (`/proc/<pid>/task/*/schedstat`, ns precision) plus the CPU time
+/// of its reaped children (scripts it ran, clock-tick precision); `None`
+/// once it has gone.
+pub fn cpu_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
+    let children = children_ns(pid, ticks_per_s)?;
     let mut threads = 0;
     for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         // A thread may exit while we look: skip it.
@@ -39,15 +45,20 @@ pub fn cpu_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
 /// one while it runs). The benchmarks count wakeups this way and no other.
 /// `None` once the process has gone.
 pub fn timeslices(pid: u32) -> Option<Vec<(u32, u64)>> {
+    Some(thread_stats(pid)?.into_iter().map(|(tid, _, n)| (tid, n)).collect())
+}
+
+/// The threads of a process with the CPU time (ns) and the timeslices
+/// ([`timeslices`]) each has run so far: `(tid, run_ns, slices)`.
+pub fn thread_stats(pid: u32) -> Option<Vec<(u32, u64, u64)>> {
     let mut out = Vec::new();
     for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         let Some(tid) = task.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
         // A thread may exit while we look: skip it.
-        if let Some(n) = fs::read_to_string(task.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(2)?.parse::<u64>().ok())
-        {
-            out.push((tid, n));
+        let Ok(s) = fs::read_to_string(task.path().join("schedstat")) else { continue };
+        let f: Vec<u64> = s.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        if let [run, _, slices, ..] = f[..] {
+            out.push((tid, run, slices));
         }
     }
     Some(out)
@@ -64,6 +75,9 @@ pub struct Wakeups {
     last: HashMap<(u32, u32), u64>,
     counted: u64,
     by_pid: HashMap<u32, u64>,
+    /// The same for CPU time (ns): (pid, tid) -> run time at the last look.
+    last_ns: HashMap<(u32, u32), u64>,
+    ns_by_pid: HashMap<u32, u64>,
 }
 
 impl Wakeups {
@@ -71,8 +85,9 @@ impl Wakeups {
     pub fn start(pids: &[u32]) -> Self {
         let mut w = Self::default();
         for &pid in pids {
-            for (tid, n) in timeslices(pid).unwrap_or_default() {
+            for (tid, ns, n) in thread_stats(pid).unwrap_or_default() {
                 w.last.insert((pid, tid), n);
+                w.last_ns.insert((pid, tid), ns);
             }
         }
         w
@@ -81,10 +96,22 @@ impl Wakeups {
     /// Adds what the threads of `pids` ran since the previous look.
     pub fn look(&mut self, pids: &[u32]) {
         for &pid in pids {
-            for (tid, n) in timeslices(pid).unwrap_or_default() {
+            for (tid, ns, n) in thread_stats(pid).unwrap_or_default() {
                 self.seen(pid, tid, n);
+                let d = match self.last_ns.insert((pid, tid), ns) {
+                    Some(prev) if ns >= prev => ns - prev,
+                    _ => ns,
+                };
+                *self.ns_by_pid.entry(pid).or_default() += d;
             }
         }
+    }
+
+    /// CPU time (ns) run since the start by the threads of `pid`: unlike
+    /// [`cpu_ns`] at two instants, a thread that exited in between keeps
+    /// what it ran up to the last look.
+    pub fn cpu_ns_by(&self, pid: u32) -> u64 {
+        self.ns_by_pid.get(&pid).copied().unwrap_or(0)
     }
 
     fn seen(&mut self, pid: u32, tid: u32, n: u64) {
