@@ -239,9 +239,24 @@ struct WatchState {
     asked_idle_ms: u32,
     pulse: watch::Receiver<u64>,
     last_sent: Instant,
+    /// The heartbeat period for the role and interval last sent.
+    beat: Duration,
     shared: Arc<Shared>,
     shutdown: Shutdown,
     _guard: Option<FollowerGuard>,
+}
+
+impl WatchState {
+    /// An event went out: the heartbeat is timed from now, at the period
+    /// for its role.
+    fn sent(&mut self, ev: &RoleEvent) {
+        self.last_sent = Instant::now();
+        let asked = match (ev.role.advertises(), self.asked_idle_ms) {
+            (false, idle) if idle != 0 => idle,
+            _ => self.asked_beat_ms,
+        };
+        self.beat = heartbeat(ev.advert_interval, asked);
+    }
 }
 
 /// Held by a follower's stream; when the stream is dropped (the follower
@@ -313,6 +328,7 @@ impl pb::election_service_server::ElectionService for Api {
             asked_idle_ms: req.get_ref().heartbeat_idle_ms,
             pulse: self.shared.pulse.subscribe(),
             last_sent: Instant::now(),
+            beat: Duration::from_secs(1),
             shared: Arc::clone(&self.shared),
             shutdown: self.shutdown.clone(),
             _guard: guard,
@@ -324,16 +340,13 @@ impl pb::election_service_server::ElectionService for Api {
         let stream = futures::stream::unfold(state, |mut st| async move {
             if let Some(s) = st.first.take() {
                 st.last = s.seq;
-                st.last_sent = Instant::now();
+                st.sent(&s);
                 return Some((Ok(pb::WatchRoleResponse::from(&s)), st));
             }
             loop {
-                let current = st.shared.current();
-                let asked = match (current.role.advertises(), st.asked_idle_ms) {
-                    (false, idle) if idle != 0 => idle,
-                    _ => st.asked_beat_ms,
-                };
-                let beat = heartbeat(current.advert_interval, asked);
+                // The period follows the newest event (role and interval);
+                // looked up here, not at every pulse.
+                let beat = st.beat;
                 let ev = tokio::select! {
                     r = st.rx.recv() => r,
                     // The driver did some work: a heartbeat if one is due
@@ -346,7 +359,7 @@ impl pb::election_service_server::ElectionService for Api {
                         if st.last_sent.elapsed() < beat - beat / 4 {
                             continue;
                         }
-                        let mut h = current;
+                        let mut h = st.shared.current();
                         h.kind = RoleEventKind::Heartbeat;
                         h.at = SystemTime::now();
                         st.last_sent = Instant::now();
@@ -368,7 +381,7 @@ impl pb::election_service_server::ElectionService for Api {
                     Err(broadcast::error::RecvError::Closed) => return None,
                 };
                 st.last = ev.seq;
-                st.last_sent = Instant::now();
+                st.sent(&ev);
                 return Some((Ok(pb::WatchRoleResponse::from(&ev)), st));
             }
         });
