@@ -375,7 +375,7 @@ async fn reconcile_kernel(shared: &Arc<Shared>) {
 /// are empty it sleeps until one is added.
 pub(crate) async fn expiry(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Result<()> {
     loop {
-        let empty = lock(&shared.shadow).len() == 0 && lock(&shared.local).is_empty();
+        let empty = lock(&shared.shadow).is_empty() && lock(&shared.local).is_empty();
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)), if !empty => {}
             // A permit stored since the look above is not lost.
