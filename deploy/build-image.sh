@@ -21,7 +21,10 @@ KEEP_DEBUG=${KEEP_DEBUG:-0}
 target=${CARGO_TARGET_DIR:-$top/target}
 release=$target/release
 
-services=(duet duet-election duet-takeover duet-configsync duet-replicator)
+# `duet unit` runs its four services from the duet binary itself (started
+# under each service's name), so the image needs no separate service
+# binaries.
+services=(duet)
 tools=(duetctl)
 
 say() { printf '%s\n' "build-image: $*" >&2; }

@@ -457,16 +457,14 @@ pub fn parse_adverts(log: &str) -> Vec<Seen> {
         .collect()
 }
 
-/// Pids of the processes running `binary` (by file name) inside `host`.
+/// Pids of the processes named `binary` (their comm: a service's name,
+/// whether it runs from its own binary or from `duet`) inside `host`.
 pub fn pids_of(lab: &Lab, host: HostId, binary: &str) -> Vec<u32> {
     let Ok(pids) = duet_testkit::pids_in(&lab.ns(host)) else { return Vec::new() };
+    // By the process name (comm): a service started by `duet unit` runs
+    // from the duet binary under its own name.
     pids.into_iter()
-        .filter(|p| {
-            std::fs::read_link(format!("/proc/{p}/exe"))
-                .ok()
-                .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .is_some_and(|n| n == binary)
-        })
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|n| n.trim_end() == binary))
         .collect()
 }
 

@@ -341,7 +341,8 @@ impl Default for ReplicatorSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorSection {
-    /// Directory of the service binaries (default: next to `duet`).
+    /// Directory of separate service binaries to run; unset (the default),
+    /// the services run from the `duet` binary itself.
     pub bin_dir: Option<PathBuf>,
     /// First restart delay of a crashed service, doubled up to the maximum.
     pub restart_backoff_ms: u64,

@@ -12,7 +12,7 @@
 //! It holds no HA state of its own and talks to the services only through
 //! process signals and the election's gRPC API.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -50,14 +50,19 @@ const LISTEN_WAIT: Duration = Duration::from_secs(5);
 /// without certificates yet still runs, and the log says what is missing);
 /// the replicator likewise when `[replicator]` is enabled.
 pub fn services(cfg: &Validated) -> Vec<ServiceSpec> {
+    use duet_runtime::service::Service;
     let mut v = vec![
-        ServiceSpec { name: "election", binary: "duet-election", listen: Some(cfg.election_listen) },
-        ServiceSpec { name: "takeover", binary: "duet-takeover", listen: Some(cfg.takeover_listen) },
+        ServiceSpec { name: "election", binary: duet_election::Election::NAME, listen: Some(cfg.election_listen) },
+        ServiceSpec { name: "takeover", binary: duet_takeover::Takeover::NAME, listen: Some(cfg.takeover_listen) },
     ];
     type Listen = fn(&Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>>;
     let optional: [(bool, &'static str, &'static str, Listen); 2] = [
-        (cfg.raw.configsync.enabled, "configsync", "duet-configsync", |c| c.configsync().map(|s| s.listen)),
-        (cfg.raw.replicator.enabled, "replicator", "duet-replicator", |c| c.replicator().map(|s| s.listen)),
+        (cfg.raw.configsync.enabled, "configsync", duet_configsync::ConfigSyncService::NAME, |c| {
+            c.configsync().map(|s| s.listen)
+        }),
+        (cfg.raw.replicator.enabled, "replicator", duet_replicator::Replicator::NAME, |c| {
+            c.replicator().map(|s| s.listen)
+        }),
     ];
     for (enabled, name, binary, listen) in optional {
         if !enabled {
@@ -87,37 +92,57 @@ struct Running {
 pub struct Supervisor {
     cfg: Validated,
     config_path: PathBuf,
-    bin_dir: PathBuf,
+    binaries: Binaries,
     services: Vec<Running>,
 }
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor").field("unit", &self.cfg.raw.unit.name).field("bin_dir", &self.bin_dir).finish()
+        f.debug_struct("Supervisor").field("unit", &self.cfg.raw.unit.name).field("binaries", &self.binaries).finish()
     }
 }
 
-/// Where the service binaries are: `supervisor.bin_dir`, else next to `duet`.
-pub fn bin_dir(cfg: &Validated) -> anyhow::Result<PathBuf> {
-    if let Some(d) = &cfg.raw.supervisor.bin_dir {
-        return Ok(d.clone());
+/// Where the services are run from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binaries {
+    /// The `duet` binary itself, started under each service's name
+    /// (`argv[0]`): one program in memory for the unit's five processes.
+    /// The default.
+    This(PathBuf),
+    /// A directory of the separate service binaries (`supervisor.bin_dir`).
+    Dir(PathBuf),
+}
+
+impl Binaries {
+    /// The program to start for `spec`, and the `argv[0]` to give it.
+    fn program(&self, spec: &ServiceSpec) -> PathBuf {
+        match self {
+            Self::This(exe) => exe.clone(),
+            Self::Dir(d) => d.join(spec.binary),
+        }
     }
-    let exe = std::env::current_exe().context("finding the duet binary")?;
-    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// Where the services are run from: `supervisor.bin_dir` when set, else
+/// this very binary.
+pub fn binaries(cfg: &Validated) -> anyhow::Result<Binaries> {
+    if let Some(d) = &cfg.raw.supervisor.bin_dir {
+        return Ok(Binaries::Dir(d.clone()));
+    }
+    Ok(Binaries::This(std::env::current_exe().context("finding the duet binary")?))
 }
 
 impl Supervisor {
-    /// Checks that every service binary is there.
-    pub fn new(cfg: Validated, config_path: PathBuf, bin_dir: PathBuf) -> anyhow::Result<Self> {
+    /// Checks that every service's program is there.
+    pub fn new(cfg: Validated, config_path: PathBuf, binaries: Binaries) -> anyhow::Result<Self> {
         let base = Duration::from_millis(cfg.raw.supervisor.restart_backoff_ms);
         let mut running = Vec::new();
         for spec in services(&cfg) {
-            let p = bin_dir.join(spec.binary);
+            let p = binaries.program(&spec);
             if !p.exists() {
                 anyhow::bail!(
-                    "{} not found in {}: install it next to duet or set supervisor.bin_dir",
-                    spec.binary,
-                    bin_dir.display()
+                    "{} not found: install the service binaries in supervisor.bin_dir or unset it (the services then run from duet itself)",
+                    p.display()
                 );
             }
             running.push(Running {
@@ -129,17 +154,18 @@ impl Supervisor {
                 starts: 0,
             });
         }
-        Ok(Self { cfg, config_path, bin_dir, services: running })
+        Ok(Self { cfg, config_path, binaries, services: running })
     }
 
     fn spawn(&mut self, k: usize) -> anyhow::Result<()> {
         let r = &mut self.services[k];
-        let exe = self.bin_dir.join(r.spec.binary);
+        let exe = self.binaries.program(&r.spec);
         // Its own process group: a signal to the supervisor's group (a
         // terminal's Ctrl-C, `kill -- -pgid`) reaches the supervisor alone,
         // which then stops the services in order. The service watches for
         // the supervisor to disappear instead (SUPERVISOR_ENV).
         let child = Command::new(&exe)
+            .arg0(r.spec.binary)
             .arg("--config")
             .arg(&self.config_path)
             .env(duet_runtime::shutdown::SUPERVISOR_ENV, std::process::id().to_string())

@@ -29,7 +29,30 @@ enum Cmd {
     },
 }
 
+/// Run as one of the unit's services when started under its name (the
+/// supervisor starts the services from this binary with `argv[0]` set to
+/// the service's: one binary in memory for the five processes).
+fn as_service() -> Option<ExitCode> {
+    let arg0 = std::env::args_os().next()?;
+    let name = std::path::Path::new(&arg0).file_name()?.to_str()?;
+    use duet_runtime::service::{Service, main as run};
+    if name == duet_election::Election::NAME {
+        Some(run::<duet_election::Election>())
+    } else if name == duet_takeover::Takeover::NAME {
+        Some(run::<duet_takeover::Takeover>())
+    } else if name == duet_configsync::ConfigSyncService::NAME {
+        Some(run::<duet_configsync::ConfigSyncService>())
+    } else if name == duet_replicator::Replicator::NAME {
+        Some(run::<duet_replicator::Replicator>())
+    } else {
+        None
+    }
+}
+
 fn main() -> ExitCode {
+    if let Some(code) = as_service() {
+        return code;
+    }
     let args = Args::parse();
     let (config, check) = match args.cmd {
         Cmd::Unit { config } => (config, false),
@@ -74,8 +97,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         let run = async {
-            let dir = duet_unit::bin_dir(&cfg)?;
-            let sup = duet_unit::Supervisor::new(cfg, config, dir)?;
+            let binaries = duet_unit::binaries(&cfg)?;
+            let sup = duet_unit::Supervisor::new(cfg, config, binaries)?;
             sup.run(shutdown).await
         };
         match run.await {

@@ -169,6 +169,16 @@ pub fn goals(reps: &[RepResult], s: &[Summary]) -> Vec<Goal> {
             correctness: false,
         });
     }
+    // Issue 14's moonshot: 10 ms adverts, crash gap median <= 50 ms.
+    if s.iter().any(|x| x.system == SystemKind::DuetFast10.name()) {
+        let f10 = gap(SystemKind::DuetFast10, Scenario::Crash);
+        out.push(Goal {
+            goal: "duet-fast-10 (10 ms x 3) crash gap median <= 50 ms".into(),
+            measured: ms(f10),
+            pass: f10.map(|f| f <= 50.0),
+            correctness: false,
+        });
+    }
     let graceful = gap(SystemKind::Duet, Scenario::Graceful);
     out.push(Goal {
         goal: "duet planned handover gap median <= 10 ms".into(),

@@ -108,12 +108,16 @@ pub enum SystemKind {
     /// 100 ms, takeover after 3 missed (keepalived's down interval is also 3
     /// adverts plus its skew).
     DuetFast100,
+    /// issue 14's moonshot: adverts every 10 ms, takeover after 3 missed.
+    DuetFast10,
 }
 
 impl SystemKind {
     /// The systems a run compares by default.
     pub const ALL: [Self; 6] =
         [Self::Duet, Self::DuetFast, Self::DuetFast100, Self::KeepalivedV2, Self::KeepalivedV3, Self::Ucarp];
+    /// Not in a default run (named with `--systems`).
+    pub const EXTRA: [Self; 1] = [Self::DuetFast10];
     /// duet with a witness (they need an etcd cluster in the lab).
     pub const WITNESS: [Self; 2] = [Self::DuetWitness, Self::DuetFastWitness];
 
@@ -127,6 +131,7 @@ impl SystemKind {
             Self::DuetWitness => "duet-witness",
             Self::DuetFastWitness => "duet-fast-witness",
             Self::DuetFast100 => "duet-fast-100",
+            Self::DuetFast10 => "duet-fast-10",
         }
     }
 
@@ -137,7 +142,15 @@ impl SystemKind {
 
     /// duet's kinds.
     pub fn is_duet(self) -> bool {
-        matches!(self, Self::Duet | Self::DuetFast | Self::DuetWitness | Self::DuetFastWitness | Self::DuetFast100)
+        matches!(
+            self,
+            Self::Duet
+                | Self::DuetFast
+                | Self::DuetWitness
+                | Self::DuetFastWitness
+                | Self::DuetFast100
+                | Self::DuetFast10
+        )
     }
 
     /// duet's fast profile settings of the kind, `None` for the standard
@@ -146,6 +159,7 @@ impl SystemKind {
         match self {
             Self::DuetFast | Self::DuetFastWitness => Some(FastProfile::BENCH),
             Self::DuetFast100 => Some(FastProfile::AT_100_MS),
+            Self::DuetFast10 => Some(FastProfile::AT_10_MS),
             _ => None,
         }
     }
@@ -154,7 +168,7 @@ impl SystemKind {
     pub fn advert_interval(self) -> Duration {
         match self {
             Self::KeepalivedV3 => Duration::from_millis(100),
-            Self::DuetFast | Self::DuetFastWitness | Self::DuetFast100 => {
+            Self::DuetFast | Self::DuetFastWitness | Self::DuetFast100 | Self::DuetFast10 => {
                 self.fast().map_or(Duration::ZERO, |f| Duration::from_millis(f.interval_ms))
             }
             Self::Duet | Self::DuetWitness | Self::KeepalivedV2 | Self::Ucarp => Duration::from_secs(1),
@@ -165,7 +179,7 @@ impl SystemKind {
     /// need: see [`needs_etcd`](Self::needs_etcd)).
     pub fn system(self, duet: DuetLaunch, etcd: Option<&Arc<EtcdCluster>>) -> Box<dyn System> {
         match self {
-            Self::Duet | Self::DuetFast | Self::DuetFast100 => Box::new(Duet::new(duet, self)),
+            Self::Duet | Self::DuetFast | Self::DuetFast100 | Self::DuetFast10 => Box::new(Duet::new(duet, self)),
             Self::DuetWitness | Self::DuetFastWitness => {
                 let mut d = Duet::new(duet, self);
                 d.witness = etcd.cloned();
@@ -188,7 +202,7 @@ impl FromStr for SystemKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let all = || Self::ALL.into_iter().chain(Self::WITNESS);
+        let all = || Self::ALL.into_iter().chain(Self::WITNESS).chain(Self::EXTRA);
         all().find(|k| k.name() == s).ok_or_else(|| {
             format!("unknown system {s:?} (one of {})", all().map(Self::name).collect::<Vec<_>>().join(", "))
         })
@@ -228,6 +242,8 @@ impl FastProfile {
     pub const BENCH: Self = Self { interval_ms: FAST_INTERVAL_MS, dead_factor: 4 };
     /// keepalived VRRPv3's interval in the benchmark, three missed.
     pub const AT_100_MS: Self = Self { interval_ms: 100, dead_factor: 3 };
+    /// issue 14's moonshot: 10 ms, three missed.
+    pub const AT_10_MS: Self = Self { interval_ms: 10, dead_factor: 3 };
 
     /// Adverts on the wire are every `ceil(interval x 256) / 256` s (advskew
     /// in 1/256 s); the standby takes over after `dead_factor` of them.
@@ -832,7 +848,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for k in SystemKind::ALL.into_iter().chain(SystemKind::WITNESS) {
+        for k in SystemKind::ALL.into_iter().chain(SystemKind::WITNESS).chain(SystemKind::EXTRA) {
             assert_eq!(k.name().parse::<SystemKind>(), Ok(k));
         }
         assert!("vrrp".parse::<SystemKind>().is_err());
