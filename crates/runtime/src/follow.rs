@@ -159,8 +159,9 @@ pub(crate) async fn open_stream<T>(
 /// How a follower wants the election's liveness shown on a quiet stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Beat {
-    /// A heartbeat every advert interval (at most every second) while the
-    /// unit advertises (active or stopping), every [`IDLE_BEAT`] otherwise;
+    /// A heartbeat every advert interval (at most every second, at least
+    /// every [`ADVERT_BEAT_MIN`]) while the unit advertises (active or
+    /// stopping), every [`IDLE_BEAT`] otherwise;
     /// the service judges the election's liveness from them itself (the
     /// takeover's core, T4: only the active's addresses need the fast beat).
     EveryAdvert,
@@ -174,6 +175,12 @@ pub enum Beat {
 /// election hung.
 pub const STALE_BEATS: u32 = 3;
 
+/// The shortest heartbeat of a [`Beat::EveryAdvert`] follower: its
+/// judgement waits for [`STALE_BEATS`] of them, and a judgement sooner than
+/// 300 ms would mistake a scheduling delay for a hung election, so faster
+/// beats (an advert every 10 or 20 ms) would buy nothing.
+pub const ADVERT_BEAT_MIN: Duration = Duration::from_millis(100);
+
 /// A [`Beat::EveryAdvert`] follower's heartbeat while the unit does not
 /// advertise.
 pub const IDLE_BEAT: Duration = Duration::from_secs(5);
@@ -185,7 +192,7 @@ async fn open(url: &str, follower: &str, beat: Beat) -> Result<tonic::Streaming<
     let mut client = ElectionServiceClient::new(channel);
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1);
     let (heartbeat_ms, heartbeat_idle_ms) = match beat {
-        Beat::EveryAdvert => (0, ms(IDLE_BEAT)),
+        Beat::EveryAdvert => (ms(ADVERT_BEAT_MIN), ms(IDLE_BEAT)),
         Beat::Every(d) => (ms(d), 0),
     };
     let req = pb::WatchRoleRequest { follower: follower.to_owned(), heartbeat_ms, heartbeat_idle_ms };

@@ -60,11 +60,12 @@ pub(crate) const FAILURE_UNHEALTHY: Duration = Duration::from_secs(30);
 pub(crate) const RECENT_REPAIRS: usize = 20;
 
 /// The election sends a heartbeat every advert interval, at most every
-/// [`BEAT_MAX`], on a quiet stream; [`STALE_BEATS`] missed ones (and never
+/// [`BEAT_MAX`] and at least `ADVERT_BEAT_MIN` (100 ms) apart, on a quiet
+/// stream while the unit advertises; [`STALE_BEATS`] missed ones (and never
 /// less than [`STALE_MIN`]) mean it hangs even if its connection is up.
 const BEAT_MAX: Duration = Duration::from_secs(1);
 const STALE_BEATS: u32 = 3;
-const STALE_MIN: Duration = Duration::from_millis(300);
+const STALE_MIN: Duration = duet_runtime::follow::ADVERT_BEAT_MIN.saturating_mul(STALE_BEATS);
 
 /// What the core is built from.
 #[derive(Debug, Clone)]

@@ -160,7 +160,7 @@ impl Takeover {
         // advertises (the addresses are held or being released), and every
         // IDLE_BEAT otherwise.
         let beat = if self.role.is_some_and(Role::advertises) {
-            self.advert_interval.min(BEAT_MAX)
+            self.advert_interval.min(BEAT_MAX).max(duet_runtime::follow::ADVERT_BEAT_MIN)
         } else {
             duet_runtime::follow::IDLE_BEAT
         };
