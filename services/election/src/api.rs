@@ -475,11 +475,88 @@ mod tests {
         assert_eq!(heartbeat(ms(1000), u32::MAX), ms(60_000));
     }
 
-    use duet_carp::{Election, Init, Time};
+    use duet_carp::{Election, Init, Role, Time};
     use duet_runtime::clock::Clock;
+    use futures::StreamExt;
 
     use super::*;
     use crate::driver::test_support::params;
+
+    /// A role stream's heartbeats come from the driver's pulse (T4): none
+    /// while it does not pulse (a hung driver, even with the API task
+    /// alive), one per asked period while it does, and at the idle period
+    /// while the unit does not advertise.
+    #[tokio::test]
+    async fn heartbeats_ride_on_the_drivers_pulse_and_stop_when_it_stops() {
+        let ms = Duration::from_millis;
+        let event = |role: Role| RoleEvent {
+            epoch: 7,
+            seq: 1,
+            kind: RoleEventKind::Changed,
+            role,
+            previous: role,
+            at: SystemTime::now(),
+            reason: "test".into(),
+            ha_timeout: ms(300),
+            advert_interval: ms(20),
+            vhid: 1,
+            config_generation: 0,
+        };
+        let (requests, _keep) = tokio::sync::mpsc::channel(8);
+        let (events, events_rx) = broadcast::channel(8);
+        let shared = Arc::new(Shared {
+            epoch: 7,
+            requests,
+            current: std::sync::Mutex::new(event(Role::Active)),
+            events: std::sync::Mutex::new(events_rx),
+            queue_full: std::sync::atomic::AtomicU64::new(0),
+            pulse: watch::Sender::new(0),
+        });
+        let (_trigger, shutdown) = duet_runtime::shutdown::channel();
+        let api = Api { shared: Arc::clone(&shared), unit_name: "lb1".into(), shutdown };
+        let req = pb::WatchRoleRequest { follower: String::new(), heartbeat_ms: 100, heartbeat_idle_ms: 1000 };
+        use pb::election_service_server::ElectionService;
+        let mut stream = api.watch_role(GrpcRequest::new(req)).await.unwrap().into_inner();
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.kind, pb::RoleEventKind::Snapshot as i32);
+
+        // No pulse, no beat, however long.
+        assert!(tokio::time::timeout(ms(400), stream.next()).await.is_err(), "a beat without a pulse");
+
+        // Pulses every 20 ms (adverts): a beat every ~100 ms, not every pulse.
+        let pulses = |n: u32| {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    tokio::time::sleep(ms(20)).await;
+                    shared.pulse.send_modify(|p| *p += 1);
+                }
+            })
+        };
+        let pulser = pulses(30);
+        let mut beats = 0;
+        while let Ok(Some(m)) = tokio::time::timeout(ms(200), stream.next()).await {
+            assert_eq!(m.unwrap().kind, pb::RoleEventKind::Heartbeat as i32);
+            beats += 1;
+        }
+        pulser.await.unwrap();
+        assert!((3..=8).contains(&beats), "{beats} beats in 30 pulses 20 ms apart, asked every 100 ms");
+
+        // Standby (not advertising): the idle period, 1 s.
+        let mut standby = event(Role::Standby);
+        standby.seq = 2;
+        *shared.current.lock().unwrap() = standby.clone();
+        events.send(standby).unwrap();
+        let changed = stream.next().await.unwrap().unwrap();
+        assert_eq!(changed.kind, pb::RoleEventKind::Changed as i32);
+        let pulser = pulses(40);
+        let mut beats = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(ms(300), stream.next()).await {
+            beats += 1;
+        }
+        pulser.await.unwrap();
+        assert!(beats <= 1, "{beats} beats in 800 ms at the idle period of 1 s");
+    }
 
     fn snapshot(mode: HaMode) -> Snapshot {
         let p = params(mode);
@@ -511,7 +588,7 @@ mod tests {
         let unit = m.unit.as_ref().unwrap();
         assert_eq!((unit.name.as_str(), unit.address.as_str(), unit.vhid), ("lb1", "198.18.0.1", 10));
         assert_eq!(unit.mode, ha_mode_i32(HaMode::First));
-        assert_eq!(m.role, role_i32(duet_carp::Role::Init));
+        assert_eq!(m.role, role_i32(Role::Init));
         assert_eq!((m.epoch, m.seq), (7, 2));
         // This unit's square first for unit 1.
         assert_eq!(m.squares.iter().map(|q| q.unit).collect::<Vec<_>>(), vec![1, 2]);
@@ -585,7 +662,7 @@ mod tests {
         s.takeover = Some(TakeoverReport {
             epoch: 7,
             seq: 2,
-            role: Some(duet_carp::Role::Active),
+            role: Some(Role::Active),
             ok: false,
             error: "eth0: boom".into(),
             addresses_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(5)),
@@ -594,7 +671,7 @@ mod tests {
             state_wait_us: 12,
         });
         let t = status_proto("lb1", &s).takeover.unwrap();
-        assert_eq!(t.applied_role, role_i32(duet_carp::Role::Active));
+        assert_eq!(t.applied_role, role_i32(Role::Active));
         assert_eq!((t.applied_seq, t.ok, t.error.as_str(), t.state_wait_us), (2, false, "eth0: boom", 12));
         assert_eq!(t.addresses_at.map(|a| a.seconds), Some(5));
         assert!(t.first_garp_at.is_none());
