@@ -62,8 +62,12 @@ const REPLAY_SAVE_EVERY: Duration = Duration::from_millis(200);
 /// ... and durably at most this often.
 const REPLAY_SYNC_EVERY: Duration = Duration::from_secs(10);
 /// The driver pulses ([`Shared::pulse`]) at least this often, adverts or
-/// not.
-pub(crate) const PULSE_MAX: Duration = Duration::from_secs(1);
+/// not. Longer than the standard advert interval, so that a standby woken
+/// by each advert a second apart is not also woken by this timer when an
+/// advert comes a little late; no follower needs beats more often without
+/// adverts (an active unit sends them at least every second, and a unit
+/// that does not advertise is beaten every 5 s).
+pub(crate) const PULSE_MAX: Duration = Duration::from_millis(1500);
 /// Adverts sent between two saves of the SHA-256 counter's ceiling.
 const COUNTER_RESERVE: u64 = 1 << 20;
 
