@@ -17,23 +17,19 @@ pub fn children_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
     Some((field(16)? + field(17)?) * 1_000_000_000 / ticks_per_s.max(1))
 }
 
-/// CPU time of a process so far in ns: the run time of each of its live
-/// threads (`/proc/<pid>/task/*/schedstat`, ns precision) plus the CPU time
-/// of its reaped children (scripts it ran, clock-tick precision); `None`
-/// once it has gone.
-pub fn cpu_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
-    let children = children_ns(pid, ticks_per_s)?;
-    let mut threads = 0;
-    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        // A thread may exit while we look: skip it.
-        if let Some(ns) = fs::read_to_string(task.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        {
-            threads += ns;
-        }
-    }
-    Some(threads + children)
+/// CPU time of a process so far in ns from `/proc/<pid>/stat` (utime,
+/// stime, cutime, cstime): every thread it ever ran, exited ones included,
+/// plus its reaped children, at clock-tick precision (10 ms); `None` once
+/// it has gone. For windows of seconds of busy work, where a thread pool's
+/// thread may exit inside the window (tokio's blocking threads do after
+/// 10 s idle) and take its time out of a sum over the live threads.
+pub fn process_cpu_ns(pid: u32, ticks_per_s: u64) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let ticks = field(14)? + field(15)? + field(16)? + field(17)?;
+    Some(ticks * 1_000_000_000 / ticks_per_s.max(1))
 }
 
 /// The threads of a process and the timeslices each has run so far:
@@ -107,9 +103,9 @@ impl Wakeups {
         }
     }
 
-    /// CPU time (ns) run since the start by the threads of `pid`: unlike
-    /// [`cpu_ns`] at two instants, a thread that exited in between keeps
-    /// what it ran up to the last look.
+    /// CPU time (ns) run since the start by the threads of `pid`: unlike a
+    /// sum over the live threads at two instants, a thread that exited in
+    /// between keeps what it ran up to the last look.
     pub fn cpu_ns_by(&self, pid: u32) -> u64 {
         self.ns_by_pid.get(&pid).copied().unwrap_or(0)
     }
@@ -173,7 +169,14 @@ mod tests {
     #[test]
     fn reads_own_process() {
         let me = std::process::id();
-        assert!(cpu_ns(me, clock_ticks()).is_some_and(|ns| ns > 0));
+        // Clock-tick precision: spin (reading it) until a tick is counted.
+        let (busy, tick) = (std::time::Instant::now(), clock_ticks());
+        let mut cpu = 0;
+        while cpu == 0 && busy.elapsed() < std::time::Duration::from_secs(5) {
+            cpu = process_cpu_ns(me, tick).expect("own stat");
+        }
+        assert!(cpu > 0, "no CPU time in 5 s of spinning");
+        assert!(children_ns(me, clock_ticks()).is_some());
         assert!(pss_kib(me).unwrap_or(0) > 0);
         assert!(!comm(me).is_empty());
         assert!(clock_ticks() > 0);

@@ -732,16 +732,18 @@ pub fn throughput_run(sys: ReplSystem, n: usize, state: bool, opts: &Replication
     r
 }
 
-/// CPU time (ns) of each pid, as a map.
+/// CPU time (ns) of each pid, as a map: from `/proc/<pid>/stat`, so that
+/// a pool thread exiting inside the window keeps its time
+/// ([`procfs::process_cpu_ns`]).
 fn cpu_of(pids: &[u32], tick: u64) -> Vec<(u32, u64)> {
-    pids.iter().filter_map(|&p| Some((p, procfs::cpu_ns(p, tick)?))).collect()
+    pids.iter().filter_map(|&p| Some((p, procfs::process_cpu_ns(p, tick)?))).collect()
 }
 
 /// CPU time (ns) used since `before` by the pids still alive.
 fn cpu_since(before: &[(u32, u64)], tick: u64) -> Option<u64> {
     let mut total = 0;
     for (p, t0) in before {
-        total += procfs::cpu_ns(*p, tick)?.saturating_sub(*t0);
+        total += procfs::process_cpu_ns(*p, tick)?.saturating_sub(*t0);
     }
     Some(total)
 }
