@@ -476,7 +476,10 @@ fn timed_handover(l: &PairLab, cap: &Proc, from: HostId, to: HostId) -> anyhow::
     // the status only afterwards keeps the test's own calls (which the
     // services answer on the same cores) out of what is measured.
     std::thread::sleep(Duration::from_millis(200));
-    let to_status = wait_for("the new active's first GARP", Duration::from_secs(3), POLL, || {
+    // The figures come from the services' own timestamps, so a generous
+    // wait costs nothing: under a loaded CI run one status call was seen
+    // to take the whole of an earlier 3 s bound, with the GARP long sent.
+    let to_status = wait_for("the new active's first GARP", Duration::from_secs(10), POLL, || {
         l.takeover_status(to).ok().filter(|s| s.holding && secs!(s.first_garp_at).is_some_and(|g| g > started))
     })?;
     let es = l.status(to)?;
