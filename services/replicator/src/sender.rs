@@ -342,8 +342,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Resu
                 .tls_config(tls.client())?
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
-                // A partner gone without a word shows within 8 s (as on
-                // configsync's link); batches in flight time out sooner.
+                // A partner gone without a word shows within 15 s
+                // (grpc::PEER_KEEPALIVE + its timeout, as on configsync's
+                // link); batches in flight time out sooner.
                 .http2_keep_alive_interval(duet_runtime::grpc::PEER_KEEPALIVE)
                 .keep_alive_timeout(duet_runtime::grpc::PEER_KEEPALIVE_TIMEOUT)
                 .keep_alive_while_idle(true)
