@@ -131,6 +131,9 @@ pub(crate) async fn fetch(shared: &Shared) -> Option<Image> {
 /// status shows both units' generation and hash.
 pub(crate) async fn prober(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Result<()> {
     let Some(mut c) = client(&shared) else { return Ok(()) };
+    // The kernel's timer: one wakeup per probe (tokio's wakes three times
+    // for a sleep this long).
+    let mut next = duet_net::timer::Timer::new();
     loop {
         match tokio::time::timeout(shared.cfg.push_timeout, c.held(pb::HeldRequest {})).await {
             Ok(Ok(r)) => {
@@ -145,8 +148,9 @@ pub(crate) async fn prober(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::R
             Ok(Err(s)) => failed(&shared, &format!("the partner refused: {}", s.message())),
             Err(_) => failed(&shared, "the partner did not answer in time"),
         }
+        next.set(Some(Instant::now() + PROBE_EVERY));
         tokio::select! {
-            () = tokio::time::sleep(PROBE_EVERY) => {}
+            () = next.fired() => {}
             () = stop.wait() => return Ok(()),
         }
     }
@@ -162,6 +166,7 @@ pub(crate) async fn pusher(
     let Some(mut c) = client(&shared) else { return Ok(()) };
     let mut next_full = Instant::now() + shared.cfg.sync_interval;
     let mut pending = false;
+    let mut timer = duet_net::timer::Timer::new();
     loop {
         let interval = {
             let e = shared.engine.lock().await;
@@ -169,10 +174,10 @@ pub(crate) async fn pusher(
         };
         let interval = if interval == 0 { shared.cfg.sync_interval } else { Duration::from_secs(u64::from(interval)) };
         let retry = pending.then(|| Instant::now() + Duration::from_millis(500));
-        let wake = retry.map_or(next_full, |r| r.min(next_full));
+        timer.set(Some(retry.map_or(next_full, |r| r.min(next_full))));
         let (full, reply) = tokio::select! {
             () = shared.push_now.notified() => (false, None),
-            () = tokio::time::sleep_until(wake.into()) => (Instant::now() >= next_full, None),
+            () = timer.fired() => (Instant::now() >= next_full, None),
             Some(r) = force.recv() => (true, Some(r)),
             () = stop.wait() => return Ok(()),
         };

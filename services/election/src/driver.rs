@@ -184,6 +184,9 @@ pub(crate) struct Driver {
     /// The configuration generation the parameters in force came from.
     config_generation: u64,
     witness: Option<WitnessLink>,
+    /// The loop's one timer: the core's next deadline, the pulse's, or
+    /// the stop's, whichever comes first (a timerfd: exact, one wakeup).
+    timer: duet_net::timer::Timer,
 }
 
 pub(crate) struct Handles {
@@ -279,6 +282,7 @@ impl Driver {
             receive_delay: Samples::new(DELAY_SAMPLES),
             config_generation: setup.config_generation,
             witness,
+            timer: duet_net::timer::Timer::new(),
         };
         Ok((d, Handles { shared, inbound: in_tx }))
     }
@@ -311,19 +315,24 @@ impl Driver {
         loop {
             let deadline = self.election.poll_timeout().map(|t| self.clock.to_instant(t));
             let stop_deadline = stopping.map(|s| s + self.handover_timeout + Duration::from_millis(200));
+            let pulse_deadline = last_pulse + PULSE_MAX;
+            let wake = [deadline, stop_deadline].into_iter().flatten().fold(pulse_deadline, Instant::min);
+            self.timer.set(Some(wake));
             let mut pulse = false;
             tokio::select! {
                 biased;
-                () = sleep_until(deadline) => {
-                    if let Some(d) = deadline {
-                        self.timer_lateness.record(d.elapsed());
+                () = self.timer.fired() => {
+                    let now = Instant::now();
+                    if stop_deadline.is_some_and(|s| now >= s) {
+                        break;
                     }
-                    let now = self.clock.now();
-                    self.election.handle_timeout(now);
+                    if let Some(d) = deadline.filter(|d| now >= *d) {
+                        self.timer_lateness.record(d.elapsed());
+                        let now = self.clock.now();
+                        self.election.handle_timeout(now);
+                    }
                     pulse = true;
                 }
-                () = sleep_until(Some(last_pulse + PULSE_MAX)) => pulse = true,
-                () = sleep_until(stop_deadline) => break,
                 () = shutdown.wait(), if stopping.is_none() => {
                     stopping = Some(Instant::now());
                     if self.election.role() == Role::Active {
@@ -664,13 +673,6 @@ async fn tick(i: Option<&mut tokio::time::Interval>) {
 async fn next_report(w: Option<&mut WitnessLink>) -> Option<duet_witness::Report> {
     match w {
         Some(w) => w.reports.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

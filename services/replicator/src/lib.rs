@@ -223,6 +223,7 @@ async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutd
     let mut last: Option<bool> = None;
     let mut client: Option<ElectionServiceClient<tonic::transport::Channel>> = None;
     let mut since = tokio::time::Instant::now();
+    let mut next = duet_net::timer::Timer::new();
     loop {
         let (ready, reason) = shared.readiness();
         if last != Some(ready) || since.elapsed() >= READINESS_REFRESH {
@@ -248,8 +249,9 @@ async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutd
         } else {
             Duration::from_millis(200)
         };
+        next.set(Some(std::time::Instant::now() + every));
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = next.fired() => {}
             () = shared.readiness_changed.notified() => {}
             () = stop.wait() => return Ok(()),
         }

@@ -120,9 +120,11 @@ fn on_event(shared: &Shared, kind: EventKind, mut flow: Flow) {
 /// copy lacks or would let expire too early, and deletions missed.
 pub(crate) async fn refresh_flows(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Result<()> {
     let every = shared.cfg.refresh_interval;
+    let mut next = duet_net::timer::Timer::new();
     loop {
+        next.set(Some(Instant::now() + every));
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = next.fired() => {}
             () = shared.refresh_now.notified() => {}
             () = stop.wait() => return Ok(()),
         }
@@ -202,6 +204,7 @@ pub(crate) async fn poll_persistence(shared: Arc<Shared>, mut stop: Shutdown) ->
     let mut warned: HashSet<String> = HashSet::new();
     // Without HAProxy only the data plane's table is read, every second.
     let every = if shared.cfg.haproxy_socket.is_some() { haproxy_every.min(l4_every) } else { l4_every };
+    let mut next = duet_net::timer::Timer::new();
     loop {
         // A standby has nothing to read: it sleeps until it is active.
         if !shared.until_active(&mut stop).await {
@@ -219,8 +222,9 @@ pub(crate) async fn poll_persistence(shared: Arc<Shared>, mut stop: Shutdown) ->
             }
             continue;
         }
+        next.set(Some(Instant::now() + every));
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = next.fired() => {}
             () = stop.wait() => return Ok(()),
         }
         if !shared.is_active() || shared.cfg.peer.is_none() || !shared.l7() {

@@ -102,6 +102,9 @@ pub(crate) struct Driver {
     /// Failures of restarting tasks seen so far.
     failures_seen: usize,
     stopping: bool,
+    /// The core's next deadline (a timerfd: exact, one wakeup; a stale
+    /// judgement moved by every beat never fires).
+    timer: duet_net::timer::Timer,
 }
 
 impl std::fmt::Debug for Driver {
@@ -164,6 +167,7 @@ impl Driver {
             metrics: w.metrics,
             failures_seen: 0,
             stopping: false,
+            timer: duet_net::timer::Timer::new(),
         })
     }
 
@@ -173,6 +177,7 @@ impl Driver {
         self.publish();
         loop {
             let deadline = self.core.poll_timeout().map(|t| self.clock.to_instant(t));
+            self.timer.set(deadline);
             tokio::select! {
                 biased;
                 () = shutdown.wait() => break,
@@ -180,7 +185,7 @@ impl Driver {
                     Some(n) => self.on_news(n),
                     None => self.follower_gone(),
                 },
-                () = sleep_until(deadline) => self.core.handle_timeout(self.clock.now()),
+                () = self.timer.fired() => self.core.handle_timeout(self.clock.now()),
                 ev = next_event(&mut self.net_events) => match ev {
                     Some(ev) => self.on_net_events(ev),
                     None => {
