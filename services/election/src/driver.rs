@@ -57,8 +57,10 @@ pub(crate) use request::{HandoverOutcome, Request, Snapshot, TakeoverReport};
 /// Scheduling delays kept for the percentiles in the status.
 const DELAY_SAMPLES: usize = 4096;
 
-/// The replay windows are written at most this often ([`Driver::save_state`]).
-const REPLAY_SAVE_EVERY: Duration = Duration::from_millis(200);
+/// The replay windows are written at most this often ([`Driver::save_state`]):
+/// a write replaces a file, which on ext4 blocks the thread twice (two of
+/// a standby's three wakeups a second when written on every advert).
+const REPLAY_SAVE_EVERY: Duration = Duration::from_secs(5);
 /// ... and durably at most this often.
 const REPLAY_SYNC_EVERY: Duration = Duration::from_secs(10);
 /// The driver pulses ([`Shared::pulse`]) at least this often, adverts or
@@ -600,9 +602,12 @@ impl Driver {
     /// Saves the replay windows (E15) and, in SHA-256 mode, the counter's
     /// ceiling. The windows change with every advert received: they are
     /// written at most every [`REPLAY_SAVE_EVERY`] without an fsync (a
-    /// restarted process finds them; an advert replayed after a restart is
-    /// refused), and durably at most every [`REPLAY_SYNC_EVERY`] and on stop
-    /// (a power loss forgets at most that much). The counter is saved only
+    /// process restarted after a crash finds them: every advert up to at
+    /// most that long before the crash is refused if replayed), and durably
+    /// at most every [`REPLAY_SYNC_EVERY`] and on stop (a power loss forgets
+    /// at most that much). What the forgotten span allows: its adverts
+    /// replayed once each, which can prolong a partner that died meanwhile
+    /// by at most that span, and only across a restart of this process. The counter is saved only
     /// when it passes the saved ceiling: [`COUNTER_RESERVE`] adverts at a
     /// time, so that no counter is ever sent twice across restarts.
     fn save_state(&mut self, force: bool) {
