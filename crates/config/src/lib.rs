@@ -15,6 +15,7 @@
 //! Environment variables override the file: `DUET_HA__TIMEOUT_S=3` sets
 //! `ha.timeout_s` (sections are separated by a double underscore).
 
+mod admin;
 mod model;
 mod pair;
 mod problems;
@@ -22,6 +23,7 @@ mod sync;
 mod validate;
 mod witness;
 
+pub use admin::{AdminRole, AdminSection, AdminTokens};
 pub use duet_model::{Cidr, Problem};
 pub use model::*;
 pub use pair::{PairSettings, problem_lines};

@@ -57,6 +57,9 @@ pub struct UnitConfig {
     /// E14: the witness, when this unit has one.
     #[serde(default)]
     pub witness: Option<WitnessSection>,
+    /// O5: who may call the unit's gRPC APIs.
+    #[serde(default)]
+    pub admin: crate::AdminSection,
 }
 
 /// `[unit]`: who this unit is.

@@ -39,6 +39,9 @@ pub struct Validated {
     pub handover_timeout: Duration,
     /// Problems that do not stop the unit but must be shown (no password...).
     pub warnings: Vec<String>,
+    /// O5: the tokens callers must present (none: the APIs are open, on
+    /// loopback unless allowed).
+    pub admin_tokens: Option<crate::AdminTokens>,
     /// E14: this unit's way to the witness, when it has one.
     pub witness: Option<WitnessConfig>,
 }
@@ -199,6 +202,13 @@ impl UnitConfig {
             );
         }
         let witness = self.witness.as_ref().and_then(|w| crate::witness::resolve(self, w, &mut e.0, &mut warnings));
+        let listens = [
+            ("election.listen", self.election.listen.as_str()),
+            ("takeover.listen", self.takeover.listen.as_str()),
+            ("configsync.listen", self.configsync.listen.as_str()),
+            ("replicator.listen", self.replicator.listen.as_str()),
+        ];
+        let admin_tokens = crate::admin::resolve(&self.admin, &listens, &mut e, &mut warnings);
 
         let ha_keys: Vec<&str> =
             duet_model::keys::<HaSettings>().iter().chain(duet_model::keys::<UnitHaSettings>()).copied().collect();
@@ -366,6 +376,7 @@ impl UnitConfig {
             pacify_window: Duration::from_secs(ha.pacify_window_s),
             handover_timeout: Duration::from_millis(ha.handover_timeout_ms),
             warnings,
+            admin_tokens,
             witness,
         })
     }
