@@ -2,12 +2,13 @@
 //!
 //! This crate holds generated code, plus the one conversion between each
 //! election domain type and its message ([`convert`]) and protobuf JSON
-//! for any message ([`json`]). Each package is a module named after its
+//! for any message ([`json`]), and the token clients present ([`auth`]). Each package is a module named after its
 //! proto package (`duet.election.v1` is [`election::v1`]).
 //! [`FILE_DESCRIPTOR_SET`] feeds the gRPC reflection service.
 
 #![allow(unreachable_pub, missing_debug_implementations, unused_qualifications, clippy::use_self)]
 
+pub mod auth;
 pub mod convert;
 
 /// The encoded `FileDescriptorSet` of every duet proto file.

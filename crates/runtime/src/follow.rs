@@ -189,7 +189,7 @@ pub const IDLE_BEAT: Duration = Duration::from_secs(5);
 /// the election's liveness, and its death closes the connection at once.
 async fn open(url: &str, follower: &str, beat: Beat) -> Result<tonic::Streaming<pb::WatchRoleResponse>, FollowError> {
     let channel = connect(url, |ep| ep).await?;
-    let mut client = ElectionServiceClient::new(channel);
+    let mut client = ElectionServiceClient::new(crate::admin::authed(channel));
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1);
     let (heartbeat_ms, heartbeat_idle_ms) = match beat {
         Beat::EveryAdvert => (ms(ADVERT_BEAT_MIN), ms(IDLE_BEAT)),

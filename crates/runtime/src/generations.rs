@@ -25,7 +25,6 @@ use duet_proto::config::v1 as cpb;
 use duet_proto::configsync::v1 as pb;
 use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::follow::{BACKOFF_MAX, BACKOFF_MIN, FollowError, connect, open_stream};
 use crate::shutdown::Shutdown;
@@ -68,9 +67,12 @@ pub fn generations(url: String, ha_unit: bool, stop: Shutdown) -> watch::Receive
 
 async fn open(
     url: &str,
-) -> Result<(ConfigSyncServiceClient<Channel>, tonic::Streaming<pb::WatchGenerationsResponse>), FollowError> {
+) -> Result<
+    (ConfigSyncServiceClient<crate::admin::AdminChannel>, tonic::Streaming<pb::WatchGenerationsResponse>),
+    FollowError,
+> {
     let channel = connect(url, |ep| ep).await?;
-    let mut client = ConfigSyncServiceClient::new(channel).max_decoding_message_size(MAX_IMAGE);
+    let mut client = ConfigSyncServiceClient::new(crate::admin::authed(channel)).max_decoding_message_size(MAX_IMAGE);
     let stream = open_stream("WatchGenerations", client.watch_generations(pb::WatchGenerationsRequest {})).await?;
     Ok((client, stream))
 }
@@ -146,7 +148,7 @@ async fn run(url: String, ha_unit: bool, tx: watch::Sender<Option<Arc<Generation
 /// Turns one message into a generation to offer. The image comes in the
 /// message; from a configsync older than that field, from `GetConfig`.
 async fn next(
-    client: &mut ConfigSyncServiceClient<Channel>,
+    client: &mut ConfigSyncServiceClient<crate::admin::AdminChannel>,
     m: pb::WatchGenerationsResponse,
     ha_unit: bool,
     offered: Option<&str>,

@@ -5,12 +5,15 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
 
 use crate::shutdown::Shutdown;
 
@@ -55,10 +58,20 @@ pub enum GrpcError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// The longest an admin call may take before it is answered (the longest
+/// planned handover, 60 s, and its margin); streams are not bounded.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(75);
+/// Calls served at once on one admin connection.
+pub const CALLS_PER_CONNECTION: usize = 64;
+
+/// An admin API's router: every call passes [`crate::admin::AdminAuth`].
+pub type AdminRouter = Router<Stack<crate::admin::AdminAuth, Identity>>;
+
 /// A server builder with health (starting NOT_SERVING) and reflection
-/// registered, for the service `S`. Add the service itself with
-/// `router.add_service(..)`.
-pub fn router<S: NamedService>() -> Result<(Router, Health), GrpcError> {
+/// registered, for the service `S`, every call checked by `auth`, bounded
+/// by [`CALL_TIMEOUT`] and [`CALLS_PER_CONNECTION`]. Add the service
+/// itself with `router.add_service(..)`.
+pub fn router<S: NamedService>(auth: &crate::admin::AdminAuth) -> Result<(AdminRouter, Health), GrpcError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(duet_proto::FILE_DESCRIPTOR_SET)
@@ -68,8 +81,13 @@ pub fn router<S: NamedService>() -> Result<(Router, Health), GrpcError> {
         .register_encoded_file_descriptor_set(duet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let router =
-        Server::builder().add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+    let router = Server::builder()
+        .timeout(CALL_TIMEOUT)
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+        .layer(auth.clone())
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     Ok((router, Health { reporter, service: S::NAME }))
 }
 
@@ -103,9 +121,9 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
 /// [`PEER_KEEPALIVE`] + [`PEER_KEEPALIVE_TIMEOUT`]. Failover does not wait
 /// for it (the election sees a dead partner by its adverts); the links'
 /// status does.
-pub const PEER_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+pub const PEER_KEEPALIVE: Duration = Duration::from_secs(10);
 /// See [`PEER_KEEPALIVE`].
-pub const PEER_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The server of a peer link (configsync's, the replicator's), bound on
 /// this unit's end of the link (`link.listen`): mutual TLS with the pair's
@@ -130,7 +148,7 @@ pub async fn peer_server(
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.
-pub async fn serve(router: Router, listener: TcpListener, shutdown: Shutdown) -> Result<(), GrpcError> {
+pub async fn serve(router: AdminRouter, listener: TcpListener, shutdown: Shutdown) -> Result<(), GrpcError> {
     router.serve_with_incoming_shutdown(incoming(listener), shutdown.future()).await?;
     Ok(())
 }

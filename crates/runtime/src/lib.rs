@@ -9,6 +9,7 @@
 //! percentiles ([`stats`]), observable instruments over a service's state
 //! ([`metrics`]). No protocol logic lives here.
 
+pub mod admin;
 pub mod clock;
 pub mod follow;
 pub mod generations;

@@ -242,6 +242,8 @@ async fn serve<S: Service>(cfg: Validated, config_path: PathBuf, addr: SocketAdd
                 return ExitCode::FAILURE;
             }
         };
+        // The unit's services call each other with its internal token.
+        crate::admin::set_client_token(cfg.admin_tokens.as_ref().map(duet_config::AdminTokens::internal));
         match S::run(cfg, Context { config_path, listener, shutdown }).await {
             Ok(Exit::Shutdown) => ExitCode::SUCCESS,
             Ok(Exit::RestartServices) => ExitCode::from(EXIT_RESTART_SERVICES),

@@ -189,7 +189,9 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     remove_old_overlay(&cfg.state_dir);
 
     let (stop_trigger, stop) = shutdown::channel();
-    let (router, health) = duet_runtime::grpc::router::<ConfigSyncServiceServer<api::Api>>()?;
+    let (router, health) = duet_runtime::grpc::router::<ConfigSyncServiceServer<api::Api>>(
+        &duet_runtime::admin::AdminAuth::new(cfg.admin_tokens.clone()),
+    )?;
     let router = router
         .add_service(ConfigSyncServiceServer::new(api::Api { shared: Arc::clone(&shared), shutdown: stop.clone() }));
     let mut tasks = Tasks::new();

@@ -5,11 +5,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use duet_config::{AdminRole, AdminTokens};
+use duet_proto::auth::{AdminChannel, authed};
 use duet_proto::configsync::v1::config_sync_service_client::ConfigSyncServiceClient;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
 use duet_proto::replicator::v1::replicator_service_client::ReplicatorServiceClient;
 use duet_proto::takeover::v1::takeover_service_client::TakeoverServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Where the unit's services listen.
 #[derive(Debug, Clone)]
@@ -48,30 +50,61 @@ impl Addrs {
     }
 }
 
-async fn channel(addr: SocketAddr, what: &str) -> anyhow::Result<Channel> {
+async fn channel(addr: SocketAddr, what: &str) -> anyhow::Result<AdminChannel> {
     Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .connect()
         .await
+        .map(authed)
         .with_context(|| format!("cannot reach the {what} service at {addr}: is the unit running here?"))
 }
 
-pub async fn election(a: &Addrs) -> anyhow::Result<ElectionServiceClient<Channel>> {
+/// The token to present (O5), from the first of: `DUET_TOKEN`, the file
+/// `token_file` (a bare token, or a tokens file: its first operator's,
+/// else its first viewer's), the unit file's `admin.tokens_file` when it
+/// can be read (root on the unit). None: calls go without one.
+pub fn token(config: Option<&Path>, token_file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var("DUET_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(Some(t.trim().to_owned()));
+    }
+    let pick = |t: &AdminTokens| t.first(AdminRole::Operator).or_else(|| t.first(AdminRole::Viewer)).map(str::to_owned);
+    if let Some(p) = token_file {
+        let text = std::fs::read_to_string(p).with_context(|| format!("--token-file {}", p.display()))?;
+        if let Ok(t) = AdminTokens::parse(&text) {
+            return Ok(pick(&t));
+        }
+        let bare = text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).find(|l| !l.is_empty());
+        return match bare {
+            Some(t) if !t.contains(char::is_whitespace) => Ok(Some(t.to_owned())),
+            _ => anyhow::bail!(
+                "--token-file {}: expected a token on its own line, or \"<role> <token>\" lines",
+                p.display()
+            ),
+        };
+    }
+    let Some(c) = config else { return Ok(None) };
+    let raw = duet_config::load_raw(c).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(raw.admin.tokens_file.and_then(|f| AdminTokens::load(&f).ok()).and_then(|t| pick(&t)))
+}
+
+pub async fn election(a: &Addrs) -> anyhow::Result<ElectionServiceClient<AdminChannel>> {
     Ok(ElectionServiceClient::new(channel(a.election, "election").await?))
 }
 
-pub async fn takeover(a: &Addrs) -> anyhow::Result<TakeoverServiceClient<Channel>> {
+pub async fn takeover(a: &Addrs) -> anyhow::Result<TakeoverServiceClient<AdminChannel>> {
     Ok(TakeoverServiceClient::new(channel(a.takeover, "takeover").await?))
 }
 
-pub async fn configsync(a: &Addrs) -> anyhow::Result<ConfigSyncServiceClient<Channel>> {
+pub async fn configsync(a: &Addrs) -> anyhow::Result<ConfigSyncServiceClient<AdminChannel>> {
     Ok(ConfigSyncServiceClient::new(channel(a.configsync, "configsync").await?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
 }
 
-pub async fn replicator(a: &Addrs) -> anyhow::Result<ReplicatorServiceClient<Channel>> {
+pub async fn replicator(a: &Addrs) -> anyhow::Result<ReplicatorServiceClient<AdminChannel>> {
     Ok(ReplicatorServiceClient::new(channel(a.replicator, "replicator").await?))
 }
 

@@ -17,6 +17,11 @@ struct Args {
     /// Print the answers as JSON (protobuf JSON, as grpcurl prints).
     #[arg(long, global = true)]
     json: bool,
+    /// A file with the API token (or the unit's tokens file); the token
+    /// can also come from DUET_TOKEN, or from the unit file's
+    /// admin.tokens_file when it can be read.
+    #[arg(long, global = true, env = "DUET_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -130,6 +135,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let a = if matches!(args.cmd, Cmd::Certs { .. }) {
         Addrs::default()
     } else {
+        let token = duet_ctl::client::token(args.config.as_deref(), args.token_file.as_deref())?;
+        duet_proto::auth::set_client_token(token.as_deref());
         Addrs::from_config(args.config.as_deref())?
     };
     let json = args.json;

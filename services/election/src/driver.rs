@@ -738,7 +738,10 @@ pub(crate) mod test_support {
 
     /// A driver of a first unit keeping its state in `dir`, epoch 7.
     pub(crate) fn driver(dir: &std::path::Path) -> (Driver, Handles) {
-        let (_, health) = duet_runtime::grpc::router::<ElectionServiceServer<crate::api::Api>>().expect("router");
+        let (_, health) = duet_runtime::grpc::router::<ElectionServiceServer<crate::api::Api>>(
+            &duet_runtime::admin::AdminAuth::new(None),
+        )
+        .expect("router");
         let setup = Setup {
             params: params(HaMode::First),
             config_generation: 0,

@@ -122,7 +122,9 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<Exit> {
     let state = state::StateDir::open(&cfg.state_dir)?;
-    let (router, health) = duet_runtime::grpc::router::<ElectionServiceServer<api::Api>>()?;
+    let (router, health) = duet_runtime::grpc::router::<ElectionServiceServer<api::Api>>(
+        &duet_runtime::admin::AdminAuth::new(cfg.admin_tokens.clone()),
+    )?;
     let configsync = cfg.configsync_listen();
     let (pair, params, unusable) = cfg.pair_at_start();
     if let Some(why) = unusable {

@@ -100,7 +100,9 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     }
 
     let (stop_trigger, stop) = shutdown::channel();
-    let (router, health) = duet_runtime::grpc::router::<ReplicatorServiceServer<api::Api>>()?;
+    let (router, health) = duet_runtime::grpc::router::<ReplicatorServiceServer<api::Api>>(
+        &duet_runtime::admin::AdminAuth::new(cfg.admin_tokens.clone()),
+    )?;
     let router = router.add_service(ReplicatorServiceServer::new(api::Api { shared: Arc::clone(&shared) }));
     let mut tasks = Tasks::new();
     tasks.spawn("local API", duet_runtime::grpc::serve(router, listener, stop.clone()));
@@ -221,14 +223,17 @@ const READINESS_REFRESH: Duration = Duration::from_secs(4);
 /// also looks every 200 ms (the start-up grace ends by time alone).
 async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutdown) -> anyhow::Result<()> {
     let mut last: Option<bool> = None;
-    let mut client: Option<ElectionServiceClient<tonic::transport::Channel>> = None;
+    let mut client: Option<ElectionServiceClient<duet_runtime::admin::AdminChannel>> = None;
     let mut since = tokio::time::Instant::now();
     let mut next = duet_net::timer::Timer::new();
     loop {
         let (ready, reason) = shared.readiness();
         if last != Some(ready) || since.elapsed() >= READINESS_REFRESH {
             if client.is_none() {
-                client = ElectionServiceClient::connect(election.clone()).await.ok();
+                client = tonic::transport::Endpoint::from_shared(election.clone())
+                    .ok()
+                    .map(|ep| ep.connect_timeout(Duration::from_secs(2)).connect_lazy())
+                    .map(|ch| ElectionServiceClient::new(duet_runtime::admin::authed(ch)));
             }
             if let Some(c) = client.as_mut() {
                 let req = SetReadinessRequest { component: "replicator".into(), ready, reason: reason.clone() };

@@ -30,7 +30,6 @@ use duet_runtime::grpc::Health;
 use duet_runtime::shutdown::{self, Shutdown, Trigger};
 use duet_runtime::tasks::Tasks;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 
 use crate::api::{Shared, Status, lock};
 use crate::election::{FOLLOWER, Report};
@@ -74,7 +73,7 @@ pub(crate) struct Setup {
 /// The channels the driver is wired to.
 pub(crate) struct Wiring {
     pub reports: watch::Sender<Option<Report>>,
-    pub report_client: ElectionServiceClient<Channel>,
+    pub report_client: ElectionServiceClient<duet_runtime::admin::AdminChannel>,
     pub shared: Arc<Shared>,
     pub health: Health,
     pub metrics: Metrics,
@@ -94,7 +93,7 @@ pub(crate) struct Driver {
     resubscribe_at: Option<Instant>,
     resubscribe_every: Duration,
     reports: watch::Sender<Option<Report>>,
-    report_client: ElectionServiceClient<Channel>,
+    report_client: ElectionServiceClient<duet_runtime::admin::AdminChannel>,
     replicator_url: Option<String>,
     shared: Arc<Shared>,
     health: Health,
@@ -332,7 +331,9 @@ impl Driver {
         let t = Instant::now();
         let ask = async {
             let ch = tonic::transport::Endpoint::from_shared(url)?.connect_timeout(wait).connect().await?;
-            let mut c = duet_proto::replicator::v1::replicator_service_client::ReplicatorServiceClient::new(ch);
+            let mut c = duet_proto::replicator::v1::replicator_service_client::ReplicatorServiceClient::new(
+                duet_runtime::admin::authed(ch),
+            );
             let r = c
                 .wait_installed(duet_proto::replicator::v1::WaitInstalledRequest {
                     timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(500),

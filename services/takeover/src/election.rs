@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use duet_proto::election::v1 as pb;
 use duet_proto::election::v1::election_service_client::ElectionServiceClient;
+use duet_runtime::admin::{AdminChannel, authed};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// The follower name the election counts as its takeover service (T4).
 pub(crate) const FOLLOWER: &str = "takeover";
@@ -51,7 +52,7 @@ pub(crate) enum ReportError {
 
 /// Sends `report` once, bounded by [`REPORT_TIMEOUT`].
 pub(crate) async fn send_report(
-    client: &mut ElectionServiceClient<Channel>,
+    client: &mut ElectionServiceClient<AdminChannel>,
     report: Report,
 ) -> Result<(), ReportError> {
     match tokio::time::timeout(REPORT_TIMEOUT, client.report_applied(report)).await {
@@ -62,8 +63,8 @@ pub(crate) async fn send_report(
 }
 
 /// A client on a lazily (re)connected channel, for reports.
-pub(crate) fn report_client(url: &str) -> anyhow::Result<ElectionServiceClient<Channel>> {
-    Ok(ElectionServiceClient::new(endpoint(url)?.connect_lazy()))
+pub(crate) fn report_client(url: &str) -> anyhow::Result<ElectionServiceClient<AdminChannel>> {
+    Ok(ElectionServiceClient::new(authed(endpoint(url)?.connect_lazy())))
 }
 
 /// The reporter task: sends each new report at once and repeats it every

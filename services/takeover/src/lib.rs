@@ -130,7 +130,9 @@ impl duet_runtime::service::Service for Takeover {
 /// `shutdown`; then releases everything, reports and returns.
 pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let setup = setup(&cfg);
-    let (router, health) = duet_runtime::grpc::router::<TakeoverServiceServer<api::Api>>()?;
+    let (router, health) = duet_runtime::grpc::router::<TakeoverServiceServer<api::Api>>(
+        &duet_runtime::admin::AdminAuth::new(cfg.admin_tokens.clone()),
+    )?;
     let mut tasks = Tasks::new();
     let shared = Arc::new(api::Shared {
         status: Default::default(),

@@ -295,7 +295,8 @@ impl Supervisor {
         let url = format!("http://{}", self.cfg.election_listen);
         let timeout = self.cfg.handover_timeout;
         let call = async {
-            let mut c = ElectionServiceClient::connect(url).await?;
+            let ch = tonic::transport::Endpoint::from_shared(url)?.connect().await?;
+            let mut c = ElectionServiceClient::new(duet_runtime::admin::authed(ch));
             let r =
                 c.handover(HandoverRequest { timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(3000) }).await;
             match r {

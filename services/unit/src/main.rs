@@ -91,6 +91,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // The supervisor hands over before stopping: with the unit's token.
+        duet_runtime::admin::set_client_token(cfg.admin_tokens.as_ref().map(duet_config::AdminTokens::internal));
         let (trigger, shutdown) = duet_runtime::shutdown::channel();
         if let Err(e) = duet_runtime::shutdown::on_signals(trigger) {
             tracing::error!("cannot install signal handlers: {e}");
