@@ -74,6 +74,32 @@ fn sigterm_hands_over_then_stops_every_service() {
     });
 }
 
+/// A standby that stops tells the active (its last status says it is
+/// leaving), so the active's stop does not wait for a handover to a unit
+/// that is gone: each stops within a second (the handover timeout here is
+/// 3 s, and the supervisor and the election each used to wait for it).
+#[test]
+fn a_unit_whose_partner_stopped_first_stops_at_once() {
+    lab_test("unit_stop_order", false, |l| {
+        let c1 = UnitConfig::new("lb1", "first", l.lab.dir());
+        let c2 = UnitConfig::new("lb2", "second", l.lab.dir());
+        let mut u1 = l.unit(l.a, &c1)?;
+        let mut u2 = l.unit(l.b, &c2)?;
+        l.wait_role(l.a, Role::Active, Duration::from_secs(40))?;
+        l.wait_role(l.b, Role::Standby, T)?;
+        std::thread::sleep(Duration::from_secs(2));
+        for (u, who) in [(&mut u2, "the standby"), (&mut u1, "the active")] {
+            let start = Instant::now();
+            let status = u.terminate(Duration::from_secs(15))?;
+            assert!(status.is_some_and(|s| s.success()), "{who}: clean exit: {status:?}");
+            assert!(start.elapsed() < Duration::from_secs(1), "{who} took {:?} to stop:\n{}", start.elapsed(), u.log());
+        }
+        u1.wait_log("partner 198.18.0.2 is stopping", Duration::from_secs(1))?;
+        assert!(!l.lab.addr_present(l.a, "eth0", SHARED)?, "the stopped unit released the address");
+        Ok(())
+    });
+}
+
 #[test]
 fn repeated_crashes_pacify_the_unit() {
     lab_test("unit_pacify", false, |l| {

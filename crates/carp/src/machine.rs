@@ -129,6 +129,10 @@ pub enum Command {
     /// The start history as read now (E9): more starts within the window
     /// than [`Init::pacify`] allows put the unit out of HA at once.
     CheckStarts(Starts),
+    /// The unit is stopping without a handover (it is not active): its
+    /// last status tells the partner at once ([`peer::FLAG_LEAVING`]), so
+    /// that the partner refuses a handover to it instead of waiting.
+    Leaving,
 }
 
 /// Why a command was refused.
@@ -325,6 +329,8 @@ pub struct Election {
     /// The components' readiness reports, and what they add up to.
     readiness: Readiness,
     ready: bool,
+    /// Stopping without a handover ([`Command::Leaving`]).
+    leaving: bool,
     pacify: PacifyRule,
     /// Starts within the pacify window, as last counted.
     recent_starts: u32,
@@ -390,6 +396,7 @@ impl Election {
             own_recent: Vec::new(),
             last_resign: None,
             preempt_suppressed: false,
+            leaving: false,
             adverts_sent: 0,
             adverts_received: 0,
             generation: 0,
@@ -568,6 +575,11 @@ impl Election {
     pub fn handle_command(&mut self, now: Time, cmd: Command) -> Result<(), CommandError> {
         match cmd {
             Command::Handover { timeout } => self.start_handover(now, timeout),
+            Command::Leaving => {
+                self.leaving = true;
+                self.send_peer_status(now);
+                Ok(())
+            }
             Command::ClearPacified => {
                 if self.role != Role::Pacified {
                     return Err(CommandError::NotPacified);
@@ -1493,6 +1505,9 @@ impl Election {
         if now.since(r.at) >= PEER_STATUS_STALE {
             return Some(format!("partner {} not heard for {} ms", r.addr, now.since(r.at).as_millis()));
         }
+        if r.status.flags & peer::FLAG_LEAVING != 0 {
+            return Some(format!("partner {} is stopping", r.addr));
+        }
         match Role::from_code(r.status.role) {
             Some(Role::Standby) if r.status.flags & peer::FLAG_READY == 0 => {
                 Some(format!("partner {} has not finished syncing its state (R4)", r.addr))
@@ -1596,6 +1611,9 @@ impl Election {
         }
         if self.witness.is_some() {
             flags |= peer::FLAG_WITNESS;
+        }
+        if self.leaving {
+            flags |= peer::FLAG_LEAVING;
         }
         // E14: the promise not to take over before the down timer fires.
         let hold = match (self.role, self.down_deadline) {

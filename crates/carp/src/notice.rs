@@ -75,13 +75,12 @@ pub enum Notice {
 }
 
 impl Notice {
-    /// How loud.
+    /// How loud. A role change is news, not a warning (the reference
+    /// prints it as one; an operator's log filter should not have to).
     pub fn level(&self) -> Level {
         match self {
-            Self::SwitchingTo(_)
-            | Self::ConfigReloaded
-            | Self::PreferredMasterAdvertised { .. }
-            | Self::LinkRestored { .. } => Level::Warning,
+            Self::SwitchingTo(_) => Level::Info,
+            Self::ConfigReloaded | Self::PreferredMasterAdvertised { .. } | Self::LinkRestored { .. } => Level::Warning,
             Self::ActiveActive { .. } | Self::BothActiveBlind { .. } => Level::Critical,
             Self::Dropped { reason, .. } => match reason {
                 DropReason::AuthModeMismatch | DropReason::Replay => Level::Error,

@@ -131,6 +131,23 @@ fn handover_refused_when_not_active_or_partner_gone() {
     assert_eq!(n.role(0), Some(Role::Active));
 }
 
+/// A standby that stops says so in its last status: the active refuses a
+/// handover to it at once (instead of waiting for a partner that is gone),
+/// and keeps the role.
+#[test]
+fn a_leaving_standby_is_not_handed_the_role() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Active));
+    n.command(1, Command::Leaving).unwrap();
+    n.drain(1);
+    n.run_for(Duration::from_millis(5));
+    n.kill(1);
+    let err = n.command(0, Command::Handover { timeout: Duration::from_secs(3) }).unwrap_err();
+    assert!(err.to_string().contains("is stopping"), "{err}");
+    assert_eq!(n.role(0), Some(Role::Active));
+}
+
 #[test]
 fn unconfirmed_handover_returns_to_active() {
     // A partner that sends no peer status (think ucarp) gets the benefit of

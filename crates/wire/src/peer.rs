@@ -42,6 +42,9 @@ pub const FLAG_NO_PASSWORD: u8 = 0x02;
 pub const FLAG_HEARS_ADVERTS: u8 = 0x04;
 /// Flag: the unit has a witness configured (E14).
 pub const FLAG_WITNESS: u8 = 0x08;
+/// Flag: the unit is stopping (its last status): the partner should not
+/// hand over to it, nor count it as there.
+pub const FLAG_LEAVING: u8 = 0x10;
 
 /// What one unit tells its partner about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,6 +70,9 @@ const REPLAY_SYNC_EVERY: Duration = Duration::from_secs(10);
 /// adverts (an active unit sends them at least every second, and a unit
 /// that does not advertise is beaten every 5 s).
 pub(crate) const PULSE_MAX: Duration = Duration::from_millis(1500);
+/// A stop within this long of an unconfirmed planned handover does not
+/// try another (the supervisor hands over before it stops the election).
+const HANDOVER_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Adverts sent between two saves of the SHA-256 counter's ceiling.
 const COUNTER_RESERVE: u64 = 1 << 20;
 
@@ -186,6 +189,8 @@ pub(crate) struct Driver {
     /// The configuration generation the parameters in force came from.
     config_generation: u64,
     witness: Option<WitnessLink>,
+    /// When the last planned handover ended unconfirmed.
+    handover_unconfirmed: Option<Instant>,
     /// The loop's one timer: the core's next deadline, the pulse's, or
     /// the stop's, whichever comes first (a timerfd: exact, one wakeup).
     timer: duet_net::timer::Timer,
@@ -284,6 +289,7 @@ impl Driver {
             receive_delay: Samples::new(DELAY_SAMPLES),
             config_generation: setup.config_generation,
             witness,
+            handover_unconfirmed: None,
             timer: duet_net::timer::Timer::new(),
         };
         Ok((d, Handles { shared, inbound: in_tx }))
@@ -337,6 +343,13 @@ impl Driver {
                 }
                 () = shutdown.wait(), if stopping.is_none() => {
                     stopping = Some(Instant::now());
+                    let failed_lately = self.handover_unconfirmed.is_some_and(|t| t.elapsed() < HANDOVER_RETRY_AFTER);
+                    if self.election.role() == Role::Active && failed_lately {
+                        // The supervisor's handover before this stop, most
+                        // likely: the partner did not take the role then.
+                        tracing::info!("stopping without a second planned handover: the last one was not confirmed");
+                        break;
+                    }
                     if self.election.role() == Role::Active {
                         let now = self.clock.now();
                         if let Err(e) = self.election.handle_command(now, Command::Handover { timeout: self.handover_timeout }) {
@@ -379,18 +392,26 @@ impl Driver {
                 self.shared.pulse.send_modify(|n| *n = n.wrapping_add(1));
             }
             if let Some(e) = self.exit {
-                self.finish();
+                self.finish().await;
                 return e;
             }
             if stopping.is_some() && self.election.role() != Role::Stopping {
                 break;
             }
         }
-        self.finish();
+        self.finish().await;
         Exit::Shutdown
     }
 
-    fn finish(&mut self) {
+    /// The last words: the takeover told the role is going (when this unit
+    /// advertises), the partner told this unit is leaving (when it does
+    /// not), the replay windows saved.
+    async fn finish(&mut self) {
+        if !self.election.role().advertises() {
+            let now = self.clock.now();
+            let _ = self.election.handle_command(now, Command::Leaving);
+            self.act().await;
+        }
         if self.election.role().advertises() {
             let ev = self.next_event(
                 RoleEventKind::Changed,
@@ -485,6 +506,7 @@ impl Driver {
                 // out, so the partner never finds the addresses still here.
                 Action::ScrubAddresses => self.scrub().await,
                 Action::HandoverFinished { confirmed, partner, took } => {
+                    self.handover_unconfirmed = (!confirmed).then(Instant::now);
                     for r in self.pending_handovers.drain(..) {
                         let _ = r.send(Ok(HandoverOutcome { confirmed, partner, took }));
                     }
