@@ -445,3 +445,30 @@ fn haproxy_stick_table_entries_are_on_the_new_active() {
         Ok(())
     });
 }
+
+/// Whole units (all four services, a virtual service programmed, the
+/// replication link up) stop quickly on SIGTERM, the active first (a
+/// planned handover) then the new active, and leave no `table ip duet`
+/// behind.
+#[test]
+fn whole_units_stop_within_a_second_and_remove_their_table() {
+    lb_test("replicator_stop", |l| {
+        let mut p = start(l, "")?;
+        l.wait_flows(l.l.b, 0, T)?;
+        for (h, u, who) in [(l.l.a, &mut p.u1, "lb1 (active)"), (l.l.b, &mut p.u2, "lb2 (then active)")] {
+            let u = u.as_mut().expect("running");
+            let tables = l.l.lab.run(h, &["nft", "list", "tables"])?;
+            assert!(tables.contains("table ip duet"), "{who}: no table to begin with: {tables}");
+            let start = Instant::now();
+            let status = u.terminate(Duration::from_secs(15))?;
+            let took = start.elapsed();
+            assert!(status.is_some_and(|s| s.success()), "{who}: clean exit: {status:?}\n{}", u.log());
+            assert!(took < Duration::from_secs(1), "{who} took {took:?} to stop:\n{}", u.log());
+            assert!(!u.log().contains("did not stop in time"), "{who}:\n{}", u.log());
+            let tables = l.l.lab.run(h, &["nft", "list", "tables"])?;
+            assert!(!tables.contains("table ip duet"), "{who} left its table: {tables}\n{}", u.log());
+            eprintln!("{who} stopped in {took:?}");
+        }
+        Ok(())
+    });
+}

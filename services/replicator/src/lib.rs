@@ -110,7 +110,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     if let (Some(p), Some(tls)) = (&rc.peer, &shared.tls) {
         let (l, mut server) = duet_runtime::grpc::peer_server(p, tls, "replicator.peer_port").await?;
         let server = server.add_service(
-            ReplicationPeerServiceServer::new(receiver::PeerServer { shared: Arc::clone(&shared) })
+            ReplicationPeerServiceServer::new(receiver::PeerServer { shared: Arc::clone(&shared), stop: stop.clone() })
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         );
@@ -266,7 +266,8 @@ async fn report_readiness(shared: Arc<Shared>, election: String, mut stop: Shutd
 /// Programs the virtual services of every generation configsync makes
 /// current (one nft transaction each) and points the flow filter at them.
 /// The generation follower hands over only generations that converted and
-/// validated whole.
+/// validated whole. At stop, the table it programmed goes with it: a
+/// stopped unit balances nothing.
 async fn follow_image(
     shared: Arc<Shared>,
     mut generations: tokio::sync::watch::Receiver<Option<Arc<Generation>>>,
@@ -282,14 +283,40 @@ async fn follow_image(
         }
         tokio::select! {
             r = generations.changed() => {
-                if r.is_err() {
+                // The follower ends at the same stop (whichever is seen first).
+                if r.is_err() && stop.fired() {
+                    remove_table(&shared).await;
                     return Ok(());
                 }
+                if r.is_err() {
+                    anyhow::bail!("the generation follower ended before the stop");
+                }
             }
-            () = stop.wait() => return Ok(()),
+            () = stop.wait() => {
+                remove_table(&shared).await;
+                return Ok(());
+            }
         }
     }
 }
+
+/// Removes duet's nftables table, if this process programmed one, within
+/// [`REMOVE_TIMEOUT`].
+async fn remove_table(shared: &Shared) {
+    if lock(&shared.dataplane).hash.is_empty() {
+        return;
+    }
+    let removed = tokio::time::timeout(REMOVE_TIMEOUT, tokio::task::spawn_blocking(duet_dataplane::remove)).await;
+    match removed {
+        Ok(Ok(Ok(_))) => lock(&shared.dataplane).hash.clear(),
+        Ok(Ok(Err(e))) => tracing::error!("cannot remove the data plane's table at stop: {e}"),
+        Ok(Err(e)) => tracing::error!("removing the data plane's table failed: {e}"),
+        Err(_) => tracing::error!("removing the data plane's table took over {} ms", REMOVE_TIMEOUT.as_millis()),
+    }
+}
+
+/// How long the stop waits for `nft` to remove the table.
+const REMOVE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 async fn apply_image(shared: &Shared, g: &Generation, sysctls_set: &mut bool) {
     lock(&shared.filter).shared = g.content.interfaces.iter().filter_map(|i| Some(i.shared?.addr)).collect();

@@ -24,6 +24,9 @@ use crate::state::{Shared, lock, now_ms};
 #[derive(Debug)]
 pub(crate) struct PeerServer {
     pub shared: Arc<Shared>,
+    /// Ends the streams at shutdown, so that the server's graceful stop
+    /// does not wait for a partner that keeps its stream open.
+    pub stop: Shutdown,
 }
 
 /// Numbers the streams: a newer one ends the older.
@@ -54,7 +57,7 @@ impl pb::replication_peer_service_server::ReplicationPeerService for PeerServer 
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let no = STREAMS.fetch_add(1, Ordering::Relaxed) + 1;
-        tokio::spawn(receive(Arc::clone(&self.shared), inbound, tx, no));
+        tokio::spawn(receive(Arc::clone(&self.shared), inbound, tx, no, self.stop.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -71,11 +74,16 @@ async fn receive(
     mut inbound: Streaming<pb::ReplicateRequest>,
     tx: mpsc::Sender<Result<pb::ReplicateResponse, Status>>,
     no: u64,
+    mut stop: Shutdown,
 ) {
     let mut staging: Vec<(Key, Value, u64)> = Vec::new();
     let current = || STREAMS.load(Ordering::Relaxed) == no;
     loop {
-        let msg = match inbound.message().await {
+        let next = tokio::select! {
+            m = inbound.message() => m,
+            () = stop.wait() => break,
+        };
+        let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(e) => {
