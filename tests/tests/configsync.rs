@@ -406,3 +406,49 @@ fn a_restarted_election_starts_from_the_stored_image_not_its_unit_file() {
         Ok(())
     });
 }
+
+/// duetctl in an operator's hands: a virtual service from stdin
+/// (`--file -`), the same one again commits nothing, a backup is JSON that
+/// `config check` and `config restore` read, `status --json` is one
+/// document, and a dead partner is "unreachable", never "in sync".
+#[test]
+fn duetctl_reads_stdin_commits_no_op_writes_nothing_and_backs_up_as_json() {
+    lab_test("cs_duetctl", false, |l| {
+        let mut p = start(l, 120)?;
+        let ctl = bin("duetctl").to_string_lossy().into_owned();
+        let dir = l.lab.dir().to_path_buf();
+        let vs_file = dir.join("web.json");
+        std::fs::write(&vs_file, duet_proto::json::to_json(&vs("web", 80), "duet.config.v1.VirtualService")?)?;
+        let set_vs = format!("{ctl} config set-vs --file - --comment web < {}", vs_file.display());
+        let first = l.lab.run(l.a, &["sh", "-c", &set_vs])?;
+        assert!(first.starts_with("committed generation 2"), "{first}");
+        let again = l.lab.run(l.a, &["sh", "-c", &set_vs])?;
+        assert!(again.starts_with("unchanged: generation 2"), "{again}");
+        assert_eq!(current(l, l.a)?.generation, 2, "a no-op write made a generation");
+
+        let backup = dir.join("backup.json");
+        let b = backup.to_string_lossy().into_owned();
+        l.lab.run(l.a, &[&ctl, "config", "backup", "--out", &b])?;
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&backup)?)?;
+        assert_eq!(doc["image"]["generation"], "2", "{doc}");
+        let checked = l.lab.run(l.a, &[&ctl, "config", "check", "--file", &b])?;
+        assert!(checked.starts_with("valid"), "{checked}");
+        let restored = l.lab.run(l.a, &[&ctl, "config", "restore", "--file", &b])?;
+        assert!(restored.starts_with("restored as generation 3"), "{restored}");
+
+        let status = l.lab.run(l.a, &[&ctl, "status", "--json"])?;
+        let doc: serde_json::Value = serde_json::from_str(&status).map_err(|e| anyhow::anyhow!("{e}: {status}"))?;
+        assert_eq!(doc["election"]["role"], "ROLE_ACTIVE", "{doc}");
+        assert_eq!(doc["configsync"]["inSync"], true, "{doc}");
+        assert!(doc["replicator"].is_null(), "{doc}");
+
+        p.s2.kill()?;
+        let line =
+            wait_for("the partner seen unreachable", Duration::from_secs(25), Duration::from_millis(500), || {
+                let out = l.lab.run(l.a, &[&ctl, "status"]).ok()?;
+                out.lines().find(|l| l.starts_with("configuration:") && l.contains("unreachable")).map(str::to_owned)
+            })?;
+        assert!(line.contains("partner unreachable, last known gen 3"), "{line}");
+        Ok(())
+    });
+}

@@ -41,6 +41,27 @@ fn write(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     if durable { File::open(dir)?.sync_all() } else { Ok(()) }
 }
 
+/// Removes the temporary files a process killed mid-write left in `dir`
+/// (`.<name>.tmp.<pid>`, of any process but this one), for a directory
+/// with one writer, at its start. Returns the names removed.
+pub fn remove_leftovers(dir: &Path) -> io::Result<Vec<String>> {
+    let own = format!(".tmp.{}", std::process::id());
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let leftover = name.starts_with('.')
+            && name
+                .rsplit_once(".tmp.")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            && !name.ends_with(&own);
+        if leftover {
+            fs::remove_file(dir.join(&name))?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
 /// Reads `path`, or `None` if it does not exist.
 pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match fs::read(path) {
@@ -65,6 +86,27 @@ mod tests {
         assert_eq!(read_optional(&p).unwrap().unwrap(), b"three");
         assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
         assert!(read_optional(&d.join("missing")).unwrap().is_none());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn leftovers_of_other_processes_are_removed_and_nothing_else() {
+        let d = std::env::temp_dir().join(format!("duet-leftovers-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        let own = format!(".gen-3.pb.tmp.{}", std::process::id());
+        for n in [".gen-2.pb.tmp.4711", "gen-2.pb", ".hidden", "x.tmp.12", own.as_str(), ".y.tmp.abc"] {
+            fs::write(d.join(n), b"x").unwrap();
+        }
+        let mut removed = remove_leftovers(&d).unwrap();
+        removed.sort();
+        assert_eq!(removed, vec![".gen-2.pb.tmp.4711".to_owned()]);
+        let mut left: Vec<String> =
+            fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![own.clone(), ".hidden".into(), ".y.tmp.abc".into(), "gen-2.pb".into(), "x.tmp.12".into()]
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 }

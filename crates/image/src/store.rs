@@ -118,6 +118,13 @@ impl Store {
     /// Opens (creating) the store in `dir`, keeping the last `keep` generations.
     pub fn open(dir: &Path, keep: usize) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // A kill during a write leaves its temporary file; the store has one
+        // writer, this process.
+        match duet_files::remove_leftovers(dir) {
+            Ok(r) if !r.is_empty() => tracing::info!(files = ?r, "removed temporary files an interrupted write left"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot clear temporary files in {}: {e}", dir.display()),
+        }
         let mut current = empty();
         for g in gen_numbers(dir).map_err(io_err(dir))?.into_iter().rev() {
             let p = gen_file(dir, g);

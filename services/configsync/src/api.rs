@@ -96,9 +96,21 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
             ));
         }
         let outcome = engine.apply(r.base_generation, change, &r.comment);
+        let (current, current_hash) = (engine.store.current().generation, engine.store.current().hash.clone());
         drop(engine);
-        let (generation, hash) = self.done(outcome)?;
-        Ok(Response::new(pb::ApplyConfigResponse { generation, hash, synced: false }))
+        match outcome {
+            Ok(None) => Ok(Response::new(pb::ApplyConfigResponse {
+                generation: current,
+                hash: current_hash,
+                synced: false,
+                unchanged: true,
+            })),
+            Ok(Some(c)) => {
+                let (generation, hash) = self.done(Ok(c))?;
+                Ok(Response::new(pb::ApplyConfigResponse { generation, hash, synced: false, unchanged: false }))
+            }
+            Err(e) => Err(status(&e)),
+        }
     }
 
     async fn check_config(
@@ -284,7 +296,10 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
             hash: p.hash.clone(),
             known: p.generation.is_some(),
         };
-        let in_sync = partner.known && partner.generation == local.generation && partner.hash == local.hash;
+        // In sync: the partner holds the same image now, as far as can be
+        // known (an unreachable partner's last answer says nothing of now).
+        let in_sync =
+            reachable && partner.known && partner.generation == local.generation && partner.hash == local.hash;
         let mut warnings = Vec::new();
         if peer.is_some() && !reachable {
             warnings.push(format!("the partner is not reachable over the peer link: {}", p.last_error));

@@ -113,15 +113,21 @@ impl Engine {
     }
 
     /// S1/S2: commits `change` on generation `base`.
-    pub fn apply(&mut self, base: u64, change: Change, comment: &str) -> Result<Committed, Refusal> {
+    /// `None`: the change leaves the image as it is, and nothing is
+    /// committed (re-applying a virtual service as it stands makes no new
+    /// generation).
+    pub fn apply(&mut self, base: u64, change: Change, comment: &str) -> Result<Option<Committed>, Refusal> {
         self.writable()?;
         let current = self.store.current().generation;
         if base != current {
             return Err(Refusal::StaleBase { base, current });
         }
         let next = apply(self.store.current(), change).map_err(|p| Refusal::Invalid(vec![p]))?;
+        if current > 0 && duet_image::content_hash(&next) == self.store.current().hash {
+            return Ok(None);
+        }
         self.check(&next)?;
-        self.commit(&next, "committed", comment)
+        self.commit(&next, "committed", comment).map(Some)
     }
 
     fn commit(&mut self, content: &Image, origin: &'static str, comment: &str) -> Result<Committed, Refusal> {
@@ -326,6 +332,17 @@ mod tests {
         let mut s = engine(d.path(), "lb2", Role::Standby);
         let e = s.apply(0, Change::Replace(image(3)), "").unwrap_err().to_string();
         assert!(e.contains("standby") && e.contains("lb1 at 198.18.0.1"), "{e}");
+    }
+
+    #[test]
+    fn a_change_that_changes_nothing_commits_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = engine(d.path(), "lb1", Role::Active);
+        assert!(a.apply(0, Change::Replace(image(3)), "").unwrap().is_some());
+        assert!(a.apply(1, Change::Replace(image(3)), "again").unwrap().is_none());
+        assert_eq!(a.store.current().generation, 1);
+        assert!(a.apply(1, Change::Replace(image(6)), "").unwrap().is_some(), "a real change still commits");
+        assert_eq!(a.store.current().generation, 2);
     }
 
     #[test]

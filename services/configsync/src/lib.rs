@@ -42,6 +42,8 @@ pub(crate) struct PartnerView {
     pub role: i32,
     pub last_sync: Option<(SystemTime, Duration)>,
     pub last_error: String,
+    /// When a failure of the link was last logged (see `peer::failed`).
+    pub warned_at: Option<Instant>,
 }
 
 /// A request to push now (ForceUpdate), answered when done.

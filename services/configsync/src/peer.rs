@@ -112,11 +112,28 @@ fn failed(shared: &Shared, e: &str) {
     // A failed call means the partner is not reachable now, whatever
     // answered a moment ago.
     p.last_ok = None;
-    if p.last_error != e {
+    // Logged when the link starts failing, then at most every
+    // FAILURE_LOG_EVERY while it keeps failing (the probe and the pusher
+    // fail with different words; status shows the latest at all times).
+    let now = Instant::now();
+    if p.last_error.is_empty() || p.warned_at.is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_EVERY) {
         tracing::warn!("peer link: {e}");
+        p.warned_at = Some(now);
     }
     p.last_error = e.to_string();
 }
+
+/// The partner answered: the link works (said once, when it had failed).
+fn answered(p: &mut crate::PartnerView) {
+    if !p.last_error.is_empty() {
+        tracing::info!("peer link: the partner answers again");
+        p.last_error.clear();
+        p.warned_at = None;
+    }
+}
+
+/// While the peer link keeps failing, it is logged at most this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The partner's current image, if it answers.
 pub(crate) async fn fetch(shared: &Shared) -> Option<Image> {
@@ -143,8 +160,9 @@ pub(crate) async fn prober(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::R
                 p.generation = Some(r.generation);
                 p.hash = r.hash;
                 p.role = r.role;
-                p.last_error.clear();
+                answered(&mut p);
             }
+            Ok(Err(s)) if unreachable(&s) => failed(&shared, &format!("the partner is unreachable ({})", s.message())),
             Ok(Err(s)) => failed(&shared, &format!("the partner refused: {}", s.message())),
             Err(_) => failed(&shared, "the partner did not answer in time"),
         }
@@ -215,9 +233,16 @@ pub(crate) enum PushError {
     /// A force update asked of a unit that is not active.
     #[error("this unit is not active: force update is done from the active unit")]
     NotActive,
-    /// The partner refused the push (or could not be reached).
+    /// The partner refused the push.
     #[error("push of generation {generation} refused by the partner: {}", .status.message())]
     Refused {
+        generation: u64,
+        #[source]
+        status: Status,
+    },
+    /// The partner could not be reached (not up, or the link is down).
+    #[error("push of generation {generation} not delivered: the partner is unreachable ({})", .status.message())]
+    Unreachable {
         generation: u64,
         #[source]
         status: Status,
@@ -254,7 +279,12 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
         let resp = match tokio::time::timeout(shared.cfg.push_timeout, c.push(req)).await {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
-                let e = PushError::Refused { generation: image.generation, status };
+                let generation = image.generation;
+                let e = if unreachable(&status) {
+                    PushError::Unreachable { generation, status }
+                } else {
+                    PushError::Refused { generation, status }
+                };
                 failed(shared, &e.to_string());
                 return Err(e);
             }
@@ -269,7 +299,7 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
             p.last_ok = Some(Instant::now());
             p.generation = Some(resp.held_generation);
             p.hash.clone_from(&resp.held_hash);
-            p.last_error.clear();
+            answered(&mut p);
         }
         match pb::PushResult::try_from(resp.result) {
             Ok(pb::PushResult::Adopted | pb::PushResult::Already) => {
@@ -294,4 +324,10 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
         }
     }
     Err(PushError::KeptHigher)
+}
+
+/// Whether a call failed for want of the partner (no connection, the link
+/// gone), rather than being refused by it.
+fn unreachable(s: &Status) -> bool {
+    s.code() == tonic::Code::Unavailable
 }

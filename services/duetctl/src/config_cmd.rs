@@ -4,14 +4,22 @@ use std::path::Path;
 
 use anyhow::Context;
 use duet_model::{HaSettings, Problem};
-use duet_proto::config::v1::{Image, LocalSettings, VirtualService};
+use duet_proto::config::v1::{Backup, Image, LocalSettings, VirtualService};
 use duet_proto::configsync::v1 as cs;
 use duet_proto::configsync::v1::apply_config_request::Change;
 use duet_proto::json::from_json;
+use prost::Message as _;
 
 use crate::client::{self, Addrs, answer, print_json, short_hash};
 
+/// The text of `path`, or of stdin for `-` (a read-only container has no
+/// place for a file).
 fn read(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+        return Ok(s);
+    }
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
@@ -41,6 +49,13 @@ async fn apply(a: &Addrs, base: Option<u64>, change: Change, comment: &str, json
     .await?;
     if json {
         print_json(&r, "duet.configsync.v1.ApplyConfigResponse")
+    } else if r.unchanged {
+        println!(
+            "unchanged: generation {} ({}) already says this; nothing committed",
+            r.generation,
+            short_hash(&r.hash)
+        );
+        Ok(())
     } else {
         println!("committed generation {} ({})", r.generation, short_hash(&r.hash));
         Ok(())
@@ -129,10 +144,24 @@ pub async fn delete_vs(a: &Addrs, name: &str, base: Option<u64>, comment: &str, 
     apply(a, base, Change::DeleteVirtualService(name.into()), comment, json).await
 }
 
-/// `config check --file image.json`.
+/// An image from `file`: an image as `config get` prints it, or a backup
+/// as `config backup` writes it (its image).
+fn image_or_backup(file: &Path) -> anyhow::Result<Image> {
+    let text = read(file)?;
+    if let Ok(Backup { image: Some(img), .. }) = from_json::<Backup>(&text, BACKUP) {
+        return Ok(img);
+    }
+    from_json(&text, "duet.config.v1.Image").map_err(|e| {
+        anyhow::anyhow!("{}: neither an image (config get) nor a backup (config backup): {e}", file.display())
+    })
+}
+
+/// The backup message's full name.
+const BACKUP: &str = "duet.config.v1.Backup";
+
+/// `config check --file image.json` (or a backup).
 pub async fn check(a: &Addrs, file: &Path, json: bool) -> anyhow::Result<()> {
-    let img: Image =
-        from_json(&read(file)?, "duet.config.v1.Image").map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let img = image_or_backup(file)?;
     let r = answer(client::configsync(a).await?.check_config(cs::CheckConfigRequest { image: Some(img) })).await?;
     if json {
         return print_json(&r, "duet.configsync.v1.CheckConfigResponse");
@@ -148,17 +177,36 @@ pub async fn check(a: &Addrs, file: &Path, json: bool) -> anyhow::Result<()> {
     }
 }
 
-/// `config backup --out FILE`.
+/// `config backup --out FILE`: the backup as JSON (what `config check`
+/// and `config restore` read; `-` for stdout).
 pub async fn backup(a: &Addrs, out: &Path) -> anyhow::Result<()> {
     let r = answer(client::configsync(a).await?.backup(cs::BackupRequest {})).await?;
-    std::fs::write(out, &r.backup).with_context(|| format!("writing {}", out.display()))?;
+    let b = Backup::decode(r.backup.as_slice()).context("the unit's backup does not decode")?;
+    let text = duet_proto::json::to_json(&b, BACKUP).map_err(anyhow::Error::msg)?;
+    if out == Path::new("-") {
+        println!("{text}");
+        return Ok(());
+    }
+    std::fs::write(out, format!("{text}\n")).with_context(|| format!("writing {}", out.display()))?;
     println!("generation {} written to {}", r.generation, out.display());
     Ok(())
 }
 
-/// `config restore --file FILE`.
+/// `config restore --file FILE`: a backup as `config backup` writes it
+/// (JSON, or the binary of earlier versions).
 pub async fn restore(a: &Addrs, file: &Path, base: Option<u64>) -> anyhow::Result<()> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let raw = if file == Path::new("-") {
+        read(file)?.into_bytes()
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let bytes = match std::str::from_utf8(&raw).ok().map(|t| from_json::<Backup>(t, BACKUP)) {
+        Some(Ok(b)) => b.encode_to_vec(),
+        Some(Err(e)) if raw.trim_ascii_start().starts_with(b"{") => {
+            anyhow::bail!("{}: not a backup: {e}", file.display())
+        }
+        _ => raw,
+    };
     let base = base_generation(a, base).await?;
     let r = answer(client::configsync(a).await?.restore(cs::RestoreRequest { backup: bytes, base_generation: base }))
         .await?;

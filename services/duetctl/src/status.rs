@@ -5,6 +5,11 @@ use duet_proto::election::v1 as el;
 
 use crate::client::{self, Addrs, answer, print_json, short_hash};
 
+/// `m` as protobuf JSON (`name` is its full name).
+fn to_json<M: prost::Message>(m: &M, name: &str) -> anyhow::Result<String> {
+    duet_proto::json::to_json(m, name).map_err(anyhow::Error::msg)
+}
+
 fn square(s: i32) -> &'static str {
     match UnitStatus::try_from(s).unwrap_or(UnitStatus::Unspecified) {
         UnitStatus::Active => "[A] green (active)",
@@ -38,13 +43,17 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
         Err(_) => None,
     };
     if json {
-        print_json(&s, "duet.election.v1.GetStatusResponse")?;
-        if let Some(c) = &cfg {
-            print_json(c, "duet.configsync.v1.GetStatusResponse")?;
-        }
-        if let Some(r) = &rep {
-            print_json(r, "duet.replicator.v1.GetStatusResponse")?;
-        }
+        // One document: each service's answer under its name (null when
+        // the service does not run or does not answer).
+        let part = |m: Option<String>| -> anyhow::Result<serde_json::Value> {
+            m.map_or(Ok(serde_json::Value::Null), |t| Ok(serde_json::from_str(&t)?))
+        };
+        let doc = serde_json::json!({
+            "election": part(Some(to_json(&s, "duet.election.v1.GetStatusResponse")?))?,
+            "configsync": part(cfg.as_ref().map(|c| to_json(c, "duet.configsync.v1.GetStatusResponse")).transpose()?)?,
+            "replicator": part(rep.as_ref().map(|r| to_json(r, "duet.replicator.v1.GetStatusResponse")).transpose()?)?,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     let unit = s.unit.clone().unwrap_or_default();
@@ -95,14 +104,18 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
     }
     if let Some(c) = &cfg {
         let (l, p) = (c.local.clone().unwrap_or_default(), c.partner.clone().unwrap_or_default());
-        println!(
-            "configuration: this unit gen {} {}, partner {} {}{}",
-            l.generation,
-            short_hash(&l.hash),
-            if p.known { p.generation.to_string() } else { "?".into() },
-            short_hash(&p.hash),
-            if c.in_sync { " (in sync)" } else { " (NOT in sync)" }
-        );
+        let partner = match (c.partner_reachable, p.known) {
+            (true, true) => format!(
+                "partner {} {}{}",
+                p.generation,
+                short_hash(&p.hash),
+                if c.in_sync { " (in sync)" } else { " (NOT in sync)" }
+            ),
+            (true, false) => "partner ? (not answered yet)".to_owned(),
+            (false, true) => format!("partner unreachable, last known gen {} {}", p.generation, short_hash(&p.hash)),
+            (false, false) => "partner unreachable".to_owned(),
+        };
+        println!("configuration: this unit gen {} {}, {partner}", l.generation, short_hash(&l.hash));
     }
     if let Some(r) = &rep {
         println!("{}", replication_line(r));
