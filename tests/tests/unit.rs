@@ -171,3 +171,89 @@ fn duetctl_certs_needs_no_unit_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without CAP_NET_ADMIN and CAP_NET_RAW the unit says so in one line,
+/// with the ways to grant them, and exits with the configuration status:
+/// no service starts, nothing restarts.
+#[test]
+fn a_unit_without_its_capabilities_says_so_once_and_exits() {
+    lab_test("unit_caps", false, |l| {
+        let cfg = UnitConfig::new("lb1", "first", l.lab.dir());
+        let path = cfg.write(l.lab.dir())?.to_string_lossy().into_owned();
+        let exe = bin("duet").to_string_lossy().into_owned();
+        let start = Instant::now();
+        let out = l.lab.run_status(
+            l.a,
+            &[
+                "setpriv",
+                "--bounding-set",
+                "-net_admin,-net_raw",
+                "--inh-caps",
+                "-all",
+                &exe,
+                "unit",
+                "--config",
+                &path,
+            ],
+        )?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+        assert!(err.contains("needs CAP_NET_ADMIN and CAP_NET_RAW"), "{err}");
+        assert!(err.contains("cap_add: [NET_ADMIN, NET_RAW]") && err.contains("AmbientCapabilities="), "{err}");
+        assert!(pids_of(&l.lab, l.a, "duet-election").is_empty(), "a service was started");
+        // A service started alone says the same of itself.
+        let out = l.lab.run_status(
+            l.a,
+            &[
+                "setpriv",
+                "--bounding-set",
+                "-net_raw",
+                "--inh-caps",
+                "-all",
+                "bash",
+                "-c",
+                &format!("exec -a duet-election {exe} --config {path}"),
+            ],
+        )?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.starts_with("duet-election needs CAP_NET_RAW"), "{err}");
+        Ok(())
+    });
+}
+
+/// `duet check` reports every problem of the unit in one run: an API
+/// beyond loopback in clear, a peer certificate from another CA, and a
+/// replicator section that clashes with configsync's, each with its
+/// setting.
+#[test]
+fn duet_check_reports_every_problem_of_the_unit_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pair = dir.path().join("pair");
+    let other = dir.path().join("other");
+    duet_testkit::write_certs(&pair, &["lb1", "lb2"]).expect("certs");
+    duet_testkit::write_certs(&other, &["lb1"]).expect("certs");
+    let mut cfg = UnitConfig::new("lb1", "first", dir.path());
+    cfg.extra.push_str(&format!(
+        "[election]\nlisten = \"0.0.0.0:7870\"\n\n[configsync]\npartner_name = \"lb2\"\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\n[replicator]\nenabled = true\npeer_port = 6973\n",
+        pair.join("ca.pem").display(),
+        other.join("lb1.pem").display(),
+        other.join("lb1.key").display(),
+    ));
+    let path = cfg.write(dir.path()).expect("unit file");
+    let run = |args: &[&str]| std::process::Command::new(bin("duet")).args(args).arg(&path).output().expect("duet");
+    let out = run(&["check", "--config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("election.listen"), "{err}");
+    // The file's own problems come first, alone (the sections need a valid
+    // file): fix that one and run again.
+    let text = std::fs::read_to_string(&path).unwrap().replace("0.0.0.0:7870", "127.0.0.1:7870");
+    std::fs::write(&path, text).unwrap();
+    let out = run(&["check", "--config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("configsync.tls_cert: not valid"), "{err}");
+    assert!(err.contains("replicator.peer_port"), "{err}");
+}

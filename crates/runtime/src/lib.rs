@@ -10,6 +10,7 @@
 //! ([`metrics`]). No protocol logic lives here.
 
 pub mod admin;
+pub mod caps;
 pub mod clock;
 pub mod follow;
 pub mod generations;

@@ -79,6 +79,9 @@ pub trait Service {
     const ABOUT: &'static str;
     /// The setting of its gRPC address, e.g. `election.listen`.
     const LISTEN_SETTING: &'static str;
+    /// The capabilities it cannot work without: checked before it starts
+    /// ([`crate::caps`]), and by `--check`.
+    const CAPABILITIES: &'static [crate::caps::Cap] = &[];
     /// Why its run failed.
     type Error: Display;
 
@@ -166,6 +169,12 @@ pub fn main<S: Service>() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let lacking = crate::caps::missing(S::CAPABILITIES);
+    if !lacking.is_empty() {
+        // One line and a configuration exit: restarting would not help.
+        eprintln!("{}", crate::caps::explain(S::NAME, &lacking));
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if args.check {
         return match S::check(&cfg) {
             Ok(view) => {

@@ -85,6 +85,75 @@ impl PeerTls {
         Self::load(&files, &link.partner_name, "configsync")
     }
 
+    /// Checks the material as the partner will see it: the certificate is
+    /// signed by the CA and valid now for both ends of a link, issued to
+    /// `unit` (this unit's name, what the partner expects), and the key is
+    /// the certificate's. Every finding names its setting and the fix.
+    pub fn verify(&self, unit: &str, section: &str) -> Vec<String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{PrivateKeyDer, UnixTime};
+        let mut found = Vec::new();
+        let (ca, cert, key) = match (
+            CertificateDer::from_pem_slice(&self.ca),
+            CertificateDer::from_pem_slice(&self.cert),
+            PrivateKeyDer::from_pem_slice(&self.key),
+        ) {
+            (Ok(ca), Ok(cert), Ok(key)) => (ca, cert, key),
+            (ca, cert, key) => {
+                for (ok, field, what) in [
+                    (ca.is_ok(), "tls_ca", "a CA certificate"),
+                    (cert.is_ok(), "tls_cert", "a certificate"),
+                    (key.is_ok(), "tls_key", "a private key"),
+                ] {
+                    if !ok {
+                        found.push(format!("{section}.{field}: no {what} in it (PEM)"));
+                    }
+                }
+                return found;
+            }
+        };
+        let anchor = match webpki::anchor_from_trusted_cert(&ca) {
+            Ok(a) => a,
+            Err(e) => return vec![format!("{section}.tls_ca: not a usable CA certificate ({e})")],
+        };
+        let ee = match webpki::EndEntityCert::try_from(&cert) {
+            Ok(c) => c,
+            Err(e) => return vec![format!("{section}.tls_cert: not a usable certificate ({e})")],
+        };
+        for (usage, end) in [(webpki::KeyUsage::server_auth(), "server"), (webpki::KeyUsage::client_auth(), "client")] {
+            let anchors = [anchor.clone()];
+            if let Err(e) =
+                ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &[], UnixTime::now(), usage, None, None)
+            {
+                found.push(format!(
+                    "{section}.tls_cert: not valid as the link's {end} certificate under {section}.tls_ca ({e}): \
+                     issue it from that CA (a test pair: `duetctl certs`)"
+                ));
+                break;
+            }
+        }
+        let named = ServerName::try_from(unit).ok().is_some_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok());
+        if !named {
+            found.push(format!(
+                "{section}.tls_cert: not issued to this unit's name \"{unit}\" (unit.name), which the partner expects: \
+                 issue one for it"
+            ));
+        }
+        let matches = rustls::crypto::ring::sign::any_supported_type(&key)
+            .ok()
+            .map(|k| rustls::sign::CertifiedKey::new(vec![cert.clone()], k).keys_match());
+        match matches {
+            Some(Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch))) => {
+                found
+                    .push(format!("{section}.tls_key: not the key of {section}.tls_cert: give that certificate's key"));
+            }
+            // Matching, or a key that cannot tell its public half.
+            Some(_) => {}
+            None => found.push(format!("{section}.tls_key: a key type this build cannot use (ECDSA, Ed25519 or RSA)")),
+        }
+        found
+    }
+
     /// The partner's expected name.
     pub fn partner(&self) -> &str {
         &self.partner

@@ -92,3 +92,26 @@ fn missing_files_name_the_field() {
         .to_string();
     assert!(e.contains("configsync.tls_ca") && e.contains("duetctl certs"), "{e}");
 }
+
+/// What `duet check` finds in a link's material: nothing for the unit's
+/// own files; another unit's certificate, another CA's, or another key,
+/// each named with its setting.
+#[test]
+fn verify_finds_the_wrong_name_the_wrong_ca_and_the_wrong_key() {
+    let d = tempfile::tempdir().unwrap();
+    duet_testkit::write_certs(d.path(), &["lb1", "lb2"]).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    duet_testkit::write_certs(other.path(), &["lb1"]).unwrap();
+    let good = PeerTls::load(&files(d.path(), "lb1"), "lb2", "configsync").unwrap();
+    assert_eq!(good.verify("lb1", "configsync"), Vec::<String>::new());
+    let found = good.verify("lb3", "configsync");
+    assert!(found.len() == 1 && found[0].contains("not issued to this unit's name \"lb3\""), "{found:?}");
+    let mut f = files(d.path(), "lb1");
+    f.ca = other.path().join("ca.pem");
+    let found = PeerTls::load(&f, "lb2", "configsync").unwrap().verify("lb1", "configsync");
+    assert!(found.len() == 1 && found[0].starts_with("configsync.tls_cert: not valid"), "{found:?}");
+    let mut f = files(d.path(), "lb1");
+    f.key = d.path().join("lb2.key");
+    let found = PeerTls::load(&f, "lb2", "configsync").unwrap().verify("lb1", "configsync");
+    assert!(found.len() == 1 && found[0].starts_with("configsync.tls_key: not the key"), "{found:?}");
+}

@@ -12,6 +12,8 @@
 //! It holds no HA state of its own and talks to the services only through
 //! process signals and the election's gRPC API.
 
+pub mod check;
+
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -51,30 +53,20 @@ const LISTEN_WAIT: Duration = Duration::from_secs(5);
 /// the replicator likewise when `[replicator]` is enabled.
 pub fn services(cfg: &Validated) -> Vec<ServiceSpec> {
     use duet_runtime::service::Service;
+    // Which run is [`check::findings`]'s (the unit does not start with a
+    // problem; without one, every service listed resolves).
+    let run = check::findings(cfg, None).services;
     let mut v = vec![
         ServiceSpec { name: "election", binary: duet_election::Election::NAME, listen: Some(cfg.election_listen) },
         ServiceSpec { name: "takeover", binary: duet_takeover::Takeover::NAME, listen: Some(cfg.takeover_listen) },
     ];
-    type Listen = fn(&Validated) -> Result<std::net::SocketAddr, Vec<duet_config::Problem>>;
-    let optional: [(bool, &'static str, &'static str, Listen); 2] = [
-        (cfg.raw.configsync.enabled, "configsync", duet_configsync::ConfigSyncService::NAME, |c| {
-            c.configsync().map(|s| s.listen)
-        }),
-        (cfg.raw.replicator.enabled, "replicator", duet_replicator::Replicator::NAME, |c| {
-            c.replicator().map(|s| s.listen)
-        }),
-    ];
-    for (enabled, name, binary, listen) in optional {
-        if !enabled {
-            continue;
-        }
-        match listen(cfg) {
-            Ok(l) => v.push(ServiceSpec { name, binary, listen: Some(l) }),
-            Err(errs) => {
-                let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                tracing::warn!("{name} not started: {}", lines.join("; "));
-            }
-        }
+    if run.contains(&"configsync") {
+        let listen = cfg.configsync().ok().map(|s| s.listen);
+        v.push(ServiceSpec { name: "configsync", binary: duet_configsync::ConfigSyncService::NAME, listen });
+    }
+    if run.contains(&"replicator") {
+        let listen = cfg.replicator().ok().map(|s| s.listen);
+        v.push(ServiceSpec { name: "replicator", binary: duet_replicator::Replicator::NAME, listen });
     }
     v
 }

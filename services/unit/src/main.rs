@@ -65,12 +65,35 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The same checks for `duet check` and before the unit starts: every
+    // finding at once; a problem stops the unit before anything runs.
+    let found = duet_unit::check::findings(&cfg, duet_runtime::caps::effective());
     if check {
-        println!("{}: OK (unit {}, mode {})", config.display(), cfg.raw.unit.name, cfg.election.mode.as_str());
-        for w in &cfg.warnings {
+        for w in &found.warnings {
             println!("warning: {w}");
         }
+        if !found.problems.is_empty() {
+            eprintln!("{}: the unit cannot run with it:", config.display());
+            for p in &found.problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(2);
+        }
+        println!(
+            "{}: OK (unit {}, mode {}; runs {})",
+            config.display(),
+            cfg.raw.unit.name,
+            cfg.election.mode.as_str(),
+            found.services.join(", ")
+        );
         return ExitCode::SUCCESS;
+    }
+    if !found.problems.is_empty() {
+        eprintln!("{}: the unit cannot start:", config.display());
+        for p in &found.problems {
+            eprintln!("  - {p}");
+        }
+        return ExitCode::from(2);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(rt) => rt,
