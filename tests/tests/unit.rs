@@ -257,3 +257,55 @@ fn duet_check_reports_every_problem_of_the_unit_at_once() {
     assert!(err.contains("configsync.tls_cert: not valid"), "{err}");
     assert!(err.contains("replicator.peer_port"), "{err}");
 }
+
+/// O6: notify hooks run in order with the role, the role before, the
+/// reason and the unit in their environment, once the role is applied; a
+/// hook that outlives its timeout is killed and said to be.
+#[test]
+fn notify_hooks_run_in_order_with_the_environment_and_time_out() {
+    lab_test("unit_hooks", false, |l| {
+        let dir = l.lab.dir().to_path_buf();
+        let log = |u: &str| dir.join(format!("hooks-{u}.log"));
+        let hook = |u: &str| {
+            format!(
+                "[\"sh\", \"-c\", \"echo \\\"$DUET_ROLE $DUET_UNIT $DUET_PREVIOUS: $DUET_REASON\\\" >> {}\"]",
+                log(u).display()
+            )
+        };
+        let mut c1 = UnitConfig::new("lb1", "first", l.lab.dir());
+        let mut c2 = UnitConfig::new("lb2", "second", l.lab.dir());
+        c1.extra.push_str(&format!("[hooks]\non_active = {h}\non_standby = {h}\non_stopping = {h}\n", h = hook("lb1")));
+        // lb2's standby hook hangs: killed after 300 ms, the next one runs.
+        c2.extra.push_str(&format!(
+            "[hooks]\non_standby = [\"sleep\", \"30\"]\non_active = {h}\ntimeout_ms = 300\n",
+            h = hook("lb2")
+        ));
+        let mut u1 = l.unit(l.a, &c1)?;
+        let u2 = l.unit(l.b, &c2)?;
+        l.wait_role(l.a, Role::Active, Duration::from_secs(40))?;
+        l.wait_role(l.b, Role::Standby, T)?;
+        duet_testkit::wait_for("lb1's active hook", Duration::from_secs(5), Duration::from_millis(50), || {
+            std::fs::read_to_string(log("lb1")).ok().filter(|s| s.contains("active lb1"))
+        })?;
+        u2.wait_log("notify hook sleep still running after 300 ms: killed", Duration::from_secs(5))?;
+        u1.terminate(Duration::from_secs(10))?;
+        let lines = std::fs::read_to_string(log("lb1"))?;
+        let roles: Vec<&str> = lines.lines().filter_map(|l| l.split(' ').next()).collect();
+        // Active; the planned handover at stop (giving the role up, then
+        // standby once the partner has it); the service stopping.
+        assert_eq!(roles, ["active", "stopping", "standby", "stopping"], "{lines}");
+        assert!(lines.starts_with("active lb1 starting: "), "{lines}");
+        assert!(
+            lines.lines().nth(1).is_some_and(|l| l.starts_with("stopping lb1 active: planned handover")),
+            "{lines}"
+        );
+        assert!(
+            lines.lines().nth(3).is_some_and(|l| l.starts_with("stopping lb1 standby: takeover service stopping")),
+            "{lines}"
+        );
+        duet_testkit::wait_for("lb2's active hook", Duration::from_secs(5), Duration::from_millis(50), || {
+            std::fs::read_to_string(log("lb2")).ok().filter(|s| s.starts_with("active lb2 standby: "))
+        })?;
+        Ok(())
+    });
+}

@@ -16,6 +16,7 @@
 //! `ha.timeout_s` (sections are separated by a double underscore).
 
 mod admin;
+mod hooks;
 mod model;
 mod pair;
 mod problems;
@@ -25,6 +26,7 @@ mod witness;
 
 pub use admin::{AdminRole, AdminSection, AdminTokens};
 pub use duet_model::{Cidr, Problem};
+pub use hooks::{HookKind, Hooks, HooksSection};
 pub use model::*;
 pub use pair::{PairSettings, problem_lines};
 pub use sync::{ConfigSync, PeerLink, Replicator};

@@ -60,6 +60,9 @@ pub struct UnitConfig {
     /// O5: who may call the unit's gRPC APIs.
     #[serde(default)]
     pub admin: crate::AdminSection,
+    /// O6: commands run when the role changes.
+    #[serde(default)]
+    pub hooks: crate::HooksSection,
 }
 
 /// `[unit]`: who this unit is.

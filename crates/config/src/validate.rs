@@ -42,6 +42,8 @@ pub struct Validated {
     /// O5: the tokens callers must present (none: the APIs are open, on
     /// loopback unless allowed).
     pub admin_tokens: Option<crate::AdminTokens>,
+    /// O6: the notify hooks, checked.
+    pub hooks: crate::Hooks,
     /// E14: this unit's way to the witness, when it has one.
     pub witness: Option<WitnessConfig>,
 }
@@ -209,6 +211,7 @@ impl UnitConfig {
             ("replicator.listen", self.replicator.listen.as_str()),
         ];
         let admin_tokens = crate::admin::resolve(&self.admin, &listens, &mut e, &mut warnings);
+        let hooks = crate::hooks::resolve(&self.hooks, &mut e);
 
         let ha_keys: Vec<&str> =
             duet_model::keys::<HaSettings>().iter().chain(duet_model::keys::<UnitHaSettings>()).copied().collect();
@@ -377,6 +380,7 @@ impl UnitConfig {
             handover_timeout: Duration::from_millis(ha.handover_timeout_ms),
             warnings,
             admin_tokens,
+            hooks,
             witness,
         })
     }

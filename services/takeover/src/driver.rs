@@ -68,6 +68,9 @@ pub(crate) struct Setup {
     /// to wait for it.
     pub replicator_url: Option<String>,
     pub state_wait: Duration,
+    /// O6: the notify hooks, and the unit's name for their environment.
+    pub hooks: duet_config::Hooks,
+    pub unit: String,
 }
 
 /// The channels the driver is wired to.
@@ -101,6 +104,10 @@ pub(crate) struct Driver {
     /// Failures of restarting tasks seen so far.
     failures_seen: usize,
     stopping: bool,
+    /// O6: runs the notify hooks for the roles applied.
+    hooks: crate::hooks::Runner,
+    /// The reason of the last role event (the hooks' `DUET_REASON`).
+    last_reason: String,
     /// The core's next deadline (a timerfd: exact, one wakeup; a stale
     /// judgement moved by every beat never fires).
     timer: duet_net::timer::Timer,
@@ -166,6 +173,8 @@ impl Driver {
             metrics: w.metrics,
             failures_seen: 0,
             stopping: false,
+            hooks: crate::hooks::Runner::spawn(setup.hooks, setup.unit),
+            last_reason: String::new(),
             timer: duet_net::timer::Timer::new(),
         })
     }
@@ -220,6 +229,9 @@ impl Driver {
         let now = self.clock.now();
         match news {
             RoleNews::Event { event, first_of_stream, received } => {
+                if event.kind != duet_carp::RoleEventKind::Heartbeat {
+                    self.last_reason.clone_from(&event.reason);
+                }
                 let received = self.clock.time_of(received);
                 self.core.handle_role_event(now, received, first_of_stream, event);
             }
@@ -362,6 +374,20 @@ impl Driver {
             state_wait_us: u64::try_from(r.state_wait.as_micros()).unwrap_or(u64::MAX),
         };
         self.reports.send_replace(Some(pb.clone()));
+        // O6: the hook of the role now applied (a failure to apply is a fault).
+        let kind = match (r.ok, r.role) {
+            (false, _) => Some(duet_config::HookKind::Fault),
+            (true, Some(duet_carp::Role::Active)) => Some(duet_config::HookKind::Active),
+            (true, Some(duet_carp::Role::Standby)) => Some(duet_config::HookKind::Standby),
+            (true, Some(duet_carp::Role::Pacified)) => Some(duet_config::HookKind::Fault),
+            (true, Some(duet_carp::Role::Stopping)) => Some(duet_config::HookKind::Stopping),
+            (true, _) => None,
+        };
+        if let Some(k) = kind {
+            let reason = if r.ok { self.last_reason.clone() } else { r.error.clone() };
+            let previous = self.hooks.last();
+            self.hooks.fire(k, previous, &reason);
+        }
         if r.last
             && let Err(e) = crate::election::send_report(&mut self.report_client, pb).await
         {
@@ -404,8 +430,14 @@ impl Driver {
         self.publish();
         // Ending the stream tells the election its follower is gone.
         self.follow_stop.fire();
+        let previous = self.hooks.last();
+        self.hooks.fire(duet_config::HookKind::Stopping, previous, "takeover service stopping");
+        self.hooks.stop(HOOKS_GRACE).await;
     }
 }
+
+/// How long a stop waits for the notify hooks still queued or running.
+const HOOKS_GRACE: Duration = Duration::from_secs(2);
 
 async fn next_event(events: &mut Option<mpsc::Receiver<NetEvent>>) -> Option<NetEvent> {
     match events {

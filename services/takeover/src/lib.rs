@@ -27,6 +27,7 @@ mod driver;
 mod election;
 mod error;
 mod garp;
+mod hooks;
 mod kernel;
 mod machine;
 mod metrics;
@@ -70,6 +71,8 @@ fn setup(cfg: &Validated) -> driver::Setup {
         election_url: duet_runtime::follow::election_url(cfg.election_listen),
         replicator_url: cfg.raw.replicator.enabled.then(|| format!("http://{}", cfg.raw.replicator.listen)),
         state_wait: Duration::from_millis(t.state_wait_ms),
+        hooks: cfg.hooks.clone(),
+        unit: cfg.raw.unit.name.clone(),
     }
 }
 
