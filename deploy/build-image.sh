@@ -120,5 +120,9 @@ cp "$here/Dockerfile" "$work/Dockerfile"
 say "rootfs: $(du -sh "$rootfs" | cut -f1)"
 say "docker build -t $IMAGE"
 # The classic builder: works with any Docker Engine and needs no buildx.
-DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" "$work" >/dev/null
+revision=$(git -C "$top" rev-parse HEAD 2>/dev/null || echo unknown)
+version=$(git -C "$top" describe --tags --always --dirty 2>/dev/null || echo unknown)
+DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" \
+    --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+    --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$work" >/dev/null
 docker image ls "$IMAGE" --format 'build-image: {{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' >&2

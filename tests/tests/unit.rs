@@ -108,6 +108,9 @@ fn repeated_crashes_pacify_the_unit() {
         c1.extra.push_str("[supervisor]\nrestart_backoff_ms = 50\nrestart_backoff_max_ms = 200\n");
         let _u = l.unit(l.a, &c1)?;
         l.wait_role(l.a, Role::Active, T)?;
+        let ctl = bin("duetctl").to_string_lossy().into_owned();
+        let healthy = l.lab.run(l.a, &[&ctl, "health"])?;
+        assert!(healthy.contains("election: serving") && healthy.contains("configsync: not running"), "{healthy}");
         // The election's own start counts once; three takeover crashes make four.
         for _ in 0..3 {
             let before = pids_of(&l.lab, l.a, "duet-takeover");
@@ -118,6 +121,10 @@ fn repeated_crashes_pacify_the_unit() {
             })?;
         }
         l.wait_role(l.a, Role::Pacified, Duration::from_secs(6))?;
+        // A pacified unit is not healthy (the container's health check).
+        let out = l.lab.run_status(l.a, &[&ctl, "health"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success() && text.contains("election: not_serving"), "{text}");
         duet_testkit::wait_for("shared address released", Duration::from_secs(5), Duration::from_millis(50), || {
             l.lab.addr_present(l.a, "eth0", SHARED).ok().filter(|p| !*p)
         })?;
@@ -308,4 +315,26 @@ fn notify_hooks_run_in_order_with_the_environment_and_time_out() {
         })?;
         Ok(())
     });
+}
+
+/// `--version` names the commit the binaries were built from.
+#[test]
+fn version_names_the_commit() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    for exe in ["duet", "duetctl"] {
+        let out = std::process::Command::new(bin(exe)).arg("--version").output().expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(" (commit "), "{exe}: {text}");
+        if let Some(h) = &head {
+            // Built from this checkout (or from an earlier commit of it).
+            let built = text.split("(commit ").nth(1).and_then(|t| t.split(')').next()).unwrap_or_default();
+            assert!(built.len() == 12 && built.chars().all(|c| c.is_ascii_hexdigit()), "{exe}: {text} (HEAD {h})");
+        }
+    }
 }

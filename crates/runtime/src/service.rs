@@ -150,14 +150,14 @@ fn print_problems(problems: &[Problem]) {
 }
 
 /// The whole `main` of service `S`.
-pub fn main<S: Service>() -> ExitCode {
+pub fn main<S: Service>(version: &'static str) -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     // The process's name in ps, top and pgrep (its comm) is the service's,
     // also when the unit supervisor runs it from the `duet` binary.
     if let Ok(name) = std::ffi::CString::new(S::NAME) {
         let _ = nix::sys::prctl::set_name(&name);
     }
-    let matches = Args::command().name(S::NAME).about(S::ABOUT).get_matches();
+    let matches = Args::command().name(S::NAME).about(S::ABOUT).version(version).get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,
         Err(e) => e.exit(),

@@ -9,7 +9,7 @@ use duet_ctl::{config_cmd, status};
 
 /// Administer the duet unit this runs on (and through it, the pair).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = duet_version::VERSION)]
 struct Args {
     /// The unit's configuration file (for the services' addresses).
     #[arg(long, short, global = true, env = "DUET_CONFIG")]
@@ -39,6 +39,10 @@ enum Cmd {
     ClearPacified,
     /// The replicator: link to the partner, entries, lag, resync, drops, data plane.
     Replication,
+    /// Each service's gRPC health (no token needed): exits 1 when one is
+    /// not serving (pacified, a link down, a takeover not following) or
+    /// does not answer. For container and systemd health checks.
+    Health,
     /// The persistence entries this unit holds (all tables, or one).
     Persistence { table: Option<String> },
     /// The configuration image.
@@ -145,6 +149,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Failover { timeout_ms } => status::failover(&a, timeout_ms, json).await,
         Cmd::ClearPacified => status::clear_pacified(&a).await,
         Cmd::Replication => status::replication(&a, json).await,
+        Cmd::Health => status::health(&a).await,
         Cmd::Persistence { table } => status::persistence(&a, table.unwrap_or_default(), json).await,
         Cmd::Certs { out, pair, units, days } => {
             let names: Vec<&str> = units.iter().map(String::as_str).collect();

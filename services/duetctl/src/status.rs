@@ -292,6 +292,49 @@ pub async fn clear_pacified(a: &Addrs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `duetctl health`: each service's gRPC health, one line each; an error
+/// when the election or the takeover does not answer, or any service that
+/// answers is not serving (configsync and the replicator may not run on a
+/// unit: not answering is said, not counted).
+pub async fn health(a: &Addrs) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let services = [
+        ("election", a.election, true),
+        ("takeover", a.takeover, true),
+        ("configsync", a.configsync, false),
+        ("replicator", a.replicator, false),
+    ];
+    let mut bad = Vec::new();
+    for (name, addr, required) in services {
+        let state = async {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .timeout(std::time::Duration::from_secs(3))
+                .connect()
+                .await?;
+            let r = tonic_health::pb::health_client::HealthClient::new(ch)
+                .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                .await?;
+            anyhow::Ok(r.into_inner().status)
+        }
+        .await;
+        let line = match state {
+            Ok(s) if s == ServingStatus::Serving as i32 => "serving".to_owned(),
+            Ok(s) => {
+                bad.push(name);
+                ServingStatus::try_from(s).map_or("unknown".into(), |s| s.as_str_name().to_lowercase())
+            }
+            Err(e) if required => {
+                bad.push(name);
+                format!("not answering at {addr}: {e}")
+            }
+            Err(_) => "not running".to_owned(),
+        };
+        println!("{name}: {line}");
+    }
+    if bad.is_empty() { Ok(()) } else { anyhow::bail!("not healthy: {}", bad.join(", ")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use duet_runtime::telemetry::{self, TelemetryConfig};
 
 /// duet: high availability for a pair of load-balancer units.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = duet_version::VERSION)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -37,13 +37,13 @@ fn as_service() -> Option<ExitCode> {
     let name = std::path::Path::new(&arg0).file_name()?.to_str()?;
     use duet_runtime::service::{Service, main as run};
     if name == duet_election::Election::NAME {
-        Some(run::<duet_election::Election>())
+        Some(run::<duet_election::Election>(duet_version::VERSION))
     } else if name == duet_takeover::Takeover::NAME {
-        Some(run::<duet_takeover::Takeover>())
+        Some(run::<duet_takeover::Takeover>(duet_version::VERSION))
     } else if name == duet_configsync::ConfigSyncService::NAME {
-        Some(run::<duet_configsync::ConfigSyncService>())
+        Some(run::<duet_configsync::ConfigSyncService>(duet_version::VERSION))
     } else if name == duet_replicator::Replicator::NAME {
-        Some(run::<duet_replicator::Replicator>())
+        Some(run::<duet_replicator::Replicator>(duet_version::VERSION))
     } else {
         None
     }
