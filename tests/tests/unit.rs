@@ -2,6 +2,7 @@
 //! backoff, planned handover and ordered stop on SIGTERM, pacified after
 //! repeated crashes, and the hard-reboot action (E8).
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use duet_proto::common::v1::Role;
@@ -337,4 +338,88 @@ fn version_names_the_commit() {
             assert!(built.len() == 12 && built.chars().all(|c| c.is_ascii_hexdigit()), "{exe}: {text} (HEAD {h})");
         }
     }
+}
+
+/// D1/D3: the .deb (deploy/deb/build-deb.sh, with the binaries of this
+/// build) installs with its man pages, completions, systemd unit and
+/// user, and runs a unit as that user with the two capabilities only (as
+/// duet@.service does); duetctl reaches it. Removed again at the end.
+#[test]
+fn the_deb_installs_and_runs_a_unit_as_its_own_user() {
+    lab_test("unit_deb", false, |l| {
+        struct Removed;
+        impl Drop for Removed {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("dpkg").args(["--purge", "duet"]).output();
+                let _ = std::process::Command::new("deluser").arg("duet").output();
+            }
+        }
+        let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let bins = bin("duet").parent().expect("a directory").to_path_buf();
+        let pkgs = tempfile::tempdir()?;
+        let out = std::process::Command::new(top.join("deploy/deb/build-deb.sh"))
+            .env("SKIP_CARGO", "1")
+            .env("BIN_DIR", &bins)
+            .env("OUT", pkgs.path())
+            .env("COMPRESS", "none")
+            .output()?;
+        anyhow::ensure!(out.status.success(), "build-deb: {}", String::from_utf8_lossy(&out.stderr));
+        let deb = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let _removed = Removed;
+        let out = std::process::Command::new("dpkg").args(["-i", &deb]).output()?;
+        anyhow::ensure!(out.status.success(), "dpkg -i: {}", String::from_utf8_lossy(&out.stderr));
+        for f in [
+            "/usr/bin/duet",
+            "/usr/bin/duetctl",
+            "/lib/systemd/system/duet@.service",
+            "/usr/share/man/man1/duet.1.gz",
+            "/usr/share/man/man1/duetctl-status.1.gz",
+            "/usr/share/bash-completion/completions/duetctl",
+        ] {
+            anyhow::ensure!(std::path::Path::new(f).exists(), "{f} not installed");
+        }
+        // The unit's files where the duet user can read (and its state
+        // where it can write).
+        let dir = tempfile::tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let cfg = UnitConfig::new("lb1", "first", dir.path());
+        std::fs::create_dir_all(&cfg.state_dir)?;
+        let chown = std::process::Command::new("chown").args(["-R", "duet:duet"]).arg(&cfg.state_dir).output()?;
+        anyhow::ensure!(chown.status.success(), "chown: {}", String::from_utf8_lossy(&chown.stderr));
+        let path = cfg.write(dir.path())?.to_string_lossy().into_owned();
+        let mut unit = l.lab.spawn(
+            l.a,
+            "unit-deb",
+            &[
+                "setpriv",
+                "--reuid",
+                "duet",
+                "--regid",
+                "duet",
+                "--clear-groups",
+                "--inh-caps",
+                "+net_admin,+net_raw",
+                "--ambient-caps",
+                "+net_admin,+net_raw",
+                "/usr/bin/duet",
+                "unit",
+                "--config",
+                &path,
+            ],
+            &[],
+        )?;
+        duet_testkit::wait_for(
+            "the shared address, held by the duet user",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || l.lab.addr_present(l.a, "eth0", SHARED).ok().filter(|p| *p),
+        )?;
+        let status = l.lab.run(l.a, &["/usr/bin/duetctl", "--config", &path, "status"])?;
+        assert!(status.contains("role ACTIVE"), "{status}");
+        let users = l.lab.run(l.a, &["ps", "-o", "user=,comm=", "-C", "duet-election"])?;
+        assert!(users.trim().starts_with("duet "), "the election runs as duet: {users}");
+        let stopped = unit.terminate(Duration::from_secs(10))?;
+        assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}\n{}", unit.log());
+        Ok(())
+    });
 }

@@ -48,6 +48,12 @@ enum Cmd {
     /// The configuration image.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Write the man pages and shell completions into a directory (for packages).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Make a CA and one certificate per unit for the peer links (a test pair).
     Certs {
         /// Directory to write ca.pem, <unit>.pem and <unit>.key into.
@@ -136,7 +142,7 @@ enum ConfigCmd {
 async fn run(args: Args) -> anyhow::Result<()> {
     // Making certificates talks to no service: it needs no unit file (and
     // works where DUET_CONFIG names one that is not there, as in the image).
-    let a = if matches!(args.cmd, Cmd::Certs { .. }) {
+    let a = if matches!(args.cmd, Cmd::Certs { .. } | Cmd::GenerateDocs { .. }) {
         Addrs::default()
     } else {
         let token = duet_ctl::client::token(args.config.as_deref(), args.token_file.as_deref())?;
@@ -150,6 +156,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::ClearPacified => status::clear_pacified(&a).await,
         Cmd::Replication => status::replication(&a, json).await,
         Cmd::Health => status::health(&a).await,
+        Cmd::GenerateDocs { out } => {
+            use clap::CommandFactory;
+            let files = duet_version::write_docs(Args::command(), &out)?;
+            println!("{} files written to {}", files.len(), out.display());
+            Ok(())
+        }
         Cmd::Persistence { table } => status::persistence(&a, table.unwrap_or_default(), json).await,
         Cmd::Certs { out, pair, units, days } => {
             let names: Vec<&str> = units.iter().map(String::as_str).collect();

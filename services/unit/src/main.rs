@@ -8,7 +8,7 @@ use duet_runtime::telemetry::{self, TelemetryConfig};
 
 /// duet: high availability for a pair of load-balancer units.
 #[derive(Debug, Parser)]
-#[command(version = duet_version::VERSION)]
+#[command(name = "duet", version = duet_version::VERSION)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -26,6 +26,12 @@ enum Cmd {
     Check {
         #[arg(long, short, env = "DUET_CONFIG")]
         config: PathBuf,
+    },
+    /// Write the man pages and shell completions into a directory (for packages).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -57,6 +63,19 @@ fn main() -> ExitCode {
     let (config, check) = match args.cmd {
         Cmd::Unit { config } => (config, false),
         Cmd::Check { config } => (config, true),
+        Cmd::GenerateDocs { out } => {
+            use clap::CommandFactory;
+            return match duet_version::write_docs(Args::command(), &out) {
+                Ok(files) => {
+                    println!("{} files written to {}", files.len(), out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot write the docs into {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     let cfg = match duet_config::load(&config) {
         Ok(c) => c,
