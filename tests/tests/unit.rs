@@ -423,3 +423,32 @@ fn the_deb_installs_and_runs_a_unit_as_its_own_user() {
         Ok(())
     });
 }
+
+/// `telemetry.log_format = "json"`: every line a service logs is one JSON
+/// object (for log shippers), the role change among them.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    lab_test("unit_json_logs", false, |l| {
+        let cfg = UnitConfig::new("lb1", "first", l.lab.dir());
+        let text = cfg.toml().replace("[telemetry]\n", "[telemetry]\nlog_format = \"json\"\n");
+        let path = l.lab.dir().join("lb1-json.toml");
+        std::fs::write(&path, text)?;
+        let p = path.to_string_lossy().into_owned();
+        let exe = bin("duet-election").to_string_lossy().into_owned();
+        let e = l.lab.spawn(l.a, "election-json", &[&exe, "--config", &p], &[])?;
+        e.wait_log("Switching to state: Active", Duration::from_secs(20))?;
+        let log = e.log();
+        let mut lines = 0;
+        for line in log.lines().filter(|l| l.starts_with('{')) {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|err| anyhow::anyhow!("{err}: {line}"))?;
+            assert!(
+                v["timestamp"].is_string() && v["level"].is_string() && v["fields"]["message"].is_string(),
+                "{line}"
+            );
+            lines += 1;
+        }
+        assert!(lines >= 3, "{log}");
+        assert!(log.lines().filter(|l| !l.trim().is_empty()).all(|l| l.starts_with('{')), "a line not JSON:\n{log}");
+        Ok(())
+    });
+}

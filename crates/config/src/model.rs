@@ -387,18 +387,32 @@ pub struct WitnessSection {
     pub unknown: BTreeMap<String, Value>,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `[telemetry]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySection {
     /// Log filter (tracing env-filter syntax).
     pub log: String,
+    /// `text` (one line per event) or `json` (one JSON object per line,
+    /// for log shippers).
+    pub log_format: LogFormat,
     /// OTLP/gRPC endpoint for traces and metrics; unset: no export.
     pub otlp_endpoint: Option<String>,
 }
 
 impl Default for TelemetrySection {
     fn default() -> Self {
-        Self { log: "info".into(), otlp_endpoint: None }
+        Self { log: "info".into(), log_format: LogFormat::Text, otlp_endpoint: None }
     }
 }

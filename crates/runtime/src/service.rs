@@ -221,8 +221,7 @@ pub fn main<S: Service>(version: &'static str) -> ExitCode {
 }
 
 async fn serve<S: Service>(cfg: Validated, config_path: PathBuf, addr: SocketAddr, notes: Vec<Note>) -> ExitCode {
-    let tcfg =
-        TelemetryConfig { log: cfg.raw.telemetry.log.clone(), otlp_endpoint: cfg.raw.telemetry.otlp_endpoint.clone() };
+    let tcfg = TelemetryConfig::from(&cfg.raw.telemetry);
     let guard = match telemetry::init(S::NAME, &cfg.raw.unit.name, &tcfg) {
         Ok(g) => g,
         Err(e) => {

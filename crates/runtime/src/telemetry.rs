@@ -87,11 +87,23 @@ pub struct TelemetryConfig {
     /// (or empty), `OTEL_EXPORTER_OTLP_ENDPOINT` is used if set; otherwise
     /// nothing is exported.
     pub otlp_endpoint: Option<String>,
+    /// One JSON object per log line instead of text (`telemetry.log_format`).
+    pub json: bool,
+}
+
+impl From<&duet_config::TelemetrySection> for TelemetryConfig {
+    fn from(t: &duet_config::TelemetrySection) -> Self {
+        Self {
+            log: t.log.clone(),
+            otlp_endpoint: t.otlp_endpoint.clone(),
+            json: t.log_format == duet_config::LogFormat::Json,
+        }
+    }
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log: "info".to_owned(), otlp_endpoint: None }
+        Self { log: "info".to_owned(), otlp_endpoint: None, json: false }
     }
 }
 
@@ -271,18 +283,25 @@ fn install(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> Resu
         let tracer = provider.tracer_with_scope(scope(service));
         tracing_opentelemetry::layer().with_tracer(tracer).with_filter(filter_fn(|meta| exported(meta.target())))
     });
-    let fmt_layer = tracing_subscriber::fmt::layer()
-        .compact()
-        .with_target(true)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+    let text_layer = (!cfg.json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_target(true)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+    });
+    // One object per line: timestamp, level, target, fields (the message
+    // among them) and the spans it is in.
+    let json_layer =
+        cfg.json.then(|| tracing_subscriber::fmt::layer().json().with_target(true).with_writer(std::io::stderr));
 
     // The filter is global (not per layer), so that what it turns off is
     // never even built; the OpenTelemetry layer additionally skips the
     // exporter's own stack (`NOT_EXPORTED`).
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt_layer)
+        .with(text_layer)
+        .with(json_layer)
         .with(otel_layer)
         .try_init()
         .map_err(|_| TelemetryError::SubscriberInstalled)?;
@@ -516,7 +535,11 @@ mod tests {
     /// (this test binary has no successful init).
     #[test]
     fn config_errors_are_errors() {
-        let cfg = |endpoint: &str| TelemetryConfig { log: "info".to_owned(), otlp_endpoint: Some(endpoint.to_owned()) };
+        let cfg = |endpoint: &str| TelemetryConfig {
+            log: "info".to_owned(),
+            otlp_endpoint: Some(endpoint.to_owned()),
+            json: false,
+        };
 
         let outside = init("duet-test", "unit-a", &cfg("http://127.0.0.1:4317")).unwrap_err();
         assert!(format!("{outside:#}").contains("tokio runtime"), "{outside:#}");

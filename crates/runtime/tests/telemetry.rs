@@ -156,7 +156,7 @@ async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_reach_the_collector() {
     let (collector, addr, _stop) = start_collector().await;
-    let cfg = TelemetryConfig { log: "info".to_owned(), otlp_endpoint: Some(format!("http://{addr}")) };
+    let cfg = TelemetryConfig { log: "info".to_owned(), otlp_endpoint: Some(format!("http://{addr}")), json: false };
 
     let guard = telemetry::init("duet-telemetry-test", "unit-a", &cfg).expect("init");
     assert!(guard.exporting());

@@ -122,10 +122,7 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let tcfg = TelemetryConfig {
-            log: cfg.raw.telemetry.log.clone(),
-            otlp_endpoint: cfg.raw.telemetry.otlp_endpoint.clone(),
-        };
+        let tcfg = TelemetryConfig::from(&cfg.raw.telemetry);
         let _telemetry = match telemetry::init("duet-unit", &cfg.raw.unit.name, &tcfg) {
             Ok(g) => g,
             Err(e) => {
