@@ -59,11 +59,14 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
     };
     let now = w.now();
     let partner_status = pb::PartnerStatus {
-        address: st
-            .heard
-            .map(|h| h.addr.to_string())
+        // On the same interface as this unit's address above (the partner is
+        // heard on every checked interface; the last one heard would mix
+        // front and back addresses).
+        address: first_if
+            .and_then(|i| i.partner_addr)
+            .map(|a| a.to_string())
+            .or_else(|| st.heard.map(|h| h.addr.to_string()))
             .or_else(|| st.reported.map(|r| r.addr.to_string()))
-            .or_else(|| first_if.and_then(|i| i.partner_addr).map(|a| a.to_string()))
             .unwrap_or_default(),
         advbase: st.heard.map_or(0, |h| u32::from(h.advbase)),
         advskew: st.heard.map_or(0, |h| u32::from(h.advskew)),
