@@ -191,11 +191,58 @@ fn a_wrong_peer_certificate_is_refused_and_logged() {
         let s1 = l.configsync(l.a, &c1)?;
         let _s2 = l.configsync(l.b, &c2)?;
         l.wait_role(l.a, Role::Active, T)?;
-        s1.wait_log("peer certificate is not issued to the partner", Duration::from_secs(10))?;
+        s1.wait_log("its certificate is not issued to configsync.partner_name", Duration::from_secs(10))?;
         std::thread::sleep(Duration::from_secs(6));
         assert_eq!(current(l, l.b)?.generation, 0, "nothing from lb1 was accepted by lb3, nor the other way");
         let st = status(l, l.a)?;
         assert!(!st.in_sync);
+        // Strangers at lb1's peer port, from the client's namespace: a
+        // certificate of another CA, and none at all. Each is refused in the
+        // handshake, counted by reason and logged with the caller.
+        let other = l.lab.dir().join("other-ca");
+        duet_testkit::write_certs(&other, &["lb2"])?;
+        let pair = l.certs()?;
+        let tries = [("unknown_ca", Some((other.join("lb2.pem"), other.join("lb2.key")))), ("no_certificate", None)];
+        for (reason, identity) in tries {
+            let ca = std::fs::read(pair.join("ca.pem"))?;
+            let identity = identity.map(|(c, k)| anyhow::Ok((std::fs::read(c)?, std::fs::read(k)?))).transpose()?;
+            let refused = duet_testkit::in_netns(&l.lab.ns(l.c), move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
+                    let mut tls = tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                        .domain_name("lb1");
+                    if let Some((c, k)) = identity {
+                        tls = tls.identity(tonic::transport::Identity::from_pem(c, k));
+                    }
+                    let ep =
+                        tonic::transport::Endpoint::from_shared(format!("https://{UNIT1}:6973"))?.tls_config(tls)?;
+                    let ch = ep.connect().await;
+                    let call = match ch {
+                        Ok(ch) => cs::peer_sync_service_client::PeerSyncServiceClient::new(ch)
+                            .held(cs::HeldRequest {})
+                            .await
+                            .is_err(),
+                        Err(_) => true,
+                    };
+                    anyhow::Ok(call)
+                })
+            })??;
+            assert!(refused, "{reason}: a stranger was served");
+            s1.wait_log(&format!("reason=\"{reason}\""), Duration::from_secs(5))
+                .or_else(|_| s1.wait_log(&format!("reason={reason}"), Duration::from_secs(1)))?;
+        }
+        let st = status(l, l.a)?;
+        let line = st.warnings.iter().find(|w| w.starts_with("the peer link refused")).cloned().unwrap_or_default();
+        assert!(
+            line.contains("unknown_ca") && line.contains("no_certificate") && line.contains("wrong_name"),
+            "{:?}",
+            st.warnings
+        );
+        // lb2's own view of lb1's certificate (for lb3's name, from lb1's
+        // point of view lb2's is wrong): a refusal, not an unreachable partner.
+        assert!(!st.warnings.iter().any(|w| w.contains("unreachable (invalid peer certificate")), "{:?}", st.warnings);
+        assert!(s1.log().contains("peer=198.18.0.100"), "the caller is named:\n{}", s1.log());
         Ok(())
     });
 }

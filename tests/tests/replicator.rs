@@ -296,9 +296,10 @@ fn a_restarted_standby_is_resynced_and_expiry_is_honoured_on_both_units() {
 #[test]
 fn a_peer_with_another_certificate_is_refused_and_nothing_is_installed() {
     lb_test("rp_refuse", |l| {
-        // lb1 presents lb3's certificate (same CA, another name): lb2 must
-        // refuse everything it sends.
-        let c1 = l.unit_config("lb1", "first", "lb3", "lb2")?;
+        // The first unit is lb3 (its own certificate, same CA), where lb2
+        // expects lb1: lb2 must refuse everything it sends. (A unit with
+        // another unit's certificate does not start at all: duet check.)
+        let c1 = l.unit_config("lb3", "first", "lb3", "lb2")?;
         let c2 = l.unit_config("lb2", "second", "lb2", "lb1")?;
         let _server = l.server()?;
         let _u1 = l.l.unit(l.l.a, &c1)?;

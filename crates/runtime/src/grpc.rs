@@ -56,6 +56,9 @@ pub enum GrpcError {
     /// The server failed while serving.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The peer link's TLS material cannot make a server.
+    #[error("the peer link's TLS: {0}")]
+    Tls(String),
 }
 
 /// The longest an admin call may take before it is answered (the longest
@@ -125,26 +128,71 @@ pub const PEER_KEEPALIVE: Duration = Duration::from_secs(10);
 /// See [`PEER_KEEPALIVE`].
 pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a peer has to finish its TLS handshake.
+pub const PEER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connections of a peer link's server, each through its TLS
+/// handshake (see [`peer_server`]).
+pub type PeerIncoming = tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+>;
+
 /// The server of a peer link (configsync's, the replicator's), bound on
 /// this unit's end of the link (`link.listen`): mutual TLS with the pair's
 /// CA, and HTTP/2 keepalive so that a partner gone mid-stream is noticed
 /// within seconds. `port_setting` names the port's setting in errors.
+///
+/// The TLS handshakes are done here, not in the server, so that every
+/// refused peer (another CA, no certificate, an invalid one) is counted
+/// and logged by reason ([`crate::peer_refusals`]); the server gets the
+/// connections that passed. Serve it with `serve_with_incoming_shutdown`.
 pub async fn peer_server(
     link: &duet_config::PeerLink,
     tls: &crate::tls::PeerTls,
     port_setting: &str,
-) -> Result<(TcpListener, Server), GrpcError> {
+) -> Result<(PeerIncoming, Server), GrpcError> {
     let listener = TcpListener::bind(link.listen).await.map_err(|source| GrpcError::PeerBind {
         addr: link.listen,
         interface: link.interface.clone(),
         setting: port_setting.to_owned(),
         source,
     })?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls.rustls_server().map_err(GrpcError::Tls)?));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let tls = tls.clone();
+    // Ends when the server drops the connections' receiver.
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = tx.closed() => return,
+            };
+            let (tcp, from) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("peer link: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx, tls) = (acceptor.clone(), tx.clone(), tls.clone());
+            tokio::spawn(async move {
+                use crate::peer_refusals::Reason;
+                match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => {
+                        let _ = tx.send(Ok(s)).await;
+                    }
+                    Ok(Err(e)) => tls.refusals().record(Some(from.ip()), Reason::of_handshake(&e), &e.to_string()),
+                    Err(_) => tls.refusals().record(Some(from.ip()), Reason::Handshake, "no handshake within 5 s"),
+                }
+            });
+        }
+    });
     let server = Server::builder()
-        .tls_config(tls.server())?
         .http2_keepalive_interval(Some(PEER_KEEPALIVE))
         .http2_keepalive_timeout(Some(PEER_KEEPALIVE_TIMEOUT));
-    Ok((listener, server))
+    Ok((tokio_stream::wrappers::ReceiverStream::new(rx), server))
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

@@ -17,6 +17,7 @@ pub mod generations;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod peer_refusals;
 pub mod service;
 pub mod shutdown;
 pub mod stats;

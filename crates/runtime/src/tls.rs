@@ -33,6 +33,8 @@ pub struct PeerTls {
     cert: Vec<u8>,
     key: Vec<u8>,
     partner: String,
+    /// Peers refused on the links this material serves (shared by clones).
+    refusals: std::sync::Arc<crate::peer_refusals::PeerRefusals>,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -75,6 +77,7 @@ impl PeerTls {
             cert: read("certificate", format!("{section}.tls_cert"), &files.cert)?,
             key: read("private key", format!("{section}.tls_key"), &files.key)?,
             partner: partner.to_string(),
+            refusals: std::sync::Arc::default(),
         })
     }
 
@@ -154,6 +157,38 @@ impl PeerTls {
         found
     }
 
+    /// The peers refused so far, by reason.
+    pub fn refusals(&self) -> &crate::peer_refusals::PeerRefusals {
+        &self.refusals
+    }
+
+    /// The server side as rustls takes it: this unit's certificate, a
+    /// client certificate signed by the pair's CA required, HTTP/2.
+    pub fn rustls_server(&self) -> Result<rustls::ServerConfig, String> {
+        use rustls_pki_types::PrivateKeyDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&self.ca) {
+            roots.add(c.map_err(|e| format!("the CA file: {e}"))?).map_err(|e| format!("the CA certificate: {e}"))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .map_err(|e| format!("the CA certificate: {e}"))?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the certificate file: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key).map_err(|e| format!("the key file: {e}"))?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("the certificate and key: {e}"))?;
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(cfg)
+    }
+
     /// The partner's expected name.
     pub fn partner(&self) -> &str {
         &self.partner
@@ -179,8 +214,9 @@ impl PeerTls {
     /// Checks that the client certificate of `req` (already verified against
     /// the CA by the TLS handshake) was issued to the partner.
     pub fn check_peer<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let peer = req.remote_addr().map(|a| a.ip());
         let certs = req.peer_certs().ok_or_else(|| {
-            tracing::warn!(peer = ?req.remote_addr(), "peer request without a client certificate refused");
+            self.refusals.record(peer, crate::peer_refusals::Reason::NoCertificate, "a request without one");
             Status::unauthenticated("a client certificate is required")
         })?;
         let leaf: &CertificateDer<'_> =
@@ -190,11 +226,8 @@ impl PeerTls {
             c.verify_is_valid_for_subject_name(&name).ok()
         });
         if ok.is_none() {
-            tracing::error!(
-                peer = ?req.remote_addr(),
-                expected = %self.partner,
-                "peer certificate is not issued to the partner: request refused"
-            );
+            let detail = format!("expected \"{}\"", self.partner);
+            self.refusals.record(peer, crate::peer_refusals::Reason::WrongName, &detail);
             return Err(Status::permission_denied(format!(
                 "this unit accepts only its partner \"{}\"; the certificate presented is for another name",
                 self.partner

@@ -304,6 +304,15 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
         if peer.is_some() && !reachable {
             warnings.push(format!("the partner is not reachable over the peer link: {}", p.last_error));
         }
+        if let Some(t) = &self.shared.tls
+            && t.refusals().total() > 0
+        {
+            warnings.push(format!(
+                "the peer link refused {} connection(s): {} (see the log for who)",
+                t.refusals().total(),
+                t.refusals().summary()
+            ));
+        }
         if partner.known && !in_sync {
             warnings.push(format!(
                 "the units differ: this unit holds generation {} ({}), the partner {} ({})",

@@ -203,9 +203,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         let (l, mut server) = duet_runtime::grpc::peer_server(p, tls, "configsync.peer_port").await?;
         let server = server.add_service(PeerSyncServiceServer::new(peer::PeerServer { shared: Arc::clone(&shared) }));
         let s = stop.clone();
-        tasks.spawn("peer link server", async move {
-            server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await
-        });
+        tasks.spawn("peer link server", async move { server.serve_with_incoming_shutdown(l, s.future()).await });
         let sh = Arc::clone(&shared);
         let s = stop.clone();
         tasks.spawn("pusher", peer::pusher(sh, force_rx, s));

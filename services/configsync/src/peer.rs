@@ -327,7 +327,10 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
 }
 
 /// Whether a call failed for want of the partner (no connection, the link
-/// gone), rather than being refused by it.
+/// gone), rather than being refused by it (a TLS handshake that failed on
+/// a certificate is a refusal too, though the transport reports it as
+/// unavailable).
 fn unreachable(s: &Status) -> bool {
-    s.code() == tonic::Code::Unavailable
+    let m = s.message();
+    s.code() == tonic::Code::Unavailable && !m.contains("certificate") && !m.contains("handshake")
 }

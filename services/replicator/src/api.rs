@@ -210,7 +210,7 @@ pub(crate) fn status(shared: &Shared) -> pb::GetStatusResponse {
         last_ack,
         resync: resync.into(),
         resyncs,
-        drops: shared.drops.map(),
+        drops: shared.drops.map(shared.tls.as_ref()),
         ready,
         last_error,
         lag_p50_us,

@@ -116,9 +116,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
                 .max_encoding_message_size(MAX_MESSAGE),
         );
         let s = stop.clone();
-        tasks.spawn("peer link server", async move {
-            server.serve_with_incoming_shutdown(duet_runtime::grpc::incoming(l), s.future()).await
-        });
+        tasks.spawn("peer link server", async move { server.serve_with_incoming_shutdown(l, s.future()).await });
         tasks.spawn("sender", sender::run(Arc::clone(&shared), stop.clone()));
     }
     tasks.spawn("expiry", receiver::expiry(Arc::clone(&shared), stop.clone()));

@@ -33,7 +33,7 @@ impl Metrics {
             .build();
         let drops = observed
             .counter("duet.replicator.drops", "Events and changes lost or refused, by reason", |s, o| {
-                for (reason, n) in s.drops.map() {
+                for (reason, n) in s.drops.map(s.tls.as_ref()) {
                     o.observe(n, &[KeyValue::new("reason", reason)]);
                 }
             })

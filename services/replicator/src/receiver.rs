@@ -45,7 +45,10 @@ impl pb::replication_peer_service_server::ReplicationPeerService for PeerServer 
             None => Err(Status::unauthenticated("this unit has no peer link configured")),
         };
         if let Err(e) = checked {
-            self.shared.drops.refused_peers.fetch_add(1, Ordering::Relaxed);
+            // With a link, check_peer counted it (by reason).
+            if self.shared.tls.is_none() {
+                self.shared.drops.refused_peers.fetch_add(1, Ordering::Relaxed);
+            }
             lock(&self.shared.recv).last_error = format!("refused a peer: {}", e.message());
             return Err(e);
         }

@@ -54,19 +54,26 @@ pub(crate) struct Drops {
 }
 
 impl Drops {
-    pub(crate) fn map(&self) -> HashMap<String, u64> {
+    /// The counters by name; `tls`'s refusals of peers count in
+    /// `refused_peers`, and by reason as `refused_peers.<reason>`.
+    pub(crate) fn map(&self, tls: Option<&duet_runtime::tls::PeerTls>) -> HashMap<String, u64> {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let refusals = tls.map(duet_runtime::tls::PeerTls::refusals);
+        let by_reason = duet_runtime::peer_refusals::Reason::ALL
+            .iter()
+            .map(|r| (format!("refused_peers.{}", r.as_str()), refusals.map_or(0, |f| f.count(*r))));
         [
             ("kernel_event_overruns", g(&self.overruns)),
             ("install_failures", g(&self.install_failures)),
             ("outbox_full", g(&self.outbox_full)),
-            ("refused_peers", g(&self.refused_peers)),
+            ("refused_peers", g(&self.refused_peers) + refusals.map_or(0, |f| f.total())),
             ("haproxy_errors", g(&self.haproxy_errors)),
             ("malformed_changes", g(&self.malformed)),
             ("partial_events", g(&self.partial_events)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(by_reason)
         .collect()
     }
 }
