@@ -416,8 +416,13 @@ fn the_deb_installs_and_runs_a_unit_as_its_own_user() {
         )?;
         let status = l.lab.run(l.a, &["/usr/bin/duetctl", "--config", &path, "status"])?;
         assert!(status.contains("role ACTIVE"), "{status}");
-        let users = l.lab.run(l.a, &["ps", "-o", "user=,comm=", "-C", "duet-election"])?;
-        assert!(users.trim().starts_with("duet "), "the election runs as duet: {users}");
+        // This namespace's election (ps would list other tests' too).
+        let duet_uid = l.lab.run(l.a, &["id", "-u", "duet"])?.trim().to_owned();
+        let pids = pids_of(&l.lab, l.a, "duet-election");
+        assert_eq!(pids.len(), 1, "one election: {pids:?}");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0]))?;
+        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().next());
+        assert_eq!(uid, Some(duet_uid.as_str()), "the election runs as duet ({duet_uid}):\n{status}");
         let stopped = unit.terminate(Duration::from_secs(10))?;
         assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}\n{}", unit.log());
         Ok(())
