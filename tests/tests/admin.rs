@@ -105,6 +105,8 @@ fn tokens_gate_every_call_by_role_from_another_namespace_and_the_unit_still_work
         let conf = l.lab.dir().join("lb1.toml").to_string_lossy().into_owned();
         let out = l.lab.run(l.a, &[&ctl, "--config", &conf, "status"])?;
         assert!(out.contains("lb1"), "duetctl status:\n{out}");
+        // The API in clear beyond loopback is said in status too.
+        assert!(out.contains("tokens travel unencrypted"), "duetctl status:\n{out}");
         let viewer_env = format!("DUET_TOKEN={VIEWER}");
         let r = l.lab.run_status(l.a, &["env", &viewer_env, &ctl, "--config", &conf, "clear-pacified"])?;
         let err = String::from_utf8_lossy(&r.stderr);

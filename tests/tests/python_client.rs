@@ -23,7 +23,10 @@ fn python_grpcio_client_uses_reflection_health_and_watch_role() {
         {
             assert!(services.contains(&s), "{s} missing from {services:?}");
         }
-        assert!(!services.iter().any(|s| s.contains("Takeover") || s.contains("PeerSync")), "the election's port lists others' services: {services:?}");
+        assert!(
+            !services.iter().any(|s| s.contains("Takeover") || s.contains("PeerSync")),
+            "the election's port lists others' services: {services:?}"
+        );
         assert_eq!(v["health"], "SERVING");
         let ev = &v["events"][0];
         assert_eq!(ev["kind"], "ROLE_EVENT_KIND_SNAPSHOT", "{ev}");

@@ -42,6 +42,9 @@ pub struct Validated {
     /// O5: the tokens callers must present (none: the APIs are open, on
     /// loopback unless allowed).
     pub admin_tokens: Option<crate::AdminTokens>,
+    /// O5: the warnings about who may call the APIs (also in `warnings`),
+    /// which the election's status repeats.
+    pub admin_warnings: Vec<String>,
     /// O6: the notify hooks, checked.
     pub hooks: crate::Hooks,
     /// E14: this unit's way to the witness, when it has one.
@@ -210,7 +213,9 @@ impl UnitConfig {
             ("configsync.listen", self.configsync.listen.as_str()),
             ("replicator.listen", self.replicator.listen.as_str()),
         ];
+        let before = warnings.len();
         let admin_tokens = crate::admin::resolve(&self.admin, &listens, &mut e, &mut warnings);
+        let admin_warnings = warnings[before..].to_vec();
         let hooks = crate::hooks::resolve(&self.hooks, &mut e);
 
         let ha_keys: Vec<&str> =
@@ -380,6 +385,7 @@ impl UnitConfig {
             handover_timeout: Duration::from_millis(ha.handover_timeout_ms),
             warnings,
             admin_tokens,
+            admin_warnings,
             hooks,
             witness,
         })

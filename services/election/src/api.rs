@@ -25,6 +25,9 @@ pub(crate) struct Api {
     pub shared: Arc<Shared>,
     pub unit_name: String,
     pub shutdown: Shutdown,
+    /// The unit file's warnings about who may call the APIs (an API in
+    /// clear beyond loopback), repeated in every status.
+    pub admin_warnings: Vec<String>,
 }
 
 fn ts(t: SystemTime) -> prost_types::Timestamp {
@@ -305,7 +308,9 @@ impl pb::election_service_server::ElectionService for Api {
         _: GrpcRequest<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         let snap = self.ask(Request::Status).await?;
-        Ok(Response::new(status_proto(&self.unit_name, &snap)))
+        let mut r = status_proto(&self.unit_name, &snap);
+        r.warnings.extend(self.admin_warnings.iter().cloned());
+        Ok(Response::new(r))
     }
 
     type WatchRoleStream = RoleStream;
@@ -516,7 +521,7 @@ mod tests {
             pulse: watch::Sender::new(0),
         });
         let (_trigger, shutdown) = duet_runtime::shutdown::channel();
-        let api = Api { shared: Arc::clone(&shared), unit_name: "lb1".into(), shutdown };
+        let api = Api { shared: Arc::clone(&shared), unit_name: "lb1".into(), shutdown, admin_warnings: Vec::new() };
         let req = pb::WatchRoleRequest { follower: String::new(), heartbeat_ms: 100, heartbeat_idle_ms: 1000 };
         use pb::election_service_server::ElectionService;
         let mut stream = api.watch_role(GrpcRequest::new(req)).await.unwrap().into_inner();

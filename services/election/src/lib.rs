@@ -159,6 +159,7 @@ pub async fn run(
         shared: Arc::clone(&handles.shared),
         unit_name: cfg.raw.unit.name.clone(),
         shutdown: api_shutdown.clone(),
+        admin_warnings: cfg.admin_warnings.clone(),
     };
     let router = router.add_service(ElectionServiceServer::new(api));
     let server = tokio::spawn(duet_runtime::grpc::serve(router, listener, api_shutdown.clone()));
