@@ -185,7 +185,11 @@ pub fn witness_line(w: &el::WitnessStatus) -> String {
 /// One line on the replicator: mode, link, entries, lag.
 pub fn replication_line(r: &duet_proto::replicator::v1::GetStatusResponse) -> String {
     let link = if r.partner_connected { format!("linked to {}", r.partner) } else { "NO link to the partner".into() };
-    let lag = if r.mode == "sending" {
+    let lag = if r.mode == "sending" && !r.partner_connected {
+        // Not a lag: there is nobody to send to (a new active whose
+        // partner is gone holds all of its state).
+        format!(", {} changes waiting for the partner", r.lag_changes)
+    } else if r.mode == "sending" {
         format!(
             ", lag {} changes / {} ms (p50 {:.1} ms, p99 {:.1} ms)",
             r.lag_changes,
@@ -338,6 +342,23 @@ pub async fn health(a: &Addrs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sender_without_a_partner_has_changes_waiting_not_a_lag() {
+        let mut r = duet_proto::replicator::v1::GetStatusResponse {
+            mode: "sending".into(),
+            lag_changes: 50,
+            lag_ms: 1506,
+            ..Default::default()
+        };
+        let line = replication_line(&r);
+        assert!(line.contains("50 changes waiting for the partner") && !line.contains("lag"), "{line}");
+        r.partner_connected = true;
+        r.partner = "lb2".into();
+        assert!(replication_line(&r).contains("lag 50 changes / 1506 ms"));
+        r.drops = [("refused_peers.unknown_ca".to_owned(), 2), ("overruns".to_owned(), 1)].into();
+        assert!(replication_line(&r).contains(", 3 dropped"), "each drop in one counter");
+    }
 
     #[test]
     fn the_witness_line_says_who_holds_the_key_and_what_is_wrong() {

@@ -54,8 +54,9 @@ pub(crate) struct Drops {
 }
 
 impl Drops {
-    /// The counters by name; `tls`'s refusals of peers count in
-    /// `refused_peers`, and by reason as `refused_peers.<reason>`.
+    /// The counters by name (each drop in one of them, so they add up);
+    /// peers refused are `refused_peers.<reason>` (`tls`'s reasons, and
+    /// `no_link` for a unit without a peer link).
     pub(crate) fn map(&self, tls: Option<&duet_runtime::tls::PeerTls>) -> HashMap<String, u64> {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let refusals = tls.map(duet_runtime::tls::PeerTls::refusals);
@@ -66,7 +67,7 @@ impl Drops {
             ("kernel_event_overruns", g(&self.overruns)),
             ("install_failures", g(&self.install_failures)),
             ("outbox_full", g(&self.outbox_full)),
-            ("refused_peers", g(&self.refused_peers) + refusals.map_or(0, |f| f.total())),
+            ("refused_peers.no_link", g(&self.refused_peers)),
             ("haproxy_errors", g(&self.haproxy_errors)),
             ("malformed_changes", g(&self.malformed)),
             ("partial_events", g(&self.partial_events)),
