@@ -83,6 +83,18 @@ fi
 exit 0
 POSTINST
 chmod 0755 "$root/DEBIAN/postinst"
+cat > "$root/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+set -e
+# Purge removes what postinst made: the state directory and the user.
+if [ "$1" = purge ]; then
+    rm -rf /var/lib/duet
+    if getent passwd duet >/dev/null; then deluser --quiet duet >/dev/null 2>&1 || true; fi
+    if getent group duet >/dev/null; then delgroup --quiet duet >/dev/null 2>&1 || true; fi
+fi
+exit 0
+POSTRM
+chmod 0755 "$root/DEBIAN/postrm"
 
 mkdir -p "$OUT"
 deb=$OUT/duet_${version}_${arch}.deb
