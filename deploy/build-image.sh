@@ -30,7 +30,7 @@ tools=(duetctl)
 say() { printf '%s\n' "build-image: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
-for t in docker ldd strip; do
+for t in docker ldd strip setcap tar; do
     command -v "$t" >/dev/null || die "$t not found"
 done
 nft=$(command -v nft || true)
@@ -89,12 +89,21 @@ done
 # that print user names.
 cat >"$rootfs/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/nonexistent
+duet:x:10001:10001:duet:/var/lib/duet:/nonexistent
 nobody:x:65534:65534:nobody:/nonexistent:/nonexistent
 EOF
 cat >"$rootfs/etc/group" <<'EOF'
 root:x:0:
+duet:x:10001:
 nogroup:x:65534:
 EOF
+# The unit runs as duet (10001), not root: its state is its own, and the
+# duet binary carries the two capabilities it needs as file capabilities
+# without the effective bit (+p): duet makes them effective itself and
+# passes them to its services and nft (ambient), and a container started
+# without cap_add gets duet's one-line explanation, not an exec failure.
+chown -R 10001:10001 "$rootfs/var/lib/duet"
+setcap cap_net_admin,cap_net_raw+p "$rootfs/usr/local/bin/duet"
 cat >"$rootfs/etc/nsswitch.conf" <<'EOF'
 passwd: files
 group:  files
@@ -118,11 +127,20 @@ done
 
 cp "$here/Dockerfile" "$work/Dockerfile"
 say "rootfs: $(du -sh "$rootfs" | cut -f1)"
+# The root filesystem goes in with `docker import`, which keeps the file
+# capabilities (the classic builder's COPY drops them), and the Dockerfile
+# adds the rest on top of it (no base image, no registry).
+base="${IMAGE%%:*}-rootfs:${IMAGE#*:}"
+[ "$base" != "$IMAGE" ] || base="$IMAGE-rootfs"
+say "docker import -> $base"
+tar --xattrs --xattrs-include='security.capability' --numeric-owner -C "$rootfs" -cf "$work/rootfs.tar" .
+docker import "$work/rootfs.tar" "$base" >/dev/null
+rm -rf "$rootfs" "$work/rootfs.tar"
 say "docker build -t $IMAGE"
 # The classic builder: works with any Docker Engine and needs no buildx.
 revision=$(git -C "$top" rev-parse HEAD 2>/dev/null || echo unknown)
 version=$(git -C "$top" describe --tags --always --dirty 2>/dev/null || echo unknown)
-DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" \
+DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" --build-arg BASE="$base" \
     --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$work" >/dev/null
 docker image ls "$IMAGE" --format 'build-image: {{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' >&2

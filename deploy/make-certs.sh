@@ -30,11 +30,13 @@ else
     echo "make-certs: no duetctl: run deploy/build-image.sh first (or set DUETCTL)" >&2
     exit 1
 fi
-# The containers run as root without CAP_DAC_OVERRIDE: they read these as
-# their owner (root on the host). The keys stay 0600.
+# The containers run as duet (uid 10001): they read the keys as their
+# owner. The keys stay 0600.
 chmod 0644 "$out"/*.pem
 chmod 0600 "$out"/*.key
-if [ "$(id -u)" != 0 ]; then
-    echo "make-certs: note: the units run as root WITHOUT CAP_DAC_OVERRIDE, so they can read" >&2
-    echo "  a 0600 key only if root owns it: sudo chown 0:0 $out/*.key" >&2
+if [ "$(id -u)" = 0 ]; then
+    chown 10001:10001 "$out"/*.key
+else
+    echo "make-certs: note: the units run as uid 10001, so they can read a 0600 key only" >&2
+    echo "  if 10001 owns it: sudo chown 10001:10001 $out/*.key" >&2
 fi

@@ -154,7 +154,10 @@ caps_ok() {
     eff=$(awk '/^CapEff:/ { print $2 }' "/proc/$pid/status")
     # CAP_NET_ADMIN (12) and CAP_NET_RAW (13): 0x3000.
     [ "$eff" = 0000000000003000 ] || fail "$1 runs with capabilities $eff, not NET_ADMIN+NET_RAW (0000000000003000)"
-    say "$1: effective capabilities $eff (NET_ADMIN, NET_RAW), NoNewPrivs $(awk '/^NoNewPrivs:/ { print $2 }' "/proc/$pid/status"), read-only root $(docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$(cid "$1")")"
+    local uid
+    uid=$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status")
+    [ "$uid" = 10001 ] || fail "$1 runs as uid $uid, not duet (10001)"
+    say "$1: uid $uid (duet), effective capabilities $eff (NET_ADMIN, NET_RAW), NoNewPrivs $(awk '/^NoNewPrivs:/ { print $2 }' "/proc/$pid/status"), read-only root $(docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$(cid "$1")")"
 }
 
 # --- 1. up -----------------------------------------------------------------
@@ -168,7 +171,7 @@ done
 # --- 2. both up, one active holding .10 ------------------------------------
 for u in lb1 lb2; do
     t=$(wait_for 60 "$u healthy (duetctl status answers)" healthy $u)
-    say "$u healthy after ${t} ms (Docker health check: duetctl status)"
+    say "$u healthy after ${t} ms (Docker health check: duetctl health)"
 done
 t=$(wait_for 30 "one unit active" eval 'is_role lb1 ACTIVE || is_role lb2 ACTIVE')
 r1=$(role lb1)

@@ -350,8 +350,8 @@ fn the_deb_installs_and_runs_a_unit_as_its_own_user() {
         struct Removed;
         impl Drop for Removed {
             fn drop(&mut self) {
+                // The package's postrm removes the user, the group and /var/lib/duet.
                 let _ = std::process::Command::new("dpkg").args(["--purge", "duet"]).output();
-                let _ = std::process::Command::new("deluser").arg("duet").output();
             }
         }
         let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -425,6 +425,10 @@ fn the_deb_installs_and_runs_a_unit_as_its_own_user() {
         assert_eq!(uid, Some(duet_uid.as_str()), "the election runs as duet ({duet_uid}):\n{status}");
         let stopped = unit.terminate(Duration::from_secs(10))?;
         assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}\n{}", unit.log());
+        drop(_removed);
+        let purged = std::process::Command::new("getent").args(["passwd", "duet"]).output()?;
+        assert!(!purged.status.success(), "purge left the duet user");
+        assert!(!std::path::Path::new("/var/lib/duet").exists(), "purge left /var/lib/duet");
         Ok(())
     });
 }
@@ -456,4 +460,36 @@ fn json_logs_are_one_object_per_line() {
         assert!(log.lines().filter(|l| !l.trim().is_empty()).all(|l| l.starts_with('{')), "a line not JSON:\n{log}");
         Ok(())
     });
+}
+
+/// The image's way to run as non-root: the duet binary carries
+/// CAP_NET_ADMIN and CAP_NET_RAW as file capabilities without the
+/// effective bit, and duet makes them effective itself (and passes them
+/// to its services and nft). Without them, duet's own line says so.
+#[test]
+fn a_non_root_duet_with_file_capabilities_raises_them_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let exe = dir.path().join("duet");
+    std::fs::copy(bin("duet"), &exe).expect("copy");
+    let cfg = UnitConfig::new("lb1", "first", dir.path()).write(dir.path()).expect("unit file");
+    let as_nobody = || {
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&exe)
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("setpriv")
+    };
+    let setcap = std::process::Command::new("setcap").arg("cap_net_admin,cap_net_raw+p").arg(&exe).status();
+    assert!(setcap.is_ok_and(|s| s.success()), "setcap (libcap2-bin) failed");
+    let out = as_nobody();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains(": OK"), "{stdout}{stderr}");
+    let _ = std::process::Command::new("setcap").arg("-r").arg(&exe).status();
+    let out = as_nobody();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs CAP_NET_ADMIN and CAP_NET_RAW"), "{stderr}");
 }

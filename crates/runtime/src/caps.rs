@@ -63,6 +63,34 @@ pub fn missing(needed: &[Cap]) -> Vec<Cap> {
     effective().map(|eff| lacking(eff, needed)).unwrap_or_default()
 }
 
+/// Makes the capabilities this process may have (its permitted set)
+/// effective, and passes the network ones on to the programs it runs (its
+/// services, `nft`) through the ambient set. For a non-root process whose
+/// binary carries them as file capabilities without the effective bit
+/// (`setcap cap_net_admin,cap_net_raw+p`, as in the image): a missing one
+/// is then reported by [`missing`] with the ways to grant it, not by the
+/// kernel refusing to run the program. Does nothing for root.
+pub fn raise_permitted() -> std::io::Result<()> {
+    use rustix::thread::{CapabilitySet, capabilities, configure_capability_in_ambient_set, set_capabilities};
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let mut sets = capabilities(None)?;
+    let net = (CapabilitySet::NET_ADMIN | CapabilitySet::NET_RAW) & sets.permitted;
+    if sets.effective.contains(sets.permitted) && sets.inheritable.contains(net) {
+        return Ok(());
+    }
+    sets.effective |= sets.permitted;
+    sets.inheritable |= net;
+    set_capabilities(None, sets)?;
+    for flag in [CapabilitySet::NET_ADMIN, CapabilitySet::NET_RAW] {
+        if net.contains(flag) {
+            configure_capability_in_ambient_set(flag, true)?;
+        }
+    }
+    Ok(())
+}
+
 /// One line: what `who` lacks and the ways to grant it.
 pub fn explain(who: &str, missing: &[Cap]) -> String {
     let names: Vec<String> = missing.iter().map(ToString::to_string).collect();

@@ -169,6 +169,9 @@ pub fn main<S: Service>(version: &'static str) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Err(e) = crate::caps::raise_permitted() {
+        eprintln!("{}: cannot make its permitted capabilities effective: {e}", S::NAME);
+    }
     let lacking = crate::caps::missing(S::CAPABILITIES);
     if !lacking.is_empty() {
         // One line and a configuration exit: restarting would not help.

@@ -59,6 +59,9 @@ fn main() -> ExitCode {
     if let Some(code) = as_service() {
         return code;
     }
+    if let Err(e) = duet_runtime::caps::raise_permitted() {
+        eprintln!("duet: cannot make its permitted capabilities effective: {e}");
+    }
     let args = Args::parse();
     let (config, check) = match args.cmd {
         Cmd::Unit { config } => (config, false),
