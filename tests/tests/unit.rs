@@ -254,9 +254,10 @@ fn duet_check_reports_every_problem_of_the_unit_at_once() {
     let out = run(&["check", "--config"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
+    // One run: the file's problem, and its certificate's.
     assert!(err.contains("election.listen"), "{err}");
-    // The file's own problems come first, alone (the sections need a valid
-    // file): fix that one and run again.
+    assert!(err.contains("configsync.tls_cert: not valid"), "{err}");
+    // Without the file's problem, the sections' too.
     let text = std::fs::read_to_string(&path).unwrap().replace("0.0.0.0:7870", "127.0.0.1:7870");
     std::fs::write(&path, text).unwrap();
     let out = run(&["check", "--config"]);

@@ -82,6 +82,32 @@ pub fn findings(cfg: &Validated, eff: Option<u64>) -> Findings {
     f
 }
 
+/// What can be checked of a file that does not validate (so that `duet
+/// check` still reports everything in one run): the peer link's
+/// certificates as named in `[configsync]`, and the capabilities the two
+/// services every unit runs need.
+pub fn unvalidated_findings(raw: &duet_config::UnitConfig, eff: Option<u64>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let c = &raw.configsync;
+    if let (true, Some(partner), Some(ca), Some(cert), Some(key)) =
+        (c.enabled, &c.partner_name, &c.tls_ca, &c.tls_cert, &c.tls_key)
+    {
+        let files = duet_runtime::tls::TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() };
+        match PeerTls::load(&files, partner, "configsync") {
+            Ok(tls) => problems.extend(tls.verify(&raw.unit.name, "configsync")),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if let Some(eff) = eff {
+        let needed = [duet_election::Election::CAPABILITIES, duet_takeover::Takeover::CAPABILITIES].concat();
+        let lacking = caps::lacking(eff, &needed);
+        if !lacking.is_empty() {
+            problems.push(caps::explain("this unit", &lacking));
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

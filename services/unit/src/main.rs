@@ -84,6 +84,13 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
+            // A file that does not validate: what can be checked of it
+            // without validation, in the same run.
+            if let (duet_config::ConfigError::Invalid { .. }, Ok(raw)) = (&e, duet_config::load_raw(&config)) {
+                for p in duet_unit::check::unvalidated_findings(&raw, duet_runtime::caps::effective()) {
+                    eprintln!("  - {p}");
+                }
+            }
             return ExitCode::from(2);
         }
     };
