@@ -12,17 +12,18 @@
 //! tokens file the APIs are open, to loopback unless
 //! `admin.allow_plaintext_remote` (checked with the unit file).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use duet_config::{AdminRole, AdminTokens};
 use futures::future::Either;
 use tonic::Status;
 use tonic::transport::server::TcpConnectInfo;
+
+use crate::log_limit::LogLimit;
 
 /// A refusal is logged at most this often per caller and reason.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -98,16 +99,16 @@ pub struct AdminAuth {
     _metric: Arc<opentelemetry::metrics::ObservableCounter<u64>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Refused {
     counts: [AtomicU64; 3],
-    logged: Mutex<HashMap<(Option<IpAddr>, Refusal), Instant>>,
+    logged: LogLimit<(Option<IpAddr>, Refusal)>,
 }
 
 impl AdminAuth {
     /// Checks calls against `tokens`; lets everything through without.
     pub fn new(tokens: Option<AdminTokens>) -> Self {
-        let refused = Arc::new(Refused::default());
+        let refused = Arc::new(Refused { counts: Default::default(), logged: LogLimit::new(LOG_EVERY) });
         let counted = Arc::clone(&refused);
         let metric = crate::telemetry::meter()
             .u64_observable_counter("duet.admin.refused")
@@ -144,12 +145,7 @@ impl AdminAuth {
             Some(Some(_)) => return Ok(()),
         };
         self.refused.counts[refusal as usize].fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut logged = self.refused.logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let due = logged.get(&(peer, refusal)).is_none_or(|t| now.duration_since(*t) >= LOG_EVERY);
-        if due {
-            logged.insert((peer, refusal), now);
-            logged.retain(|_, t| now.duration_since(*t) < LOG_EVERY);
+        if self.refused.logged.due((peer, refusal)) {
             let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
             tracing::warn!(
                 peer = %peer,

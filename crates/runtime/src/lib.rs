@@ -16,6 +16,7 @@ pub mod follow;
 pub mod generations;
 pub mod grpc;
 pub mod health;
+pub mod log_limit;
 pub mod metrics;
 pub mod peer_refusals;
 pub mod service;

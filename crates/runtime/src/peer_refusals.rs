@@ -4,11 +4,11 @@
 //! caller and reason every [`LOG_EVERY`]; status and metrics read the
 //! counts.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::log_limit::LogLimit;
 
 /// A refusal is logged at most this often per caller and reason.
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -70,10 +70,16 @@ impl Reason {
 }
 
 /// The counts and the log's memory of one unit's peer links.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PeerRefusals {
     counts: [AtomicU64; 5],
-    logged: Mutex<HashMap<(Option<IpAddr>, Reason), Instant>>,
+    logged: LogLimit<(Option<IpAddr>, Reason)>,
+}
+
+impl Default for PeerRefusals {
+    fn default() -> Self {
+        Self { counts: Default::default(), logged: LogLimit::new(LOG_EVERY) }
+    }
 }
 
 impl PeerRefusals {
@@ -81,13 +87,9 @@ impl PeerRefusals {
     /// logged for it lately.
     pub fn record(&self, peer: Option<IpAddr>, reason: Reason, detail: &str) {
         let n = self.counts[reason as usize].fetch_add(1, Ordering::Relaxed) + 1;
-        let now = Instant::now();
-        let mut logged = self.logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if logged.get(&(peer, reason)).is_some_and(|t| now.duration_since(*t) < LOG_EVERY) {
+        if !self.logged.due((peer, reason)) {
             return;
         }
-        logged.retain(|_, t| now.duration_since(*t) < LOG_EVERY);
-        logged.insert((peer, reason), now);
         let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         tracing::warn!(
             peer = %peer,
