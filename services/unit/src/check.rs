@@ -26,7 +26,7 @@ pub struct Findings {
 pub fn findings(cfg: &Validated, eff: Option<u64>) -> Findings {
     let mut f = Findings { warnings: cfg.warnings.clone(), ..Findings::default() };
     f.services = vec!["election", "takeover"];
-    let mut needed: Vec<Cap> = [duet_election::Election::CAPABILITIES, duet_takeover::Takeover::CAPABILITIES].concat();
+    let mut needed = always_needed();
     let c = &cfg.raw.configsync;
     let ha = cfg.election.mode != duet_carp::HaMode::NonHa;
     let untouched = c.partner_name.is_none() && c.tls_ca.is_none() && c.tls_cert.is_none() && c.tls_key.is_none();
@@ -73,12 +73,7 @@ pub fn findings(cfg: &Validated, eff: Option<u64>) -> Findings {
             }
         }
     }
-    if let Some(eff) = eff {
-        let lacking = caps::lacking(eff, &needed);
-        if !lacking.is_empty() {
-            f.problems.push(caps::explain("this unit", &lacking));
-        }
-    }
+    f.problems.extend(lacking(eff, &needed));
     f
 }
 
@@ -98,14 +93,20 @@ pub fn unvalidated_findings(raw: &duet_config::UnitConfig, eff: Option<u64>) -> 
             Err(e) => problems.push(e.to_string()),
         }
     }
-    if let Some(eff) = eff {
-        let needed = [duet_election::Election::CAPABILITIES, duet_takeover::Takeover::CAPABILITIES].concat();
-        let lacking = caps::lacking(eff, &needed);
-        if !lacking.is_empty() {
-            problems.push(caps::explain("this unit", &lacking));
-        }
-    }
+    problems.extend(lacking(eff, &always_needed()));
     problems
+}
+
+/// The capabilities of the two services every unit runs.
+fn always_needed() -> Vec<Cap> {
+    [duet_election::Election::CAPABILITIES, duet_takeover::Takeover::CAPABILITIES].concat()
+}
+
+/// The problem of lacking some of `needed` with the effective set `eff`
+/// (`None`: unknown, not checked).
+fn lacking(eff: Option<u64>, needed: &[Cap]) -> Option<String> {
+    let lacking = caps::lacking(eff?, needed);
+    (!lacking.is_empty()).then(|| caps::explain("this unit", &lacking))
 }
 
 #[cfg(test)]
