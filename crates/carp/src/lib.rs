@@ -13,9 +13,11 @@
 //! [`drops`] (drop reasons, counters, log limiter), [`notice`] (every
 //! operator log line), [`pacify`] (the start history rule), [`readiness`]
 //! (whether the unit's state is ready to take over, R4), [`witness`] (the
-//! etcd witness's rule, E14), [`status`].
+//! etcd witness's rule, E14), [`health`] (the tracked checks' states and
+//! what they do to the role, E16), [`status`].
 
 pub mod drops;
+pub mod health;
 pub mod machine;
 pub mod notice;
 pub mod pacify;
@@ -28,6 +30,7 @@ pub mod time;
 pub mod witness;
 
 pub use drops::{DropCounters, DropReason};
+pub use health::{CheckView, Effect, Health, Summary as HealthSummary, TrackParams};
 pub use machine::{Action, Command, CommandError, Election, Init};
 pub use notice::{Level, Notice};
 pub use pacify::{PacifyRule, Starts};

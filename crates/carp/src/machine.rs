@@ -40,6 +40,7 @@ use duet_wire::ipv4::{Ipv4Error, Ipv4Header, PROTO_CARP};
 use duet_wire::peer::{self, PeerKey, PeerStatus};
 
 use crate::drops::{DropCounters, DropReason, LogLimiter};
+use crate::health::{Health, TrackParams};
 use crate::notice::Notice;
 use crate::pacify::{PacifyRule, Starts};
 use crate::params::{AuthParams, Destination, HaMode, Params, ParamsError, RESIGN_ADVBASE, RESIGN_ADVSKEW};
@@ -71,6 +72,12 @@ const RESIGN_GRACE: Duration = Duration::from_secs(1);
 pub const RELEASE_WAIT: Duration = Duration::from_millis(50);
 /// Foreign (vhid, source) pairs remembered.
 const MAX_FOREIGN: usize = 256;
+/// E16: how long a handover for a failing check waits for the partner,
+/// unless [`Init::health_handover_timeout`] says otherwise.
+pub const HEALTH_HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+/// E16: a handover for a failing check that did not happen is not tried
+/// again sooner (a change of a check or of the partner's health retries).
+pub const HEALTH_RETRY: Duration = Duration::from_secs(10);
 /// Drop log lines per reason per window, and the window.
 const LOG_PER_WINDOW: u32 = 3;
 const LOG_WINDOW: Duration = Duration::from_secs(60);
@@ -133,6 +140,9 @@ pub enum Command {
     /// last status tells the partner at once ([`peer::FLAG_LEAVING`]), so
     /// that the partner refuses a handover to it instead of waiting.
     Leaving,
+    /// E16: a result of the tracked check `name` (its probe's success, its
+    /// first output line, how long it took).
+    CheckResult { name: String, ok: bool, output: String, took: Duration },
 }
 
 /// Why a command was refused.
@@ -182,6 +192,11 @@ pub struct Init {
     /// Window of the drop-log limiter (a few lines per reason per window,
     /// then one summary line); zero means the default, 60 s.
     pub drop_log_window: Duration,
+    /// E16: the unit's tracked checks (the probes are the adapter's).
+    pub tracks: Vec<TrackParams>,
+    /// E16: how long a handover made because of a failing check waits for
+    /// the partner (zero: [`HEALTH_HANDOVER_TIMEOUT`]).
+    pub health_handover_timeout: Duration,
 }
 
 /// A counter start for HMAC-SHA256 mode that is above anything sent
@@ -349,6 +364,14 @@ pub struct Election {
     witness_retry_at: Option<Time>,
     /// Until when the partner promised (peer status `hold_ms`) not to take over.
     partner_promise: Option<Time>,
+    /// E16: the tracked checks' states.
+    health: Health,
+    health_handover_timeout: Duration,
+    /// E16: a handover for health is not tried again before this.
+    health_retry_at: Option<Time>,
+    /// E16: why this unit keeps the role although a check fails (status
+    /// warning; logged when it changes).
+    health_blocked: Option<String>,
 }
 
 impl Election {
@@ -411,8 +434,18 @@ impl Election {
             acquiring: None,
             witness_retry_at: None,
             partner_promise: None,
+            health: Health::new(init.tracks, now),
+            health_handover_timeout: if init.health_handover_timeout.is_zero() {
+                HEALTH_HANDOVER_TIMEOUT
+            } else {
+                init.health_handover_timeout
+            },
+            health_retry_at: None,
+            health_blocked: None,
             params,
         };
+        // Checks that have not reported yet keep a demoting unit unready.
+        e.ready = e.readiness.ready() && !e.health.summary().demoted;
         if e.params.auth.no_password() && e.params.mode != HaMode::NonHa {
             e.log(Notice::NoPassword);
         }
@@ -510,6 +543,8 @@ impl Election {
         if self.role == Role::Active {
             // A promise may have ended with this datagram.
             self.witness_check(now);
+            // E16: the partner's health may have changed.
+            self.health_verdict(now);
         }
         true
     }
@@ -574,7 +609,7 @@ impl Election {
     /// An operator or service command.
     pub fn handle_command(&mut self, now: Time, cmd: Command) -> Result<(), CommandError> {
         match cmd {
-            Command::Handover { timeout } => self.start_handover(now, timeout),
+            Command::Handover { timeout } => self.start_handover(now, timeout, "planned handover".into()),
             Command::Leaving => {
                 self.leaving = true;
                 self.send_peer_status(now);
@@ -625,6 +660,20 @@ impl Election {
                     self.log(n);
                 }
                 self.apply_readiness(now);
+                Ok(())
+            }
+            Command::CheckResult { name, ok, output, took } => {
+                let before = self.health.summary();
+                if let Some(n) = self.health.observe(now, &name, ok, &output, took) {
+                    self.log(n);
+                }
+                if self.health.summary() != before {
+                    self.apply_readiness(now);
+                    // The partner learns the new summary at once.
+                    self.peer_status_deadline = Some(now);
+                    self.health_retry_at = None;
+                }
+                self.health_verdict(now);
                 Ok(())
             }
             Command::SetGeneration(g) => {
@@ -851,6 +900,9 @@ impl Election {
         if !self.foreign.is_empty() {
             warnings.push(format!("adverts with another vhid seen on the wire ({} sources)", self.foreign.len()));
         }
+        if let Some(b) = &self.health_blocked {
+            warnings.push(b.clone());
+        }
         let witness = self.witness.as_ref().map(|w| w.view(now));
         if let Some(v) = &witness {
             let silent =
@@ -916,6 +968,8 @@ impl Election {
             ready: self.ready,
             recent_starts: self.recent_starts,
             witness,
+            checks: self.health.view(now),
+            penalty: self.health.penalty(),
             partner_hears_adverts: self
                 .reported
                 .is_some_and(|r| now.since(r.at) < PEER_STATUS_STALE && r.status.flags & peer::FLAG_HEARS_ADVERTS != 0),
@@ -1093,6 +1147,7 @@ impl Election {
                     && !self.preempt_suppressed
                     && ours < theirs
                     && self.ready
+                    && self.health.penalty() <= self.reported.map_or(0, |r| r.status.penalty)
                     && self.may_become_active()
                 {
                     self.become_active(now, format!("preemption: this unit is the preferred server, {src} gives way"));
@@ -1155,7 +1210,7 @@ impl Election {
         }
     }
 
-    fn start_handover(&mut self, now: Time, timeout: Duration) -> Result<(), CommandError> {
+    fn start_handover(&mut self, now: Time, timeout: Duration, reason: String) -> Result<(), CommandError> {
         if self.role != Role::Active || self.params.mode == HaMode::NonHa {
             return Err(CommandError::NotActive(self.role));
         }
@@ -1170,7 +1225,7 @@ impl Election {
         // E14: the witness's key is released too (by leaving the active
         // role), so the partner finds it free.
         let witness_pending = self.witness.as_ref().is_some_and(Witness::names_this_unit);
-        self.set_role(now, Role::Stopping, "planned handover".into());
+        self.set_role(now, Role::Stopping, reason);
         let takeover_pending = self.follower.attached;
         let mut h =
             Handover { started: now, deadline: now + timeout, resign_at: None, takeover_pending, witness_pending };
@@ -1471,7 +1526,7 @@ impl Election {
         for n in self.readiness.expire(now) {
             self.log(n);
         }
-        let ready = self.readiness.ready();
+        let ready = self.readiness.ready() && !self.health.summary().demoted;
         if self.ready != ready {
             self.ready = ready;
             self.peer_status_deadline = Some(now);
@@ -1509,6 +1564,11 @@ impl Election {
             return Some(format!("partner {} is stopping", r.addr));
         }
         match Role::from_code(r.status.role) {
+            Some(Role::Standby) if r.status.flags & peer::FLAG_UNHEALTHY != 0 => Some(format!(
+                "partner {} is unhealthy too ({} tracked checks failing)",
+                r.addr,
+                r.status.failing.max(1)
+            )),
             Some(Role::Standby) if r.status.flags & peer::FLAG_READY == 0 => {
                 Some(format!("partner {} has not finished syncing its state (R4)", r.addr))
             }
@@ -1518,7 +1578,73 @@ impl Election {
         }
     }
 
+    /// E16: an active unit whose checks fail hands the role to a partner
+    /// that can take it (ready, healthy, less penalised); when none can,
+    /// it keeps the role and says why (never zero actives because of
+    /// checks). A handover that was started is not tried again for
+    /// [`HEALTH_RETRY`] unless a check changes.
+    fn health_verdict(&mut self, now: Time) {
+        if self.role != Role::Active || self.params.mode == HaMode::NonHa || !self.health.any() {
+            self.set_health_blocked(None);
+            return;
+        }
+        let demoted = self.health.demoted_by();
+        let penalty = self.health.penalty();
+        let partner_penalty = self.reported.map_or(0, |r| r.status.penalty);
+        let why = if !demoted.is_empty() {
+            format!("check {} failing", demoted.join(", "))
+        } else if penalty > partner_penalty {
+            format!(
+                "check {} failing (penalty {penalty}, the partner's {partner_penalty})",
+                self.health.failing().join(", ")
+            )
+        } else {
+            self.set_health_blocked(None);
+            return;
+        };
+        if self.health_retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let cannot = match self.reported {
+            None => Some("no partner has reported its status".to_owned()),
+            Some(_) => self.partner_cannot_take_over(now),
+        };
+        if let Some(cannot) = cannot {
+            self.set_health_blocked(Some(format!("{why}, but {cannot}: this unit keeps the role")));
+            return;
+        }
+        self.set_health_blocked(None);
+        self.health_retry_at = Some(now + HEALTH_RETRY);
+        self.log(Notice::HealthHandover { why: why.clone() });
+        let reason = format!("planned handover: {why}");
+        match self.start_handover(now, self.health_handover_timeout, reason) {
+            // Health, not this flag, keeps the unit from preempting back:
+            // once its checks pass again a preferred unit may.
+            Ok(()) => self.preempt_suppressed = false,
+            Err(e) => self.set_health_blocked(Some(format!("{why}, but {e}: this unit keeps the role"))),
+        }
+    }
+
+    /// Records why the unit keeps the role despite its checks, with a line
+    /// when that changes.
+    fn set_health_blocked(&mut self, blocked: Option<String>) {
+        if blocked == self.health_blocked {
+            return;
+        }
+        if let Some(why) = &blocked {
+            self.log(Notice::HealthKept { why: why.clone() });
+        }
+        self.health_blocked = blocked;
+    }
+
     fn become_active(&mut self, now: Time, reason: String) {
+        let demoted = self.health.demoted_by();
+        let reason = if demoted.is_empty() {
+            reason
+        } else {
+            // Never zero actives because of checks (E16).
+            format!("{reason} (although check {} fails: there is no healthy partner to take it)", demoted.join(", "))
+        };
         self.down_deadline = None;
         self.preempt_suppressed = false;
         self.awaiting_witness = None;
@@ -1615,6 +1741,12 @@ impl Election {
         if self.leaving {
             flags |= peer::FLAG_LEAVING;
         }
+        let health = self.health.summary();
+        if health.demoted {
+            flags |= peer::FLAG_UNHEALTHY;
+        }
+        let failing = u8::try_from(health.failing).unwrap_or(u8::MAX);
+        let penalty = health.penalty;
         // E14: the promise not to take over before the down timer fires.
         let hold = match (self.role, self.down_deadline) {
             (Role::Standby | Role::Init, Some(d)) => u32::try_from(d.since(now).as_millis()).unwrap_or(u32::MAX),
@@ -1635,6 +1767,8 @@ impl Election {
                 counter: self.peer_counter,
                 generation: self.generation,
                 hold_ms: hold,
+                failing,
+                penalty,
             };
             self.actions.push_back(Action::SendPeerStatus {
                 iface: i,

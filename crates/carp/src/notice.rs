@@ -72,6 +72,12 @@ pub enum Notice {
     WitnessHolding { unreachable_for: Duration },
     /// E14: an active unit steps down.
     WitnessStepDown(StepDown),
+    /// E16: a tracked check changed state (after fall/rise).
+    Check { name: String, healthy: bool, output: String },
+    /// E16: the active hands the role over because of its checks.
+    HealthHandover { why: String },
+    /// E16: a check fails but no partner can take the role.
+    HealthKept { why: String },
 }
 
 impl Notice {
@@ -93,6 +99,9 @@ impl Notice {
             Self::Readiness { ready: true, .. } => Level::Info,
             Self::Readiness { ready: false, .. } | Self::ReadinessStale { .. } => Level::Warning,
             Self::WitnessAcquired { .. } => Level::Warning,
+            Self::Check { healthy: true, .. } => Level::Info,
+            Self::Check { healthy: false, .. } | Self::HealthHandover { .. } => Level::Warning,
+            Self::HealthKept { .. } => Level::Error,
             Self::WitnessPartnerAlive { .. } | Self::WitnessHolding { .. } => Level::Error,
             Self::WitnessStepDown(StepDown::Unconfirmed { .. }) => Level::Error,
             Self::WitnessFallback { .. } | Self::WitnessStepDown(StepDown::PartnerHolds { .. }) => Level::Critical,
@@ -104,6 +113,7 @@ impl Notice {
     pub fn component(&self) -> Option<&str> {
         match self {
             Self::Readiness { component, .. } | Self::ReadinessStale { component } => Some(component),
+            Self::Check { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -181,6 +191,13 @@ impl fmt::Display for Notice {
             Self::Readiness { ready: false, reason, .. } => {
                 write!(f, "not ready to take over from a healthy partner: {reason}")
             }
+            Self::Check { name, healthy: true, .. } => write!(f, "tracked check {name} passes again"),
+            Self::Check { name, healthy: false, output } if output.is_empty() => {
+                write!(f, "tracked check {name} fails")
+            }
+            Self::Check { name, healthy: false, output } => write!(f, "tracked check {name} fails: {output}"),
+            Self::HealthHandover { why } => write!(f, "{why}: handing the role to the partner"),
+            Self::HealthKept { why } => f.write_str(why),
             Self::ReadinessStale { .. } => write!(
                 f,
                 "no readiness report for {} s: no longer holding the unit back",

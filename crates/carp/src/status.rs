@@ -96,6 +96,10 @@ pub struct Status {
     pub recent_starts: u32,
     /// E14: the witness, when this unit has one.
     pub witness: Option<WitnessView>,
+    /// E16: the tracked checks (the partner's summary is in `reported`).
+    pub checks: Vec<crate::health::CheckView>,
+    /// E16: the sum of the weights of this unit's failing checks.
+    pub penalty: u16,
     /// The partner's last peer status says it hears this unit's adverts.
     pub partner_hears_adverts: bool,
 }

@@ -10,9 +10,9 @@
 //! take over; it never moves the role by itself.
 //!
 //! ```text
-//!  0       4   5    6    7    8     9    12        20          28       32
+//!  0       4   5    6    7    8     9    10      12        20   28      32
 //! +-------+---+----+----+----+-----+----+---------+-----------+--------+
-//! | DUET  |ver|mode|role|vhid|flags|rsvd| counter |generation |hold_ms |
+//! | DUET  |ver|mode|role|vhid|flags|fail|penalty| counter |gen.|hold_ms|
 //! +-------+---+----+----+----+-----+----+---------+-----------+--------+
 //! | HMAC-SHA256 over bytes 0..32 and the sender's address (32 bytes)    |
 //! +---------------------------------------------------------------------+
@@ -21,7 +21,10 @@
 //! Version 1 throughout: `hold_ms` and the flags `HEARS_ADVERTS` and
 //! `WITNESS` were added in bytes an older unit sends as zeros and ignores
 //! (the digest covers them either way), so an older partner reads as "no
-//! promise, does not hear you, no witness", the cautious answer.
+//! promise, does not hear you, no witness", the cautious answer. So were
+//! the tracked checks' summary (E16: `fail`, the failing checks, at most
+//! 255; `penalty`, the sum of the failing checks' weights; the flag
+//! `UNHEALTHY`), which an older partner reads as "healthy".
 
 use std::net::Ipv4Addr;
 
@@ -45,6 +48,9 @@ pub const FLAG_WITNESS: u8 = 0x08;
 /// Flag: the unit is stopping (its last status): the partner should not
 /// hand over to it, nor count it as there.
 pub const FLAG_LEAVING: u8 = 0x10;
+/// Flag: a tracked check that demotes the unit fails (E16): it is not
+/// ready because of its own health, not its state sync.
+pub const FLAG_UNHEALTHY: u8 = 0x20;
 
 /// What one unit tells its partner about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +69,10 @@ pub struct PeerStatus {
     /// this many milliseconds of sending (its down timer's time left; 0:
     /// no such promise).
     pub hold_ms: u32,
+    /// E16: how many of the sender's tracked checks fail (at most 255).
+    pub failing: u8,
+    /// E16: the sum of the weights of the sender's failing checks.
+    pub penalty: u16,
 }
 
 /// Why a datagram was refused.
@@ -114,6 +124,8 @@ impl PeerStatus {
         b[6] = self.role;
         b[7] = self.vhid;
         b[8] = self.flags;
+        b[9] = self.failing;
+        b[10..12].copy_from_slice(&self.penalty.to_be_bytes());
         b[12..20].copy_from_slice(&self.counter.to_be_bytes());
         b[20..28].copy_from_slice(&self.generation.to_be_bytes());
         b[28..32].copy_from_slice(&self.hold_ms.to_be_bytes());
@@ -147,6 +159,8 @@ impl PeerStatus {
             counter: u64::from_be_bytes(c),
             generation: u64::from_be_bytes(g),
             hold_ms: u32::from_be_bytes(h),
+            failing: bytes[9],
+            penalty: u16::from_be_bytes([bytes[10], bytes[11]]),
         })
     }
 }
@@ -167,6 +181,8 @@ mod tests {
             counter: 7,
             generation: 3,
             hold_ms: 2950,
+            failing: 2,
+            penalty: 300,
         };
         let b = s.emit(&k, src);
         assert_eq!(PeerStatus::parse(&b, &k, src), Ok(s));
@@ -185,11 +201,24 @@ mod tests {
     fn an_older_units_datagram_reads_as_no_promise() {
         let k = PeerKey::new(b"pw");
         let src = Ipv4Addr::new(198, 18, 0, 1);
-        let older = PeerStatus { mode: 1, role: 3, vhid: 10, flags: FLAG_READY, counter: 9, generation: 1, hold_ms: 0 };
+        let older = PeerStatus {
+            mode: 1,
+            role: 3,
+            vhid: 10,
+            flags: FLAG_READY,
+            counter: 9,
+            generation: 1,
+            hold_ms: 0,
+            failing: 0,
+            penalty: 0,
+        };
         let b = older.emit(&k, src);
         assert_eq!(&b[28..32], &[0; 4]);
+        assert_eq!(&b[9..12], &[0; 3], "an older unit's reserved bytes: no check failing");
         assert_eq!(PeerStatus::parse(&b, &k, src).map(|s| (s.hold_ms, s.flags & FLAG_HEARS_ADVERTS)), Ok((0, 0)));
         let newer = PeerStatus { hold_ms: 0x0102_0304, flags: FLAG_WITNESS, ..older };
         assert_eq!(&newer.emit(&k, src)[28..32], &[1, 2, 3, 4]);
+        let checks = PeerStatus { failing: 3, penalty: 0x0506, flags: FLAG_UNHEALTHY, ..older };
+        assert_eq!(&checks.emit(&k, src)[9..12], &[3, 5, 6]);
     }
 }

@@ -252,6 +252,8 @@ pub struct Unit {
     starts: u64,
     /// Times its own timer woke it (not a packet or a witness event).
     pub timer_wakes: u32,
+    /// E16: its tracked checks (given at each start).
+    pub tracks: Vec<duet_carp::TrackParams>,
 }
 
 /// The simulated network.
@@ -314,6 +316,7 @@ impl Net {
                 started_at: Time::ZERO,
                 starts: 0,
                 timer_wakes: 0,
+                tracks: vec![],
             });
         }
         for i in 0..n {
@@ -331,6 +334,7 @@ impl Net {
         let init = Init {
             counter_seed: seed,
             peer_counter_seed: (self.now.as_micros() << 16) + u.starts,
+            tracks: u.tracks.clone(),
             ..Default::default()
         };
         u.election = Some(Election::new(u.params.clone(), self.now, init));
