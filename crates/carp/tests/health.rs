@@ -47,7 +47,7 @@ fn a_failing_check_on_the_active_hands_the_role_over_after_fall_and_back_after_r
     assert_eq!((n.role(0), n.role(1)), (Some(Role::Standby), Some(Role::Active)));
     assert!(n.became(1, Role::Active, t).is_some_and(|at| at.since(t) < Duration::from_millis(5)));
     assert!(n.notices(0).iter().any(|l| l.contains("check haproxy failing: handing the role to the partner")));
-    assert!(!n.status(1).reported.is_some_and(|r| r.status.failing == 0), "the partner sees the failing check");
+    assert!(n.status(1).reported.is_some_and(|r| r.status.failing == 1), "the partner sees the failing check");
     // Unhealthy, the preferred unit does not preempt.
     n.run_for(Duration::from_secs(5));
     assert_eq!(n.role(1), Some(Role::Active));

@@ -107,7 +107,7 @@ pub(crate) fn resolve(h: &HooksSection, e: &mut Problems) -> Hooks {
 }
 
 /// Where `program` is, if it can be executed.
-fn executable(program: &str) -> Result<PathBuf, String> {
+pub(crate) fn executable(program: &str) -> Result<PathBuf, String> {
     let candidates: Vec<PathBuf> = if program.contains('/') {
         vec![PathBuf::from(program)]
     } else {

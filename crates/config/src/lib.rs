@@ -21,6 +21,7 @@ mod model;
 mod pair;
 mod problems;
 mod sync;
+mod track;
 mod validate;
 mod witness;
 
@@ -30,6 +31,7 @@ pub use hooks::{HookKind, Hooks, HooksSection};
 pub use model::*;
 pub use pair::{PairSettings, problem_lines};
 pub use sync::{ConfigSync, PeerLink, Replicator};
+pub use track::{KINDS as TRACK_KINDS, Probe, ProcessBy, RunAs, Track, TrackSection};
 pub use validate::{LocalHa, UnicastOverride, Validated, election_params};
 pub use witness::{WitnessConfig, WitnessTls};
 
@@ -144,6 +146,15 @@ fn pinpoint(fig: &Figment) -> Vec<String> {
             let base = Dict::from([("name".to_owned(), Value::from("probe"))]);
             for (k, v) in d.iter().filter(|(k, _)| k.as_str() != "unicast") {
                 out.extend(bad::<duet_model::Interface>(&base, k, v).map(|e| format!("interface[{n}].{e}")));
+            }
+        }
+    }
+    if let Ok(Value::Array(_, tracks)) = fig.find_value("track") {
+        for (n, t) in tracks.iter().enumerate() {
+            let Value::Dict(_, d) = t else { continue };
+            let base = Dict::from([("name".to_owned(), Value::from("probe")), ("kind".to_owned(), Value::from("tcp"))]);
+            for (k, v) in d {
+                out.extend(bad::<TrackSection>(&base, k, v).map(|e| format!("track[{n}].{e}")));
             }
         }
     }

@@ -63,6 +63,9 @@ pub struct UnitConfig {
     /// O6: commands run when the role changes.
     #[serde(default)]
     pub hooks: crate::HooksSection,
+    /// E16: what the unit watches of its load balancer.
+    #[serde(default, rename = "track")]
+    pub tracks: Vec<crate::TrackSection>,
 }
 
 /// `[unit]`: who this unit is.

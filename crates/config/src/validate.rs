@@ -47,6 +47,8 @@ pub struct Validated {
     pub admin_warnings: Vec<String>,
     /// O6: the notify hooks, checked.
     pub hooks: crate::Hooks,
+    /// E16: the tracked checks, checked.
+    pub tracks: Vec<crate::Track>,
     /// E14: this unit's way to the witness, when it has one.
     pub witness: Option<WitnessConfig>,
 }
@@ -217,6 +219,7 @@ impl UnitConfig {
         let admin_tokens = crate::admin::resolve(&self.admin, &listens, &mut e, &mut warnings);
         let admin_warnings = warnings[before..].to_vec();
         let hooks = crate::hooks::resolve(&self.hooks, &mut e);
+        let tracks = crate::track::resolve(&self.tracks, &mut e);
 
         let ha_keys: Vec<&str> =
             duet_model::keys::<HaSettings>().iter().chain(duet_model::keys::<UnitHaSettings>()).copied().collect();
@@ -387,6 +390,7 @@ impl UnitConfig {
             admin_tokens,
             admin_warnings,
             hooks,
+            tracks,
             witness,
         })
     }
