@@ -161,6 +161,11 @@ impl Health {
         (!(first && ok)).then(|| Notice::Check { name: name.to_owned(), healthy: ok, output: t.last_output.clone() })
     }
 
+    /// Whether the check `name` passes (after fall/rise).
+    pub fn passing(&self, name: &str) -> bool {
+        self.tracks.iter().any(|t| t.params.name == name && t.healthy == Some(true))
+    }
+
     /// The `Demote` checks that keep the unit from being ready: failing,
     /// or not reported yet.
     pub fn demoted_by(&self) -> Vec<&str> {

@@ -842,6 +842,11 @@ impl Election {
         self.role
     }
 
+    /// E16: whether the tracked check `name` passes (after fall/rise).
+    pub fn check_passing(&self, name: &str) -> bool {
+        self.health.passing(name)
+    }
+
     /// Whether every component reporting its readiness lately is ready (R4).
     pub fn ready(&self) -> bool {
         self.ready

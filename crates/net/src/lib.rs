@@ -18,6 +18,7 @@ pub mod conntrack;
 pub mod garp;
 pub mod netlink;
 pub mod packet;
+pub mod pidfd;
 pub mod sched;
 pub mod sysctl;
 pub mod timer;

@@ -149,9 +149,9 @@ fn add(t: Timespec, d: Duration) -> Timespec {
     }
 }
 
-/// Registers the timer descriptor with tokio's reactor for readability.
+/// Registers a descriptor (a timer's, a pidfd) with tokio's reactor for readability.
 #[allow(unsafe_code)]
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: `OwnedFd` owns its descriptor and closes it on drop; it is
     // moved into the `AsyncFd`, which drops it last, and is never cloned.
     unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(io::Error::from)

@@ -102,6 +102,9 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
     if let Some(w) = &s.witness {
         println!("{}", witness_line(w));
     }
+    for l in check_lines(&s) {
+        println!("{l}");
+    }
     if let Some(c) = &cfg {
         let (l, p) = (c.local.clone().unwrap_or_default(), c.partner.clone().unwrap_or_default());
         let partner = match (c.partner_reachable, p.known) {
@@ -146,6 +149,43 @@ pub async fn status(a: &Addrs, json: bool) -> anyhow::Result<()> {
         println!("warning: {w}");
     }
     Ok(())
+}
+
+/// E16: one line per tracked check, failing ones with their last output,
+/// and the partner's summary.
+pub fn check_lines(s: &el::GetStatusResponse) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &s.checks {
+        let state = match el::CheckState::try_from(c.state) {
+            Ok(el::CheckState::Passing) => "passing",
+            Ok(el::CheckState::Failing) => "FAILING",
+            _ => "not run yet",
+        };
+        let mut line = format!(
+            "check {} ({}, {}): {state} for {:.1} s, {} runs, {} failed",
+            c.name,
+            c.kind,
+            c.effect,
+            c.state_for_ms as f64 / 1000.0,
+            c.runs,
+            c.failures
+        );
+        if !c.last_output.is_empty() && (!c.last_passed || state != "passing") {
+            line.push_str(&format!("; last: {} ({:.1} ms)", c.last_output, c.last_took_ms));
+        }
+        out.push(line);
+    }
+    if let Some(p) = &s.partner
+        && (p.checks_failing > 0 || p.unhealthy)
+    {
+        out.push(format!(
+            "partner checks: {} failing{}{}",
+            p.checks_failing,
+            if p.penalty > 0 { format!(", penalty {}", p.penalty) } else { String::new() },
+            if p.unhealthy { ", UNHEALTHY (it will not take the role from a healthy unit)" } else { "" }
+        ));
+    }
+    out
 }
 
 /// The witness (E14) in one line: policy, etcd, the key's holder, the
@@ -358,6 +398,44 @@ mod tests {
         assert!(replication_line(&r).contains("lag 50 changes / 1506 ms"));
         r.drops = [("refused_peers.unknown_ca".to_owned(), 2), ("overruns".to_owned(), 1)].into();
         assert!(replication_line(&r).contains(", 3 dropped"), "each drop in one counter");
+    }
+
+    #[test]
+    fn a_failing_check_is_shown_by_name_with_its_last_output() {
+        let s = el::GetStatusResponse {
+            checks: vec![
+                el::TrackedCheck {
+                    name: "haproxy".into(),
+                    kind: "process".into(),
+                    effect: "demote".into(),
+                    state: el::CheckState::Failing as i32,
+                    last_output: "pid 412 exited".into(),
+                    last_took_ms: 0.2,
+                    state_for_ms: 2500,
+                    runs: 40,
+                    failures: 3,
+                    ..Default::default()
+                },
+                el::TrackedCheck {
+                    name: "uplink".into(),
+                    kind: "interface".into(),
+                    effect: "weight 50".into(),
+                    state: el::CheckState::Passing as i32,
+                    last_passed: true,
+                    last_output: "eth1 is up".into(),
+                    ..Default::default()
+                },
+            ],
+            partner: Some(el::PartnerStatus { checks_failing: 1, unhealthy: true, ..Default::default() }),
+            ..Default::default()
+        };
+        let l = check_lines(&s);
+        assert_eq!(
+            l[0],
+            "check haproxy (process, demote): FAILING for 2.5 s, 40 runs, 3 failed; last: pid 412 exited (0.2 ms)"
+        );
+        assert_eq!(l[1], "check uplink (interface, weight 50): passing for 0.0 s, 0 runs, 0 failed");
+        assert!(l[2].contains("1 failing, UNHEALTHY"), "{}", l[2]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) struct Api {
     /// The unit file's warnings about who may call the APIs (an API in
     /// clear beyond loopback), repeated in every status.
     pub admin_warnings: Vec<String>,
+    /// E16: each tracked check's kind, by name (the core knows no probes).
+    pub check_kinds: Vec<(String, &'static str)>,
 }
 
 fn ts(t: SystemTime) -> prost_types::Timestamp {
@@ -78,6 +80,9 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
         reachable: st.partner_reachable,
         mode: st.reported.and_then(|r| HaMode::from_code(r.status.mode)).map_or(0, ha_mode_i32),
         hears_adverts: st.partner_hears_adverts,
+        checks_failing: st.reported.map_or(0, |r| u32::from(r.status.failing)),
+        penalty: st.reported.map_or(0, |r| u32::from(r.status.penalty)),
+        unhealthy: st.reported.is_some_and(|r| r.status.flags & duet_wire::peer::FLAG_UNHEALTHY != 0),
     };
     let mut warnings = st.warnings.clone();
     if s.queue_full > 0 {
@@ -153,6 +158,34 @@ pub(crate) fn status_proto(unit_name: &str, s: &Snapshot) -> pb::GetStatusRespon
         timer_lateness: Some(delay(&s.timer_lateness)),
         receive_delay: Some(delay(&s.receive_delay)),
         witness: witness_proto(unit_name, s),
+        checks: st.checks.iter().map(check_proto).collect(),
+        penalty: u32::from(st.penalty),
+    }
+}
+
+/// E16: one tracked check (its kind is filled in by the API, which knows
+/// the unit file).
+fn check_proto(c: &duet_carp::CheckView) -> pb::TrackedCheck {
+    let state = match c.healthy {
+        None => pb::CheckState::Pending,
+        Some(true) => pb::CheckState::Passing,
+        Some(false) => pb::CheckState::Failing,
+    };
+    pb::TrackedCheck {
+        name: c.name.clone(),
+        kind: String::new(),
+        state: state as i32,
+        effect: match c.effect {
+            duet_carp::Effect::Demote => "demote".into(),
+            duet_carp::Effect::Weight(w) => format!("weight {w}"),
+        },
+        last_passed: c.last_ok == Some(true),
+        last_output: c.last_output.clone(),
+        last_took_ms: c.last_took.as_secs_f64() * 1e3,
+        last_age_ms: c.last_age.map_or(0, ms),
+        state_for_ms: ms(c.for_time),
+        runs: c.runs,
+        failures: c.failures,
     }
 }
 
@@ -310,6 +343,11 @@ impl pb::election_service_server::ElectionService for Api {
         let snap = self.ask(Request::Status).await?;
         let mut r = status_proto(&self.unit_name, &snap);
         r.warnings.extend(self.admin_warnings.iter().cloned());
+        for c in &mut r.checks {
+            if let Some((_, kind)) = self.check_kinds.iter().find(|(n, _)| *n == c.name) {
+                (*kind).clone_into(&mut c.kind);
+            }
+        }
         Ok(Response::new(r))
     }
 
@@ -521,7 +559,13 @@ mod tests {
             pulse: watch::Sender::new(0),
         });
         let (_trigger, shutdown) = duet_runtime::shutdown::channel();
-        let api = Api { shared: Arc::clone(&shared), unit_name: "lb1".into(), shutdown, admin_warnings: Vec::new() };
+        let api = Api {
+            shared: Arc::clone(&shared),
+            unit_name: "lb1".into(),
+            shutdown,
+            admin_warnings: Vec::new(),
+            check_kinds: Vec::new(),
+        };
         let req = pb::WatchRoleRequest { follower: String::new(), heartbeat_ms: 100, heartbeat_idle_ms: 1000 };
         use pb::election_service_server::ElectionService;
         let mut stream = api.watch_role(GrpcRequest::new(req)).await.unwrap().into_inner();

@@ -129,6 +129,8 @@ pub(crate) struct Setup {
     pub drop_log_window: Duration,
     /// E14: the witness's adapter settings, when the unit has a witness.
     pub witness: Option<WitnessSetup>,
+    /// E16: the tracked checks as the core knows them.
+    pub tracks: Vec<duet_carp::TrackParams>,
 }
 
 /// What the witness's adapter starts with.
@@ -194,6 +196,8 @@ pub(crate) struct Driver {
     /// The loop's one timer: the core's next deadline, the pulse's, or
     /// the stop's, whichever comes first (a timerfd: exact, one wakeup).
     timer: duet_net::timer::Timer,
+    /// E16: the tracked checks' results.
+    checks: Option<mpsc::Receiver<crate::track::CheckResult>>,
 }
 
 pub(crate) struct Handles {
@@ -220,6 +224,8 @@ impl Driver {
             pacify: setup.pacify,
             starts: Some(starts),
             drop_log_window: setup.drop_log_window,
+            tracks: setup.tracks,
+            health_handover_timeout: setup.handover_timeout,
         };
         let mut election = Election::new(setup.params.clone(), clock.now(), init);
         let _ = election.handle_command(clock.now(), Command::SetGeneration(setup.config_generation));
@@ -291,8 +297,22 @@ impl Driver {
             witness,
             handover_unconfirmed: None,
             timer: duet_net::timer::Timer::new(),
+            checks: None,
         };
         Ok((d, Handles { shared, inbound: in_tx }))
+    }
+
+    /// Takes the tracked checks' results from `rx` (E16).
+    pub(crate) fn follow_checks(&mut self, rx: mpsc::Receiver<crate::track::CheckResult>) {
+        self.checks = Some(rx);
+    }
+
+    /// Hands a check's result to the core and the exporter.
+    fn check_result(&mut self, r: crate::track::CheckResult) {
+        let now = self.clock.now();
+        let cmd = Command::CheckResult { name: r.name.clone(), ok: r.ok, output: r.output.clone(), took: r.took };
+        let _ = self.election.handle_command(now, cmd);
+        self.metrics.check(&r, self.election.check_passing(&r.name));
     }
 
     /// Runs until shutdown (after a planned handover when active) or a
@@ -362,6 +382,7 @@ impl Driver {
                 }
                 Some(r) = self.requests.recv() => self.request(r),
                 Some(r) = next_report(self.witness.as_mut()) => self.witness_report(r),
+                Some(r) = next_check(self.checks.as_mut()) => self.check_result(r),
                 r = history_changed(history.as_mut(), &mut history_poll) => {
                     if let Err(e) = r {
                         tracing::warn!("the state directory's watch failed ({e}): reading the start history every 2 s");
@@ -697,6 +718,13 @@ async fn tick(i: Option<&mut tokio::time::Interval>) {
 }
 
 /// The next report of the witness's adapter; never, without one.
+async fn next_check(rx: Option<&mut mpsc::Receiver<crate::track::CheckResult>>) -> Option<crate::track::CheckResult> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_report(w: Option<&mut WitnessLink>) -> Option<duet_witness::Report> {
     match w {
         Some(w) => w.reports.recv().await,
@@ -775,6 +803,7 @@ pub(crate) mod test_support {
             vmac: false,
             drop_log_window: Duration::ZERO,
             witness: None,
+            tracks: Vec::new(),
         };
         Driver::new(setup, 7, health).expect("driver")
     }

@@ -28,6 +28,7 @@ mod api;
 pub mod driver;
 mod metrics;
 pub mod state;
+mod track;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,8 +71,14 @@ impl duet_runtime::service::Service for Election {
 
     fn check(cfg: &Validated) -> Result<String, Vec<duet_config::Problem>> {
         let p = &cfg.election;
+        let checks = if cfg.tracks.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = cfg.tracks.iter().map(|t| format!("{} ({})", t.name, t.probe.kind())).collect();
+            format!(", tracked checks: {}", names.join(", "))
+        };
         Ok(format!(
-            "unit {}, mode {}, vhid {}, {} profile, advert every {} ms, takeover after {} ms, auth {}",
+            "unit {}, mode {}, vhid {}, {} profile, advert every {} ms, takeover after {} ms, auth {}{checks}",
             cfg.raw.unit.name,
             p.mode.as_str(),
             p.vhid,
@@ -146,11 +153,25 @@ pub async fn run(
         vmac: cfg.raw.takeover.vmac,
         drop_log_window: Duration::from_secs(cfg.raw.election.drop_log_window_s),
         witness: witness_setup(&cfg, &params)?,
+        tracks: cfg.tracks.iter().map(duet_config::Track::params).collect(),
     };
     let epoch: u64 = rand::random();
     let (mut driver, handles) = driver::Driver::new(setup, epoch, health)?;
     let mut tasks = Tasks::new();
     driver.open(&handles.inbound, &mut tasks).await?;
+    // E16: one task per tracked check; they end with the driver.
+    if !cfg.tracks.is_empty() {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        for t in cfg.tracks.iter().cloned() {
+            let tx = tx.clone();
+            let name = format!("tracked check {}", t.name);
+            tasks.spawn(&name, async move {
+                track::run(t, tx).await;
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
+        driver.follow_checks(rx);
+    }
 
     // The API outlives the driver's handover on shutdown: it stops only
     // once the driver is done, so status stays readable meanwhile.
@@ -160,6 +181,7 @@ pub async fn run(
         unit_name: cfg.raw.unit.name.clone(),
         shutdown: api_shutdown.clone(),
         admin_warnings: cfg.admin_warnings.clone(),
+        check_kinds: cfg.tracks.iter().map(|t| (t.name.clone(), t.probe.kind())).collect(),
     };
     let router = router.add_service(ElectionServiceServer::new(api));
     let server = tokio::spawn(duet_runtime::grpc::serve(router, listener, api_shutdown.clone()));

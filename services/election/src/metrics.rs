@@ -1,7 +1,8 @@
 //! The election's OpenTelemetry instruments (O3): adverts sent and
 //! received, dropped packets by reason, role changes and the current role;
 //! with a witness (E14), its beats (lease refreshes), failures and
-//! decisions by reason.
+//! decisions by reason; with tracked checks (E16), each check's runs by
+//! result, their duration and its state.
 //!
 //! The core keeps the counters; the driver copies them here once a second,
 //! and observable instruments report the copies when the exporter asks. No
@@ -14,7 +15,7 @@ use duet_carp::witness::Decision;
 use duet_carp::{DropReason, Role};
 use duet_runtime::metrics::{Observed, observe_directions};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, ObservableCounter, ObservableGauge};
 
 #[derive(Debug, Default)]
 struct Values {
@@ -36,6 +37,15 @@ pub(crate) struct Metrics {
     role_changes: Counter<u64>,
     _observers: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableGauge<i64>),
     _witness: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableCounter<u64>),
+    checks: CheckInstruments,
+}
+
+/// E16: the tracked checks' instruments.
+#[derive(Debug)]
+struct CheckInstruments {
+    runs: Counter<u64>,
+    duration: Histogram<f64>,
+    state: Gauge<u64>,
 }
 
 fn role_code(r: Role) -> i64 {
@@ -93,7 +103,33 @@ impl Metrics {
                 }
             })
             .build();
-        Self { values, role_changes, _observers: (adverts, dropped, role), _witness: (beats, failures, decisions) }
+        let meter = observed.meter();
+        let checks = CheckInstruments {
+            runs: meter
+                .u64_counter("duet.track.runs")
+                .with_description("Tracked check runs, by check and result (pass, fail)")
+                .with_unit("{run}")
+                .build(),
+            duration: meter
+                .f64_histogram("duet.track.duration")
+                .with_description("How long a tracked check's run took, by check")
+                .with_unit("ms")
+                .build(),
+            state: meter
+                .u64_gauge("duet.track.state")
+                .with_description(
+                    "A tracked check's state after fall/rise: 1 passing, 0 failing or not run yet, by check",
+                )
+                .with_unit("1")
+                .build(),
+        };
+        Self {
+            values,
+            role_changes,
+            _observers: (adverts, dropped, role),
+            _witness: (beats, failures, decisions),
+            checks,
+        }
     }
 
     /// Copies the core's counters.
@@ -115,6 +151,15 @@ impl Metrics {
                 v.decisions[k].store(n, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A tracked check ran; `passing` is its state after fall/rise.
+    pub(crate) fn check(&self, r: &crate::track::CheckResult, passing: bool) {
+        let name = KeyValue::new("check", r.name.clone());
+        let result = KeyValue::new("result", if r.ok { "pass" } else { "fail" });
+        self.checks.runs.add(1, &[name.clone(), result]);
+        self.checks.duration.record(r.took.as_secs_f64() * 1e3, std::slice::from_ref(&name));
+        self.checks.state.record(u64::from(passing), &[name]);
     }
 
     /// A role change happened.
