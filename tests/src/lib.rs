@@ -531,6 +531,21 @@ fn stamp_secs(s: &str) -> Option<f64> {
     Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
 }
 
+/// When `p` (an address monitor, [`monitor_addresses`]) saw the shared
+/// address added (or deleted) at or after `after`.
+pub fn shared_event(p: &Proc, added: bool, after: f64) -> Option<f64> {
+    parse_addr_events(&p.log())
+        .into_iter()
+        .find(|e| e.added == added && e.at >= after && e.addr.starts_with(&format!("{SHARED}/")))
+        .map(|e| e.at)
+}
+
+/// `duetctl status` in `host`.
+pub fn duetctl_status(l: &PairLab, host: HostId) -> anyhow::Result<String> {
+    let exe = bin("duetctl").to_string_lossy().into_owned();
+    Ok(l.lab.run(host, &[&exe, "status"])?)
+}
+
 /// Seconds since the UNIX epoch, now.
 pub fn epoch_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())

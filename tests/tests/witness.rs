@@ -152,14 +152,6 @@ fn only_the_actives_adverts_lost_leaves_one_active() {
     });
 }
 
-/// When `host` added or deleted the shared address, from its monitor.
-fn shared_event(p: &Proc, added: bool, after: f64) -> Option<f64> {
-    parse_addr_events(&p.log())
-        .into_iter()
-        .find(|e| e.added == added && e.at >= after && e.addr.starts_with(&format!("{SHARED}/")))
-        .map(|e| e.at)
-}
-
 #[test]
 fn an_isolated_active_drops_its_addresses_before_the_standby_takes_over() {
     lab_test("witness_isolated", false, |l| {
@@ -203,12 +195,6 @@ fn an_isolated_active_drops_its_addresses_before_the_standby_takes_over() {
         one_active_for(l, Duration::from_secs(3), "after the cut healed")?;
         Ok(())
     });
-}
-
-/// `duetctl status` in `host`.
-fn duetctl_status(l: &PairLab, host: HostId) -> anyhow::Result<String> {
-    let exe = bin("duetctl").to_string_lossy().into_owned();
-    Ok(l.lab.run(host, &[&exe, "status"])?)
 }
 
 #[test]
