@@ -18,8 +18,10 @@ const POLL: Duration = Duration::from_millis(20);
 /// 200 ms, two failures to fail, two successes to pass.
 const INTERVAL_MS: u64 = 200;
 const FALL: u64 = 2;
-const TRACK: &str =
-    "[[track]]\nname = \"haproxy\"\nkind = \"process\"\nprocess = \"haproxy\"\ninterval_ms = 200\nfall = 2\nrise = 2\n";
+/// And duet's own data plane (the virtual service's nftables table), with a
+/// weight of 1 on both units: it moves nothing while it fails on both.
+const TRACK: &str = "[[track]]\nname = \"haproxy\"\nkind = \"process\"\nprocess = \"haproxy\"\ninterval_ms = 200\nfall = 2\nrise = 2\n\n\
+                     [[track]]\nname = \"rules\"\nkind = \"dataplane\"\ninterval_ms = 500\nweight = 1\n";
 /// The kill-to-takeover bound in this (debug, shared-machine) test: the
 /// check's interval x fall plus a generous margin; the figure is printed.
 const MARGIN_MS: f64 = 500.0;
@@ -58,8 +60,12 @@ fn talk(l: &LbLab) -> anyhow::Result<String> {
     )?)
 }
 
+fn check_named(l: &LbLab, h: HostId, name: &str) -> Option<pb::TrackedCheck> {
+    l.l.status(h).ok()?.checks.into_iter().find(|c| c.name == name)
+}
+
 fn check(l: &LbLab, h: HostId) -> Option<pb::TrackedCheck> {
-    l.l.status(h).ok()?.checks.into_iter().find(|c| c.name == "haproxy")
+    check_named(l, h, "haproxy")
 }
 
 fn passing(l: &LbLab, h: HostId) -> bool {
@@ -84,6 +90,15 @@ fn haproxy_killed_on_the_active_moves_the_role_and_it_returns_after_rise() {
         l.l.wait_role(a, Role::Active, T)?;
         l.l.wait_role(b, Role::Standby, T)?;
         wait_for("both checks passing", T, POLL, || (passing(l, a) && passing(l, b)).then_some(()))?;
+        // The data plane's check passes on both once the virtual service's
+        // rules are in place.
+        l.add_service(a, None)?;
+        wait_for("the dataplane checks passing", T, POLL, || {
+            [a, b]
+                .iter()
+                .all(|h| check_named(l, *h, "rules").is_some_and(|c| c.state == pb::CheckState::Passing as i32))
+                .then_some(())
+        })?;
         ensure!(talk(l)?.contains("hello"), "no answer through lb1's HAProxy");
 
         // The active's HAProxy dies: the standby takes over after fall.

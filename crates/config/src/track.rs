@@ -5,7 +5,7 @@
 //! ```toml
 //! [[track]]
 //! name = "haproxy"
-//! kind = "process"              # process | command | tcp | http | interface | file
+//! kind = "process"              # process | command | tcp | http | interface | file | dataplane
 //! pidfile = "/run/haproxy.pid"  # process: `pidfile`, or `process` (a name)
 //! interval_ms = 1000            # how often it is looked at
 //! fall = 2                      # failures in a row before it counts as failing
@@ -35,6 +35,10 @@
 //! name = "maintenance"
 //! kind = "file"
 //! file = "/run/lb/health"       # a number written by another tool: 0 passes, anything else fails
+//!
+//! [[track]]
+//! name = "rules"
+//! kind = "dataplane"            # duet's own nftables table is in place
 //! ```
 //!
 //! Each entry is checked here whole (every problem at once, by key); what
@@ -50,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use crate::problems::Problems;
 
 /// The kinds, as the file names them.
-pub const KINDS: &[&str] = &["process", "command", "tcp", "http", "interface", "file"];
+pub const KINDS: &[&str] = &["process", "command", "tcp", "http", "interface", "file", "dataplane"];
 
 /// One `[[track]]` entry as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +150,8 @@ pub enum Probe {
     },
     /// Passes when the file holds the number 0.
     File(PathBuf),
+    /// Passes while duet's nftables table is in place.
+    Dataplane,
 }
 
 impl Probe {
@@ -158,6 +164,7 @@ impl Probe {
             Self::Http { .. } => "http",
             Self::Interface { .. } => "interface",
             Self::File(_) => "file",
+            Self::Dataplane => "dataplane",
         }
     }
 }
@@ -359,6 +366,7 @@ fn probe(t: &TrackSection, at: &dyn Fn(&str) -> String, e: &mut Problems) -> Opt
                 None
             }
         },
+        "dataplane" => Some(Probe::Dataplane),
         "file" => match &t.file {
             Some(f) if f.is_absolute() => Some(Probe::File(f.clone())),
             Some(f) => {

@@ -196,8 +196,8 @@ pub fn counters() -> Result<Counters, DataplaneError> {
     })
 }
 
-/// Whether duet's table exists.
-fn table_exists() -> Result<bool, DataplaneError> {
+/// Whether duet's table exists (the data plane is in place).
+pub fn table_exists() -> Result<bool, DataplaneError> {
     let out = nft::run(&["list", "tables", FAMILY], None)?;
     Ok(out.lines().any(|l| l.trim() == format!("table {FAMILY} {TABLE}")))
 }

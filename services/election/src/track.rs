@@ -75,6 +75,12 @@ pub(crate) async fn probe(track: &Track, watch: &mut Option<ProcessWatch>) -> (b
         }
         Probe::Interface { name, has_address } => interface(name, *has_address),
         Probe::File(path) => file(path),
+        Probe::Dataplane => match tokio::task::spawn_blocking(duet_dataplane::table_exists).await {
+            Ok(Ok(true)) => (true, "duet's nftables table is in place".into()),
+            Ok(Ok(false)) => (false, "duet's nftables table is missing".into()),
+            Ok(Err(e)) => (false, format!("cannot list nftables tables: {e}")),
+            Err(e) => (false, format!("the nft listing did not finish: {e}")),
+        },
     }
 }
 
