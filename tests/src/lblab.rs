@@ -24,6 +24,14 @@ pub const SERVER: &str = "198.19.0.100";
 pub const SERVER_PORT: u16 = 8080;
 pub const VS_PORT: u16 = 80;
 
+/// The report of a [`LbLab::client`], once it has written it.
+pub fn client_report(json: &std::path::Path, timeout: Duration) -> anyhow::Result<crate::conns::ClientReport> {
+    let text = wait_for("the client's report", timeout, Duration::from_millis(200), || {
+        std::fs::read_to_string(json).ok().filter(|t| t.ends_with('}'))
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// The replicator's local API inside a unit's namespace.
 pub const REPLICATOR: &str = "http://127.0.0.1:7873";
 
@@ -62,6 +70,42 @@ impl LbLab {
         let exe = bin("duet-conns").to_string_lossy().into_owned();
         let listen = format!("{SERVER}:{SERVER_PORT}");
         Ok(self.l.lab.spawn(self.s, "server", &[&exe, "serve", "--listen", &listen], &[])?)
+    }
+
+    /// Starts `duet-conns client` in the client: `k` long-lived connections
+    /// to the virtual service (the shared address, port 80) for
+    /// `duration_s`. Returns it, its ready file (all open) and its report's
+    /// path ([`client_report`]).
+    pub fn client(
+        &mut self,
+        k: usize,
+        duration_s: u64,
+    ) -> anyhow::Result<(Proc, std::path::PathBuf, std::path::PathBuf)> {
+        let ready = self.l.lab.dir().join("conns.ready");
+        let json = self.l.lab.dir().join("conns.json");
+        let exe = bin("duet-conns").to_string_lossy().into_owned();
+        let p = self.l.lab.spawn(
+            self.l.c,
+            "conns",
+            &[
+                &exe,
+                "client",
+                "--target",
+                &format!("{SHARED}:{VS_PORT}"),
+                "--conns",
+                &k.to_string(),
+                "--duration-s",
+                &duration_s.to_string(),
+                "--ramp-ms",
+                "1000",
+                "--ready-file",
+                &ready.to_string_lossy(),
+                "--json",
+                &json.to_string_lossy(),
+            ],
+            &[],
+        )?;
+        Ok((p, ready, json))
     }
 
     /// Adds the virtual service on `host` (the active unit), source

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use duet_proto::common::v1::Role;
 use duet_proto::replicator::v1 as rp;
 use duet_testkit::{HostId, Proc, wait_for};
-use duet_tests::conns::ClientReport;
 use duet_tests::lblab::{self, LbLab, replicator_call};
 use duet_tests::*;
 
@@ -72,41 +71,6 @@ fn crash(l: &LbLab, host: HostId, unit: &mut Option<Proc>) -> anyhow::Result<()>
     Ok(())
 }
 
-fn client(l: &mut LbLab, k: usize, duration_s: u64) -> anyhow::Result<(Proc, std::path::PathBuf, std::path::PathBuf)> {
-    let ready = l.l.lab.dir().join("conns.ready");
-    let json = l.l.lab.dir().join("conns.json");
-    let exe = bin("duet-conns").to_string_lossy().into_owned();
-    let p = l.l.lab.spawn(
-        l.l.c,
-        "conns",
-        &[
-            &exe,
-            "client",
-            "--target",
-            &format!("{SHARED}:80"),
-            "--conns",
-            &k.to_string(),
-            "--duration-s",
-            &duration_s.to_string(),
-            "--ramp-ms",
-            "1000",
-            "--ready-file",
-            &ready.to_string_lossy(),
-            "--json",
-            &json.to_string_lossy(),
-        ],
-        &[],
-    )?;
-    Ok((p, ready, json))
-}
-
-fn report(json: &std::path::Path, timeout: Duration) -> anyhow::Result<ClientReport> {
-    let text = wait_for("the client's report", timeout, Duration::from_millis(200), || {
-        std::fs::read_to_string(json).ok().filter(|t| t.ends_with('}'))
-    })?;
-    Ok(serde_json::from_str(&text)?)
-}
-
 #[test]
 fn established_connections_survive_a_crash_of_the_active_without_a_reset() {
     lb_test("rp_survive", |l| {
@@ -128,7 +92,7 @@ fn established_connections_survive_a_crash_of_the_active_without_a_reset() {
             &[],
         )?;
         let k = 100;
-        let (_cl, ready, json) = client(l, k, 12)?;
+        let (_cl, ready, json) = l.client(k, 12)?;
         wait_for("all connections open", T, Duration::from_millis(100), || ready.exists().then_some(()))?;
         let held = l.wait_flows(l.l.b, k as u64, Duration::from_secs(10))?;
         let sa = l.replicator_status(l.l.a)?;
@@ -160,7 +124,7 @@ fn established_connections_survive_a_crash_of_the_active_without_a_reset() {
         crash(l, l.l.a, &mut p.u1)?;
         l.l.wait_role(l.l.b, Role::Active, T)?;
         eprintln!("lb2 active {:?} after the crash", t0.elapsed());
-        let r = report(&json, Duration::from_secs(30))?;
+        let r = lblab::client_report(&json, Duration::from_secs(30))?;
         eprintln!("client: {r:?}");
         let st = l.l.status(l.l.b)?;
         let tk = st.takeover.unwrap_or_default();
@@ -179,7 +143,7 @@ fn a_restarted_standby_is_resynced_and_expiry_is_honoured_on_both_units() {
     lb_test("rp_resync", |l| {
         let mut p = start(l, "")?;
         let k = 20;
-        let (_cl, ready, _json) = client(l, k, 30)?;
+        let (_cl, ready, _json) = l.client(k, 30)?;
         wait_for("all connections open", T, Duration::from_millis(100), || ready.exists().then_some(()))?;
         l.wait_flows(l.l.b, k as u64, Duration::from_secs(10))?;
 
@@ -307,7 +271,7 @@ fn a_peer_with_another_certificate_is_refused_and_nothing_is_installed() {
         l.l.wait_role(l.l.a, Role::Active, T)?;
         l.l.wait_role(l.l.b, Role::Standby, T)?;
         l.add_service_on(l.l.a, None, &[l.l.a])?;
-        let (_cl, ready, _json) = client(l, 10, 20)?;
+        let (_cl, ready, _json) = l.client(10, 20)?;
         wait_for("all connections open", T, Duration::from_millis(100), || ready.exists().then_some(()))?;
         l.wait_flows(l.l.a, 10, Duration::from_secs(10))?;
         let sb = wait_for("the refusal counted on lb2", T, Duration::from_millis(200), || {

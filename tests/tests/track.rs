@@ -100,6 +100,12 @@ fn haproxy_killed_on_the_active_moves_the_role_and_it_returns_after_rise() {
                 .then_some(())
         })?;
         ensure!(talk(l)?.contains("hello"), "no answer through lb1's HAProxy");
+        // Connections through the virtual service (duet's own data plane),
+        // replicated to the standby before the role moves.
+        let k = 20;
+        let (_client, ready, json) = l.client(k, 6)?;
+        wait_for("the client's connections open", T, Duration::from_millis(100), || ready.exists().then_some(()))?;
+        l.wait_flows(b, k as u64, Duration::from_secs(10))?;
 
         // The active's HAProxy dies: the standby takes over after fall.
         let (ma, mb) = (monitor_addresses(&mut l.l.lab, a, "addr-a")?, monitor_addresses(&mut l.l.lab, b, "addr-b")?);
@@ -122,6 +128,11 @@ fn haproxy_killed_on_the_active_moves_the_role_and_it_returns_after_rise() {
         );
         ensure!(l.l.role(a) == Some(Role::Standby), "a standby after handing over");
         ensure!(talk(l)?.contains("hello"), "no answer through lb2's HAProxy");
+        let r = lblab::client_report(&json, Duration::from_secs(20))?;
+        ensure!(
+            (r.ok, r.reset, r.hung, r.failed_connect) == (k, 0, 0, 0),
+            "established connections through the handover: {r:?}"
+        );
         let sa = l.l.status(a)?;
         ensure!(check(l, a).is_some_and(|c| c.state == pb::CheckState::Failing as i32), "a's check failing: {sa:?}");
         let sb = l.l.status(b)?;
