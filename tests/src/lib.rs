@@ -6,6 +6,7 @@
 
 pub mod conns;
 pub mod lblab;
+pub mod otlp;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -238,15 +239,19 @@ impl PairLab {
 
     /// Starts a whole unit (`duet unit --config`) in `host`.
     pub fn unit(&mut self, host: HostId, cfg: &UnitConfig) -> anyhow::Result<Proc> {
+        self.unit_with_env(host, cfg, &[])
+    }
+
+    /// Starts a whole unit in `host` with `env` (`NAME=value`) added to its
+    /// environment (its services inherit it), e.g. an OTLP endpoint.
+    pub fn unit_with_env(&mut self, host: HostId, cfg: &UnitConfig, env: &[&str]) -> anyhow::Result<Proc> {
         let path = cfg.write(self.lab.dir())?;
         let exe = bin("duet").to_string_lossy().into_owned();
         let p = path.to_string_lossy().into_owned();
-        Ok(self.lab.spawn(
-            host,
-            &format!("unit-{}", cfg.name),
-            &["env", "DUET_LOG=info,duet=debug", &exe, "unit", "--config", &p],
-            &[],
-        )?)
+        let mut argv = vec!["env", "DUET_LOG=info,duet=debug"];
+        argv.extend_from_slice(env);
+        argv.extend_from_slice(&[&exe, "unit", "--config", &p]);
+        Ok(self.lab.spawn(host, &format!("unit-{}", cfg.name), &argv, &[])?)
     }
 
     /// The attacker's namespace (labs built with an attacker).

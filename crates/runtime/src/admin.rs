@@ -110,10 +110,11 @@ impl AdminAuth {
     pub fn new(tokens: Option<AdminTokens>) -> Self {
         let refused = Arc::new(Refused { counts: Default::default(), logged: LogLimit::new(LOG_EVERY) });
         let counted = Arc::clone(&refused);
+        let i = &crate::instruments::ADMIN_REFUSED;
         let metric = crate::telemetry::meter()
-            .u64_observable_counter("duet.admin.refused")
-            .with_description("calls to the unit's gRPC API refused, by reason (no_token, unknown_token, not_allowed)")
-            .with_unit("{call}")
+            .u64_observable_counter(i.name)
+            .with_description(i.about)
+            .with_unit(i.unit)
             .with_callback(move |o| {
                 for r in [Refusal::NoToken, Refusal::UnknownToken, Refusal::NotAllowed] {
                     let n = counted.counts[r as usize].load(Ordering::Relaxed);

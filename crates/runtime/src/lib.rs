@@ -6,8 +6,9 @@
 //! already registered ([`grpc`]), the two followers every service shares:
 //! of the election's role ([`follow`]) and of configsync's generations
 //! ([`generations`]), the drivers' clock for their cores ([`clock`]) and
-//! percentiles ([`stats`]), observable instruments over a service's state
-//! ([`metrics`]). No protocol logic lives here.
+//! percentiles ([`stats`]), the catalogue of every instrument a unit
+//! exports ([`instruments`]) and observable instruments over a service's
+//! state ([`metrics`]). No protocol logic lives here.
 
 pub mod admin;
 pub mod caps;
@@ -16,6 +17,7 @@ pub mod follow;
 pub mod generations;
 pub mod grpc;
 pub mod health;
+pub mod instruments;
 pub mod log_limit;
 pub mod metrics;
 pub mod peer_refusals;

@@ -14,19 +14,19 @@ pub trait Reading<S, T>: Fn(&S, &dyn AsyncInstrument<T>) + Send + Sync + 'static
 
 impl<S, T, F: Fn(&S, &dyn AsyncInstrument<T>) + Send + Sync + 'static> Reading<S, T> for F {}
 
-/// One method of [`Observed`] per kind of instrument: `name`, described
-/// by `about`, reads the state with `r`; finish it with `build()` (after
-/// `with_unit`, where it has one).
+/// One method of [`Observed`] per kind of instrument: the catalogue's
+/// instrument `i` (its name, description and unit,
+/// [`crate::instruments`]) reads the state with `r`; finish it with
+/// `build()`.
 macro_rules! instruments {
     ($($(#[$doc:meta])* $method:ident => $make:ident, $instrument:ident<$t:ty>;)*) => {$(
         $(#[$doc])*
         pub fn $method(
             &self,
-            name: &'static str,
-            about: &'static str,
+            i: &crate::instruments::Instrument,
             r: impl Reading<S, $t>,
         ) -> AsyncInstrumentBuilder<'_, $instrument<$t>, $t> {
-            self.meter.$make(name).with_description(about).with_callback(self.reading(r))
+            self.meter.$make(i.name).with_description(i.about).with_unit(i.unit).with_callback(self.reading(r))
         }
     )*};
 }
@@ -50,8 +50,6 @@ impl<S: Send + Sync + 'static> Observed<S> {
         counter => u64_observable_counter, ObservableCounter<u64>;
         /// A gauge `name`.
         gauge => u64_observable_gauge, ObservableGauge<u64>;
-        /// A gauge `name` of signed values.
-        gauge_i64 => i64_observable_gauge, ObservableGauge<i64>;
     }
 
     /// The meter, for instruments that are not observed.

@@ -278,7 +278,7 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
         let e = self.shared.engine.lock().await;
         let cur = e.store.current();
         let p = lock(&self.shared.partner).clone();
-        let reachable = p.last_ok.is_some_and(|t| t.elapsed() < crate::PROBE_EVERY * 3);
+        let reachable = p.reachable();
         let local = pb::UnitConfigState {
             unit: e.unit.clone(),
             address: self.shared.unit_address.clone(),
@@ -296,10 +296,7 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
             hash: p.hash.clone(),
             known: p.generation.is_some(),
         };
-        // In sync: the partner holds the same image now, as far as can be
-        // known (an unreachable partner's last answer says nothing of now).
-        let in_sync =
-            reachable && partner.known && partner.generation == local.generation && partner.hash == local.hash;
+        let in_sync = p.in_sync(local.generation, &local.hash);
         let mut warnings = Vec::new();
         if peer.is_some() && !reachable {
             warnings.push(format!("the partner is not reachable over the peer link: {}", p.last_error));

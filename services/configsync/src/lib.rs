@@ -11,6 +11,7 @@
 
 mod api;
 pub mod engine;
+mod metrics;
 mod peer;
 
 use std::path::Path;
@@ -46,6 +47,20 @@ pub(crate) struct PartnerView {
     pub warned_at: Option<Instant>,
 }
 
+impl PartnerView {
+    /// Whether the partner answered recently.
+    pub(crate) fn reachable(&self) -> bool {
+        self.last_ok.is_some_and(|t| t.elapsed() < PROBE_EVERY * 3)
+    }
+
+    /// In sync: the partner holds the image `generation`/`hash` now, as far
+    /// as can be known (an unreachable partner's last answer says nothing
+    /// of now).
+    pub(crate) fn in_sync(&self, generation: u64, hash: &str) -> bool {
+        self.reachable() && self.generation == Some(generation) && self.hash == hash
+    }
+}
+
 /// A request to push now (ForceUpdate), answered when done.
 pub(crate) type ForceReply = oneshot::Sender<Result<peer::Pushed, peer::PushError>>;
 
@@ -62,6 +77,9 @@ pub(crate) struct Shared {
     pub unit_address: String,
     pub tls: Option<PeerTls>,
     pub bootstrap: Image,
+    /// The generation and hash current here (for the exporter, which
+    /// cannot wait for the engine's lock).
+    pub held: Mutex<(u64, String)>,
 }
 
 pub(crate) use duet_runtime::sync::lock;
@@ -71,13 +89,14 @@ impl Shared {
     /// election and replicator among them), wake the pusher.
     pub(crate) fn committed(&self, c: Committed) {
         tracing::info!(generation = c.image.generation, hash = %&c.image.hash[..12], origin = c.origin, "configuration generation current");
+        *lock(&self.held) = (c.image.generation, c.image.hash.clone());
         let _ = self.generations.send(c);
         self.push_now.notify_one();
     }
 
     /// Whether the partner answered recently.
     pub(crate) fn partner_reachable(&self) -> bool {
-        lock(&self.partner).last_ok.is_some_and(|t| t.elapsed() < PROBE_EVERY * 3)
+        lock(&self.partner).reachable()
     }
 }
 
@@ -187,7 +206,9 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         unit_address: first.map(|i| i.unit_addr.to_string()).unwrap_or_default(),
         tls,
         bootstrap: bootstrap_image(&cfg),
+        held: Mutex::new((current.generation, current.hash.clone())),
     });
+    let _metrics = metrics::Metrics::new(&shared);
     remove_old_overlay(&cfg.state_dir);
 
     let (stop_trigger, stop) = shutdown::channel();

@@ -182,6 +182,7 @@ pub(crate) async fn pusher(
     mut stop: Shutdown,
 ) -> anyhow::Result<()> {
     let Some(mut c) = client(&shared) else { return Ok(()) };
+    let pushes = crate::metrics::pushes();
     let mut next_full = Instant::now() + shared.cfg.sync_interval;
     let mut pending = false;
     let mut timer = duet_net::timer::Timer::new();
@@ -211,6 +212,7 @@ pub(crate) async fn pusher(
             continue;
         }
         let outcome = push_once(&shared, &mut c, full).await;
+        crate::metrics::pushed(&pushes, full, outcome.is_ok());
         pending = outcome.is_err();
         if let Some(r) = reply {
             let _ = r.send(outcome);

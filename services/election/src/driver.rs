@@ -392,7 +392,12 @@ impl Driver {
                 }
                 () = tick(metrics_copy.as_mut()) => {
                     let now = self.clock.now();
-                    self.metrics.update(&self.election.status(now), self.election.drops(), self.shared.queue_full.load(Ordering::Relaxed));
+                    self.metrics.update(
+                        &self.election.status(now),
+                        self.election.drops(),
+                        self.shared.queue_full.load(Ordering::Relaxed),
+                        self.timer_lateness.recent(),
+                    );
                 }
                 Some(first) = self.inbound.recv() => {
                     pulse = true;

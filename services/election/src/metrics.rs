@@ -1,5 +1,6 @@
 //! The election's OpenTelemetry instruments (O3): adverts sent and
-//! received, dropped packets by reason, role changes and the current role;
+//! received, dropped packets by reason, role changes and the current role
+//! (one series per role word, 1 on the current), the timer's lateness;
 //! with a witness (E14), its beats (lease refreshes), failures and
 //! decisions by reason; with tracked checks (E16), each check's runs by
 //! result, their duration and its state.
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use duet_carp::witness::Decision;
 use duet_carp::{DropReason, Role};
+use duet_runtime::instruments;
 use duet_runtime::metrics::{Observed, observe_directions};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, ObservableCounter, ObservableGauge};
@@ -24,6 +26,8 @@ struct Values {
     queue_full: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     role: AtomicI64,
+    /// Timer lateness p50, p99, max (µs).
+    lateness: [AtomicU64; 3],
     beats_sent: AtomicU64,
     beats_acked: AtomicU64,
     witness_failures: AtomicU64,
@@ -35,7 +39,7 @@ struct Values {
 pub(crate) struct Metrics {
     values: Arc<Values>,
     role_changes: Counter<u64>,
-    _observers: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableGauge<i64>),
+    _observers: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableGauge<u64>, ObservableGauge<u64>),
     _witness: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableCounter<u64>),
     checks: CheckInstruments,
 }
@@ -52,17 +56,22 @@ fn role_code(r: Role) -> i64 {
     i64::from(r.code())
 }
 
+/// Every role, in code order (1 init ... 5 stopping).
+fn roles() -> impl Iterator<Item = Role> {
+    (1..=5).filter_map(Role::from_code)
+}
+
 impl Metrics {
     pub(crate) fn new() -> Self {
         let values = Arc::new(Values::default());
         let observed = Observed::new(&values);
         let adverts = observed
-            .counter("duet.election.adverts", "CARP adverts sent and received (valid)", |v, o| {
+            .counter(&instruments::ELECTION_ADVERTS, |v, o| {
                 observe_directions(o, v.sent.load(Ordering::Relaxed), v.received.load(Ordering::Relaxed));
             })
             .build();
         let dropped = observed
-            .counter("duet.election.packets.dropped", "Received packets dropped, by reason", |v, o| {
+            .counter(&instruments::ELECTION_DROPPED, |v, o| {
                 for (k, r) in DropReason::ALL.iter().enumerate() {
                     o.observe(v.drops[k].load(Ordering::Relaxed), &[KeyValue::new("reason", r.as_str())]);
                 }
@@ -70,71 +79,65 @@ impl Metrics {
             })
             .build();
         let role = observed
-            .gauge_i64(
-                "duet.election.role",
-                "Current role: 1 init, 2 standby, 3 active, 4 pacified, 5 stopping",
-                |v, o| o.observe(v.role.load(Ordering::Relaxed), &[]),
-            )
+            .gauge(&instruments::ELECTION_ROLE, |v, o| {
+                let current = v.role.load(Ordering::Relaxed);
+                for r in roles() {
+                    o.observe(u64::from(role_code(r) == current), &[KeyValue::new("role", r.as_str())]);
+                }
+            })
             .build();
-        let role_changes = observed
-            .meter()
-            .u64_counter("duet.election.role_changes")
-            .with_description("Role changes, by new role")
+        let lateness = observed
+            .gauge(&instruments::ELECTION_TIMER_LATENESS, |v, o| {
+                for (k, q) in ["p50", "p99", "max"].into_iter().enumerate() {
+                    o.observe(v.lateness[k].load(Ordering::Relaxed), &[KeyValue::new("quantile", q)]);
+                }
+            })
             .build();
+        let role_changes = instruments::counter(&instruments::ELECTION_ROLE_CHANGES);
         let beats = observed
-            .counter(
-                "duet.election.witness.beats",
-                "Witness beats (lease-backed key refreshes) sent and acknowledged by etcd",
-                |v, o| {
-                    o.observe(v.beats_sent.load(Ordering::Relaxed), &[KeyValue::new("outcome", "sent")]);
-                    o.observe(v.beats_acked.load(Ordering::Relaxed), &[KeyValue::new("outcome", "acknowledged")]);
-                },
-            )
+            .counter(&instruments::ELECTION_WITNESS_BEATS, |v, o| {
+                o.observe(v.beats_sent.load(Ordering::Relaxed), &[KeyValue::new("outcome", "sent")]);
+                o.observe(v.beats_acked.load(Ordering::Relaxed), &[KeyValue::new("outcome", "acknowledged")]);
+            })
             .build();
         let failures = observed
-            .counter("duet.election.witness.failures", "Failed calls to etcd and failed witness sessions", |v, o| {
+            .counter(&instruments::ELECTION_WITNESS_FAILURES, |v, o| {
                 o.observe(v.witness_failures.load(Ordering::Relaxed), &[]);
             })
             .build();
         let decisions = observed
-            .counter("duet.election.witness.decisions", "Decisions the witness made, by reason", |v, o| {
+            .counter(&instruments::ELECTION_WITNESS_DECISIONS, |v, o| {
                 for (k, d) in Decision::ALL.iter().enumerate() {
                     o.observe(v.decisions[k].load(Ordering::Relaxed), &[KeyValue::new("reason", d.as_str())]);
                 }
             })
             .build();
-        let meter = observed.meter();
         let checks = CheckInstruments {
-            runs: meter
-                .u64_counter("duet.track.runs")
-                .with_description("Tracked check runs, by check and result (pass, fail)")
-                .with_unit("{run}")
-                .build(),
-            duration: meter
-                .f64_histogram("duet.track.duration")
-                .with_description("How long a tracked check's run took, by check")
-                .with_unit("ms")
-                .build(),
-            state: meter
-                .u64_gauge("duet.track.state")
-                .with_description(
-                    "A tracked check's state after fall/rise: 1 passing, 0 failing or not run yet, by check",
-                )
-                .with_unit("1")
-                .build(),
+            runs: instruments::counter(&instruments::TRACK_RUNS),
+            duration: instruments::histogram(&instruments::TRACK_DURATION, None),
+            state: instruments::gauge(&instruments::TRACK_STATE),
         };
         Self {
             values,
             role_changes,
-            _observers: (adverts, dropped, role),
+            _observers: (adverts, dropped, role, lateness),
             _witness: (beats, failures, decisions),
             checks,
         }
     }
 
-    /// Copies the core's counters.
-    pub(crate) fn update(&self, s: &duet_carp::Status, drops: &duet_carp::DropCounters, queue_full: u64) {
+    /// Copies the core's counters and the timer's lateness.
+    pub(crate) fn update(
+        &self,
+        s: &duet_carp::Status,
+        drops: &duet_carp::DropCounters,
+        queue_full: u64,
+        lateness: duet_runtime::stats::Summary,
+    ) {
         let v = &self.values;
+        for (k, x) in [lateness.p50, lateness.p99, lateness.max].into_iter().enumerate() {
+            v.lateness[k].store(x, Ordering::Relaxed);
+        }
         v.sent.store(s.adverts_sent, Ordering::Relaxed);
         v.received.store(s.adverts_received, Ordering::Relaxed);
         v.queue_full.store(queue_full, Ordering::Relaxed);
@@ -165,6 +168,6 @@ impl Metrics {
     /// A role change happened.
     pub(crate) fn role_changed(&self, to: Role) {
         self.values.role.store(role_code(to), Ordering::Relaxed);
-        self.role_changes.add(1, &[KeyValue::new("role", to.display_name())]);
+        self.role_changes.add(1, &[KeyValue::new("role", to.as_str())]);
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use duet_runtime::instruments;
 use duet_runtime::metrics::{Observed, observe_directions};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{ObservableCounter, ObservableGauge};
@@ -23,51 +24,40 @@ impl Metrics {
     pub(crate) fn new(shared: &Arc<Shared>) -> Self {
         let observed = Observed::new(shared);
         let changes = observed
-            .counter(
-                "duet.replicator.changes",
-                "Changes (upserts and deletions of flows and persistence entries) sent to and received from the partner",
-                |s, o| {
-                    observe_directions(o, s.changes_sent.load(Ordering::Relaxed), s.changes_received.load(Ordering::Relaxed));
-                },
-            )
+            .counter(&instruments::REPLICATOR_CHANGES, |s, o| {
+                observe_directions(
+                    o,
+                    s.changes_sent.load(Ordering::Relaxed),
+                    s.changes_received.load(Ordering::Relaxed),
+                );
+            })
             .build();
         let drops = observed
-            .counter("duet.replicator.drops", "Events and changes lost or refused, by reason", |s, o| {
+            .counter(&instruments::REPLICATOR_DROPS, |s, o| {
                 for (reason, n) in s.drops.map(s.tls.as_ref()) {
                     o.observe(n, &[KeyValue::new("reason", reason)]);
                 }
             })
             .build();
         let resyncs = observed
-            .counter("duet.replicator.resyncs", "Bulk resyncs sent to the partner", |s, o| {
+            .counter(&instruments::REPLICATOR_RESYNCS, |s, o| {
                 o.observe(lock(&s.send).resyncs, &[]);
             })
             .build();
         let entries = observed
-            .gauge(
-                "duet.replicator.entries",
-                "Entries held: the active's tracked flows and persistence, or the standby's replicated table",
-                |s, o| {
-                    let n = if s.is_active() {
-                        let t = lock(&s.tracked);
-                        (t.flows.len() + t.persist.len()) as u64
-                    } else {
-                        lock(&s.shadow).len() as u64
-                    };
-                    o.observe(n, &[]);
-                },
-            )
+            .gauge(&instruments::REPLICATOR_ENTRIES, |s, o| {
+                let n = if s.is_active() {
+                    let t = lock(&s.tracked);
+                    (t.flows.len() + t.persist.len()) as u64
+                } else {
+                    lock(&s.shadow).len() as u64
+                };
+                o.observe(n, &[]);
+            })
             .build();
-        let lag = observed
-            .gauge(
-                "duet.replicator.lag",
-                "Age in ms of the oldest change the partner has not acknowledged (active unit)",
-                |s, o| o.observe(lock(&s.lag).oldest_ms(), &[]),
-            )
-            .with_unit("ms")
-            .build();
+        let lag = observed.gauge(&instruments::REPLICATOR_LAG, |s, o| o.observe(lock(&s.lag).oldest_ms(), &[])).build();
         let link = observed
-            .gauge("duet.replicator.partner_connected", "1 while the replication link to the partner is up", |s, o| {
+            .gauge(&instruments::REPLICATOR_LINK, |s, o| {
                 let up = if s.is_active() { lock(&s.send).connected } else { lock(&s.recv).connected };
                 o.observe(u64::from(up), &[]);
             })

@@ -41,11 +41,7 @@ impl Runner {
             return Self { tx: None, task: None, last: None };
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let runs = duet_runtime::telemetry::meter()
-            .u64_counter("duet.hooks.runs")
-            .with_description("notify hooks run, by role and result (ok, failed, timeout, error)")
-            .with_unit("{run}")
-            .build();
+        let runs = duet_runtime::instruments::counter(&duet_runtime::instruments::HOOKS_RUNS);
         let task = tokio::spawn(run(rx, Arc::new(hooks), unit, runs));
         Self { tx: Some(tx), task: Some(task), last: None }
     }

@@ -13,6 +13,7 @@
 //! process signals and the election's gRPC API.
 
 pub mod check;
+mod metrics;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -86,6 +87,8 @@ pub struct Supervisor {
     config_path: PathBuf,
     binaries: Binaries,
     services: Vec<Running>,
+    /// Each service's starts and whether it runs, for the exporter.
+    metrics: metrics::Metrics,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -146,7 +149,8 @@ impl Supervisor {
                 starts: 0,
             });
         }
-        Ok(Self { cfg, config_path, binaries, services: running })
+        let metrics = metrics::Metrics::new(running.iter().map(|r| r.spec.name).collect());
+        Ok(Self { cfg, config_path, binaries, services: running, metrics })
     }
 
     fn spawn(&mut self, k: usize) -> anyhow::Result<()> {
@@ -170,6 +174,7 @@ impl Supervisor {
         r.started = Instant::now();
         r.restart_at = None;
         r.starts += 1;
+        self.metrics.started(k);
         Ok(())
     }
 
@@ -219,6 +224,7 @@ impl Supervisor {
     async fn exited(&mut self, k: usize, status: std::io::Result<ExitStatus>) -> anyhow::Result<()> {
         let name = self.services[k].spec.name;
         self.services[k].child = None;
+        self.metrics.stopped(k);
         let code = status.as_ref().ok().and_then(ExitStatus::code);
         if name == "election" && code == Some(i32::from(duet_runtime::service::EXIT_RESTART_SERVICES)) {
             tracing::error!("the election lost a checked link with hard reboot on (E8)");
@@ -316,8 +322,9 @@ impl Supervisor {
     /// longer hands the role out; the takeover last, releasing the addresses).
     async fn stop_services(&mut self) {
         let grace = Duration::from_millis(self.cfg.raw.supervisor.stop_grace_ms);
-        for r in &mut self.services {
+        for (k, r) in self.services.iter_mut().enumerate() {
             r.restart_at = None;
+            self.metrics.stopped(k);
             let Some(mut child) = r.child.take() else { continue };
             if let Some(pid) = child.id() {
                 let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap_or(0)), Signal::SIGTERM);
