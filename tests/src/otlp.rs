@@ -29,6 +29,8 @@ pub enum Line {
     Metric {
         service: String,
         instance: String,
+        /// The `duet.pair` resource attribute.
+        pair: String,
         name: String,
         unit: String,
         /// counter, gauge, histogram, ...
@@ -40,6 +42,7 @@ pub enum Line {
     Span {
         service: String,
         instance: String,
+        pair: String,
         name: String,
         trace_id: String,
         span_id: String,
@@ -89,9 +92,11 @@ fn attrs(kv: &[KeyValue]) -> BTreeMap<String, String> {
     kv.iter().map(|k| (k.key.clone(), text(k.value.as_ref()))).collect()
 }
 
-fn who(r: Option<&Resource>) -> (String, String) {
+/// The exporting service, its unit and its pair (resource attributes).
+fn who(r: Option<&Resource>) -> (String, String, String) {
     let a = r.map(|r| attrs(&r.attributes)).unwrap_or_default();
-    (a.get("service.name").cloned().unwrap_or_default(), a.get("service.instance.id").cloned().unwrap_or_default())
+    let get = |k: &str| a.get(k).cloned().unwrap_or_default();
+    (get("service.name"), get("service.instance.id"), get("duet.pair"))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -141,13 +146,14 @@ impl MetricsService for Sink {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let mut lines = Vec::new();
         for rm in request.into_inner().resource_metrics {
-            let (service, instance) = who(rm.resource.as_ref());
+            let (service, instance, pair) = who(rm.resource.as_ref());
             for sm in rm.scope_metrics {
                 for m in sm.metrics {
                     let mut point = |shape: &str, a: &[KeyValue], value: f64| {
                         lines.push(Line::Metric {
                             service: service.clone(),
                             instance: instance.clone(),
+                            pair: pair.clone(),
                             name: m.name.clone(),
                             unit: m.unit.clone(),
                             shape: shape.to_owned(),
@@ -190,12 +196,13 @@ impl TraceService for Sink {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let mut lines = Vec::new();
         for rs in request.into_inner().resource_spans {
-            let (service, instance) = who(rs.resource.as_ref());
+            let (service, instance, pair) = who(rs.resource.as_ref());
             for ss in rs.scope_spans {
                 for s in ss.spans {
                     lines.push(Line::Span {
                         service: service.clone(),
                         instance: instance.clone(),
+                        pair: pair.clone(),
                         name: s.name.clone(),
                         trace_id: hex(&s.trace_id),
                         span_id: hex(&s.span_id),

@@ -110,7 +110,8 @@ fn a_pair_exports_every_instrument_of_the_catalogue_with_its_unit() {
         );
         for i in ALL {
             for p in got.metric(i.name) {
-                let Line::Metric { unit, shape, attributes, service, .. } = p else { continue };
+                let Line::Metric { unit, shape, attributes, service, pair, .. } = p else { continue };
+                ensure!(pair == "vhid-10", "{} from {service} names the pair {pair:?}", i.name);
                 ensure!(unit == i.unit, "{} arrived with unit {unit:?}, the catalogue says {:?}", i.name, i.unit);
                 let kind = match shape.as_str() {
                     "counter" => Kind::Counter,

@@ -54,6 +54,11 @@ pub struct Validated {
 }
 
 impl Validated {
+    /// The pair's name: `unit.pair`, or `vhid-<vhid>`.
+    pub fn pair_name(&self) -> String {
+        self.raw.unit.pair.clone().unwrap_or_else(|| format!("vhid-{}", self.election.vhid))
+    }
+
     /// The unit's own address on the first interface.
     pub fn own_address(&self) -> Ipv4Addr {
         self.election.interfaces.first().map_or(Ipv4Addr::UNSPECIFIED, |i| i.unit_addr)

@@ -224,7 +224,7 @@ pub fn main<S: Service>(version: &'static str) -> ExitCode {
 }
 
 async fn serve<S: Service>(cfg: Validated, config_path: PathBuf, addr: SocketAddr, notes: Vec<Note>) -> ExitCode {
-    let tcfg = TelemetryConfig::from(&cfg.raw.telemetry);
+    let tcfg = TelemetryConfig::for_unit(&cfg);
     let guard = match telemetry::init(S::NAME, &cfg.raw.unit.name, &tcfg) {
         Ok(g) => g,
         Err(e) => {

@@ -89,21 +89,27 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// One JSON object per log line instead of text (`telemetry.log_format`).
     pub json: bool,
+    /// The pair the unit belongs to: the `duet.pair` resource attribute of
+    /// everything exported (dashboards and alerts group by it).
+    pub pair: Option<String>,
 }
 
-impl From<&duet_config::TelemetrySection> for TelemetryConfig {
-    fn from(t: &duet_config::TelemetrySection) -> Self {
+impl TelemetryConfig {
+    /// The unit file's `[telemetry]`, for a unit of the pair `cfg` names.
+    pub fn for_unit(cfg: &duet_config::Validated) -> Self {
+        let t = &cfg.raw.telemetry;
         Self {
             log: t.log.clone(),
             otlp_endpoint: t.otlp_endpoint.clone(),
             json: t.log_format == duet_config::LogFormat::Json,
+            pair: Some(cfg.pair_name()),
         }
     }
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log: "info".to_owned(), otlp_endpoint: None, json: false }
+        Self { log: "info".to_owned(), otlp_endpoint: None, json: false, pair: None }
     }
 }
 
@@ -274,7 +280,7 @@ fn install(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> Resu
     let interval = interval.unwrap_or(DEFAULT_METRIC_INTERVAL);
 
     let providers = match &endpoint {
-        Some(endpoint) => Some(build_providers(service, instance, endpoint, interval)?),
+        Some(endpoint) => Some(build_providers(service, instance, cfg.pair.as_deref(), endpoint, interval)?),
         None => None,
     };
     let (tracer_provider, meter_provider) = providers.unzip();
@@ -341,6 +347,7 @@ fn install(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> Resu
 fn build_providers(
     service: &'static str,
     instance: &str,
+    pair: Option<&str>,
     endpoint: &str,
     interval: Duration,
 ) -> Result<(SdkTracerProvider, SdkMeterProvider), TelemetryError> {
@@ -348,13 +355,14 @@ fn build_providers(
     // panics without one: say so as an error instead.
     tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
 
-    let resource = Resource::builder()
-        .with_service_name(service)
-        .with_attributes([
-            KeyValue::new("service.instance.id", instance.to_owned()),
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-        ])
-        .build();
+    let mut attributes = vec![
+        KeyValue::new("service.instance.id", instance.to_owned()),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+    ];
+    if let Some(p) = pair {
+        attributes.push(KeyValue::new("duet.pair", p.to_owned()));
+    }
+    let resource = Resource::builder().with_service_name(service).with_attributes(attributes).build();
 
     let span_exporter = SpanExporter::builder()
         .with_tonic()
@@ -536,6 +544,7 @@ mod tests {
     #[test]
     fn config_errors_are_errors() {
         let cfg = |endpoint: &str| TelemetryConfig {
+            pair: None,
             log: "info".to_owned(),
             otlp_endpoint: Some(endpoint.to_owned()),
             json: false,

@@ -156,7 +156,12 @@ async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_reach_the_collector() {
     let (collector, addr, _stop) = start_collector().await;
-    let cfg = TelemetryConfig { log: "info".to_owned(), otlp_endpoint: Some(format!("http://{addr}")), json: false };
+    let cfg = TelemetryConfig {
+        log: "info".to_owned(),
+        otlp_endpoint: Some(format!("http://{addr}")),
+        json: false,
+        pair: Some("vhid-10".into()),
+    };
 
     let guard = telemetry::init("duet-telemetry-test", "unit-a", &cfg).expect("init");
     assert!(guard.exporting());

@@ -107,7 +107,12 @@ fn child_with_collector_down() {
     let endpoint = std::env::var(ENDPOINT_ENV).expect("run by the other tests");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let cfg = TelemetryConfig { log: "error".to_owned(), otlp_endpoint: Some(endpoint), json: false };
+        let cfg = TelemetryConfig {
+            log: "error".to_owned(),
+            otlp_endpoint: Some(endpoint),
+            json: false,
+            pair: Some("vhid-10".into()),
+        };
         let guard = telemetry::init("duet-telemetry-down", "unit-b", &cfg).expect("init with the collector down");
         assert!(guard.exporting());
 

@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let tcfg = TelemetryConfig::from(&cfg.raw.telemetry);
+        let tcfg = TelemetryConfig::for_unit(&cfg);
         let _telemetry = match telemetry::init("duet-unit", &cfg.raw.unit.name, &tcfg) {
             Ok(g) => g,
             Err(e) => {
