@@ -100,6 +100,8 @@ catalogue! {
         "The unit's role: 1 on the series of the current role, 0 on the others";
     ELECTION_ROLE_CHANGES = "duet.election.role.changes", Counter, "{change}", "duet-election", ["role"], OnEvent,
         "Role changes, by new role";
+    ELECTION_PARTNER_REACHABLE = "duet.election.partner.reachable", Gauge, "1", "duet-election", [], Always,
+        "1 while the partner is heard (its adverts or its peer status within the timeout)";
     ELECTION_TIMER_LATENESS = "duet.election.timer.lateness", Gauge, "us", "duet-election", ["quantile"], Always,
         "How late the protocol timer fired lately (p50, p99, max)";
     ELECTION_WITNESS_BEATS = "duet.election.witness.beats", Counter, "{beat}", "duet-election", ["outcome"], Witness,

@@ -28,6 +28,7 @@ struct Values {
     role: AtomicI64,
     /// Timer lateness p50, p99, max (µs).
     lateness: [AtomicU64; 3],
+    partner_reachable: AtomicU64,
     beats_sent: AtomicU64,
     beats_acked: AtomicU64,
     witness_failures: AtomicU64,
@@ -39,7 +40,13 @@ struct Values {
 pub(crate) struct Metrics {
     values: Arc<Values>,
     role_changes: Counter<u64>,
-    _observers: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableGauge<u64>, ObservableGauge<u64>),
+    _observers: (
+        ObservableCounter<u64>,
+        ObservableCounter<u64>,
+        ObservableGauge<u64>,
+        ObservableGauge<u64>,
+        ObservableGauge<u64>,
+    ),
     _witness: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableCounter<u64>),
     checks: CheckInstruments,
 }
@@ -93,6 +100,11 @@ impl Metrics {
                 }
             })
             .build();
+        let reachable = observed
+            .gauge(&instruments::ELECTION_PARTNER_REACHABLE, |v, o| {
+                o.observe(v.partner_reachable.load(Ordering::Relaxed), &[]);
+            })
+            .build();
         let role_changes = instruments::counter(&instruments::ELECTION_ROLE_CHANGES);
         let beats = observed
             .counter(&instruments::ELECTION_WITNESS_BEATS, |v, o| {
@@ -120,7 +132,7 @@ impl Metrics {
         Self {
             values,
             role_changes,
-            _observers: (adverts, dropped, role, lateness),
+            _observers: (adverts, dropped, role, lateness, reachable),
             _witness: (beats, failures, decisions),
             checks,
         }
@@ -145,6 +157,7 @@ impl Metrics {
             v.drops[k].store(drops.get(*r), Ordering::Relaxed);
         }
         v.role.store(role_code(s.role), Ordering::Relaxed);
+        v.partner_reachable.store(u64::from(s.partner_reachable), Ordering::Relaxed);
         if let Some(w) = &s.witness {
             v.beats_sent.store(w.beats_sent, Ordering::Relaxed);
             v.beats_acked.store(w.beats_acked, Ordering::Relaxed);
