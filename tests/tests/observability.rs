@@ -15,7 +15,8 @@ fn deploy(file: &str) -> PathBuf {
 
 /// Labels every series has besides its own attributes: the resource's (the
 /// collector's `resource_to_telemetry_conversion`) and the histogram buckets'.
-const RESOURCE_LABELS: &[&str] = &["duet_pair", "service_name", "service_instance_id", "service_version", "job", "instance"];
+const RESOURCE_LABELS: &[&str] =
+    &["duet_pair", "service_name", "service_instance_id", "service_version", "job", "instance"];
 
 /// The instrument a series name stands for (a histogram's `_bucket`,
 /// `_sum` and `_count` included).

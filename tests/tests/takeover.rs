@@ -716,6 +716,7 @@ fn scripted_event(epoch: u64, seq: u64, kind: epb::RoleEventKind, role: Role) ->
         advert_interval_ms: 200,
         vhid: 10,
         config_generation: 0,
+        traceparent: String::new(),
     }
 }
 

@@ -151,6 +151,9 @@ pub struct RoleEvent {
     /// The configuration generation the parameters came from (0: the
     /// unit file).
     pub config_generation: u64,
+    /// The W3C `traceparent` of the role change's trace ("" when none):
+    /// an opaque correlation for the followers' spans.
+    pub trace: String,
 }
 
 #[cfg(test)]

@@ -411,11 +411,26 @@ pub struct TelemetrySection {
     /// for log shippers).
     pub log_format: LogFormat,
     /// OTLP/gRPC endpoint for traces and metrics; unset: no export.
+    /// `https://` talks TLS (then `otlp_ca` is needed).
     pub otlp_endpoint: Option<String>,
+    /// The CA (PEM) that signed the collector's certificate, for an
+    /// `https://` endpoint.
+    pub otlp_ca: Option<PathBuf>,
+    /// This unit's client certificate and key (PEM), when the collector
+    /// asks for one (mutual TLS).
+    pub otlp_cert: Option<PathBuf>,
+    pub otlp_key: Option<PathBuf>,
 }
 
 impl Default for TelemetrySection {
     fn default() -> Self {
-        Self { log: "info".into(), log_format: LogFormat::Text, otlp_endpoint: None }
+        Self {
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            otlp_ca: None,
+            otlp_cert: None,
+            otlp_key: None,
+        }
     }
 }

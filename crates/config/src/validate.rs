@@ -224,6 +224,7 @@ impl UnitConfig {
         let admin_tokens = crate::admin::resolve(&self.admin, &listens, &mut e, &mut warnings);
         let admin_warnings = warnings[before..].to_vec();
         let hooks = crate::hooks::resolve(&self.hooks, &mut e);
+        telemetry_tls(&self.telemetry, &mut e);
         let tracks = crate::track::resolve(&self.tracks, &mut e);
 
         let ha_keys: Vec<&str> =
@@ -398,6 +399,28 @@ impl UnitConfig {
             tracks,
             witness,
         })
+    }
+}
+
+/// `[telemetry]`'s TLS: an `https://` endpoint needs the collector's CA, a
+/// CA or client certificate needs an `https://` endpoint, a certificate
+/// needs its key (and the reverse).
+fn telemetry_tls(t: &TelemetrySection, e: &mut Problems) {
+    let https = t.otlp_endpoint.as_deref().is_some_and(|u| u.starts_with("https://"));
+    if https && t.otlp_ca.is_none() {
+        e.add(
+            "telemetry.otlp_ca",
+            "an https:// collector needs the CA that signed its certificate: set otlp_ca = \"/path/to/ca.pem\"",
+        );
+    }
+    if !https && (t.otlp_ca.is_some() || t.otlp_cert.is_some()) {
+        e.add(
+            "telemetry.otlp_endpoint",
+            "otlp_ca and otlp_cert are for a TLS collector: write the endpoint as https://host:port",
+        );
+    }
+    if t.otlp_cert.is_some() != t.otlp_key.is_some() {
+        e.add("telemetry.otlp_key", "otlp_cert and otlp_key go together: set both or neither");
     }
 }
 
@@ -636,5 +659,30 @@ shared = "198.18.0.10/24"
         )
         .unwrap();
         assert_eq!(v.election.mode, duet_carp::HaMode::NonHa);
+    }
+}
+
+#[cfg(test)]
+mod telemetry_tests {
+    use super::tests::{GOOD, errors};
+
+    #[test]
+    fn an_https_collector_needs_its_ca_and_a_certificate_its_key() {
+        let e = errors(&format!(
+            "{GOOD}\n[telemetry]\notlp_endpoint = \"https://198.18.0.100:4317\"\notlp_cert = \"/c.pem\"\n"
+        ))
+        .join("\n");
+        assert!(e.contains("telemetry.otlp_ca: an https:// collector needs the CA"), "{e}");
+        assert!(e.contains("telemetry.otlp_key: otlp_cert and otlp_key go together"), "{e}");
+        let e = errors(&format!(
+            "{GOOD}\n[telemetry]\notlp_endpoint = \"http://198.18.0.100:4317\"\notlp_ca = \"/ca.pem\"\n"
+        ))
+        .join("\n");
+        assert!(e.contains("telemetry.otlp_endpoint: otlp_ca and otlp_cert are for a TLS collector"), "{e}");
+        let ok = format!(
+            "{GOOD}\n[telemetry]\notlp_endpoint = \"https://collector:4317\"\notlp_ca = \"/ca.pem\"\n\
+             otlp_cert = \"/c.pem\"\notlp_key = \"/c.key\"\n"
+        );
+        assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
     }
 }

@@ -169,6 +169,7 @@ impl From<&RoleEvent> for election::WatchRoleResponse {
             advert_interval_ms: ms(e.advert_interval),
             vhid: u32::from(e.vhid),
             config_generation: e.config_generation,
+            traceparent: e.trace.clone(),
         }
     }
 }
@@ -217,6 +218,7 @@ impl TryFrom<&election::WatchRoleResponse> for RoleEvent {
             advert_interval: Duration::from_millis(m.advert_interval_ms),
             vhid: u8::try_from(m.vhid).map_err(|_| RoleEventError::BadVhid(m.vhid))?,
             config_generation: m.config_generation,
+            trace: m.traceparent.clone(),
         })
     }
 }
@@ -251,6 +253,7 @@ mod tests {
             advert_interval: Duration::from_secs(1),
             vhid: 10,
             config_generation: 4,
+            trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
         };
         let m = election::WatchRoleResponse::from(&e);
         assert_eq!(RoleEvent::try_from(&m), Ok(e));

@@ -43,6 +43,8 @@ pub struct Generation {
     /// "committed", "synced", "restored" or "rolled-back".
     pub origin: String,
     pub content: ImageContent,
+    /// The W3C `traceparent` of the commit's trace ("" when none, O3).
+    pub trace: String,
 }
 
 /// configsync's operator URL for its `listen` address (an unspecified
@@ -167,12 +169,14 @@ async fn next(
             .image
             .unwrap_or_default(),
     };
-    Ok(convert(image, m.origin, ha_unit, refused))
+    Ok(convert(image, m.origin, m.traceparent, ha_unit, refused))
 }
 
-fn convert(image: cpb::Image, origin: String, ha_unit: bool, refused: &mut String) -> Next {
+fn convert(image: cpb::Image, origin: String, trace: String, ha_unit: bool, refused: &mut String) -> Next {
     match ImageContent::checked(&image, ha_unit) {
-        Ok(content) => Next::Offer(Generation { generation: image.generation, hash: image.hash, origin, content }),
+        Ok(content) => {
+            Next::Offer(Generation { generation: image.generation, hash: image.hash, origin, content, trace })
+        }
         Err(problems) => {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
             tracing::error!(
@@ -200,7 +204,7 @@ mod tests {
             ha: Some(cpb::HaSettings { timeout_s: 4, ..Default::default() }),
             ..Default::default()
         };
-        assert!(matches!(convert(bad, "synced".into(), true, &mut refused), Next::Nothing));
+        assert!(matches!(convert(bad, "synced".into(), String::new(), true, &mut refused), Next::Nothing));
         assert_eq!(refused, "h4");
         let good = cpb::Image {
             generation: 5,
@@ -208,7 +212,9 @@ mod tests {
             ha: Some(cpb::HaSettings { timeout_s: 6, ..Default::default() }),
             ..Default::default()
         };
-        let Next::Offer(g) = convert(good, "synced".into(), true, &mut refused) else { panic!("a good generation") };
+        let Next::Offer(g) = convert(good, "synced".into(), String::new(), true, &mut refused) else {
+            panic!("a good generation")
+        };
         assert_eq!((g.generation, g.hash.as_str(), g.content.ha.timeout_s), (5, "h5", 6));
     }
 

@@ -28,3 +28,4 @@ pub mod sync;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::metrics::Meter;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue, global};
-use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig as _};
+use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -83,15 +83,72 @@ pub struct TelemetryConfig {
     /// `"info,duet_carp=debug"`. `DUET_LOG`, when set, replaces it.
     pub log: String,
     /// The OTLP/gRPC collector, e.g. `"http://127.0.0.1:4317"` (without a
-    /// scheme, `http://` is assumed; `https` is not supported). When `None`
-    /// (or empty), `OTEL_EXPORTER_OTLP_ENDPOINT` is used if set; otherwise
-    /// nothing is exported.
+    /// scheme, `http://` is assumed; `https://` talks TLS with [`Self::tls`]).
+    /// When `None` (or empty), `OTEL_EXPORTER_OTLP_ENDPOINT` is used if set;
+    /// otherwise nothing is exported.
     pub otlp_endpoint: Option<String>,
+    /// TLS towards an `https://` collector.
+    pub tls: OtlpTls,
     /// One JSON object per log line instead of text (`telemetry.log_format`).
     pub json: bool,
     /// The pair the unit belongs to: the `duet.pair` resource attribute of
     /// everything exported (dashboards and alerts group by it).
     pub pair: Option<String>,
+}
+
+/// The files of TLS towards the collector (PEM). Unset, each falls back to
+/// the standard variable: `OTEL_EXPORTER_OTLP_CERTIFICATE`,
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtlpTls {
+    /// The CA that signed the collector's certificate.
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate and its key (mutual TLS).
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl OtlpTls {
+    /// With the standard variables for what is unset.
+    fn or_env(&self) -> Self {
+        let env = |k: &str| non_empty(std::env::var(k).ok()).map(std::path::PathBuf::from);
+        Self {
+            ca: self.ca.clone().or_else(|| env("OTEL_EXPORTER_OTLP_CERTIFICATE")),
+            cert: self.cert.clone().or_else(|| env("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")),
+            key: self.key.clone().or_else(|| env("OTEL_EXPORTER_OTLP_CLIENT_KEY")),
+        }
+    }
+
+    /// tonic's TLS settings for `endpoint` (its host is the name checked).
+    fn client_config(&self, endpoint: &str) -> Result<tonic::transport::ClientTlsConfig, TelemetryError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| TelemetryError::Tls(format!("cannot read {}: {e}", p.display())))
+        };
+        let Some(ca) = &self.ca else {
+            return Err(TelemetryError::Tls(
+                "an https:// collector needs the CA of its certificate: telemetry.otlp_ca or \
+                 OTEL_EXPORTER_OTLP_CERTIFICATE"
+                    .into(),
+            ));
+        };
+        let host = endpoint
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| TelemetryError::Tls(format!("no host in {endpoint:?}")))?;
+        let mut c = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?))
+            .domain_name(host);
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                c = c.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => return Err(TelemetryError::Tls("a client certificate needs its key, and the reverse".into())),
+        }
+        Ok(c)
+    }
 }
 
 impl TelemetryConfig {
@@ -101,6 +158,7 @@ impl TelemetryConfig {
         Self {
             log: t.log.clone(),
             otlp_endpoint: t.otlp_endpoint.clone(),
+            tls: OtlpTls { ca: t.otlp_ca.clone(), cert: t.otlp_cert.clone(), key: t.otlp_key.clone() },
             json: t.log_format == duet_config::LogFormat::Json,
             pair: Some(cfg.pair_name()),
         }
@@ -109,7 +167,7 @@ impl TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log: "info".to_owned(), otlp_endpoint: None, json: false, pair: None }
+        Self { log: "info".to_owned(), otlp_endpoint: None, tls: OtlpTls::default(), json: false, pair: None }
     }
 }
 
@@ -228,6 +286,9 @@ pub enum TelemetryError {
     /// Someone else installed a global tracing subscriber.
     #[error("a global tracing subscriber is already installed")]
     SubscriberInstalled,
+    /// TLS towards an `https://` collector cannot be set up.
+    #[error("OTLP over TLS: {0}")]
+    Tls(String),
 }
 
 /// Sets up logging, and export when configured, for one service process.
@@ -242,8 +303,9 @@ pub enum TelemetryError {
 /// # Errors
 ///
 /// A second call in the same process; a log directive that does not parse;
-/// an endpoint that is not a URI, or uses `https` (no TLS support is built
-/// in); an endpoint but no current tokio runtime; a global `tracing`
+/// an endpoint that is not a URI; an `https` endpoint without the
+/// collector's CA, or with files that cannot be read; an endpoint but no
+/// current tokio runtime; a global `tracing`
 /// subscriber that someone else installed. After an error nothing global
 /// was installed, so a corrected call may follow. An unreachable collector
 /// is never an error.
@@ -280,7 +342,10 @@ fn install(service: &'static str, instance: &str, cfg: &TelemetryConfig) -> Resu
     let interval = interval.unwrap_or(DEFAULT_METRIC_INTERVAL);
 
     let providers = match &endpoint {
-        Some(endpoint) => Some(build_providers(service, instance, cfg.pair.as_deref(), endpoint, interval)?),
+        Some(endpoint) => {
+            let tls = endpoint.starts_with("https://").then(|| cfg.tls.or_env().client_config(endpoint)).transpose()?;
+            Some(build_providers(service, instance, cfg.pair.as_deref(), endpoint, tls, interval)?)
+        }
         None => None,
     };
     let (tracer_provider, meter_provider) = providers.unzip();
@@ -349,6 +414,7 @@ fn build_providers(
     instance: &str,
     pair: Option<&str>,
     endpoint: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     interval: Duration,
 ) -> Result<(SdkTracerProvider, SdkMeterProvider), TelemetryError> {
     // `connect_lazy` spawns the channel's worker on the current runtime and
@@ -364,17 +430,27 @@ fn build_providers(
     }
     let resource = Resource::builder().with_service_name(service).with_attributes(attributes).build();
 
-    let span_exporter = SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|source| TelemetryError::Exporter { what: "span", endpoint: endpoint.to_owned(), source })?;
-    let metric_exporter = MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .with_temporality(Temporality::Cumulative)
-        .build()
-        .map_err(|source| TelemetryError::Exporter { what: "metric", endpoint: endpoint.to_owned(), source })?;
+    let span_exporter = SpanExporter::builder().with_tonic().with_endpoint(endpoint);
+    let span_exporter = match &tls {
+        Some(t) => span_exporter.with_tls_config(t.clone()),
+        None => span_exporter,
+    };
+    let span_exporter = span_exporter.build().map_err(|source| TelemetryError::Exporter {
+        what: "span",
+        endpoint: endpoint.to_owned(),
+        source,
+    })?;
+    let metric_exporter =
+        MetricExporter::builder().with_tonic().with_endpoint(endpoint).with_temporality(Temporality::Cumulative);
+    let metric_exporter = match tls {
+        Some(t) => metric_exporter.with_tls_config(t),
+        None => metric_exporter,
+    };
+    let metric_exporter = metric_exporter.build().map_err(|source| TelemetryError::Exporter {
+        what: "metric",
+        endpoint: endpoint.to_owned(),
+        source,
+    })?;
 
     let tracer_provider = SdkTracerProvider::builder()
         .with_resource(resource.clone())
@@ -422,8 +498,8 @@ fn exported(target: &str) -> bool {
 }
 
 /// The configured endpoint, else the environment's; empty counts as unset.
-/// One without a scheme gets `http://`: there is no TLS here, and the OTLP
-/// rule (`https` unless `OTEL_EXPORTER_OTLP_INSECURE`) would only fail.
+/// One without a scheme gets `http://` (TLS is asked for by writing
+/// `https://`, and needs the collector's CA).
 fn otlp_endpoint(configured: Option<String>, from_env: Option<String>) -> Option<String> {
     let endpoint = non_empty(configured).or_else(|| non_empty(from_env))?;
     Some(if endpoint.contains("://") { endpoint } else { format!("http://{endpoint}") })
@@ -545,6 +621,7 @@ mod tests {
     fn config_errors_are_errors() {
         let cfg = |endpoint: &str| TelemetryConfig {
             pair: None,
+            tls: OtlpTls::default(),
             log: "info".to_owned(),
             otlp_endpoint: Some(endpoint.to_owned()),
             json: false,

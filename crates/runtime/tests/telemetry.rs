@@ -1,5 +1,6 @@
 //! End to end: spans and metrics from [`telemetry::init`] reach an OTLP
-//! collector over gRPC.
+//! collector over gRPC with mutual TLS (an `https://` endpoint, the
+//! collector's CA, a client certificate the collector requires).
 //!
 //! The collector is a small tonic server built on `opentelemetry-proto`'s
 //! stubs that records every request. `init` installs process globals and may
@@ -53,14 +54,22 @@ impl MetricsService for Collector {
     }
 }
 
-/// Serves a [`Collector`] on 127.0.0.1:0 until the returned sender fires or
-/// is dropped.
-async fn start_collector() -> (Collector, SocketAddr, oneshot::Sender<()>) {
+/// Serves a [`Collector`] on 127.0.0.1:0 over TLS (certificate of
+/// `localhost` from `certs`, client certificates of the same CA required)
+/// until the returned sender fires or is dropped.
+async fn start_collector(certs: &std::path::Path) -> (Collector, SocketAddr, oneshot::Sender<()>) {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     let collector = Collector::default();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read("localhost.pem"), read("localhost.key")))
+        .client_ca_root(Certificate::from_pem(read("ca.pem")));
     let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .expect("TLS settings")
         .add_service(TraceServiceServer::new(collector.clone()))
         .add_service(MetricsServiceServer::new(collector.clone()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -155,12 +164,19 @@ async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 // through the gRPC channel's tasks and the collector, which run on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_reach_the_collector() {
-    let (collector, addr, _stop) = start_collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    duet_testkit::write_certs(dir.path(), &["localhost", "lb1"]).unwrap();
+    let (collector, addr, _stop) = start_collector(dir.path()).await;
     let cfg = TelemetryConfig {
         log: "info".to_owned(),
-        otlp_endpoint: Some(format!("http://{addr}")),
+        otlp_endpoint: Some(format!("https://localhost:{}", addr.port())),
         json: false,
         pair: Some("vhid-10".into()),
+        tls: telemetry::OtlpTls {
+            ca: Some(dir.path().join("ca.pem")),
+            cert: Some(dir.path().join("lb1.pem")),
+            key: Some(dir.path().join("lb1.key")),
+        },
     };
 
     let guard = telemetry::init("duet-telemetry-test", "unit-a", &cfg).expect("init");

@@ -112,6 +112,7 @@ fn child_with_collector_down() {
             otlp_endpoint: Some(endpoint),
             json: false,
             pair: Some("vhid-10".into()),
+            tls: telemetry::OtlpTls::default(),
         };
         let guard = telemetry::init("duet-telemetry-down", "unit-b", &cfg).expect("init with the collector down");
         assert!(guard.exporting());

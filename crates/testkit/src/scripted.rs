@@ -115,6 +115,7 @@ impl ElectionService for ScriptedElection {
             advert_interval: Duration::from_secs(1),
             vhid: 10,
             config_generation: 0,
+            trace: String::new(),
         };
         tx.send(Ok(epb::WatchRoleResponse::from(&snapshot))).await.map_err(|_| Status::internal("closed"))?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

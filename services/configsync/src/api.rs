@@ -138,15 +138,16 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
         let (tx, out) = mpsc::channel(64);
         let mut stop = self.shutdown.clone();
         tokio::spawn(async move {
-            let msg = |i: &duet_proto::config::v1::Image, origin: &str| pb::WatchGenerationsResponse {
+            let msg = |i: &duet_proto::config::v1::Image, origin: &str, trace: &str| pb::WatchGenerationsResponse {
                 generation: i.generation,
                 hash: i.hash.clone(),
                 provenance: i.provenance.clone(),
                 origin: origin.to_string(),
                 image: Some(i.clone()),
+                traceparent: trace.to_owned(),
             };
             let mut last = first.generation;
-            if tx.send(Ok(msg(&first, "current"))).await.is_err() {
+            if tx.send(Ok(msg(&first, "current", ""))).await.is_err() {
                 return;
             }
             loop {
@@ -159,7 +160,7 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
                     Ok(c) if c.image.generation <= last && c.origin != "synced" => continue,
                     Ok(c) => {
                         last = c.image.generation;
-                        if tx.send(Ok(msg(&c.image, c.origin))).await.is_err() {
+                        if tx.send(Ok(msg(&c.image, c.origin, &c.trace))).await.is_err() {
                             return;
                         }
                     }

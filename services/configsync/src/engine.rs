@@ -79,6 +79,9 @@ pub enum PushRejected {
 pub struct Committed {
     pub image: Image,
     pub origin: &'static str,
+    /// The W3C `traceparent` of the commit's trace (O3); "" until the
+    /// commit is recorded (`Shared::committed`).
+    pub trace: String,
 }
 
 /// The engine of one unit.
@@ -136,7 +139,7 @@ impl Engine {
             .commit(content, store::provenance(&self.unit, origin, comment))
             .map_err(|e| Refusal::Failed(e.to_string()))?
             .clone();
-        Ok(Committed { image: img, origin })
+        Ok(Committed { image: img, origin, trace: String::new() })
     }
 
     /// S6: the whole image as a backup.
@@ -195,7 +198,7 @@ impl Engine {
             )
             .map_err(|e| Refusal::Failed(e.to_string()))?
             .clone();
-        Ok(Committed { image: img, origin: "committed" })
+        Ok(Committed { image: img, origin: "committed", trace: String::new() })
     }
 
     /// The receiving side of a push (S3, S5). Returns the answer and, when
@@ -256,7 +259,10 @@ impl Engine {
         );
         let img = self.store.commit_at(&pushed, pushed.generation, prov)?.clone();
         let _ = self.store.set_synced(img.generation);
-        Ok((answer(PushResult::Adopted, &img, backup), Some(Committed { image: img, origin: "synced" })))
+        Ok((
+            answer(PushResult::Adopted, &img, backup),
+            Some(Committed { image: img, origin: "synced", trace: String::new() }),
+        ))
     }
 
     /// Local settings (S4), on either unit.

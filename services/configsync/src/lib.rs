@@ -80,6 +80,18 @@ pub(crate) struct Shared {
     /// The generation and hash current here (for the exporter, which
     /// cannot wait for the engine's lock).
     pub held: Mutex<(u64, String)>,
+    /// The newest generation's trace (O3): a push of it joins the trace.
+    pub last_trace: Mutex<(u64, String)>,
+}
+
+/// A commit's span attributes.
+pub(crate) fn commit_attributes(c: &Committed) -> Vec<opentelemetry::KeyValue> {
+    use opentelemetry::KeyValue;
+    vec![
+        KeyValue::new("duet.generation", i64::try_from(c.image.generation).unwrap_or(i64::MAX)),
+        KeyValue::new("duet.hash", c.image.hash.clone()),
+        KeyValue::new("duet.origin", c.origin),
+    ]
 }
 
 pub(crate) use duet_runtime::sync::lock;
@@ -87,8 +99,16 @@ pub(crate) use duet_runtime::sync::lock;
 impl Shared {
     /// After a generation became current: tell watchers (the unit's
     /// election and replicator among them), wake the pusher.
-    pub(crate) fn committed(&self, c: Committed) {
+    pub(crate) fn committed(&self, mut c: Committed) {
         tracing::info!(generation = c.image.generation, hash = %&c.image.hash[..12], origin = c.origin, "configuration generation current");
+        // O3: a generation made here starts the commit's trace; one adopted
+        // from the partner continues the partner's (its span is made by
+        // the peer server, which knows the push's trace).
+        if c.trace.is_empty() {
+            let now = SystemTime::now();
+            c.trace = duet_runtime::trace::record("duet.configsync.commit", "", now, now, commit_attributes(&c));
+        }
+        *lock(&self.last_trace) = (c.image.generation, c.trace.clone());
         *lock(&self.held) = (c.image.generation, c.image.hash.clone());
         let _ = self.generations.send(c);
         self.push_now.notify_one();
@@ -207,6 +227,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         tls,
         bootstrap: bootstrap_image(&cfg),
         held: Mutex::new((current.generation, current.hash.clone())),
+        last_trace: Mutex::new((current.generation, String::new())),
     });
     let _metrics = metrics::Metrics::new(&shared);
     remove_old_overlay(&cfg.state_dir);
@@ -271,7 +292,7 @@ pub(crate) async fn bootstrap_if_empty(shared: &Shared) {
             );
             match e.store.commit_at(&img, img.generation, prov) {
                 Ok(i) => {
-                    let c = Committed { image: i.clone(), origin: "synced" };
+                    let c = Committed { image: i.clone(), origin: "synced", trace: String::new() };
                     let _ = e.store.set_synced(c.image.generation);
                     drop(e);
                     shared.committed(c);
@@ -296,7 +317,7 @@ pub(crate) async fn bootstrap_if_empty(shared: &Shared) {
     let prov = duet_image::store::provenance(&shared.unit, "committed", "bootstrapped from the unit file");
     match e.store.commit(&shared.bootstrap, prov) {
         Ok(i) => {
-            let c = Committed { image: i.clone(), origin: "committed" };
+            let c = Committed { image: i.clone(), origin: "committed", trace: String::new() };
             drop(e);
             shared.committed(c);
         }

@@ -44,6 +44,8 @@ impl pb::peer_sync_service_server::PeerSyncService for PeerServer {
     async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
         self.check(&req)?;
         self.heard();
+        let trace = duet_runtime::trace::extract(req.metadata());
+        let received = SystemTime::now();
         let r = req.into_inner();
         let outcome = self.shared.engine.lock().await.receive(&r);
         match outcome {
@@ -54,7 +56,18 @@ impl pb::peer_sync_service_server::PeerSyncService for PeerServer {
                     p.hash.clone_from(&resp.held_hash);
                     p.role = r.from_role;
                 }
-                if let Some(c) = committed {
+                if let Some(mut c) = committed {
+                    // O3: adopting the partner's push, in its trace.
+                    if !trace.is_empty() {
+                        let attrs = crate::commit_attributes(&c);
+                        c.trace = duet_runtime::trace::record(
+                            "duet.configsync.adopt",
+                            &trace,
+                            received,
+                            SystemTime::now(),
+                            attrs,
+                        );
+                    }
                     self.shared.committed(c);
                 }
                 Ok(Response::new(resp))
@@ -272,13 +285,40 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
             let e = shared.engine.lock().await;
             (e.store.current().clone(), e.role)
         };
-        let req = pb::PushRequest {
+        let mut req = Request::new(pb::PushRequest {
             image: Some(image.clone()),
             from_unit: shared.unit.clone(),
             from_role: from_role.map_or(0, role_i32),
             full,
+        });
+        // O3: a push of the newest commit is part of its trace.
+        let parent = {
+            let t = lock(&shared.last_trace);
+            if t.0 == image.generation { t.1.clone() } else { String::new() }
         };
-        let resp = match tokio::time::timeout(shared.cfg.push_timeout, c.push(req)).await {
+        let span = (!parent.is_empty()).then(|| {
+            duet_runtime::trace::start(
+                "duet.configsync.push",
+                &parent,
+                opentelemetry::trace::SpanKind::Client,
+                vec![
+                    opentelemetry::KeyValue::new(
+                        "duet.generation",
+                        i64::try_from(image.generation).unwrap_or(i64::MAX),
+                    ),
+                    opentelemetry::KeyValue::new("duet.full", full),
+                ],
+            )
+        });
+        if let Some(s) = &span {
+            duet_runtime::trace::inject(&s.traceparent(), req.metadata_mut());
+        }
+        let sent = tokio::time::timeout(shared.cfg.push_timeout, c.push(req)).await;
+        if let Some(s) = span {
+            s.set(vec![opentelemetry::KeyValue::new("duet.delivered", matches!(sent, Ok(Ok(_))))]);
+            s.end();
+        }
+        let resp = match sent {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
                 let generation = image.generation;

@@ -547,6 +547,7 @@ mod tests {
             advert_interval: ms(20),
             vhid: 1,
             config_generation: 0,
+            trace: String::new(),
         };
         let (requests, _keep) = tokio::sync::mpsc::channel(8);
         let (events, events_rx) = broadcast::channel(8);

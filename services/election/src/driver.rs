@@ -244,6 +244,7 @@ impl Driver {
             advert_interval: setup.params.interval(),
             vhid: setup.params.vhid,
             config_generation: setup.config_generation,
+            trace: String::new(),
         };
         let shared = Arc::new(Shared {
             epoch,
@@ -507,8 +508,22 @@ impl Driver {
                 }
                 Action::RoleChanged { from, to, reason } => {
                     self.metrics.role_changed(to);
-                    let ev = self.next_event(RoleEventKind::Changed, to, from, reason);
+                    // O3: the root of the role change's trace; the
+                    // followers' spans join it through the event.
+                    let span = duet_runtime::trace::start(
+                        "duet.election.role_change",
+                        "",
+                        opentelemetry::trace::SpanKind::Internal,
+                        vec![
+                            opentelemetry::KeyValue::new("duet.role", to.as_str()),
+                            opentelemetry::KeyValue::new("duet.previous_role", from.as_str()),
+                            opentelemetry::KeyValue::new("duet.reason", reason.clone()),
+                        ],
+                    );
+                    let mut ev = self.next_event(RoleEventKind::Changed, to, from, reason);
+                    ev.trace = span.traceparent();
                     self.publish(ev);
+                    span.end();
                 }
                 Action::Reannounce { reason } => {
                     let role = self.election.role();
@@ -597,6 +612,7 @@ impl Driver {
             advert_interval: p.interval(),
             vhid: p.vhid,
             config_generation: self.config_generation,
+            trace: String::new(),
         }
     }
 

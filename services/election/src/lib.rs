@@ -299,6 +299,9 @@ impl Follower {
         mut hup: Option<tokio::signal::unix::Signal>,
     ) -> anyhow::Result<()> {
         loop {
+            // O3: the generation's trace and when it arrived, for the span
+            // of its reload.
+            let mut traced: Option<(String, std::time::SystemTime, u64)> = None;
             tokio::select! {
                 r = changed(generations.as_mut()) => {
                     let Some(g) = r else {
@@ -307,6 +310,7 @@ impl Follower {
                         continue;
                     };
                     self.pair = PairSettings::of_image(g.generation, &g.content);
+                    traced = (!g.trace.is_empty()).then(|| (g.trace.clone(), std::time::SystemTime::now(), g.generation));
                 }
                 () = hangup(hup.as_mut()) => {
                     let Some(path) = &self.path else { continue };
@@ -348,14 +352,26 @@ impl Follower {
                 }
             };
             let next = (params, self.pair.generation);
-            if next == self.in_force {
-                continue;
+            let changed = next != self.in_force;
+            if changed {
+                self.in_force = next.clone();
+                let (params, generation) = next;
+                let req = driver::Request::Reload { params: Box::new(params), generation };
+                if self.shared.requests.send(req).await.is_err() {
+                    return Ok(());
+                }
             }
-            self.in_force = next.clone();
-            let (params, generation) = next;
-            let req = driver::Request::Reload { params: Box::new(params), generation };
-            if self.shared.requests.send(req).await.is_err() {
-                return Ok(());
+            if let Some((trace, at, generation)) = traced {
+                duet_runtime::trace::record(
+                    "duet.election.reload",
+                    &trace,
+                    at,
+                    std::time::SystemTime::now(),
+                    vec![
+                        opentelemetry::KeyValue::new("duet.generation", i64::try_from(generation).unwrap_or(i64::MAX)),
+                        opentelemetry::KeyValue::new("duet.ha_changed", changed),
+                    ],
+                );
             }
         }
     }

@@ -40,13 +40,8 @@ struct Values {
 pub(crate) struct Metrics {
     values: Arc<Values>,
     role_changes: Counter<u64>,
-    _observers: (
-        ObservableCounter<u64>,
-        ObservableCounter<u64>,
-        ObservableGauge<u64>,
-        ObservableGauge<u64>,
-        ObservableGauge<u64>,
-    ),
+    _counters: [ObservableCounter<u64>; 2],
+    _gauges: [ObservableGauge<u64>; 3],
     _witness: (ObservableCounter<u64>, ObservableCounter<u64>, ObservableCounter<u64>),
     checks: CheckInstruments,
 }
@@ -132,7 +127,8 @@ impl Metrics {
         Self {
             values,
             role_changes,
-            _observers: (adverts, dropped, role, lateness, reachable),
+            _counters: [adverts, dropped],
+            _gauges: [role, lateness, reachable],
             _witness: (beats, failures, decisions),
             checks,
         }

@@ -120,8 +120,10 @@ impl pb::replicator_service_server::ReplicatorService for Api {
         &self,
         req: Request<pb::WaitInstalledRequest>,
     ) -> Result<Response<pb::WaitInstalledResponse>, Status> {
+        let trace = duet_runtime::trace::extract(req.metadata());
         let wait = Duration::from_millis(req.into_inner().timeout_ms).min(MAX_WAIT);
         let t = Instant::now();
+        let started = std::time::SystemTime::now();
         let deadline = tokio::time::Instant::now() + wait;
         let installed = loop {
             let notified = self.shared.installed.notified();
@@ -133,6 +135,19 @@ impl pb::replicator_service_server::ReplicatorService for Api {
             }
         };
         let flows = lock(&self.shared.shadow).counted() as u64;
+        // O3: the replicator's part of the role change's trace.
+        if !trace.is_empty() {
+            duet_runtime::trace::record(
+                "duet.replicator.wait_installed",
+                &trace,
+                started,
+                std::time::SystemTime::now(),
+                vec![
+                    opentelemetry::KeyValue::new("duet.state_installed", installed),
+                    opentelemetry::KeyValue::new("duet.flows", i64::try_from(flows).unwrap_or(i64::MAX)),
+                ],
+            );
+        }
         Ok(Response::new(pb::WaitInstalledResponse {
             installed,
             waited_us: u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -336,7 +336,27 @@ async fn apply_image(shared: &Shared, g: &Generation, sysctls_set: &mut bool) {
     }
     let ruleset = duet_dataplane::ruleset(g.generation, &g.hash, &g.content.virtual_services);
     let rs = ruleset.clone();
+    let started = SystemTime::now();
     let applied = tokio::task::spawn_blocking(move || duet_dataplane::apply(&rs)).await;
+    // O3: the data plane's part of the commit's trace.
+    if !g.trace.is_empty() {
+        let outcome = match &applied {
+            Ok(Ok(_)) => "applied".to_owned(),
+            Ok(Err(e)) => format!("not applied: {e}"),
+            Err(e) => format!("task failed: {e}"),
+        };
+        duet_runtime::trace::record(
+            "duet.dataplane.apply",
+            &g.trace,
+            started,
+            SystemTime::now(),
+            vec![
+                opentelemetry::KeyValue::new("duet.generation", i64::try_from(g.generation).unwrap_or(i64::MAX)),
+                opentelemetry::KeyValue::new("duet.services", i64::try_from(ruleset.services().len()).unwrap_or(0)),
+                opentelemetry::KeyValue::new("duet.outcome", outcome),
+            ],
+        );
+    }
     match applied {
         Ok(Ok(a)) => {
             {

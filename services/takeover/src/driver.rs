@@ -273,8 +273,8 @@ impl Driver {
     async fn act(&mut self) {
         while let Some(a) = self.core.poll_action() {
             match a {
-                Action::WaitForState { timeout } => {
-                    let (installed, waited) = self.wait_for_state(timeout).await;
+                Action::WaitForState { timeout, trace } => {
+                    let (installed, waited) = self.wait_for_state(timeout, &trace).await;
                     self.core.handle_state_answer(self.clock.now(), installed, waited);
                 }
                 Action::HoldAll { vmac_vhid } => {
@@ -316,8 +316,31 @@ impl Driver {
                     self.count(&n);
                     notice::log(&n);
                 }
+                Action::Trace(s) => self.trace(&s),
             }
         }
+    }
+
+    /// O3: records how the role was applied as a span of the role
+    /// change's trace, with the times the core measured.
+    fn trace(&self, s: &machine::HoldSpan) {
+        use opentelemetry::KeyValue;
+        let at = |t: duet_carp::Time| self.clock.to_system(t);
+        let us = |a: duet_carp::Time, b: duet_carp::Time| i64::try_from(b.since(a).as_micros()).unwrap_or(i64::MAX);
+        let mut attrs = vec![
+            KeyValue::new("duet.role", s.role.as_str()),
+            KeyValue::new("duet.addresses", s.addresses.join(", ")),
+            KeyValue::new("duet.state_installed", s.state_installed),
+            KeyValue::new("duet.state_wait_us", i64::try_from(s.state_wait.as_micros()).unwrap_or(i64::MAX)),
+            KeyValue::new("duet.waited_us", us(s.received, s.started)),
+            KeyValue::new("duet.parameters_us", us(s.started, s.parameters_set)),
+            KeyValue::new("duet.netlink_us", us(s.parameters_set, s.in_place)),
+        ];
+        if let Some(g) = s.first_garp {
+            attrs.push(KeyValue::new("duet.first_garp_us", us(s.received, g)));
+        }
+        let end = s.first_garp.unwrap_or(s.in_place).max(s.in_place);
+        duet_runtime::trace::record("duet.takeover.hold", &s.trace, at(s.received), at(end), attrs);
     }
 
     /// The metrics that follow from a notice (O3).
@@ -336,7 +359,7 @@ impl Driver {
     /// connection state is in the kernel, waiting at most `wait`. The
     /// replicator installs what it receives as it arrives, so this is
     /// normally an immediate "yes". Returns the answer and how long it took.
-    async fn wait_for_state(&self, wait: Duration) -> (bool, Duration) {
+    async fn wait_for_state(&self, wait: Duration, trace: &str) -> (bool, Duration) {
         let Some(url) = self.replicator_url.clone() else {
             return (true, Duration::ZERO);
         };
@@ -346,11 +369,12 @@ impl Driver {
             let mut c = duet_proto::replicator::v1::replicator_service_client::ReplicatorServiceClient::new(
                 duet_runtime::admin::authed(ch),
             );
-            let r = c
-                .wait_installed(duet_proto::replicator::v1::WaitInstalledRequest {
-                    timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(500),
-                })
-                .await?;
+            let mut req = tonic::Request::new(duet_proto::replicator::v1::WaitInstalledRequest {
+                timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(500),
+            });
+            // The replicator's span joins the role change's trace.
+            duet_runtime::trace::inject(trace, req.metadata_mut());
+            let r = c.wait_installed(req).await?;
             anyhow::Ok(r.into_inner().installed)
         };
         let installed = matches!(tokio::time::timeout(wait + Duration::from_millis(100), ask).await, Ok(Ok(true)));

@@ -50,7 +50,7 @@ use crate::notice::Notice;
 use crate::plan;
 use crate::sequence::{Sequence, Verdict};
 
-pub(crate) use actions::{Action, Announce, Applied, Held, Released, Report, Status};
+pub(crate) use actions::{Action, Announce, Applied, Held, HoldSpan, Released, Report, Status};
 pub(crate) use reconcile::Repaired;
 
 /// Health stays NOT_SERVING this long after a task failed (and restarted).
@@ -130,6 +130,8 @@ struct Then {
     epoch: u64,
     seq: u64,
     role: Role,
+    /// The role change's trace (O3), "" when none.
+    trace: String,
 }
 
 /// Why the addresses are being released.
@@ -279,6 +281,7 @@ impl Takeover {
             epoch: ev.epoch,
             seq: ev.seq,
             role: ev.role,
+            trace: ev.trace,
         };
         // Apply first; what the operator is told waits until the addresses
         // are where the role wants them (see `finish`).
@@ -354,6 +357,20 @@ impl Takeover {
             parameters: h.parameters_set.since(h.started),
             netlink: h.in_place.since(h.parameters_set),
         });
+        if !then.trace.is_empty() {
+            self.actions.push_back(Action::Trace(HoldSpan {
+                trace: then.trace.clone(),
+                role: then.role,
+                received,
+                started: h.started,
+                parameters_set: h.parameters_set,
+                in_place: h.in_place,
+                first_garp: h.first_garp,
+                state_installed: self.stamps.state_installed,
+                state_wait: self.stamps.state_wait,
+                addresses: self.held_list(),
+            }));
+        }
         self.apply_failed();
         self.finish(then, h.first_garp.is_some());
         self.settle(now);

@@ -23,7 +23,7 @@ pub(crate) enum Announce {
 pub(crate) enum Action {
     /// R4: ask the replicator whether the partner's state is installed,
     /// waiting at most `timeout`; answer with [`Takeover::handle_state_answer`](super::Takeover::handle_state_answer).
-    WaitForState { timeout: Duration },
+    WaitForState { timeout: Duration, trace: String },
     /// The fast path: every interface's netlink work at once (on the
     /// virtual MAC device of `vmac_vhid` when set, with the parent's kernel
     /// parameters set first), then the first gratuitous ARP of every
@@ -54,6 +54,26 @@ pub(crate) enum Action {
     Health { serving: bool },
     /// A line for the operator.
     Notice(Notice),
+    /// O3: the span of a role applied by holding the addresses, for the
+    /// role change's trace.
+    Trace(HoldSpan),
+}
+
+/// How a role that holds the addresses was applied, as a span of the role
+/// change's trace: from the event's arrival to the first gratuitous ARP
+/// (or the addresses in place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HoldSpan {
+    pub trace: String,
+    pub role: Role,
+    pub received: Time,
+    pub started: Time,
+    pub parameters_set: Time,
+    pub in_place: Time,
+    pub first_garp: Option<Time>,
+    pub state_installed: bool,
+    pub state_wait: Duration,
+    pub addresses: Vec<String>,
 }
 
 /// One ReportApplied.

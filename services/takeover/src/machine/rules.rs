@@ -30,7 +30,7 @@ impl Takeover {
         }
         match self.cfg.state_wait {
             Some(timeout) => {
-                self.actions.push_back(Action::WaitForState { timeout });
+                self.actions.push_back(Action::WaitForState { timeout, trace: then.trace.clone() });
                 self.step = Some(Step::State { received, then });
             }
             None => {

@@ -55,6 +55,7 @@ fn ev(seq: u64, kind: RoleEventKind, role: Role) -> RoleEvent {
         advert_interval: Duration::from_secs(1),
         vhid: 10,
         config_generation: 0,
+        trace: String::new(),
     }
 }
 
@@ -506,7 +507,7 @@ fn the_state_is_waited_for_before_the_addresses() {
     c.state_wait = Some(ms(500));
     let mut r = Rig::new(c);
     r.core.handle_role_event(r.now, r.now, true, snapshot(1, Role::Active));
-    assert_eq!(r.core.poll_action(), Some(Action::WaitForState { timeout: ms(500) }));
+    assert_eq!(r.core.poll_action(), Some(Action::WaitForState { timeout: ms(500), trace: String::new() }));
     assert_eq!(r.core.poll_action(), None, "no address before the answer");
     r.core.handle_state_answer(at(510), false, ms(510));
     assert_eq!(r.core.poll_action(), Some(Action::Notice(Notice::StateNotConfirmed { waited: ms(510) })));
@@ -679,4 +680,32 @@ fn the_core_reads_no_clock_and_does_no_io() {
             assert!(!text.contains(banned), "{file} uses {banned}: the core is fed the time and does no I/O");
         }
     }
+}
+
+/// O3: a role change with a trace gets the takeover's span, with the times
+/// the core measured; the state wait is asked for within the same trace.
+#[test]
+fn a_traced_role_change_yields_the_hold_span_with_the_measured_times() {
+    let mut r = Rig::new(Config { state_wait: Some(ms(500)), ..cfg() });
+    r.now = at(10);
+    r.kernel.state = (true, Duration::from_micros(40));
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let out = r.event(RoleEvent { trace: tp.into(), ..changed(1, Role::Active) }, true);
+    let spans: Vec<&HoldSpan> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Trace(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spans.len(), 1, "{out:?}");
+    let s = spans[0];
+    assert_eq!((s.trace.as_str(), s.role, s.received), (tp, Role::Active, at(10)));
+    assert!(s.state_installed && s.state_wait == Duration::from_micros(40));
+    assert!(s.in_place >= s.parameters_set && s.parameters_set >= s.started && s.started >= s.received);
+    assert_eq!(s.addresses.len(), 2);
+    // Without a trace, no span.
+    let mut r = Rig::new(cfg());
+    let out = r.event(changed(1, Role::Active), true);
+    assert!(!has(&out, |a| matches!(a, Action::Trace(_))));
 }
