@@ -27,6 +27,9 @@
 //!   is on both units while their adverts are dropped both ways, with and
 //!   without the witness (the failover benchmark also runs duet with a
 //!   witness: `duet-witness`, `duet-fast-witness`).
+//! - [`tracked`]: issue 18's figure: a real HAProxy in each unit, the
+//!   active's killed; how soon the client is served by the other unit,
+//!   duet's `[[track]]` process check against keepalived's `vrrp_script`.
 //!
 //! It is a measurement harness, not a test oracle: only correctness
 //! failures (two units answering, a client left unserved, a change that
@@ -49,6 +52,7 @@ pub mod procfs;
 pub mod replication;
 pub mod report;
 pub mod system;
+pub mod tracked;
 
 pub use failover::{Bench, FailoverOptions, PROBE_PORT, RepResult, Scenario, run_failover};
 pub use idle::{IdleCost, IdleOptions, run_idle};

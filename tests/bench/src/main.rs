@@ -1,6 +1,6 @@
 //! `duet-bench`: duet's benchmarks in network namespaces, one subcommand
 //! each (see the `duet_bench` library): `failover`, `idle`, `loss`,
-//! `replication`, `configsync`, `conntrack`, `partition`.
+//! `replication`, `configsync`, `conntrack`, `partition`, `tracked`.
 //!
 //! Needs root. Run the release build for figures worth quoting:
 //! `cargo build --release --workspace --bins && sudo target/release/duet-bench failover`.
@@ -162,6 +162,21 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         partition_s: u64,
         #[arg(long, default_value = "bench-results/partition.json")]
+        json: PathBuf,
+    },
+    /// Issue 18: HAProxy killed on the active, the client's outage: duet's `[[track]]` process check
+    /// against keepalived's `vrrp_script` (every 1 s, fall 2, rise 2).
+    Tracked {
+        /// Repetitions of each system.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Systems: duet's (duet, duet-fast, duet-fast-100, ...) and keepalived-v2, keepalived-v3.
+        #[arg(long, value_delimiter = ',', default_value = "duet,keepalived-v2")]
+        systems: Vec<SystemKind>,
+        /// How duet units run: `services` (election + takeover) or `unit` (the whole unit).
+        #[arg(long, default_value = "services")]
+        duet_launch: DuetLaunch,
+        #[arg(long, default_value = "bench-results/tracked.json")]
         json: PathBuf,
     },
     /// duet's ctnetlink layer alone: upsert (create), upsert (all existing) and dump of N flows.
@@ -448,6 +463,69 @@ fn partition(opts: duet_bench::partition::PartitionOptions, json: &Path) -> anyh
     Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+fn tracked(opts: duet_bench::tracked::TrackedOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    use duet_bench::tracked as tr;
+    let started_at = epoch_now();
+    let mut l = PairLab::new("benchtrack").context("building the lab")?;
+    eprintln!(
+        "duet-bench: {} x {} HAProxy kills on the active (check every {:?}, fall {}, rise {}) in lab {}",
+        opts.reps,
+        opts.systems.len(),
+        opts.interval,
+        opts.fall,
+        opts.rise,
+        l.lab.prefix()
+    );
+    let results = tr::run_tracked(&mut l, &opts, |r| {
+        let line = match (&r.error, r.kill_to_serving_ms) {
+            (Some(e), _) => format!("ERROR {e}"),
+            (None, Some(ms)) => format!(
+                "unit {} -> {}: served by the other unit {ms:.1} ms after the kill (phase {:.0} ms), its GARP at {} ms, \
+                 old unit kept the address: {}",
+                r.old,
+                r.new,
+                r.phase_ms.unwrap_or(f64::NAN),
+                r.kill_to_garp_ms.map_or_else(|| "-".into(), |g| format!("{g:.1}")),
+                r.old_holds_at_end
+            ),
+            (None, None) => format!("unit {} -> {}: the client was not served by the other unit", r.old, r.new),
+        };
+        eprintln!("  rep {} {:<14} {line}", r.rep + 1, r.system);
+    })?;
+    drop(l);
+    let summaries = tr::summarize(&results, &opts);
+    let goals = tr::goals(&summaries, &results, &opts);
+    println!("\n{}", tr::rep_table(&results));
+    println!("{}", tr::table(&summaries));
+    println!("{}", report::goals_text(&goals));
+    #[derive(serde::Serialize)]
+    struct TrackedReport<'a> {
+        command: String,
+        started_at: f64,
+        finished_at: f64,
+        host: HostInfo,
+        options: &'a tr::TrackedOptions,
+        summaries: &'a [tr::TrackedSummary],
+        goals: &'a [Goal],
+        runs: &'a [tr::TrackedResult],
+    }
+    write_json(
+        json,
+        &TrackedReport {
+            command: command_line(),
+            started_at,
+            finished_at: epoch_now(),
+            host: HostInfo::probe(),
+            options: &opts,
+            summaries: &summaries,
+            goals: &goals,
+            runs: &results,
+        },
+    )?;
+    println!("results: {}", json.display());
+    Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn conntrack(opts: &ConntrackOptions, json: &Path) -> anyhow::Result<ExitCode> {
     let started_at = epoch_now();
     eprintln!("duet-bench: ctnetlink upsert and dump of {:?} flows, each in a fresh namespace", opts.flows);
@@ -551,6 +629,10 @@ fn main() -> ExitCode {
                 ..Default::default()
             };
             partition(opts, &json)
+        }
+        Cmd::Tracked { reps, systems, duet_launch, json } => {
+            let opts = duet_bench::tracked::TrackedOptions { reps, systems, duet_launch, ..Default::default() };
+            tracked(opts, &json)
         }
     };
     match result {

@@ -408,21 +408,54 @@ pub fn reset_units(l: &PairLab) -> Result<()> {
 #[derive(Debug)]
 pub struct Keepalived {
     version: u8,
+    /// A `vrrp_script` the instance tracks (none by default).
+    pub script: Option<VrrpScript>,
     procs: [Vec<Proc>; 2],
+}
+
+/// A `vrrp_script` tracked by the instance without a weight (a failing
+/// script puts the instance in FAULT: it gives up the address), run as root
+/// (`script_user root` with `enable_script_security`: only the script's
+/// own binary must be root's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpScript {
+    /// The script's name in the file.
+    pub name: String,
+    /// The command of each unit ([`Unit::One`], [`Unit::Two`]).
+    pub commands: [String; 2],
+    /// `interval` in seconds, `fall` and `rise`.
+    pub interval_s: u32,
+    pub fall: u32,
+    pub rise: u32,
 }
 
 impl Keepalived {
     /// VRRP version 2 (`advert_int 1`) or 3 (`advert_int 0.1`).
     pub fn new(version: u8) -> Self {
-        Self { version, procs: Default::default() }
+        Self { version, script: None, procs: Default::default() }
     }
 
     /// The configuration file of `unit`.
     pub fn config(&self, unit: Unit) -> String {
         let (priority, advert) =
             (if unit == Unit::One { 100 } else { 90 }, if self.version == 3 { "0.1" } else { "1" });
+        let (globals, script, track) = match &self.script {
+            Some(s) => (
+                "  script_user root\n  enable_script_security\n".to_owned(),
+                format!(
+                    "vrrp_script {name} {{\n  script \"{cmd}\"\n  interval {i}\n  fall {f}\n  rise {r}\n}}\n\n",
+                    name = s.name,
+                    cmd = s.commands[unit.index()],
+                    i = s.interval_s,
+                    f = s.fall,
+                    r = s.rise,
+                ),
+                format!("  track_script {{\n    {}\n  }}\n", s.name),
+            ),
+            None => (String::new(), String::new(), String::new()),
+        };
         format!(
-            "global_defs {{\n  router_id lb{id}\n}}\n\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  nopreempt\n  version {v}\n  advert_int {advert}\n  virtual_ipaddress {{\n    {SHARED}/24 dev eth0\n  }}\n}}\n",
+            "global_defs {{\n  router_id lb{id}\n{globals}}}\n\n{script}vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  nopreempt\n  version {v}\n  advert_int {advert}\n  virtual_ipaddress {{\n    {SHARED}/24 dev eth0\n  }}\n{track}}}\n",
             id = unit.id(),
             v = self.version,
         )
@@ -605,9 +638,27 @@ impl DuetUnit {
         fast: Option<FastProfile>,
         witness: Option<&EtcdCluster>,
     ) -> Result<Self> {
+        Self::start_with(l, unit, run, launch, fast, witness, "")
+    }
+
+    /// [`start`](Self::start) with `extra` sections at the end of the unit
+    /// file (e.g. `[[track]]` entries).
+    pub fn start_with(
+        l: &mut PairLab,
+        unit: Unit,
+        run: usize,
+        launch: DuetLaunch,
+        fast: Option<FastProfile>,
+        witness: Option<&EtcdCluster>,
+        extra: &str,
+    ) -> Result<Self> {
         let mut cfg = Self::config(l, unit, run, fast, witness);
         if launch == DuetLaunch::Supervisor {
             Self::whole_unit(l, unit, &mut cfg)?;
+        }
+        if !extra.is_empty() {
+            cfg.extra.push('\n');
+            cfg.extra.push_str(extra);
         }
         let host = unit.host(l);
         let procs = match launch {
@@ -678,6 +729,9 @@ pub struct Duet {
     kind: SystemKind,
     /// E14: the lab's etcd cluster, for the witness kinds.
     pub witness: Option<Arc<EtcdCluster>>,
+    /// Sections added at the end of both unit files (e.g. `[[track]]`
+    /// entries); empty by default.
+    pub extra: String,
     units: [Option<DuetUnit>; 2],
     /// Stand-in while a unit is not running, for `procs_mut`.
     none: Vec<Proc>,
@@ -686,7 +740,7 @@ pub struct Duet {
 impl Duet {
     /// `kind`: one of duet's ([`SystemKind::is_duet`]).
     pub fn new(launch: DuetLaunch, kind: SystemKind) -> Self {
-        Self { launch, kind, witness: None, units: [None, None], none: Vec::new() }
+        Self { launch, kind, witness: None, extra: String::new(), units: [None, None], none: Vec::new() }
     }
 }
 
@@ -698,7 +752,8 @@ impl System for Duet {
     fn start(&mut self, l: &mut PairLab, run: usize) -> Result<()> {
         for u in Unit::BOTH {
             let etcd = self.witness.as_deref();
-            self.units[u.index()] = Some(DuetUnit::start(l, u, run, self.launch, self.kind.fast(), etcd)?);
+            let unit = DuetUnit::start_with(l, u, run, self.launch, self.kind.fast(), etcd, &self.extra)?;
+            self.units[u.index()] = Some(unit);
         }
         // A service that cannot run at all shows within a moment.
         thread::sleep(Duration::from_millis(300));
@@ -862,5 +917,27 @@ mod tests {
         {
             assert!(c.contains(line), "{line} missing in\n{c}");
         }
+        assert!(!c.contains("vrrp_script") && !c.contains("script_user"), "no script unless asked:\n{c}");
+    }
+
+    #[test]
+    fn keepalived_tracks_its_script() {
+        let mut k = Keepalived::new(2);
+        k.script = Some(VrrpScript {
+            name: "chk_haproxy".into(),
+            commands: ["/bin/true one".into(), "/bin/true two".into()],
+            interval_s: 1,
+            fall: 2,
+            rise: 2,
+        });
+        let c = k.config(Unit::Two);
+        for line in [
+            "  script_user root\n  enable_script_security\n}",
+            "vrrp_script chk_haproxy {\n  script \"/bin/true two\"\n  interval 1\n  fall 2\n  rise 2\n}",
+            "  track_script {\n    chk_haproxy\n  }\n}",
+        ] {
+            assert!(c.contains(line), "{line} missing in\n{c}");
+        }
+        assert!(!c.contains("/bin/true one"));
     }
 }
