@@ -39,9 +39,16 @@ pub(crate) async fn run(track: Track, tx: mpsc::Sender<CheckResult>) {
     let mut watch: Option<ProcessWatch> = None;
     loop {
         let start = Instant::now();
-        let (ok, output) = match tokio::time::timeout(track.timeout, probe(&track, &mut watch)).await {
-            Ok(r) => r,
-            Err(_) => (false, format!("no answer within {} ms (timeout_ms)", track.timeout.as_millis())),
+        // A command bounds itself (it kills its process group at the
+        // timeout); every other probe is cut off here.
+        let bounded = matches!(track.probe, Probe::Command { .. });
+        let (ok, output) = if bounded {
+            probe(&track, &mut watch).await
+        } else {
+            match tokio::time::timeout(track.timeout, probe(&track, &mut watch)).await {
+                Ok(r) => r,
+                Err(_) => (false, format!("no answer within {} ms (timeout_ms)", track.timeout.as_millis())),
+            }
         };
         let result = CheckResult { name: track.name.clone(), ok, output, took: start.elapsed() };
         if tx.send(result).await.is_err() {
@@ -199,11 +206,15 @@ async fn command(name: &str, argv: &[String], run_as: &RunAs, timeout: Duration)
         Ok(c) => c,
         Err(e) => return (false, format!("cannot run {program} as {}: {e}", run_as.name)),
     };
-    let pid = child.id().and_then(|p| i32::try_from(p).ok());
-    // Slightly inside the check's own timeout, so that the group is killed
-    // here, not merely dropped.
-    let within = timeout.saturating_sub(Duration::from_millis(5)).max(Duration::from_millis(5));
-    match tokio::time::timeout(within, child.wait_with_output()).await {
+    // A run cut short (the timeout, or the task dropped) takes its group
+    // with it; a command that ended is reaped, and its group id may be
+    // anyone's soon, so it is left alone.
+    let mut group = GroupKill(child.id().and_then(|p| i32::try_from(p).ok()));
+    let done = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if done.is_ok() {
+        group.0 = None;
+    }
+    match done {
         Ok(Ok(out)) => {
             let text = if out.stdout.iter().any(|b| !b.is_ascii_whitespace()) { &out.stdout } else { &out.stderr };
             let line = String::from_utf8_lossy(text).trim().lines().next().unwrap_or("").to_owned();
@@ -212,10 +223,19 @@ async fn command(name: &str, argv: &[String], run_as: &RunAs, timeout: Duration)
         }
         Ok(Err(e)) => (false, format!("{program}: {e}")),
         Err(_) => {
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
+            drop(group);
             (false, format!("still running after {} ms: killed (timeout_ms)", timeout.as_millis()))
+        }
+    }
+}
+
+/// Kills a command's process group when dropped, unless disarmed (`None`).
+struct GroupKill(Option<i32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
