@@ -1036,15 +1036,17 @@ impl Election {
             return Err(Refused::new(DropReason::BadDestination, src)
                 .detail(format!(": sent to {}, this unit listens on {expected_dst}", ip.dst)));
         }
-        if let Some(p) = ifp.partner_addr
-            && src != p
-        {
-            return Err(Refused::new(DropReason::NotPartner, src).detail(format!(": the partner is {p}")));
-        }
+        // Another group's adverts first, whoever sends them: another pair
+        // on the segment is what the foreign list is for (O4).
         if advert.vhid != self.params.vhid {
             let mut r = Refused::new(DropReason::ForeignVhid, src).detail(advert.vhid.to_string());
             r.vhid = Some(advert.vhid);
             return Err(r);
+        }
+        if let Some(p) = ifp.partner_addr
+            && src != p
+        {
+            return Err(Refused::new(DropReason::NotPartner, src).detail(format!(": the partner is {p}")));
         }
         let rule = match (&self.keys[iface], &advert.auth) {
             (IfaceKeys::Sha1(k), AuthData::Sha1(d)) => {

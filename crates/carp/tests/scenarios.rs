@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::*;
@@ -353,7 +354,7 @@ fn modified_timing_fields_of_a_captured_advert_are_refused() {
 fn foreign_vhids_are_counted_per_vhid_and_source() {
     let other =
         duet_wire::Advert { vhid: 77, advskew: 0, advbase: 1, counter: 5, auth: duet_wire::AuthData::Sha1([0; 20]) };
-    let src = std::net::Ipv4Addr::new(198, 18, 0, 99);
+    let src = Ipv4Addr::new(198, 18, 0, 99);
     // From a third host the partner check would drop it first; a unit
     // without a configured partner address shows the vhid table.
     let mut solo = Net::new(
@@ -758,4 +759,26 @@ fn fast_timing() {
     let (a, b) = (pair_params(HaMode::First, Preferred::None, t), pair_params(HaMode::Second, Preferred::None, t));
     assert_eq!(a.interval(), Duration::from_micros(101_562));
     assert_eq!(b.down_interval(Some(a.interval())), Duration::from_micros(3 * 101_562 + 3_906));
+}
+
+/// Another pair's adverts (another vhid, other hosts) are listed as
+/// foreign, whoever sends them (O4: another group on the wire).
+#[test]
+fn another_pairs_adverts_from_other_hosts_are_listed_as_foreign() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    let other = Ipv4Addr::new(198, 18, 0, 66);
+    let key = duet_wire::auth::Sha1Key::new(b"theirs", 77, Ipv4Addr::new(198, 18, 0, 77));
+    let a = duet_wire::Advert {
+        vhid: 77,
+        advskew: 0,
+        advbase: 1,
+        counter: 5,
+        auth: duet_wire::AuthData::Sha1(key.digest(5)),
+    };
+    n.inject(1, ip_packet(other, Ipv4Addr::new(224, 0, 0, 18), 255, &a.to_bytes()));
+    n.run_for(Duration::from_millis(10));
+    let s = n.status(1);
+    assert!(s.foreign.iter().any(|(vhid, src, _)| *vhid == 77 && *src == other), "{:?}", s.foreign);
+    assert_eq!(n.actives(), 1);
 }

@@ -13,6 +13,7 @@
 //! kernel connection-tracking table over ctnetlink (dump, create with NAT
 //! bindings, update, delete, events) for the replicator.
 
+pub mod arp_probe;
 pub mod carp_socket;
 pub mod conntrack;
 pub mod garp;

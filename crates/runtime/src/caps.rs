@@ -37,10 +37,25 @@ impl fmt::Display for Cap {
     }
 }
 
+/// What each service needs, by its process name (the services' own
+/// `Service::CAPABILITIES` are these; `duetctl doctor` checks the running
+/// processes against them).
+pub const ELECTION: &[Cap] = &[Cap::NetRaw, Cap::NetAdmin];
+pub const TAKEOVER: &[Cap] = &[Cap::NetAdmin, Cap::NetRaw];
+pub const REPLICATOR: &[Cap] = &[Cap::NetAdmin];
+/// The services with capabilities, by process name.
+pub const BY_SERVICE: &[(&str, &[Cap])] =
+    &[("duet-election", ELECTION), ("duet-takeover", TAKEOVER), ("duet-replicator", REPLICATOR)];
+
 /// The effective capability set of this process (`CapEff` in
 /// /proc/self/status); `None` if it cannot be read.
 pub fn effective() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    effective_of("self")
+}
+
+/// The effective capability set of process `pid` (`"self"` or a number).
+pub fn effective_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_effective(&status)
 }
 

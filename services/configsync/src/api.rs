@@ -335,6 +335,8 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
             last_error: p.last_error,
             warnings,
             split_backups: backups,
+            partner_clock_offset_ms: p.clock.map(|(o, _)| o),
+            partner_clock_rtt_ms: p.clock.map_or(0, |(_, r)| r),
         }))
     }
 }

@@ -45,6 +45,9 @@ pub(crate) struct PartnerView {
     pub last_error: String,
     /// When a failure of the link was last logged (see `peer::failed`).
     pub warned_at: Option<Instant>,
+    /// The partner's clock minus this unit's and the round trip it was
+    /// measured over (ms), as last measured.
+    pub clock: Option<(i64, u64)>,
 }
 
 impl PartnerView {

@@ -89,6 +89,7 @@ impl pb::peer_sync_service_server::PeerSyncService for PeerServer {
             hash: cur.hash.clone(),
             unit: e.unit.clone(),
             role: e.role.map_or(0, role_i32),
+            unix_ms: unix_ms(SystemTime::now()),
         }))
     }
 
@@ -157,6 +158,21 @@ pub(crate) async fn fetch(shared: &Shared) -> Option<Image> {
     }
 }
 
+/// Milliseconds since the UNIX epoch.
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The partner's clock minus this unit's (ms), from a question asked at
+/// `asked` and answered at `answered` carrying the partner's `partner_ms`
+/// (taken as the middle of the round trip), with the round trip (ms).
+pub(crate) fn clock_offset(asked: SystemTime, answered: SystemTime, partner_ms: u64) -> (i64, u64) {
+    let (a, b) = (unix_ms(asked), unix_ms(answered).max(unix_ms(asked)));
+    let middle = a + (b - a) / 2;
+    let offset = i64::try_from(partner_ms).unwrap_or(i64::MAX) - i64::try_from(middle).unwrap_or(i64::MAX);
+    (offset, b - a)
+}
+
 /// Asks the partner what it holds every few seconds (both roles), so the
 /// status shows both units' generation and hash.
 pub(crate) async fn prober(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Result<()> {
@@ -165,10 +181,15 @@ pub(crate) async fn prober(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::R
     // for a sleep this long).
     let mut next = duet_net::timer::Timer::new();
     loop {
+        let asked = SystemTime::now();
         match tokio::time::timeout(shared.cfg.push_timeout, c.held(pb::HeldRequest {})).await {
             Ok(Ok(r)) => {
                 let r = r.into_inner();
+                let answered_at = SystemTime::now();
                 let mut p = lock(&shared.partner);
+                if r.unix_ms > 0 {
+                    p.clock = Some(clock_offset(asked, answered_at, r.unix_ms));
+                }
                 p.last_ok = Some(Instant::now());
                 p.generation = Some(r.generation);
                 p.hash = r.hash;
@@ -375,4 +396,18 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
 fn unreachable(s: &Status) -> bool {
     let m = s.message();
     s.code() == tonic::Code::Unavailable && !m.contains("certificate") && !m.contains("handshake")
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn the_offset_is_taken_at_the_middle_of_the_round_trip() {
+        let t = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(super::clock_offset(t(1000), t(1010), 6005), (5000, 10));
+        assert_eq!(super::clock_offset(t(1000), t(1004), 502), (-500, 4));
+        // A clock stepped back under the question: no negative round trip.
+        assert_eq!(super::clock_offset(t(1000), t(990), 1000).1, 0);
+    }
 }

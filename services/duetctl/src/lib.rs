@@ -8,4 +8,5 @@
 pub mod certs;
 pub mod client;
 pub mod config_cmd;
+pub mod doctor;
 pub mod status;

@@ -39,6 +39,12 @@ enum Cmd {
     ClearPacified,
     /// The replicator: link to the partner, entries, lag, resync, drops, data plane.
     Replication,
+    /// Names what is wrong with this unit and its pair, each with its fix
+    /// (partner unreachable, adverts one way, another group or host on the
+    /// wire, a password mismatch, clock skew, certificates, configuration
+    /// out of sync, replication, capabilities...). Exits 0 when nothing is
+    /// wrong, 1 with warnings, 2 with a critical problem.
+    Doctor,
     /// Each service's gRPC health (no token needed): exits 1 when one is
     /// not serving (pacified, a link down, a takeover not following) or
     /// does not answer. For container and systemd health checks.
@@ -156,6 +162,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::ClearPacified => status::clear_pacified(&a).await,
         Cmd::Replication => status::replication(&a, json).await,
         Cmd::Health => status::health(&a).await,
+        Cmd::Doctor => {
+            let code = duet_ctl::doctor::run(&a, args.config.as_deref(), json).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Cmd::GenerateDocs { out } => {
             use clap::CommandFactory;
             let files = duet_version::write_docs(Args::command(), &out)?;

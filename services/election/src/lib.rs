@@ -53,8 +53,7 @@ impl duet_runtime::service::Service for Election {
     const NAME: &'static str = "duet-election";
     const ABOUT: &'static str = "The election service of a duet unit: CARP on the wire, the unit's role over gRPC";
     const LISTEN_SETTING: &'static str = "election.listen";
-    const CAPABILITIES: &'static [duet_runtime::caps::Cap] =
-        &[duet_runtime::caps::Cap::NetRaw, duet_runtime::caps::Cap::NetAdmin];
+    const CAPABILITIES: &'static [duet_runtime::caps::Cap] = duet_runtime::caps::ELECTION;
     type Error = anyhow::Error;
 
     /// One thread: the driver, the receive tasks and the API pass events

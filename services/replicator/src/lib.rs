@@ -56,7 +56,7 @@ impl duet_runtime::service::Service for Replicator {
     const ABOUT: &'static str =
         "The replicator of a duet unit: connection and persistence state, kept ready on the standby";
     const LISTEN_SETTING: &'static str = "replicator.listen";
-    const CAPABILITIES: &'static [duet_runtime::caps::Cap] = &[duet_runtime::caps::Cap::NetAdmin];
+    const CAPABILITIES: &'static [duet_runtime::caps::Cap] = duet_runtime::caps::REPLICATOR;
     type Error = anyhow::Error;
 
     /// One worker: the kernel's table work runs on the blocking pool, and

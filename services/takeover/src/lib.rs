@@ -106,8 +106,7 @@ impl duet_runtime::service::Service for Takeover {
     const NAME: &'static str = "duet-takeover";
     const ABOUT: &'static str = "The takeover service of a duet unit: shared addresses, gratuitous ARP and the virtual MAC, following the election's role";
     const LISTEN_SETTING: &'static str = "takeover.listen";
-    const CAPABILITIES: &'static [duet_runtime::caps::Cap] =
-        &[duet_runtime::caps::Cap::NetAdmin, duet_runtime::caps::Cap::NetRaw];
+    const CAPABILITIES: &'static [duet_runtime::caps::Cap] = duet_runtime::caps::TAKEOVER;
     type Error = anyhow::Error;
 
     /// One thread: the service waits on the kernel and the election, it

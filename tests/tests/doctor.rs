@@ -1,0 +1,134 @@
+//! `duetctl doctor` on a real pair (whole units, configsync and the
+//! replicator linked): nothing wrong on a healthy pair, then each fault
+//! injected in the namespaces is named with its fix: another group's
+//! adverts on the wire, adverts signed with another password, a host that
+//! answers for the shared address, peer-link certificates of another CA,
+//! the partner gone. Every finding of doctor also has a test without
+//! sockets (`duet_ctl::doctor`'s own tests).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::ensure;
+use duet_proto::common::v1::Role;
+use duet_testkit::{HostId, Proc, wait_for};
+use duet_tests::*;
+use duet_wire::auth::Sha1Key;
+use duet_wire::{Advert, AuthData};
+
+const T: Duration = Duration::from_secs(20);
+const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+
+/// `duetctl doctor` (with `args`) in `host`: its exit code and output.
+fn doctor(l: &PairLab, host: HostId, args: &[&str]) -> anyhow::Result<(i32, String)> {
+    let exe = bin("duetctl").to_string_lossy().into_owned();
+    let mut argv = vec![exe.as_str()];
+    argv.extend_from_slice(args);
+    argv.push("doctor");
+    let out = l.lab.run_status(host, &argv)?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+/// Waits until doctor in `host` names `code`; returns its output.
+fn names(l: &PairLab, host: HostId, code: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut last = String::new();
+    let found = wait_for(code, Duration::from_secs(10), Duration::from_millis(300), || {
+        let (_, out) = doctor(l, host, args).ok()?;
+        last.clone_from(&out);
+        out.contains(&format!("{code}:")).then_some(out)
+    });
+    match found {
+        Ok(out) => {
+            eprintln!("--- doctor, {code}:\n{out}");
+            Ok(out)
+        }
+        Err(e) => anyhow::bail!("{e}; doctor said:\n{last}"),
+    }
+}
+
+/// An advert of `vhid` signed with `password`, from `src`.
+fn advert(src: &str, vhid: u8, password: &[u8], counter: u64) -> Vec<u8> {
+    let key = Sha1Key::new(password, vhid, SHARED.parse().expect("address"));
+    let a = Advert { vhid, advskew: 0, advbase: 1, counter, auth: AuthData::Sha1(key.digest(counter)) };
+    ip_packet(src.parse().expect("address"), GROUP, 255, &a.to_bytes())
+}
+
+#[test]
+fn doctor_finds_nothing_on_a_healthy_pair_and_names_each_injected_fault() {
+    lab_test("doctor", true, |l| {
+        let mut units: Vec<Proc> = Vec::new();
+        let mut cfgs = Vec::new();
+        for (host, name, mode, partner) in [(l.a, "lb1", "first", "lb2"), (l.b, "lb2", "second", "lb1")] {
+            let mut c = UnitConfig::new(name, mode, l.lab.dir());
+            l.with_configsync(&mut c, name, partner, 60)?;
+            c.extra.push_str("\n[replicator]\nenabled = true\n");
+            units.push(l.unit(host, &c)?);
+            cfgs.push(c);
+        }
+        l.wait_role(l.a, Role::Active, T)?;
+        l.wait_role(l.b, Role::Standby, T)?;
+        let cfg_a = l.lab.dir().join("lb1.toml").to_string_lossy().into_owned();
+        // Healthy: nothing wrong on either unit (once the links are up).
+        for h in [l.a, l.b] {
+            let mut last = String::new();
+            wait_for("a clean doctor", Duration::from_secs(15), Duration::from_millis(500), || {
+                let (code, out) = doctor(l, h, &["--config", &cfg_a]).ok()?;
+                last = out.clone();
+                (code == 0).then_some(())
+            })
+            .map_err(|e| anyhow::anyhow!("{e}: {last}"))?;
+        }
+        let (code, out) = doctor(l, l.a, &["--config", &cfg_a])?;
+        eprintln!("--- doctor, healthy pair:\n{out}");
+        ensure!(code == 0 && out.contains("nothing wrong found"), "{out}");
+        let (_, json) = doctor(l, l.a, &["--json"])?;
+        let v: serde_json::Value = serde_json::from_str(&json)?;
+        ensure!(v["findings"].as_array().is_some_and(Vec::is_empty), "{json}");
+
+        // Another group's adverts on the wire: a warning.
+        let x = l.ns_attacker();
+        let theirs = (0..3).map(|c| advert(ATTACKER, 77, b"theirs", (1 << 40) + c)).collect();
+        send_raw(&x, theirs, Duration::from_millis(50))?;
+        let out = names(l, l.a, "foreign-vhid", &[])?;
+        ensure!(out.contains("vhid 77 from 198.18.0.66") && out.contains("fix:"), "{out}");
+        let (code, _) = doctor(l, l.a, &[])?;
+        ensure!(code == 1, "a warning only: exit 1, got {code}");
+
+        // Adverts of this vhid from the partner's address signed with
+        // another password (as a partner with another ha.password sends
+        // them): critical.
+        let wrong = (0..3).map(|c| advert(UNIT1, 10, b"wrong", (1 << 41) + c)).collect();
+        send_raw(&x, wrong, Duration::from_millis(50))?;
+        let out = names(l, l.b, "password-mismatch", &[])?;
+        ensure!(out.contains("Bad digest") && out.contains("ha.password"), "{out}");
+        ensure!(doctor(l, l.b, &[])?.0 == 2, "critical: exit 2");
+
+        // A host answering for the shared address.
+        l.lab.run(l.x.expect("an attacker"), &["ip", "addr", "add", &format!("{SHARED}/32"), "dev", "eth0"])?;
+        let out = names(l, l.a, "address-conflict", &[])?;
+        ensure!(out.contains(&format!("another host answers ARP for the shared address {SHARED}")), "{out}");
+        l.lab.run(l.x.expect("an attacker"), &["ip", "addr", "del", &format!("{SHARED}/32"), "dev", "eth0"])?;
+
+        // The unit file names peer-link certificates of another CA.
+        let other = l.lab.dir().join("other-ca");
+        duet_testkit::write_certs(&other, &["lb1"])?;
+        let mut bad = cfgs[0].clone();
+        bad.name = "lb1-other".into();
+        let ours = l.certs()?;
+        bad.extra =
+            bad.extra.replace(&ours.join("ca.pem").display().to_string(), &other.join("ca.pem").display().to_string());
+        let bad_path = bad.write(l.lab.dir())?.to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&bad_path)?.replace("name = \"lb1-other\"", "name = \"lb1\"");
+        std::fs::write(&bad_path, text)?;
+        let out = names(l, l.a, "peer-certificate", &["--config", &bad_path])?;
+        ensure!(out.contains("configsync.tls_cert"), "{out}");
+
+        // The partner gone.
+        units.pop().expect("b").kill()?;
+        duet_testkit::kill_all_in(&l.lab.ns(l.b))?;
+        let out = names(l, l.a, "partner-unreachable", &[])?;
+        ensure!(out.contains("198.18.0.2") && out.contains("protocol 112"), "{out}");
+        Ok(())
+    });
+}
