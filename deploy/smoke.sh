@@ -105,14 +105,14 @@ holds() {
     [ "$pid" != 0 ] || return 1
     nsenter -t "$pid" -n ip -4 -o addr show dev eth0 2>/dev/null | grep -q " $SHARED/"
 }
-# The role in `duetctl status` (ACTIVE, STANDBY, ...), or "down".
+# The role in `duetctl status` (active, standby, ...), or "down".
 role() {
     local out
     out=$(timeout 10 docker exec "$(cid "$1")" duetctl status 2>/dev/null) || {
         echo down
         return
     }
-    sed -n '1s/.*, role \([A-Z_]*\).*/\1/p' <<<"$out"
+    sed -n '1s/.*, role \([a-z_]*\).*/\1/p' <<<"$out"
 }
 # wait_for SECONDS WHAT COMMAND...: runs COMMAND every 50 ms until it
 # succeeds; prints how long that took (ms); fails after SECONDS.
@@ -173,16 +173,16 @@ for u in lb1 lb2; do
     t=$(wait_for 60 "$u healthy (duetctl status answers)" healthy $u)
     say "$u healthy after ${t} ms (Docker health check: duetctl health)"
 done
-t=$(wait_for 30 "one unit active" eval 'is_role lb1 ACTIVE || is_role lb2 ACTIVE')
+t=$(wait_for 30 "one unit active" eval 'is_role lb1 active || is_role lb2 active')
 r1=$(role lb1)
 r2=$(role lb2)
 say "roles: lb1 $r1, lb2 $r2"
-if [ "$r1" = ACTIVE ] && [ "$r2" = STANDBY ]; then
+if [ "$r1" = active ] && [ "$r2" = standby ]; then
     active=lb1 standby=lb2
-elif [ "$r2" = ACTIVE ] && [ "$r1" = STANDBY ]; then
+elif [ "$r2" = active ] && [ "$r1" = standby ]; then
     active=lb2 standby=lb1
 else
-    fail "expected one ACTIVE and one STANDBY, got lb1 $r1, lb2 $r2"
+    fail "expected one active and one standby, got lb1 $r1, lb2 $r2"
 fi
 wait_for 5 "$active holds $SHARED" holds $active >/dev/null
 only_holds $active $standby
@@ -203,7 +203,7 @@ wait "$stopper" || fail "docker stop $active failed"
 stopped=$(($(now_ms) - t0))
 say "handover: $standby holds $SHARED ${took} ms after docker stop $active (limit ${HANDOVER_MAX_MS} ms); $active stopped after ${stopped} ms"
 [ "$took" -le "$HANDOVER_MAX_MS" ] || fail "handover took ${took} ms > ${HANDOVER_MAX_MS} ms"
-[ "$(role $standby)" = ACTIVE ] || fail "$standby is $(role $standby), not ACTIVE"
+[ "$(role $standby)" = active ] || fail "$standby is $(role $standby), not active"
 wait_for 5 "host reaches $SHARED at $standby's MAC" host_sees $standby >/dev/null
 say "host reaches $SHARED at $standby's MAC $(mac_of $standby)"
 old=$active active=$standby standby=$old
@@ -211,9 +211,9 @@ old=$active active=$standby standby=$old
 # --- 4. the stopped unit comes back as standby (no failback) ---------------
 say "docker start $standby"
 timeout 60 docker start "$(cid $standby)" >/dev/null || fail "docker start $standby failed"
-t=$(wait_for 30 "$standby back as STANDBY" is_role $standby STANDBY)
-say "$standby STANDBY again after ${t} ms; $active $(role $active)"
-[ "$(role $active)" = ACTIVE ] || fail "$active is no longer ACTIVE"
+t=$(wait_for 30 "$standby back as standby" is_role $standby standby)
+say "$standby standby again after ${t} ms; $active $(role $active)"
+[ "$(role $active)" = active ] || fail "$active is no longer active"
 only_holds $active $standby
 
 # --- 5. crash: docker kill the active ---------------------------------------
@@ -224,7 +224,7 @@ wait_for 10 "$standby holds $SHARED after docker kill $active" holds $standby >/
 took=$(($(now_ms) - t0))
 say "crash takeover: $standby holds $SHARED ${took} ms after docker kill $active (limit ${CRASH_MAX_MS} ms; HA timeout 3 s)"
 [ "$took" -le "$CRASH_MAX_MS" ] || fail "crash takeover took ${took} ms > ${CRASH_MAX_MS} ms"
-[ "$(role $standby)" = ACTIVE ] || fail "$standby is $(role $standby), not ACTIVE"
+[ "$(role $standby)" = active ] || fail "$standby is $(role $standby), not active"
 wait_for 5 "host reaches $SHARED at $standby's MAC" host_sees $standby >/dev/null
 say "host reaches $SHARED at $standby's MAC $(mac_of $standby)"
 

@@ -23,8 +23,10 @@ fn square(s: i32) -> &'static str {
     }
 }
 
+/// The role's word, as the logs' fields, the metrics and the hooks say it
+/// (`active`, `standby`, `init`, `pacified`, `stopping`).
 fn role(r: i32) -> &'static str {
-    Role::try_from(r).map_or("?", |r| r.as_str_name().trim_start_matches("ROLE_"))
+    duet_proto::convert::role(r).map_or("?", duet_carp::Role::as_str)
 }
 
 /// Prints the unit's status: both squares, role, partner, configuration.
