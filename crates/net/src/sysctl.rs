@@ -50,6 +50,20 @@ pub enum SysctlError {
     },
 }
 
+/// Parameters the virtual MAC needs on the parent interface while the
+/// unit holds with it (T2; why: the takeover's `sysctls` module). `duetctl
+/// doctor` checks them too.
+pub const VMAC_PARENT: &[(&str, &str)] = &[("arp_ignore", "1"), ("arp_announce", "2")];
+
+/// Parameters the virtual MAC needs on the macvlan itself.
+pub const VMAC_DEVICE: &[(&str, &str)] = &[("arp_ignore", "1"), ("arp_announce", "2"), ("rp_filter", "2")];
+
+/// The name of parameter `param` of interface `ifname`, in the slash form
+/// (dots in interface names stay literal, e.g. `dv10.eth0`).
+pub fn device_name(ifname: &str, param: &str) -> String {
+    format!("net/ipv4/conf/{ifname}/{param}")
+}
+
 /// The current value of parameter `name`, without surrounding white space.
 pub fn read(name: &str) -> Result<String, SysctlError> {
     let path = path_of(name)?;

@@ -72,6 +72,9 @@ pub struct Observations {
     /// What the unit file's peer-link certificates fail (expired, not
     /// signed by the CA, issued to another name), when the file was read.
     pub cert_problems: Vec<String>,
+    /// Kernel parameters the virtual MAC needs that are not as it needs
+    /// them while this unit holds with it: (parameter, value, wanted).
+    pub vmac_sysctls: Vec<(String, String, String)>,
 }
 
 fn find(out: &mut Vec<Finding>, code: &'static str, severity: Severity, what: String, fix: &str) {
@@ -284,6 +287,16 @@ pub fn diagnose(o: &Observations) -> Vec<Finding> {
              to its name), install it on both units and restart them",
         );
     }
+    for (param, value, want) in &o.vmac_sysctls {
+        find(
+            &mut out,
+            "vmac-sysctls",
+            Critical,
+            format!("{param} is {value}, the virtual MAC needs {want}"),
+            "something changed it after the takeover set it (a sysctl.d file, another tool): with it, neighbours \
+             learn the shared address at the wrong MAC or replies are dropped; restart the takeover or set it back",
+        );
+    }
     if let Some(a) = &o.arp {
         let strangers: Vec<&String> = a.answers.iter().filter(|m| !a.pair_macs.contains(m)).collect();
         if let (false, Some(ip)) = (strangers.is_empty(), a.shared) {
@@ -334,6 +347,14 @@ pub async fn observe(a: &crate::client::Addrs, config: Option<&std::path::Path>)
         o.replicator = c.get_status(rp::GetStatusRequest {}).await.ok().map(tonic::Response::into_inner);
     }
     o.caps = capabilities();
+    if let Ok(mut c) = crate::client::takeover(a).await
+        && let Ok(t) = c.get_status(duet_proto::takeover::v1::GetStatusRequest {}).await
+    {
+        let t = t.into_inner();
+        if t.vmac_enabled && t.holding {
+            o.vmac_sysctls = vmac_sysctls(&t.vmacs);
+        }
+    }
     if let Some(e) = &o.election {
         let e = e.clone();
         o.arp = tokio::task::spawn_blocking(move || arp(&e)).await.ok().flatten();
@@ -349,6 +370,26 @@ pub async fn observe(a: &crate::client::Addrs, config: Option<&std::path::Path>)
         }
     }
     o
+}
+
+/// The virtual MAC's kernel parameters that are off, on each parent and
+/// macvlan the takeover holds with.
+fn vmac_sysctls(vmacs: &[duet_proto::takeover::v1::VirtualMac]) -> Vec<(String, String, String)> {
+    use duet_net::sysctl::{VMAC_DEVICE, VMAC_PARENT, device_name, read};
+    let mut off = Vec::new();
+    for v in vmacs.iter().filter(|v| v.present) {
+        for (dev, params) in [(&v.parent, VMAC_PARENT), (&v.device, VMAC_DEVICE)] {
+            for (p, want) in params {
+                let n = device_name(dev, p);
+                if let Ok(value) = read(&n)
+                    && value != *want
+                {
+                    off.push((n.replace('/', "."), value, (*want).to_owned()));
+                }
+            }
+        }
+    }
+    off
 }
 
 /// The duet services running in this network namespace that lack a
@@ -572,6 +613,10 @@ mod tests {
                 Box::new(|o| o.cert_problems.push("configsync.tls_cert: not valid ... (certificate expired)".into())),
             ),
             ("address-conflict", Box::new(|o| o.arp.as_mut().unwrap().answers.push("02:00:00:00:00:66".into()))),
+            (
+                "vmac-sysctls",
+                Box::new(|o| o.vmac_sysctls.push(("net.ipv4.conf.eth0.arp_ignore".into(), "0".into(), "1".into()))),
+            ),
             (
                 "capabilities",
                 Box::new(|o| o.caps.push(CapsSeen { service: "duet-election".into(), lacking: vec!["CAP_NET_RAW"] })),

@@ -33,18 +33,7 @@ use duet_net::sysctl::{self, SysctlError, SysctlStore};
 
 use crate::error::KernelError;
 
-/// Parameters set on the parent interface while holding with the virtual MAC.
-pub(crate) const PARENT: &[(&str, &str)] = &[("arp_ignore", "1"), ("arp_announce", "2")];
-
-/// Parameters set on the macvlan itself (it is deleted on release, so they
-/// need no restoring).
-pub(crate) const VMAC_DEVICE: &[(&str, &str)] = &[("arp_ignore", "1"), ("arp_announce", "2"), ("rp_filter", "2")];
-
-/// The name of parameter `param` of interface `ifname`, in the slash form
-/// (dots in interface names stay literal, e.g. `dv10.eth0`).
-pub(crate) fn name(ifname: &str, param: &str) -> String {
-    format!("net/ipv4/conf/{ifname}/{param}")
-}
+pub(crate) use duet_net::sysctl::{VMAC_DEVICE, VMAC_PARENT as PARENT, device_name as name};
 
 /// Sets `param` of `ifname` to `value` unless it has it already.
 pub(crate) fn set_device(ifname: &str, param: &str, value: &str) -> Result<(), SysctlError> {
