@@ -24,6 +24,20 @@ pub const SERVER: &str = "198.19.0.100";
 pub const SERVER_PORT: u16 = 8080;
 pub const VS_PORT: u16 = 80;
 
+/// Runs an end-to-end test body in a fresh [`LbLab`]. Skips (or, with
+/// `CI` set, fails) without root; an error panics while the lab is alive,
+/// so the lab prints the logs of every process it ran.
+pub fn lb_test(name: &str, body: impl FnOnce(&mut LbLab) -> anyhow::Result<()>) {
+    if !duet_testkit::require_root(name) {
+        return;
+    }
+    let tag: String = name.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    let mut l = LbLab::new(&tag).expect("building the lab");
+    if let Err(e) = body(&mut l) {
+        panic!("{name}: {e:#}");
+    }
+}
+
 /// The report of a [`LbLab::client`], once it has written it.
 pub fn client_report(json: &std::path::Path, timeout: Duration) -> anyhow::Result<crate::conns::ClientReport> {
     let text = wait_for("the client's report", timeout, Duration::from_millis(200), || {

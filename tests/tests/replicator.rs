@@ -9,23 +9,10 @@ use std::time::{Duration, Instant};
 use duet_proto::common::v1::Role;
 use duet_proto::replicator::v1 as rp;
 use duet_testkit::{HostId, Proc, wait_for};
-use duet_tests::lblab::{self, LbLab, replicator_call};
+use duet_tests::lblab::{self, LbLab, lb_test, replicator_call};
 use duet_tests::*;
 
 const T: Duration = Duration::from_secs(20);
-
-/// Runs a test body in a fresh [`LbLab`] (root needed; fails under CI
-/// without it).
-fn lb_test(name: &str, body: impl FnOnce(&mut LbLab) -> anyhow::Result<()>) {
-    if !duet_testkit::require_root(name) {
-        return;
-    }
-    let tag: String = name.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
-    let mut l = LbLab::new(&tag).expect("building the lab");
-    if let Err(e) = body(&mut l) {
-        panic!("{name}: {e:#}");
-    }
-}
 
 struct Pair {
     c1: UnitConfig,

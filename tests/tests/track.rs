@@ -9,7 +9,7 @@ use anyhow::ensure;
 use duet_proto::common::v1::Role;
 use duet_proto::election::v1 as pb;
 use duet_testkit::{HostId, Proc, wait_for};
-use duet_tests::lblab::{self, LbLab};
+use duet_tests::lblab::{self, LbLab, lb_test};
 use duet_tests::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -25,17 +25,6 @@ const TRACK: &str = "[[track]]\nname = \"haproxy\"\nkind = \"process\"\nprocess 
 /// The kill-to-takeover bound in this (debug, shared-machine) test: the
 /// check's interval x fall plus a generous margin; the figure is printed.
 const MARGIN_MS: f64 = 500.0;
-
-fn lb_test(name: &str, body: impl FnOnce(&mut LbLab) -> anyhow::Result<()>) {
-    if !duet_testkit::require_root(name) {
-        return;
-    }
-    let tag: String = name.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
-    let mut l = LbLab::new(&tag).expect("building the lab");
-    if let Err(e) = body(&mut l) {
-        panic!("{name}: {e:#}");
-    }
-}
 
 /// HAProxy on `h`: TCP port 8081 to the real server's echo.
 fn haproxy(l: &mut LbLab, h: HostId, unit: &str) -> anyhow::Result<Proc> {

@@ -197,6 +197,41 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> 
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
+/// What every report starts with, then its own parts (`body`, flattened).
+#[derive(serde::Serialize)]
+struct Envelope<'a, O, B> {
+    command: String,
+    started_at: f64,
+    finished_at: f64,
+    host: HostInfo,
+    options: &'a O,
+    goals: &'a [Goal],
+    #[serde(flatten)]
+    body: B,
+}
+
+/// Writes a report of a run that started at `started_at` into `path`.
+fn write_report<O: serde::Serialize, B: serde::Serialize>(
+    path: &Path,
+    started_at: f64,
+    options: &O,
+    goals: &[Goal],
+    body: B,
+) -> anyhow::Result<()> {
+    let e = Envelope {
+        command: command_line(),
+        started_at,
+        finished_at: epoch_now(),
+        host: HostInfo::probe(),
+        options,
+        goals,
+        body,
+    };
+    write_json(path, &e)?;
+    println!("results: {}", path.display());
+    Ok(())
+}
+
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
@@ -380,29 +415,7 @@ fn configsync(opts: &ConfigsyncOptions, json: &Path) -> anyhow::Result<ExitCode>
     let goals = configsync::goals(&result);
     println!("\n{}", configsync::text(&result));
     println!("{}", report::goals_text(&goals));
-    #[derive(serde::Serialize)]
-    struct ConfigsyncReport<'a> {
-        command: String,
-        started_at: f64,
-        finished_at: f64,
-        host: HostInfo,
-        options: &'a ConfigsyncOptions,
-        goals: &'a [Goal],
-        result: &'a configsync::SyncReport,
-    }
-    write_json(
-        json,
-        &ConfigsyncReport {
-            command: command_line(),
-            started_at,
-            finished_at: epoch_now(),
-            host: HostInfo::probe(),
-            options: opts,
-            goals: &goals,
-            result: &result,
-        },
-    )?;
-    println!("results: {}", json.display());
+    write_report(json, started_at, opts, &goals, serde_json::json!({ "result": &result }))?;
     Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -435,31 +448,7 @@ fn partition(opts: duet_bench::partition::PartitionOptions, json: &Path) -> anyh
     let goals = pt::goals(&summaries);
     println!("\n{}", pt::table(&summaries, opts.partition));
     println!("{}", report::goals_text(&goals));
-    #[derive(serde::Serialize)]
-    struct PartitionReport<'a> {
-        command: String,
-        started_at: f64,
-        finished_at: f64,
-        host: HostInfo,
-        options: &'a pt::PartitionOptions,
-        summaries: &'a [pt::PartitionSummary],
-        goals: &'a [Goal],
-        runs: &'a [pt::PartitionResult],
-    }
-    write_json(
-        json,
-        &PartitionReport {
-            command: command_line(),
-            started_at,
-            finished_at: epoch_now(),
-            host: HostInfo::probe(),
-            options: &opts,
-            summaries: &summaries,
-            goals: &goals,
-            runs: &results,
-        },
-    )?;
-    println!("results: {}", json.display());
+    write_report(json, started_at, &opts, &goals, serde_json::json!({ "summaries": &summaries, "runs": &results }))?;
     Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -498,31 +487,7 @@ fn tracked(opts: duet_bench::tracked::TrackedOptions, json: &Path) -> anyhow::Re
     println!("\n{}", tr::rep_table(&results));
     println!("{}", tr::table(&summaries));
     println!("{}", report::goals_text(&goals));
-    #[derive(serde::Serialize)]
-    struct TrackedReport<'a> {
-        command: String,
-        started_at: f64,
-        finished_at: f64,
-        host: HostInfo,
-        options: &'a tr::TrackedOptions,
-        summaries: &'a [tr::TrackedSummary],
-        goals: &'a [Goal],
-        runs: &'a [tr::TrackedResult],
-    }
-    write_json(
-        json,
-        &TrackedReport {
-            command: command_line(),
-            started_at,
-            finished_at: epoch_now(),
-            host: HostInfo::probe(),
-            options: &opts,
-            summaries: &summaries,
-            goals: &goals,
-            runs: &results,
-        },
-    )?;
-    println!("results: {}", json.display());
+    write_report(json, started_at, &opts, &goals, serde_json::json!({ "summaries": &summaries, "runs": &results }))?;
     Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -538,29 +503,7 @@ fn conntrack(opts: &ConntrackOptions, json: &Path) -> anyhow::Result<ExitCode> {
     let goals = conntrack::goals(&runs);
     println!("\n{}", conntrack::table(&runs));
     println!("{}", report::goals_text(&goals));
-    #[derive(serde::Serialize)]
-    struct ConntrackReport<'a> {
-        command: String,
-        started_at: f64,
-        finished_at: f64,
-        host: HostInfo,
-        options: &'a ConntrackOptions,
-        goals: &'a [Goal],
-        runs: &'a [Vec<conntrack::Step>],
-    }
-    write_json(
-        json,
-        &ConntrackReport {
-            command: command_line(),
-            started_at,
-            finished_at: epoch_now(),
-            host: HostInfo::probe(),
-            options: opts,
-            goals: &goals,
-            runs: &runs,
-        },
-    )?;
-    println!("results: {}", json.display());
+    write_report(json, started_at, opts, &goals, serde_json::json!({ "runs": &runs }))?;
     Ok(ExitCode::SUCCESS)
 }
 
