@@ -132,3 +132,30 @@ fn doctor_finds_nothing_on_a_healthy_pair_and_names_each_injected_fault() {
         Ok(())
     });
 }
+
+/// A half-set-up pair: both units configured `first`, and the second
+/// without its takeover service.
+#[test]
+fn doctor_names_the_same_mode_and_a_takeover_that_does_not_follow() {
+    lab_test("doctor_setup", false, |l| {
+        let a = UnitConfig::new("lb1", "first", l.lab.dir());
+        let _ea = l.election(l.a, &a)?;
+        let _ta = l.takeover(l.a, &a)?;
+        l.wait_role(l.a, Role::Active, T)?;
+        // lb2 also says `first` (its own address then comes first).
+        let b = UnitConfig::new("lb2", "first", l.lab.dir()).toml().replace(
+            &format!("unit1 = \"{UNIT1}/24\"\nunit2 = \"{UNIT2}/24\""),
+            &format!("unit1 = \"{UNIT2}/24\"\nunit2 = \"{UNIT1}/24\""),
+        );
+        let path = l.lab.dir().join("lb2-first.toml");
+        std::fs::write(&path, b)?;
+        let exe = bin("duet-election").to_string_lossy().into_owned();
+        let _eb = l.lab.spawn(l.b, "election-lb2", &[&exe, "--config", &path.to_string_lossy()], &[])?;
+        let out = names(l, l.b, "same-mode", &[])?;
+        ensure!(out.contains("unit.mode"), "{out}");
+        let out = names(l, l.b, "takeover-not-following", &[])?;
+        ensure!(out.contains("start the takeover service"), "{out}");
+        ensure!(doctor(l, l.b, &[])?.0 == 2, "critical: exit 2");
+        Ok(())
+    });
+}
