@@ -1123,6 +1123,22 @@ impl<'a> Iterator for Messages<'a> {
     }
 }
 
+/// The flows of a datagram of ctnetlink messages as the kernel sends them
+/// (one result per message: a flow, `None` for one this module does not
+/// handle, or why it cannot be read). The parser every dump and event goes
+/// through, open for the fuzzer and tools.
+pub fn decode_datagram(datagram: &[u8]) -> Vec<Result<Option<Flow>, DecodeError>> {
+    Messages::new(datagram).map(|m| m.and_then(|m| parse_flow(m.payload))).collect()
+}
+
+/// `flow` as the message that creates it (with its NAT bindings), as sent
+/// to the kernel: what [`decode_datagram`] reads back.
+pub fn encode_create(flow: &Flow) -> Vec<u8> {
+    let mut buf = Vec::new();
+    encode_flow(&mut buf, flow, Write::Create, 1);
+    buf
+}
+
 /// The (negative) errno of an `NLMSG_ERROR` or `NLMSG_DONE` payload.
 fn error_code(payload: &[u8]) -> Option<i32> {
     Some(i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?))

@@ -68,7 +68,7 @@ impl pb::replicator_service_server::ReplicatorService for Api {
         let now = now_ms();
         let active = self.shared.is_active() && self.shared.l7();
         for e in &r.entries {
-            let exp = now + e.ttl_ms;
+            let exp = now.saturating_add(e.ttl_ms);
             lock(&self.shared.local).insert((e.table.clone(), e.key.clone()), (e.server.clone(), exp));
             self.shared.entries_added.notify_one();
             if active {
@@ -111,7 +111,12 @@ impl pb::replicator_service_server::ReplicatorService for Api {
         }
         let entries = out
             .into_iter()
-            .map(|((table, key), (server, exp))| pb::PersistenceEntry { table, key, server, ttl_ms: exp - now })
+            .map(|((table, key), (server, exp))| pb::PersistenceEntry {
+                table,
+                key,
+                server,
+                ttl_ms: exp.saturating_sub(now),
+            })
             .collect();
         Ok(Response::new(pb::ListPersistenceResponse { entries }))
     }

@@ -129,9 +129,10 @@ pub(crate) fn change_pb(op: &duet_repl::Op<Key, Value>, now_ms: u64) -> pb::Chan
 }
 
 /// A change from the wire as a log operation, with expiry on `now_ms`.
-pub(crate) fn change_from(c: &pb::Change, now_ms: u64) -> Option<duet_repl::Op<Key, Value>> {
+pub fn change_from(c: &pb::Change, now_ms: u64) -> Option<duet_repl::Op<Key, Value>> {
     use pb::change::Change as C;
-    let expires_ms = now_ms + c.ttl_ms;
+    // A peer's ttl is not trusted to fit: saturate (found by duet-fuzz).
+    let expires_ms = now_ms.saturating_add(c.ttl_ms);
     Some(match c.change.as_ref()? {
         C::UpsertFlow(f) => {
             let flow = flow_from(f)?;
