@@ -22,6 +22,10 @@ pub const CLOCK_SKEW_MS: i64 = 1000;
 /// Replication slower than this (p99 to the standby's acknowledgement).
 pub const LAG_P99_US: u64 = 1_000_000;
 
+/// What to do about a peer link that refuses the partner.
+const PEER_LINK_FIX: &str = "the units' peer-link certificates do not fit: both signed by the CA in tls_ca, each issued \
+                             to its unit's name (`duetctl certs` makes a matching set)";
+
 /// How bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -236,14 +240,7 @@ pub fn diagnose(o: &Observations) -> Vec<Finding> {
             );
         }
         for w in c.warnings.iter().filter(|w| w.contains("refused")) {
-            find(
-                &mut out,
-                "peer-link-refused",
-                Critical,
-                format!("configsync's peer link: {w}"),
-                "the units' peer-link certificates do not fit: both signed by the CA in tls_ca, each issued to its \
-                 unit's name (`duetctl certs` makes a matching set)",
-            );
+            find(&mut out, "peer-link-refused", Critical, format!("configsync's peer link: {w}"), PEER_LINK_FIX);
         }
     }
     if let Some(r) = &o.replicator {
@@ -272,8 +269,7 @@ pub fn diagnose(o: &Observations) -> Vec<Finding> {
                 "peer-link-refused",
                 Critical,
                 format!("the replicator refused {refused} peer connection(s)"),
-                "the units' peer-link certificates do not fit: both signed by the CA in tls_ca, each issued to its \
-                 unit's name (`duetctl certs` makes a matching set)",
+                PEER_LINK_FIX,
             );
         }
     }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use duet_proto::common::v1::Role;
 use duet_testkit::wait_for;
-use duet_tests::conns::ClientReport;
 use duet_tests::lblab::LbLab;
 use duet_tests::{SHARED, bin};
 
@@ -51,28 +50,7 @@ fn main() -> anyhow::Result<()> {
     println!("adding virtual service web {SHARED}:80 -> 198.19.0.100:8080 on the active unit (configsync) ...");
     l.add_service(l.l.a, None)?;
 
-    let json = l.l.lab.dir().join("conns.json");
-    let ready = l.l.lab.dir().join("conns.ready");
-    let exe = bin("duet-conns").to_string_lossy().into_owned();
-    let _client = l.l.lab.spawn(
-        l.l.c,
-        "client",
-        &[
-            &exe,
-            "client",
-            "--target",
-            &format!("{SHARED}:80"),
-            "--conns",
-            &CONNS.to_string(),
-            "--duration-s",
-            "10",
-            "--ready-file",
-            &ready.to_string_lossy(),
-            "--json",
-            &json.to_string_lossy(),
-        ],
-        &[],
-    )?;
+    let (_client, ready, json) = l.client(CONNS, 10)?;
     wait_for("the client's connections", Duration::from_secs(20), Duration::from_millis(100), || {
         ready.exists().then_some(())
     })?;
@@ -92,10 +70,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(1500));
     println!("lb2$ duetctl status\n{}", indent(&ctl(&l, l.l.b, &["status"])));
 
-    let text = wait_for("the client's report", Duration::from_secs(30), Duration::from_millis(200), || {
-        std::fs::read_to_string(&json).ok().filter(|t| t.ends_with('}'))
-    })?;
-    let r: ClientReport = serde_json::from_str(&text)?;
+    let r = duet_tests::lblab::client_report(&json, Duration::from_secs(30))?;
     println!(
         "the client: {} of {CONNS} connections still open and answering, {} reset, {} hung; longest silence p50 {:.0} ms, max {:.0} ms",
         r.ok, r.reset, r.hung, r.gap_p50_ms, r.gap_max_ms
