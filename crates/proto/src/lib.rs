@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod peer_protocol;
 
 /// The encoded `FileDescriptorSet` of every duet proto file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/duet_descriptor.bin"));

@@ -28,9 +28,12 @@ pub(crate) struct PeerServer {
 impl PeerServer {
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
         match &self.shared.tls {
-            Some(t) => t.check_peer(req),
-            None => Err(Status::unauthenticated("this unit has no peer link configured")),
+            Some(t) => t.check_peer(req)?,
+            None => return Err(Status::unauthenticated("this unit has no peer link configured")),
         }
+        duet_proto::peer_protocol::refuse_unless_compatible(req.metadata()).inspect_err(|e| {
+            tracing::warn!("peer link: {}", e.message());
+        })
     }
 
     fn heard(&self) {
@@ -152,10 +155,17 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// The partner's current image, if it answers.
 pub(crate) async fn fetch(shared: &Shared) -> Option<Image> {
     let mut c = client(shared)?;
-    match tokio::time::timeout(shared.cfg.push_timeout, c.fetch(pb::FetchRequest {})).await {
+    match tokio::time::timeout(shared.cfg.push_timeout, c.fetch(stamped(pb::FetchRequest {}))).await {
         Ok(Ok(r)) => r.into_inner().image.filter(duet_image::hash_ok),
         _ => None,
     }
+}
+
+/// A peer call carrying this build's peer-protocol version (U4).
+fn stamped<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    duet_proto::peer_protocol::stamp(r.metadata_mut());
+    r
 }
 
 /// Milliseconds since the UNIX epoch.
@@ -182,7 +192,7 @@ pub(crate) async fn prober(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::R
     let mut next = duet_net::timer::Timer::new();
     loop {
         let asked = SystemTime::now();
-        match tokio::time::timeout(shared.cfg.push_timeout, c.held(pb::HeldRequest {})).await {
+        match tokio::time::timeout(shared.cfg.push_timeout, c.held(stamped(pb::HeldRequest {}))).await {
             Ok(Ok(r)) => {
                 let r = r.into_inner();
                 let answered_at = SystemTime::now();
@@ -306,7 +316,7 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
             let e = shared.engine.lock().await;
             (e.store.current().clone(), e.role)
         };
-        let mut req = Request::new(pb::PushRequest {
+        let mut req = stamped(pb::PushRequest {
             image: Some(image.clone()),
             from_unit: shared.unit.clone(),
             from_role: from_role.map_or(0, role_i32),

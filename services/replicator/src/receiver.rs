@@ -44,6 +44,7 @@ impl pb::replication_peer_service_server::ReplicationPeerService for PeerServer 
             Some(t) => t.check_peer(&req),
             None => Err(Status::unauthenticated("this unit has no peer link configured")),
         };
+        let checked = checked.and_then(|()| duet_proto::peer_protocol::refuse_unless_compatible(req.metadata()));
         if let Err(e) = checked {
             // With a link, check_peer counted it (by reason).
             if self.shared.tls.is_none() {

@@ -395,7 +395,9 @@ async fn stream(shared: &Arc<Shared>, ch: tonic::transport::Channel) -> anyhow::
         msg: Some(pb::replicate_request::Msg::Hello(pb::Hello { unit: shared.unit.clone(), stream_id })),
     };
     tx.send(hello).await?;
-    let mut responses = client.replicate(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let mut call = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    duet_proto::peer_protocol::stamp(call.metadata_mut());
+    let mut responses = client.replicate(call).await?.into_inner();
     {
         let mut s = lock(&shared.send);
         s.connected = true;

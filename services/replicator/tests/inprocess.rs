@@ -120,5 +120,31 @@ async fn a_reported_entry_reaches_the_standby_and_is_acknowledged_health_follows
     assert!(s.partner_connected && s.changes_sent >= 1, "{s:?}");
     let s = standby.get_status(pb::GetStatusRequest {}).await.expect("status").into_inner();
     assert!(s.changes_received >= 1 && s.persistence >= 1, "{s:?}");
+
+    // U4: a partner two peer-protocol versions away is refused, saying so.
+    let certs = pair.dir.path().join("certs");
+    let files = duet_runtime::tls::TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("lb1.pem"),
+        key: certs.join("lb1.key"),
+    };
+    let tls = duet_runtime::tls::PeerTls::load(&files, "lb2", "replicator").expect("lb1's peer TLS");
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://{}:{}", pair.ip("lb2"), pair.addrs.2))
+        .expect("url")
+        .tls_config(tls.client())
+        .expect("tls")
+        .connect()
+        .await
+        .expect("the standby's peer port");
+    let mut peer = pb::replication_peer_service_client::ReplicationPeerServiceClient::new(ch);
+    let hello = pb::ReplicateRequest {
+        msg: Some(pb::replicate_request::Msg::Hello(pb::Hello { unit: "lb1".into(), stream_id: 1 })),
+    };
+    let mut call = tonic::Request::new(tokio_stream::iter(vec![hello]));
+    let future = duet_proto::peer_protocol::VERSION + 2;
+    call.metadata_mut().insert(duet_proto::peer_protocol::METADATA, future.into());
+    let refused = peer.replicate(call).await.expect_err("a partner two versions on is refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains(&format!("peer protocol {future}")), "{}", refused.message());
     trigger.fire();
 }
