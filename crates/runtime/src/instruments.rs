@@ -45,8 +45,6 @@ pub enum When {
     Tracks,
     /// With `[hooks]`, once one ran.
     Hooks,
-    /// With `[admin] tokens_file`.
-    AdminTokens,
 }
 
 /// One instrument.
@@ -148,7 +146,7 @@ catalogue! {
         "Starts of each service by the unit supervisor (the first and every restart)";
     UNIT_SERVICE_UP = "duet.unit.service.up", Gauge, "1", "duet-unit", ["service"], Always,
         "1 while the supervisor has the service running";
-    ADMIN_REFUSED = "duet.admin.refused", Counter, "{call}", "*", ["reason"], AdminTokens,
+    ADMIN_REFUSED = "duet.admin.refused", Counter, "{call}", "*", ["reason"], Always,
         "Calls to the unit's gRPC API refused, by reason (no_token, unknown_token, not_allowed)";
 }
 
@@ -185,7 +183,6 @@ pub fn markdown_table() -> String {
             When::Witness => "with a witness",
             When::Tracks => "with tracked checks",
             When::Hooks => "with hooks",
-            When::AdminTokens => "with admin tokens",
         };
         t.push_str(&format!(
             "| `{}` | {} | `{}` | {} | {} | {when} | {} |\n",

@@ -368,12 +368,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Resu
             s.connected = false;
             s.resyncing = false;
             if let Err(e) = &r {
-                s.last_error = format!("{e:#}");
+                // Without the repeats of tonic's transport errors.
+                s.last_error = duet_runtime::follow::error_chain(e.as_ref());
             }
         }
         match r {
             Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => tracing::debug!("replication link: {e:#}"),
+            Err(e) => tracing::debug!("replication link: {}", duet_runtime::follow::error_chain(e.as_ref())),
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
