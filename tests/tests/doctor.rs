@@ -159,3 +159,33 @@ fn doctor_names_the_same_mode_and_a_takeover_that_does_not_follow() {
         Ok(())
     });
 }
+
+/// Adverts lost one way (the switch drops the active's) while a witness
+/// (policy required) keeps the standby from taking over: the active's
+/// doctor names it from the partner's peer status.
+#[test]
+fn doctor_names_adverts_lost_one_way() {
+    lab_test("doctor_oneway", false, |l| {
+        let etcd = l.etcd()?;
+        let mut procs = Vec::new();
+        for (host, name, mode) in [(l.a, "lb1", "first"), (l.b, "lb2", "second")] {
+            let mut c = UnitConfig::new(name, mode, l.lab.dir());
+            c.with_witness(&etcd, "witness_policy = \"required\"");
+            procs.push(l.election(host, &c)?);
+            procs.push(l.takeover(host, &c)?);
+            l.wait_role(host, if name == "lb1" { Role::Active } else { Role::Standby }, T)?;
+        }
+        let (code, out) = doctor(l, l.a, &[])?;
+        ensure!(code == 0, "a healthy pair first: {out}");
+        // The active's adverts are lost on the way (multicast filtered on
+        // the switch); the peer-status datagrams still pass.
+        let _rule = l.lab.add_switch_rule(&format!("ip saddr {UNIT1} ip protocol 112 drop"))?;
+        let out = names(l, l.a, "adverts-one-way", &[])?;
+        ensure!(out.contains("IGMP snooping") && out.contains("use_broadcast"), "{out}");
+        // The standby's side: the partner heard by its status, not its adverts.
+        let out = names(l, l.b, "adverts-one-way", &[])?;
+        ensure!(out.contains("heard by its status, but none of its adverts"), "{out}");
+        ensure!(l.role(l.a) == Some(Role::Active) && l.role(l.b) == Some(Role::Standby), "the witness held the roles");
+        Ok(())
+    });
+}
