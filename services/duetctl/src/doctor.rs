@@ -121,8 +121,25 @@ pub fn diagnose(o: &Observations) -> Vec<Finding> {
             "find why its services kept restarting (the log, `duetctl health`), fix it, then `duetctl clear-pacified`",
         );
     }
+    let pacified = role == duet_proto::common::v1::Role::Pacified;
+    // The squares say what the partner's peer status reports of its role.
+    let own =
+        if e.unit.as_ref().is_some_and(|u| u.mode == duet_proto::common::v1::HaMode::Second as i32) { 2 } else { 1 };
+    let partner_pacified =
+        e.squares.iter().any(|s| s.unit != own && s.status == duet_proto::common::v1::UnitStatus::Pacified as i32);
     if let Some(p) = e.partner.as_ref().filter(|_| ha) {
-        if !p.reachable {
+        if partner_pacified {
+            // A pacified unit sends no adverts and heeds none: that is why
+            // they seem not to flow, not the network.
+            find(
+                &mut out,
+                "partner-pacified",
+                Critical,
+                format!("the partner {} is pacified: it takes no part in HA, so the pair has no standby", p.address),
+                "on the partner: find why its services kept restarting (its log, `duetctl health`), fix it, then \
+                 `duetctl clear-pacified` there",
+            );
+        } else if !p.reachable {
             find(
                 &mut out,
                 "partner-unreachable",
@@ -135,6 +152,9 @@ pub fn diagnose(o: &Observations) -> Vec<Finding> {
                 "check that the partner runs, that the link between the units is up, and that nothing drops \
                  IP protocol 112 (CARP) or UDP 6973 (peer status) between them",
             );
+        } else if pacified {
+            // This unit's own finding says it all: it neither sends nor
+            // heeds adverts.
         } else if active && !p.hears_adverts {
             find(
                 &mut out,
@@ -551,6 +571,25 @@ mod tests {
         let cases: Vec<(&str, Fault)> = vec![
             ("election-down", Box::new(|o| o.election = None)),
             ("pacified", Box::new(|o| election(o).role = common::Role::Pacified as i32)),
+            // Pacified, this unit hears no adverts: its own finding says why.
+            (
+                "pacified",
+                Box::new(|o| {
+                    let e = election(o);
+                    e.role = common::Role::Pacified as i32;
+                    e.partner.as_mut().unwrap().silent_ms = 9000;
+                }),
+            ),
+            // A pacified partner reports not hearing this unit's adverts:
+            // named as pacified, not as a filtered network.
+            (
+                "partner-pacified",
+                Box::new(|o| {
+                    let e = election(o);
+                    e.partner.as_mut().unwrap().hears_adverts = false;
+                    e.squares[1].status = common::UnitStatus::Pacified as i32;
+                }),
+            ),
             ("partner-unreachable", Box::new(|o| election(o).partner.as_mut().unwrap().reachable = false)),
             ("adverts-one-way", Box::new(|o| election(o).partner.as_mut().unwrap().hears_adverts = false)),
             (
@@ -620,6 +659,10 @@ mod tests {
         ];
         for (code, fault) in cases {
             let mut o = healthy();
+            o.election.as_mut().unwrap().squares = vec![
+                common::StatusSquare { unit: 1, status: common::UnitStatus::Active as i32, ..Default::default() },
+                common::StatusSquare { unit: 2, status: common::UnitStatus::Standby as i32, ..Default::default() },
+            ];
             fault(&mut o);
             let f = diagnose(&o);
             assert_eq!(f.iter().map(|f| f.code).collect::<Vec<_>>(), [code], "{f:?}");
