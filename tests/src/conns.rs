@@ -55,6 +55,9 @@ pub struct ClientOptions {
     pub hung_after: Duration,
     /// Created when every connection is open and has had an answer.
     pub ready_file: Option<std::path::PathBuf>,
+    /// The connections are kept until this file exists (or `duration`
+    /// has passed, whichever comes first).
+    pub stop_file: Option<std::path::PathBuf>,
 }
 
 /// The outcome of one run.
@@ -168,7 +171,10 @@ pub async fn run_client(o: ClientOptions) -> anyhow::Result<ClientReport> {
     } else {
         eprintln!("not every connection was answered within 10 s");
     }
-    tokio::time::sleep(o.duration).await;
+    let until = Instant::now() + o.duration;
+    while Instant::now() < until && !o.stop_file.as_ref().is_some_and(|f| f.exists()) {
+        tokio::time::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))).await;
+    }
     let end = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let mut r = ClientReport { conns: o.conns, ..Default::default() };

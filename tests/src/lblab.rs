@@ -95,30 +95,48 @@ impl LbLab {
         k: usize,
         duration_s: u64,
     ) -> anyhow::Result<(Proc, std::path::PathBuf, std::path::PathBuf)> {
+        self.client_with(k, duration_s, &[])
+    }
+
+    /// [`client`](Self::client), kept until `stop_file` exists (at most an
+    /// hour).
+    pub fn client_until(
+        &mut self,
+        k: usize,
+        stop_file: &std::path::Path,
+    ) -> anyhow::Result<(Proc, std::path::PathBuf, std::path::PathBuf)> {
+        self.client_with(k, 3600, &["--stop-file", &stop_file.to_string_lossy()])
+    }
+
+    fn client_with(
+        &mut self,
+        k: usize,
+        duration_s: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<(Proc, std::path::PathBuf, std::path::PathBuf)> {
         let ready = self.l.lab.dir().join("conns.ready");
         let json = self.l.lab.dir().join("conns.json");
         let exe = bin("duet-conns").to_string_lossy().into_owned();
-        let p = self.l.lab.spawn(
-            self.l.c,
-            "conns",
-            &[
-                &exe,
-                "client",
-                "--target",
-                &format!("{SHARED}:{VS_PORT}"),
-                "--conns",
-                &k.to_string(),
-                "--duration-s",
-                &duration_s.to_string(),
-                "--ramp-ms",
-                "1000",
-                "--ready-file",
-                &ready.to_string_lossy(),
-                "--json",
-                &json.to_string_lossy(),
-            ],
-            &[],
-        )?;
+        let (target, k, duration_s) = (format!("{SHARED}:{VS_PORT}"), k.to_string(), duration_s.to_string());
+        let (ready_s, json_s) = (ready.to_string_lossy().into_owned(), json.to_string_lossy().into_owned());
+        let mut argv = vec![
+            exe.as_str(),
+            "client",
+            "--target",
+            &target,
+            "--conns",
+            &k,
+            "--duration-s",
+            &duration_s,
+            "--ramp-ms",
+            "1000",
+            "--ready-file",
+            &ready_s,
+            "--json",
+            &json_s,
+        ];
+        argv.extend_from_slice(extra);
+        let p = self.l.lab.spawn(self.l.c, "conns", &argv, &[])?;
         Ok((p, ready, json))
     }
 
@@ -131,51 +149,13 @@ impl LbLab {
     /// Adds the virtual service on `host` and waits until the units in
     /// `wait` have programmed it.
     pub fn add_service_on(&self, host: HostId, persistence_s: Option<u32>, wait: &[HostId]) -> anyhow::Result<u64> {
-        let vs = VirtualService {
-            name: "web".into(),
-            address: SHARED.into(),
-            port: u32::from(VS_PORT),
-            protocol: Protocol::Tcp as i32,
-            scheduler: Scheduler::RoundRobin as i32,
-            real_servers: vec![RealServer {
-                address: SERVER.into(),
-                port: u32::from(SERVER_PORT),
-                weight: 1,
-                enabled: true,
-            }],
-            persistence: persistence_s.map(|t| duet_proto::config::v1::Persistence {
-                mode: duet_proto::config::v1::PersistenceMode::SourceAddress as i32,
-                timeout_s: t,
-                ..Default::default()
-            }),
-            enabled: true,
-        };
-        let ns = self.l.lab.ns(host);
-        let generation = configsync_call(&ns, move |mut c| async move {
-            // A unit that has just started makes generation 1 from its file:
-            // before that a change is refused (no image yet) or, read just
-            // before, stale; read again (bounded: 25 x 200 ms).
-            let mut tries = 0;
-            loop {
-                let base = c.get_config(cs::GetConfigRequest { section: String::new() }).await?.into_inner();
-                let base = base.image.map_or(0, |i| i.generation);
-                let r = c
-                    .apply_config(cs::ApplyConfigRequest {
-                        base_generation: base,
-                        comment: "test service".into(),
-                        change: Some(Change::UpsertVirtualService(vs.clone())),
-                    })
-                    .await;
-                match r {
-                    Ok(r) => return Ok(r.into_inner().generation),
-                    Err(s) if matches!(s.code(), tonic::Code::Aborted | tonic::Code::Unavailable) && tries < 25 => {
-                        tries += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(s) => return Err(s.into()),
-                }
-            }
-        })?;
+        let mut vs = service("web", VS_PORT);
+        vs.persistence = persistence_s.map(|t| duet_proto::config::v1::Persistence {
+            mode: duet_proto::config::v1::PersistenceMode::SourceAddress as i32,
+            timeout_s: t,
+            ..Default::default()
+        });
+        let generation = self.upsert_service(host, vs)?;
         for &h in wait {
             wait_for(
                 &format!("generation {generation} programmed on {}", self.l.lab.ns(h)),
@@ -185,6 +165,20 @@ impl LbLab {
             )?;
         }
         Ok(generation)
+    }
+
+    /// Commits `vs` (added or replaced by name) on `host`'s configsync;
+    /// the new generation.
+    pub fn upsert_service(&self, host: HostId, vs: VirtualService) -> anyhow::Result<u64> {
+        upsert_service_in(&self.l.lab.ns(host), vs)
+    }
+
+    /// The configuration generation `host`'s configsync holds.
+    pub fn generation(&self, host: HostId) -> anyhow::Result<u64> {
+        configsync_call(&self.l.lab.ns(host), |mut c| async move {
+            let s = c.get_status(cs::GetStatusRequest {}).await?.into_inner();
+            Ok(s.local.map_or(0, |l| l.generation))
+        })
     }
 
     /// GetStatus of the replicator in `host`.
@@ -212,6 +206,55 @@ impl LbLab {
             self.l.lab.run(host, &["conntrack", "-L", "-p", "tcp", "--orig-dst", SHARED, "--orig-port-dst", "80"])?;
         Ok(out.lines().filter(|l| l.starts_with("tcp")).map(str::to_owned).collect())
     }
+}
+
+/// A TCP virtual service `name` on the shared address's `port`, to the
+/// real server.
+pub fn service(name: &str, port: u16) -> VirtualService {
+    VirtualService {
+        name: name.into(),
+        address: SHARED.into(),
+        port: u32::from(port),
+        protocol: Protocol::Tcp as i32,
+        scheduler: Scheduler::RoundRobin as i32,
+        real_servers: vec![RealServer {
+            address: SERVER.into(),
+            port: u32::from(SERVER_PORT),
+            weight: 1,
+            enabled: true,
+        }],
+        persistence: None,
+        enabled: true,
+    }
+}
+
+/// Commits `vs` on the configsync inside namespace `ns` (the active's);
+/// the new generation. A unit that has just started makes generation 1
+/// from its file: before that a change is refused (no image yet) or, read
+/// just before, stale; it is read again (bounded: 25 x 200 ms).
+pub fn upsert_service_in(ns: &str, vs: VirtualService) -> anyhow::Result<u64> {
+    configsync_call(ns, move |mut c| async move {
+        let mut tries = 0;
+        loop {
+            let base = c.get_config(cs::GetConfigRequest { section: String::new() }).await?.into_inner();
+            let base = base.image.map_or(0, |i| i.generation);
+            let r = c
+                .apply_config(cs::ApplyConfigRequest {
+                    base_generation: base,
+                    comment: format!("test service {} on port {}", vs.name, vs.port),
+                    change: Some(Change::UpsertVirtualService(vs.clone())),
+                })
+                .await;
+            match r {
+                Ok(r) => return Ok(r.into_inner().generation),
+                Err(s) if matches!(s.code(), tonic::Code::Aborted | tonic::Code::Unavailable) && tries < 25 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    })
 }
 
 /// Runs `f` with a replicator client connected inside namespace `ns`.

@@ -44,6 +44,9 @@ enum Cmd {
         /// Created once every connection is open and answered.
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Stop early, and report, once this file exists (checked every 100 ms).
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
         /// Where to write the report (also printed).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -62,7 +65,7 @@ fn main() -> ExitCode {
     let r = rt.block_on(async move {
         match args.cmd {
             Cmd::Serve { listen } => serve(listen).await,
-            Cmd::Client { target, conns, interval_ms, duration_s, ramp_ms, hung_ms, ready_file, json } => {
+            Cmd::Client { target, conns, interval_ms, duration_s, ramp_ms, hung_ms, ready_file, stop_file, json } => {
                 let r = run_client(ClientOptions {
                     target,
                     conns,
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
                     ramp: Duration::from_millis(ramp_ms),
                     hung_after: Duration::from_millis(hung_ms),
                     ready_file,
+                    stop_file,
                 })
                 .await?;
                 let text = serde_json::to_string(&r)?;
