@@ -185,6 +185,31 @@ impl Engine {
         self.commit(&old, "rolled-back", &format!("rolled back to generation {to}"))
     }
 
+    /// What this unit (the active) does on finding that its partner holds a
+    /// higher generation.
+    pub fn behind(&self) -> Behind {
+        if self.store.current().generation <= self.store.synced() { Behind::FastForward } else { Behind::Rebase }
+    }
+
+    /// Takes the partner's newer image as this unit's current one (a fast
+    /// forward, [`Behind::FastForward`]), `reason` in its provenance.
+    pub fn adopt(&mut self, img: &Image, reason: &str) -> Result<Committed, Refusal> {
+        if !duet_image::hash_ok(img) {
+            return Err(Refusal::Failed(format!(
+                "the partner's generation {} does not match its hash",
+                img.generation
+            )));
+        }
+        let from = img.provenance.as_ref().map_or_else(String::new, |p| p.unit.clone());
+        let image = self
+            .store
+            .commit_at(img, img.generation, store::provenance(&from, "synced", reason))
+            .map_err(|e| Refusal::Failed(e.to_string()))?
+            .clone();
+        let _ = self.store.set_synced(image.generation);
+        Ok(Committed { image, origin: "synced", trace: String::new() })
+    }
+
     /// The active side re-commits its content above what the partner holds
     /// (after a STALE answer), so both converge on one number.
     pub fn rebase_above(&mut self, held: u64) -> Result<Committed, Refusal> {
@@ -269,6 +294,22 @@ impl Engine {
     pub fn set_local(&self, l: &LocalSettings) -> Result<(), Refusal> {
         self.store.set_local(l).map_err(|e| Refusal::Failed(e.to_string()))
     }
+}
+
+/// What an active unit does when its push finds the partner holding a
+/// higher generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behind {
+    /// Every generation of this unit reached the partner: the partner's
+    /// higher ones are commits this unit never received (acknowledged on
+    /// the partner while it was active, just before the role moved). This
+    /// unit takes them: re-basing over them would lose an acknowledged
+    /// commit into a split backup.
+    FastForward,
+    /// This unit holds generations the partner never had (written while
+    /// both were active, or by hand): its image wins, re-based above the
+    /// partner's, and the partner keeps its own as a backup (S5).
+    Rebase,
 }
 
 /// `20261126T082315Z` (UTC), for backup names.
@@ -390,6 +431,38 @@ mod tests {
         assert_eq!(b.store.current().hash, a.store.current().hash);
         let backups = b.store.backups();
         assert_eq!(backups[0].generations.iter().map(|g| g.generation).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_commit_acknowledged_on_the_old_active_is_taken_by_the_new_one_not_lost() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = engine(da.path(), "lb1", Role::Active);
+        let mut b = engine(db.path(), "lb2", Role::Standby);
+        a.apply(0, Change::Replace(image(3)), "").unwrap();
+        b.receive(&push(&a)).unwrap();
+        a.store.set_synced(1).unwrap();
+        // a commits generation 2 and acknowledges it; the role moves to b
+        // before the push reaches b.
+        a.apply(1, Change::Replace(image(6)), "acknowledged").unwrap();
+        a.role = Some(Role::Standby);
+        b.role = Some(Role::Active);
+        let (r, _) = a.receive(&push(&b)).unwrap();
+        assert_eq!((r.result, r.held_generation), (PushResult::Stale as i32, 2));
+        // b had everything it ever held in sync: it takes a's newer image.
+        assert_eq!(b.behind(), Behind::FastForward);
+        let taken = a.store.current().clone();
+        let c = b.adopt(&taken, "taken from the partner").unwrap();
+        assert_eq!((c.image.generation, &c.image.hash), (2, &taken.hash));
+        let (r, _) = a.receive(&push(&b)).unwrap();
+        assert_eq!(r.result, PushResult::Already as i32);
+        assert!(a.store.backups().is_empty(), "nothing set aside");
+        // A real split (b wrote too, after the last sync) re-bases instead.
+        b.apply(2, Change::Replace(image(9)), "b alone").unwrap();
+        assert_eq!(b.behind(), Behind::Rebase);
+        // A forged or damaged image is refused.
+        let mut bad = taken.clone();
+        bad.hash = "00".into();
+        assert!(b.adopt(&bad, "").is_err());
     }
 
     #[test]

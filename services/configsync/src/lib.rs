@@ -288,15 +288,8 @@ pub(crate) async fn bootstrap_if_empty(shared: &Shared) {
     {
         let mut e = shared.engine.lock().await;
         if e.store.current().generation == 0 {
-            let prov = duet_image::store::provenance(
-                &img.provenance.clone().unwrap_or_default().unit,
-                "synced",
-                "taken from the partner: this unit had no configuration",
-            );
-            match e.store.commit_at(&img, img.generation, prov) {
-                Ok(i) => {
-                    let c = Committed { image: i.clone(), origin: "synced", trace: String::new() };
-                    let _ = e.store.set_synced(c.image.generation);
+            match e.adopt(&img, "taken from the partner: this unit had no configuration") {
+                Ok(c) => {
                     drop(e);
                     shared.committed(c);
                 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::engine::Refusal;
+use crate::engine::{Behind, Refusal};
 use crate::{ForceReply, PROBE_EVERY, Shared, lock};
 
 /// The partner's side of the link, served on this unit.
@@ -385,6 +385,33 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
                 return Ok(Pushed { generation: image.generation, hash: image.hash, took });
             }
             Ok(pb::PushResult::Stale) => {
+                if shared.engine.lock().await.behind() == Behind::FastForward {
+                    // The partner's image, if it is still the one it said it
+                    // holds (else the next round asks again).
+                    let Some(img) = fetch(shared)
+                        .await
+                        .filter(|i| i.generation == resp.held_generation && i.hash == resp.held_hash)
+                    else {
+                        continue;
+                    };
+                    let c = shared.engine.lock().await.adopt(
+                        &img,
+                        &format!(
+                            "taken from the partner: generation {} was committed there and had not reached this unit",
+                            img.generation
+                        ),
+                    )?;
+                    tracing::warn!(
+                        generation = img.generation,
+                        from = %image.generation,
+                        "the partner holds newer generations this unit never received: took them"
+                    );
+                    let took = start.elapsed();
+                    lock(&shared.partner).last_sync = Some((SystemTime::now(), took));
+                    let (generation, hash) = (c.image.generation, c.image.hash.clone());
+                    shared.committed(c);
+                    return Ok(Pushed { generation, hash, took });
+                }
                 let c = shared.engine.lock().await.rebase_above(resp.held_generation)?;
                 tracing::warn!(
                     partner_generation = resp.held_generation,
