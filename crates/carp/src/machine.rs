@@ -774,6 +774,26 @@ impl Election {
             self.set_role(now, Role::Active, "handover not confirmed by the partner".into());
             self.advert_deadline = Some(now);
         }
+        // Silent past the partner's patience (the process was stopped, the
+        // machine suspended or starved): the partner may hold the role by
+        // now. Advertising as active at once would put the addresses on both
+        // units until one yields; listening first does not.
+        if let Some(d) = self.advert_deadline
+            && self.role == Role::Active
+            && (self.heard.is_some() || self.reported.is_some())
+            && d <= now
+            && now.since(d) + self.params.interval() >= self.down_interval()
+        {
+            let silent = now.since(d) + self.params.interval();
+            self.log(Notice::Overslept { silent });
+            self.advert_deadline = None;
+            self.set_role(
+                now,
+                Role::Standby,
+                format!("no advert sent for {} ms: the partner may have taken over", silent.as_millis()),
+            );
+            self.down_deadline = Some(now + self.down_interval());
+        }
         if let Some(d) = self.advert_deadline
             && d <= now
             && self.role.advertises()

@@ -50,6 +50,10 @@ pub enum Notice {
     LinkRestored { iface: String },
     /// T4: the takeover service stopped following while active.
     TakeoverGone { resigning: bool },
+    /// The active unit woke up so long after its advert was due (its process
+    /// stopped, its machine suspended or starved) that the partner may have
+    /// taken the role: it listens first.
+    Overslept { silent: Duration },
     /// The partner advertises at another pace than this unit expects.
     ProfileMismatch { partner: Ipv4Addr, partner_interval: Duration, own_interval: Duration },
     /// E9.
@@ -95,6 +99,7 @@ impl Notice {
             Self::DropSummary { .. } => Level::Warning,
             Self::SameMode { .. } | Self::NoPassword | Self::Pacified { .. } => Level::Error,
             Self::LinkLost { .. } | Self::TakeoverGone { .. } | Self::ProfileMismatch { .. } => Level::Error,
+            Self::Overslept { .. } => Level::Error,
             Self::PacifiedCleared | Self::Handover { .. } => Level::Info,
             Self::Readiness { ready: true, .. } => Level::Info,
             Self::Readiness { ready: false, .. } | Self::ReadinessStale { .. } => Level::Warning,
@@ -170,6 +175,12 @@ impl fmt::Display for Notice {
             }
             Self::TakeoverGone { resigning: false } => f.write_str(
                 "Takeover service gone while active and the partner is not reachable: staying active with the addresses as they are",
+            ),
+            Self::Overslept { silent } => write!(
+                f,
+                "This unit sent no advert for {} ms while active (its process stopped, or the machine suspended or \
+                 starved): the partner may have taken over; standing by to listen first",
+                silent.as_millis()
             ),
             Self::ProfileMismatch { partner, partner_interval, own_interval } => write!(
                 f,

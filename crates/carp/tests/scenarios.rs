@@ -782,3 +782,39 @@ fn another_pairs_adverts_from_other_hosts_are_listed_as_foreign() {
     assert!(s.foreign.iter().any(|(vhid, src, _)| *vhid == 77 && *src == other), "{:?}", s.foreign);
     assert_eq!(n.actives(), 1);
 }
+
+/// A process stopped (SIGSTOP, a suspended VM) while active: it neither
+/// hears nor sends while stopped (its election is out of the network).
+fn frozen_for(n: &mut Net, i: usize, d: Duration) {
+    let e = n.units[i].election.take().expect("unit alive");
+    n.run_for(d);
+    n.units[i].election = Some(e);
+}
+
+#[test]
+fn an_active_stopped_past_the_partners_timeout_listens_first_when_it_wakes() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Active));
+    let t = n.now;
+    frozen_for(&mut n, 0, Duration::from_secs(8));
+    assert_eq!(n.role(1), Some(Role::Active), "the partner took over");
+    n.run_for(Duration::from_secs(10));
+    assert_eq!((n.role(0), n.role(1)), (Some(Role::Standby), Some(Role::Active)));
+    // Unit 0 went straight to standby on waking: never a moment with both
+    // units active (the role log shows no Active for it after the stop).
+    assert_eq!(n.became(0, Role::Active, t), None);
+    assert!(n.notices(0).iter().any(|l| l.contains("sent no advert for") && l.contains("listen first")));
+}
+
+#[test]
+fn a_stop_shorter_than_the_partners_timeout_changes_nothing() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    let t = n.now;
+    frozen_for(&mut n, 0, Duration::from_millis(1500));
+    n.run_for(Duration::from_secs(10));
+    assert_eq!((n.role(0), n.role(1)), (Some(Role::Active), Some(Role::Standby)));
+    assert_eq!(n.became(1, Role::Active, t), None, "the standby never took over");
+    assert!(!n.notices(0).iter().any(|l| l.contains("sent no advert for")));
+}
