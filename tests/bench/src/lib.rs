@@ -30,6 +30,10 @@
 //! - [`tracked`]: issue 18's figure: a real HAProxy in each unit, the
 //!   active's killed; how soon the client is served by the other unit,
 //!   duet's `[[track]]` process check against keepalived's `vrrp_script`.
+//! - [`chaos`]: issue 17's fault lab: a whole pair through a seeded
+//!   schedule of faults (crashes, killed and frozen services, link flaps,
+//!   partitions, advert loss, handovers racing configuration writes), with
+//!   the pair's invariants checked over the whole schedule.
 //!
 //! It is a measurement harness, not a test oracle: only correctness
 //! failures (two units answering, a client left unserved, a change that
@@ -40,6 +44,7 @@
 //! from `duet-tests` and `duet-testkit`.
 
 pub mod capture;
+pub mod chaos;
 pub mod configsync;
 pub mod conntrack;
 pub mod conntrackd;

@@ -1,6 +1,6 @@
 //! `duet-bench`: duet's benchmarks in network namespaces, one subcommand
 //! each (see the `duet_bench` library): `failover`, `idle`, `loss`,
-//! `replication`, `configsync`, `conntrack`, `partition`, `tracked`.
+//! `replication`, `configsync`, `conntrack`, `partition`, `tracked`, `chaos`.
 //!
 //! Needs root. Run the release build for figures worth quoting:
 //! `cargo build --release --workspace --bins && sudo target/release/duet-bench failover`.
@@ -177,6 +177,36 @@ enum Cmd {
         #[arg(long, default_value = "services")]
         duet_launch: DuetLaunch,
         #[arg(long, default_value = "bench-results/tracked.json")]
+        json: PathBuf,
+    },
+    /// Issue 17's fault lab: whole pairs through seeded fault schedules, the pair's invariants
+    /// checked throughout (one address holder, bounded outages, no acknowledged generation lost,
+    /// connections kept, healthy again). A failing schedule replays with `--seed`.
+    Chaos {
+        /// Schedules to run, each in a fresh lab.
+        #[arg(long, default_value_t = 10)]
+        schedules: usize,
+        /// The first schedule's seed; schedule i uses seed + i.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The seeds to run instead (e.g. to replay failures: `--seeds 107`).
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<u64>,
+        /// Faults per schedule.
+        #[arg(long, default_value_t = 6)]
+        faults: usize,
+        /// Fault kinds drawn from: crash, kill-service, freeze, link-flap, partition, advert-loss,
+        /// handover, config-race (all when not given).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<duet_bench::chaos::FaultKind>,
+        /// Long-lived TCP connections through the virtual service.
+        #[arg(long, default_value_t = 20)]
+        conns: usize,
+        /// The client outage a planned handover may cause, in ms (10 on a release build; give a
+        /// debug build more).
+        #[arg(long, default_value_t = 10.0)]
+        handover_ms: f64,
+        #[arg(long, default_value = "bench-results/chaos.json")]
         json: PathBuf,
     },
     /// duet's ctnetlink layer alone: upsert (create), upsert (all existing) and dump of N flows.
@@ -491,6 +521,28 @@ fn tracked(opts: duet_bench::tracked::TrackedOptions, json: &Path) -> anyhow::Re
     Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+fn chaos(opts: duet_bench::chaos::ChaosOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    use duet_bench::chaos as ch;
+    let started_at = epoch_now();
+    eprintln!(
+        "duet-bench: {} fault schedules of {} faults, seeds {:?} (outage bounds: handover {} ms, standby {} ms, \
+         active HA timeout + interval + {} ms; healthy within {:?})",
+        opts.seeds.len(),
+        opts.faults,
+        opts.seeds,
+        opts.handover_ms,
+        opts.quiet_ms,
+        opts.slack_ms,
+        opts.recover
+    );
+    let results = ch::run_chaos(&opts, |line| eprintln!("{line}"))?;
+    let goals = ch::goals(&results);
+    println!("\n{}", ch::table(&results));
+    println!("{}", report::goals_text(&goals));
+    write_report(json, started_at, &opts, &goals, serde_json::json!({ "schedules": &results }))?;
+    Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn conntrack(opts: &ConntrackOptions, json: &Path) -> anyhow::Result<ExitCode> {
     let started_at = epoch_now();
     eprintln!("duet-bench: ctnetlink upsert and dump of {:?} flows, each in a fresh namespace", opts.flows);
@@ -576,6 +628,12 @@ fn main() -> ExitCode {
         Cmd::Tracked { reps, systems, duet_launch, json } => {
             let opts = duet_bench::tracked::TrackedOptions { reps, systems, duet_launch, ..Default::default() };
             tracked(opts, &json)
+        }
+        Cmd::Chaos { schedules, seed, seeds, faults, kinds, conns, handover_ms, json } => {
+            let seeds = if seeds.is_empty() { (seed..).take(schedules).collect() } else { seeds };
+            let opts =
+                duet_bench::chaos::ChaosOptions { seeds, faults, kinds, conns, handover_ms, ..Default::default() };
+            chaos(opts, &json)
         }
     };
     match result {
