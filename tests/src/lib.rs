@@ -245,8 +245,14 @@ impl PairLab {
     /// Starts a whole unit in `host` with `env` (`NAME=value`) added to its
     /// environment (its services inherit it), e.g. an OTLP endpoint.
     pub fn unit_with_env(&mut self, host: HostId, cfg: &UnitConfig, env: &[&str]) -> anyhow::Result<Proc> {
+        self.unit_from(host, cfg, &bin("duet"), env)
+    }
+
+    /// Starts a whole unit in `host` from the `duet` binary `exe` (another
+    /// release's, in the mixed-version test).
+    pub fn unit_from(&mut self, host: HostId, cfg: &UnitConfig, exe: &Path, env: &[&str]) -> anyhow::Result<Proc> {
         let path = cfg.write(self.lab.dir())?;
-        let exe = bin("duet").to_string_lossy().into_owned();
+        let exe = exe.to_string_lossy().into_owned();
         let p = path.to_string_lossy().into_owned();
         let mut argv = vec!["env", "DUET_LOG=info,duet=debug"];
         argv.extend_from_slice(env);
