@@ -35,6 +35,7 @@ fn status(r: &Refusal) -> Status {
         Refusal::RoleUnknown => Status::unavailable(m),
         Refusal::StaleBase { .. } => Status::aborted(m),
         Refusal::Invalid(_) => Status::invalid_argument(m),
+        Refusal::NoSpace(_) => Status::resource_exhausted(m),
         Refusal::Failed(_) => Status::internal(m),
     }
 }

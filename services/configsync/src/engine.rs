@@ -24,8 +24,21 @@ pub enum Refusal {
     Invalid(Vec<Problem>),
     /// Restoring a backup of the other kind of unit (S6).
     WrongKind(String),
+    /// The state directory is full: nothing was committed.
+    NoSpace(String),
     /// Anything else (the store failed).
     Failed(String),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => Self::NoSpace(
+                format!("{e}: nothing was committed; free space in the unit's state_dir and apply the change again"),
+            ),
+            _ => Self::Failed(e.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -47,7 +60,7 @@ impl std::fmt::Display for Refusal {
                 let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
                 f.write_str(&lines.join("; "))
             }
-            Self::WrongKind(why) | Self::Failed(why) => f.write_str(why),
+            Self::WrongKind(why) | Self::NoSpace(why) | Self::Failed(why) => f.write_str(why),
         }
     }
 }
@@ -134,11 +147,7 @@ impl Engine {
     }
 
     fn commit(&mut self, content: &Image, origin: &'static str, comment: &str) -> Result<Committed, Refusal> {
-        let img = self
-            .store
-            .commit(content, store::provenance(&self.unit, origin, comment))
-            .map_err(|e| Refusal::Failed(e.to_string()))?
-            .clone();
+        let img = self.store.commit(content, store::provenance(&self.unit, origin, comment))?.clone();
         Ok(Committed { image: img, origin, trace: String::new() })
     }
 
@@ -181,7 +190,7 @@ impl Engine {
         if base != current {
             return Err(Refusal::StaleBase { base, current });
         }
-        let old = self.store.generation(to).map_err(|e| Refusal::Failed(e.to_string()))?;
+        let old = self.store.generation(to)?;
         self.commit(&old, "rolled-back", &format!("rolled back to generation {to}"))
     }
 
@@ -201,11 +210,7 @@ impl Engine {
             )));
         }
         let from = img.provenance.as_ref().map_or_else(String::new, |p| p.unit.clone());
-        let image = self
-            .store
-            .commit_at(img, img.generation, store::provenance(&from, "synced", reason))
-            .map_err(|e| Refusal::Failed(e.to_string()))?
-            .clone();
+        let image = self.store.commit_at(img, img.generation, store::provenance(&from, "synced", reason))?.clone();
         let _ = self.store.set_synced(image.generation);
         Ok(Committed { image, origin: "synced", trace: String::new() })
     }
@@ -220,8 +225,7 @@ impl Engine {
                 &content,
                 held + 1,
                 store::provenance(&self.unit, "committed", &format!("re-based above the partner's generation {held}")),
-            )
-            .map_err(|e| Refusal::Failed(e.to_string()))?
+            )?
             .clone();
         Ok(Committed { image: img, origin: "committed", trace: String::new() })
     }
@@ -292,7 +296,7 @@ impl Engine {
 
     /// Local settings (S4), on either unit.
     pub fn set_local(&self, l: &LocalSettings) -> Result<(), Refusal> {
-        self.store.set_local(l).map_err(|e| Refusal::Failed(e.to_string()))
+        self.store.set_local(l).map_err(Refusal::from)
     }
 }
 
@@ -463,6 +467,16 @@ mod tests {
         let mut bad = taken.clone();
         bad.hash = "00".into();
         assert!(b.adopt(&bad, "").is_err());
+    }
+
+    #[test]
+    fn a_full_state_directory_is_said_with_its_fix_and_nothing_else_is() {
+        let full = StoreError::Io { path: "/x/gen-3.pb".into(), source: std::io::ErrorKind::StorageFull.into() };
+        let r = Refusal::from(full);
+        assert!(matches!(r, Refusal::NoSpace(_)), "{r:?}");
+        assert!(r.to_string().contains("nothing was committed; free space in the unit's state_dir"), "{r}");
+        let other = StoreError::Io { path: "/x".into(), source: std::io::ErrorKind::PermissionDenied.into() };
+        assert!(matches!(Refusal::from(other), Refusal::Failed(_)));
     }
 
     #[test]
