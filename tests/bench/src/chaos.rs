@@ -66,10 +66,12 @@ pub enum FaultKind {
     AdvertLoss,
     Handover,
     ConfigRace,
+    DiskFull,
+    ResyncHandover,
 }
 
 impl FaultKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::Crash,
         Self::KillService,
         Self::Freeze,
@@ -78,6 +80,8 @@ impl FaultKind {
         Self::AdvertLoss,
         Self::Handover,
         Self::ConfigRace,
+        Self::DiskFull,
+        Self::ResyncHandover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +94,8 @@ impl FaultKind {
             Self::AdvertLoss => "advert-loss",
             Self::Handover => "handover",
             Self::ConfigRace => "config-race",
+            Self::DiskFull => "disk-full",
+            Self::ResyncHandover => "resync-handover",
         }
     }
 }
@@ -173,6 +179,13 @@ pub enum Fault {
     Handover,
     /// A configuration write and a planned handover at the same moment.
     ConfigRace,
+    /// The unit's state directory (a small tmpfs of its own) filled for
+    /// `ms`, a configuration write in between, then freed.
+    DiskFull { side: Side, ms: u64 },
+    /// The standby's replicator killed, and a planned handover asked for as
+    /// soon as it is back, while it resyncs (the handover waits or is
+    /// refused; no connection may be lost either way).
+    ResyncHandover,
 }
 
 impl Fault {
@@ -186,6 +199,8 @@ impl Fault {
             Self::AdvertLoss { .. } => FaultKind::AdvertLoss,
             Self::Handover => FaultKind::Handover,
             Self::ConfigRace => FaultKind::ConfigRace,
+            Self::DiskFull { .. } => FaultKind::DiskFull,
+            Self::ResyncHandover => FaultKind::ResyncHandover,
         }
     }
 
@@ -199,11 +214,12 @@ impl Fault {
     fn outage_bound_ms(&self, opts: &ChaosOptions) -> f64 {
         let failover = TIMEOUT_MS + INTERVAL_MS + opts.slack_ms;
         match self {
-            Self::Handover | Self::ConfigRace => opts.handover_ms,
+            Self::Handover | Self::ConfigRace | Self::ResyncHandover => opts.handover_ms,
             Self::Crash { side: Side::Standby, .. }
             | Self::KillService { side: Side::Standby, .. }
             | Self::Freeze { side: Side::Standby, .. }
-            | Self::LinkFlap { side: Side::Standby, .. } => opts.quiet_ms,
+            | Self::LinkFlap { side: Side::Standby, .. }
+            | Self::DiskFull { .. } => opts.quiet_ms,
             _ => failover,
         }
     }
@@ -237,6 +253,8 @@ impl fmt::Display for Fault {
             Self::AdvertLoss { percent, ms } => write!(f, "{percent} % advert loss {:.1} s", secs(ms)),
             Self::Handover => write!(f, "planned handover"),
             Self::ConfigRace => write!(f, "configuration write racing a handover"),
+            Self::DiskFull { side: s, ms } => write!(f, "state directory full on {} {:.1} s", side(s), secs(ms)),
+            Self::ResyncHandover => write!(f, "planned handover while the standby resyncs"),
         }
     }
 }
@@ -293,6 +311,8 @@ pub fn schedule(seed: u64, n: usize, kinds: &[FaultKind]) -> Vec<Fault> {
                 FaultKind::AdvertLoss => Fault::AdvertLoss { percent: r.pick(&[1, 10]), ms: r.range(5000, 10_000) },
                 FaultKind::Handover => Fault::Handover,
                 FaultKind::ConfigRace => Fault::ConfigRace,
+                FaultKind::DiskFull => Fault::DiskFull { side, ms: r.range(1000, 8000) },
+                FaultKind::ResyncHandover => Fault::ResyncHandover,
             }
         })
         .collect()
@@ -655,8 +675,9 @@ impl Pair<'_> {
     }
 
     /// Applies `f` (the active is `active`) and heals it; returns when
-    /// healed.
-    fn apply(&mut self, f: &Fault, active: Unit) -> Result<()> {
+    /// healed, with the configuration write it made meanwhile (a full disk's).
+    fn apply(&mut self, f: &Fault, active: Unit) -> Result<Option<thread::JoinHandle<Result<u64, String>>>> {
+        let mut write = None;
         let on = |s: &Side| if *s == Side::Active { active } else { active.other() };
         match f {
             Fault::Crash { side, down_ms } => {
@@ -713,8 +734,39 @@ impl Pair<'_> {
                 self.lb.l.lab.remove_rule(rule)?;
             }
             Fault::Handover | Fault::ConfigRace => self.handover(active)?,
+            Fault::DiskFull { side, ms } => {
+                let dir = self.cfgs[idx(on(side))].state_dir.clone();
+                let filler = dir.join("chaos-filler");
+                // Every free block taken (tmpfs: fallocate fails once it is
+                // full, having taken what there was).
+                let _ = std::process::Command::new("fallocate")
+                    .args(["-l", "1G", &filler.to_string_lossy()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let _ = std::process::Command::new("dd")
+                    .args(["if=/dev/zero", &format!("of={}.2", filler.display()), "bs=64k"])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                write = Some(self.write_thread(active));
+                thread::sleep(Duration::from_millis(*ms));
+                let _ = std::fs::remove_file(&filler);
+                std::fs::remove_file(format!("{}.2", filler.display()))?;
+            }
+            Fault::ResyncHandover => {
+                let standby = active.other();
+                self.signal(standby, Service::Replicator, Signal::SIGKILL)?;
+                self.started(standby);
+                let host = self.host(standby);
+                wait_for("the standby's replicator back", Duration::from_secs(10), Duration::from_millis(5), || {
+                    (!pids_of(&self.lb.l.lab, host, Service::Replicator.comm()).is_empty()).then_some(())
+                })?;
+                // Refused (the partner is not ready) or waited for: either
+                // is right; what matters is what the client sees.
+                let exe = bin("duetctl").to_string_lossy().into_owned();
+                let _ = self.lb.l.lab.run_status(self.host(active), &[&exe, "failover"])?;
+            }
         }
-        Ok(())
+        Ok(write)
     }
 
     /// Each unit's holding intervals of the shared address over
@@ -748,6 +800,29 @@ impl Pair<'_> {
             }
         }
         out
+    }
+}
+
+/// A tmpfs mounted for the run, unmounted (lazily: the units may still
+/// hold files in it) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", &dir.to_string_lossy()])
+            .status()?;
+        if !st.success() {
+            bail!("mounting a tmpfs on {}: {st}", dir.display());
+        }
+        Ok(Self(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").args(["-l", &self.0.to_string_lossy()]).status();
     }
 }
 
@@ -796,6 +871,9 @@ fn run_schedule(
     progress: &mut impl FnMut(&str),
 ) -> Result<()> {
     let cfgs = [lb.unit_config("lb1", "first", "lb1", "lb2")?, lb.unit_config("lb2", "second", "lb2", "lb1")?];
+    // Each unit's state directory on a small filesystem of its own, for the
+    // disk-full fault.
+    let _state_fs: Vec<Tmpfs> = cfgs.iter().map(|c| Tmpfs::mount(&c.state_dir, "16m")).collect::<Result<_>>()?;
     let _server = lb.server()?;
     let mut pair = Pair {
         lb,
@@ -838,12 +916,14 @@ fn run_schedule(
     for f in faults {
         let active = pair.active().context("no active unit before the fault")?;
         let start = epoch_now();
-        let writer = pair.write_thread(active);
+        // The write racing the fault; with a full disk, while it is full.
+        let early = (!matches!(f, Fault::DiskFull { .. })).then(|| pair.write_thread(active));
         if *f != Fault::ConfigRace {
             // Let the write reach the active before the fault, most of the time.
             thread::sleep(Duration::from_millis(20));
         }
-        pair.apply(f, active)?;
+        let during = pair.apply(f, active)?;
+        let writer = early.or(during).context("no configuration write with the fault")?;
         let healed = epoch_now();
         let heal_at = Instant::now();
         if f.partitions() {
