@@ -35,6 +35,7 @@ mod etcd;
 mod lab;
 mod netns;
 mod process;
+mod rng;
 mod scripted;
 
 use std::thread;
@@ -46,6 +47,7 @@ pub use etcd::EtcdCluster;
 pub use lab::{HostId, Lab, RuleId, SegmentId};
 pub use netns::{in_netns, kill_all_in, pids_in};
 pub use process::Proc;
+pub use rng::Rng;
 pub use scripted::{LoopbackPair, ScriptedElection, eventually, grpc_health, loopback_pair};
 
 /// Checks that the test can build a lab.

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use duet_proto::common::v1::Role;
 use duet_proto::configsync::v1 as cs;
-use duet_testkit::{HostId, Proc, wait_for};
+use duet_testkit::{HostId, Proc, Rng, wait_for};
 use duet_tests::conns::ClientReport;
 use duet_tests::lblab::{self, LbLab};
 use duet_tests::{SHARED, UnitConfig, bin, configsync_call, epoch_now, monitor_addresses, parse_addr_events, pids_of};
@@ -256,33 +256,6 @@ impl fmt::Display for Fault {
             Self::DiskFull { side: s, ms } => write!(f, "state directory full on {} {:.1} s", side(s), secs(ms)),
             Self::ResyncHandover => write!(f, "planned handover while the standby resyncs"),
         }
-    }
-}
-
-/// splitmix64: small, seedable, and the same on every machine.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[(self.next_u64() % v.len() as u64) as usize]
     }
 }
 

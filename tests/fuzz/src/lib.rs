@@ -25,28 +25,7 @@ use prost::Message as _;
 /// Largest input tried.
 pub const MAX_INPUT: usize = 8192;
 
-/// A small, fast, seeded generator (splitmix64).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-}
+pub use duet_testkit::Rng;
 
 /// Byte values that tend to matter to parsers.
 const INTERESTING: &[u8] = &[0, 1, 2, 4, 7, 8, 15, 16, 20, 32, 63, 64, 127, 128, 254, 255];
