@@ -1,24 +1,19 @@
 //! The harness tested on a real kernel; every test needs root and skips
 //! (or, with `CI` set, fails) without it.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::netns_names;
 use duet_testkit::{Lab, in_netns, require_root, wait_for};
 use nix::sys::signal::Signal;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-fn netns_names() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect()
-}
 
 fn namespaces_with(prefix: &str) -> Vec<String> {
     netns_names().into_iter().filter(|n| n.starts_with(prefix)).collect()

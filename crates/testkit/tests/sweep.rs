@@ -6,20 +6,15 @@
 //! CI: `Cannot open network namespace "dk…-stale"`). Cargo runs test binaries
 //! one after another, so nothing else sweeps while this one runs.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::netns_names;
 use duet_testkit::{Lab, require_root, wait_for};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-fn netns_names() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect()
-}
 
 #[test]
 fn sweep_removes_only_dead_runs_namespaces() {
