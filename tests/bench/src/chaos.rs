@@ -71,6 +71,18 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// The kinds of the lab's first version, in its order: the seeds that
+    /// found its bugs draw their schedules from these.
+    pub const FIRST_EIGHT: [Self; 8] = [
+        Self::Crash,
+        Self::KillService,
+        Self::Freeze,
+        Self::LinkFlap,
+        Self::Partition,
+        Self::AdvertLoss,
+        Self::Handover,
+        Self::ConfigRace,
+    ];
     pub const ALL: [Self; 10] = [
         Self::Crash,
         Self::KillService,
@@ -1157,6 +1169,26 @@ mod tests {
     fn a_seed_gives_the_same_schedule_every_time_and_seeds_differ() {
         assert_eq!(schedule(7, 20, &[]), schedule(7, 20, &[]));
         assert_ne!(schedule(7, 20, &[]), schedule(8, 20, &[]));
+    }
+
+    /// The schedules that found bugs replay as they were found (CI runs
+    /// them): a change to the generator or the kinds' order would silently
+    /// turn them into other schedules.
+    #[test]
+    fn the_regression_seeds_still_draw_the_schedules_that_found_the_bugs() {
+        let text = |seed| {
+            schedule(seed, 6, &FaultKind::FIRST_EIGHT).iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        };
+        assert_eq!(
+            text(1),
+            "configuration write racing a handover; link down on active 4.0 s; 10 % advert loss 8.1 s; \
+             kill duet-election on active; freeze duet-election on active 9.6 s; kill duet on standby"
+        );
+        assert_eq!(
+            text(107),
+            "freeze duet-election on active 1.5 s; crash active (down 1.6 s); crash standby (down 2.1 s); \
+             link down on standby 4.7 s; crash standby (down 0.5 s); configuration write racing a handover"
+        );
     }
 
     #[test]
