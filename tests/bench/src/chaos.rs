@@ -222,6 +222,12 @@ impl Fault {
         matches!(self, Self::LinkFlap { .. } | Self::Partition { .. } | Self::AdvertLoss { .. })
     }
 
+    /// A planned handover (the operator's, or one racing a write or a
+    /// resync).
+    pub fn planned(&self) -> bool {
+        matches!(self, Self::Handover | Self::ConfigRace | Self::ResyncHandover)
+    }
+
     /// The longest client outage allowed, in ms.
     fn outage_bound_ms(&self, opts: &ChaosOptions) -> f64 {
         let failover = TIMEOUT_MS + INTERVAL_MS + opts.slack_ms;
@@ -389,6 +395,8 @@ pub struct ScheduleResult {
     pub pacified_expected: usize,
     /// Problems found, one line each (empty: every invariant held).
     pub violations: Vec<String>,
+    /// Planned handovers over their outage bound (a performance goal).
+    pub slow_handovers: Vec<String>,
 }
 
 impl ScheduleResult {
@@ -409,6 +417,7 @@ impl ScheduleResult {
             panics: 0,
             pacified_expected: 0,
             violations: Vec::new(),
+            slow_handovers: Vec::new(),
         }
     }
 
@@ -434,7 +443,12 @@ pub fn run_chaos(opts: &ChaosOptions, mut progress: impl FnMut(&str)) -> Result<
         progress(&format!(
             "seed {seed}: {}",
             if r.ok() {
-                "every invariant held".to_owned()
+                let slow = r.slow_handovers.len();
+                if slow == 0 {
+                    "every invariant held".to_owned()
+                } else {
+                    format!("every invariant held; {slow} planned handover(s) over the outage bound")
+                }
             } else {
                 r.error.iter().chain(&r.violations).cloned().collect::<Vec<_>>().join("; ")
             }
@@ -960,7 +974,10 @@ fn run_schedule(
             }
         ));
         if res.outage_ms > bound {
-            r.violations.push(format!("{}: client outage {:.1} ms, bound {bound:.0} ms", res.text, res.outage_ms));
+            let line = format!("{}: client outage {:.1} ms, bound {bound:.0} ms", res.text, res.outage_ms);
+            // A planned handover's bound is a figure to meet, not a promise
+            // broken: reported apart (a performance goal).
+            if f.planned() { r.slow_handovers.push(line) } else { r.violations.push(line) }
         }
         if let Some(u) = &res.unhealthy {
             r.violations.push(format!("{}: not healthy {:?} after the heal: {u}", res.text, opts.recover));
@@ -1149,16 +1166,37 @@ pub fn goals(results: &[ScheduleResult]) -> Vec<Goal> {
         })
         .collect();
     let faults: usize = results.iter().map(|r| r.faults.len()).sum();
-    vec![Goal {
-        goal: "every invariant holds through every schedule".into(),
-        measured: if failed.is_empty() {
-            format!("{} schedules, {faults} faults, no violation", results.len())
-        } else {
-            failed.join(" | ")
+    let planned: Vec<f64> =
+        results.iter().flat_map(|r| &r.faults).filter(|f| f.fault.planned()).map(|f| f.outage_ms).collect();
+    let slow: usize = results.iter().map(|r| r.slow_handovers.len()).sum();
+    let mut sorted = planned.clone();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    let bound = results.iter().flat_map(|r| &r.faults).find(|f| f.fault.planned()).map_or(0.0, |f| f.outage_bound_ms);
+    vec![
+        Goal {
+            goal: "every invariant holds through every schedule".into(),
+            measured: if failed.is_empty() {
+                format!("{} schedules, {faults} faults, no violation", results.len())
+            } else {
+                failed.join(" | ")
+            },
+            pass: Some(failed.is_empty()),
+            correctness: true,
         },
-        pass: Some(failed.is_empty()),
-        correctness: true,
-    }]
+        Goal {
+            goal: format!("every planned handover's client outage <= {bound:.0} ms"),
+            measured: format!(
+                "{slow} of {} over; p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+                planned.len(),
+                at(0.5),
+                at(0.9),
+                at(1.0)
+            ),
+            pass: (!planned.is_empty()).then_some(slow == 0),
+            correctness: false,
+        },
+    ]
 }
 
 #[cfg(test)]
