@@ -20,16 +20,34 @@ struct Args {
     /// Only the parser(s) named (carp, arp, peer-status, ctnetlink, peer-link, unit-file, image-json).
     #[arg(long)]
     target: Vec<String>,
+    /// Instead of fuzzing: write each chosen parser's seeds as files into DIR/<parser>/ (the
+    /// coverage-guided harness's starting corpus).
+    #[arg(long, value_name = "DIR")]
+    write_seeds: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let chosen = |t: &duet_fuzz::Target| args.target.is_empty() || args.target.iter().any(|n| n == t.name);
+    if let Some(dir) = &args.write_seeds {
+        for t in duet_fuzz::targets().iter().filter(|t| chosen(t)) {
+            let d = dir.join(t.name);
+            let written = std::fs::create_dir_all(&d).and_then(|()| {
+                (t.seeds)().iter().enumerate().try_for_each(|(i, s)| std::fs::write(d.join(format!("seed-{i:03}")), s))
+            });
+            if let Err(e) = written {
+                eprintln!("writing the seeds of {} into {}: {e}", t.name, d.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     // A caught panic is reported with its input; the default hook's
     // message would only repeat it.
     std::panic::set_hook(Box::new(|_| {}));
     let mut failed = false;
     println!("{:<12} {:>12} {:>10} {:>12}  seeds", "parser", "inputs", "seconds", "inputs/s");
-    for t in duet_fuzz::targets().iter().filter(|t| args.target.is_empty() || args.target.iter().any(|n| n == t.name)) {
+    for t in duet_fuzz::targets().iter().filter(|t| chosen(t)) {
         let o = duet_fuzz::run(t, args.inputs, args.seed);
         let secs = o.took.as_secs_f64();
         println!(
