@@ -77,6 +77,11 @@ pub struct ClientReport {
     pub gap_max_ms: f64,
     /// The first few errors seen.
     pub errors: Vec<String>,
+    /// When each hung connection last had an answer (wall clock, seconds
+    /// since the UNIX epoch): whether it went silent before or after a
+    /// fault.
+    #[serde(default)]
+    pub hung_last_answer: Vec<f64>,
 }
 
 #[derive(Debug)]
@@ -201,7 +206,12 @@ pub async fn run_client(o: ClientOptions) -> anyhow::Result<ClientReport> {
                             r.errors.push(e);
                         }
                     }
-                    None if tail > o.hung_after => r.hung += 1,
+                    None if tail > o.hung_after => {
+                        r.hung += 1;
+                        let wall = std::time::SystemTime::now() - end.elapsed() - tail;
+                        r.hung_last_answer
+                            .push(wall.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+                    }
                     None => r.ok += 1,
                 }
             }

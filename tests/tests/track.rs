@@ -119,10 +119,22 @@ fn haproxy_killed_on_the_active_moves_the_role_and_it_returns_after_rise() {
         ensure!(talk(l)?.contains("hello"), "no answer through lb2's HAProxy");
         let r = lblab::client_report(&json, Duration::from_secs(20))?;
         eprintln!("connections through the handover: {r:?}");
-        // No unit resets a connection. That every one keeps answering is
-        // not asserted: one CI run of six saw 1 of 20 stop answering after
-        // this planned handover (not yet understood; see issue 18's note).
+        // No connection is reset, and none goes silent from the kill on:
+        // the handover keeps every one. (One CI run once saw a connection
+        // fall silent about 0.3 s before the kill, with nothing moving yet;
+        // one that went silent before the fault is said, not blamed on it.)
         ensure!((r.reset, r.failed_connect) == (0, 0), "established connections through the handover: {r:?}");
+        ensure!(
+            r.hung_last_answer.iter().all(|t| *t < t0),
+            "a connection went silent after the kill (at {:?}, kill at {t0}): {r:?}",
+            r.hung_last_answer
+        );
+        if r.hung > 0 {
+            eprintln!(
+                "WARNING: {} connection(s) silent since before the kill: {:?} (kill at {t0})",
+                r.hung, r.hung_last_answer
+            );
+        }
         let sa = l.l.status(a)?;
         ensure!(check(l, a).is_some_and(|c| c.state == pb::CheckState::Failing as i32), "a's check failing: {sa:?}");
         let sb = l.l.status(b)?;

@@ -1069,7 +1069,21 @@ fn run_schedule(
             r.violations
                 .push(format!("connections reset {} (failed to open {}): {:?}", c.reset, c.failed_connect, c.errors));
         }
-        if c.hung > 0 && !partitioned {
+        // Each hung connection by the fault under way when it went silent:
+        // one that a partition-class fault silenced is reported only.
+        for t in &c.hung_last_answer {
+            let during = r.faults.iter().rev().find(|f| f.started_at <= *t);
+            match during {
+                Some(f) if f.fault.partitions() => {}
+                Some(f) => r.violations.push(format!(
+                    "a connection went silent {:.3} s into \"{}\" and never answered again",
+                    t - f.started_at,
+                    f.text
+                )),
+                None => r.violations.push("a connection went silent before the first fault".into()),
+            }
+        }
+        if c.hung > c.hung_last_answer.len() && !partitioned {
             r.violations.push(format!("{} of {} connections hung with no partition in the schedule", c.hung, c.conns));
         }
     }
