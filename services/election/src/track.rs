@@ -82,12 +82,38 @@ pub(crate) async fn probe(track: &Track, watch: &mut Option<ProcessWatch>) -> (b
         }
         Probe::Interface { name, has_address } => interface(name, *has_address),
         Probe::File(path) => file(path),
-        Probe::Dataplane => match tokio::task::spawn_blocking(duet_dataplane::table_exists).await {
-            Ok(Ok(true)) => (true, "duet's nftables table is in place".into()),
-            Ok(Ok(false)) => (false, "duet's nftables table is missing".into()),
-            Ok(Err(e)) => (false, format!("cannot list nftables tables: {e}")),
-            Err(e) => (false, format!("the nft listing did not finish: {e}")),
+        Probe::Dataplane => match tokio::task::spawn_blocking(|| {
+            (duet_dataplane::table_exists(), duet_net::sysctl::read(CONNTRACK_EVENTS).ok())
+        })
+        .await
+        {
+            Ok((table, events)) => dataplane(table, events.as_deref()),
+            Err(e) => (false, format!("the data plane's check did not finish: {e}")),
         },
+    }
+}
+
+/// The kernel's switch for connection-tracking events: the replicator hears
+/// new and changed connections through them (0: off; 1: on; 2: on while a
+/// listener is subscribed).
+const CONNTRACK_EVENTS: &str = "net.netfilter.nf_conntrack_events";
+
+/// The data plane's verdict: duet's nftables table in place, and conntrack
+/// events not switched off (`events` is the sysctl's value; `None` when
+/// conntrack is not loaded, which the replicator loads when it starts).
+fn dataplane(table: Result<bool, duet_dataplane::DataplaneError>, events: Option<&str>) -> (bool, String) {
+    match (table, events) {
+        (Err(e), _) => (false, format!("cannot list nftables tables: {e}")),
+        (Ok(false), _) => (false, "duet's nftables table is missing".into()),
+        (Ok(true), Some("0")) => (
+            false,
+            format!(
+                "{CONNTRACK_EVENTS} = 0: the kernel sends no connection events, so the replicator hears no \
+                 connection; set it to 1"
+            ),
+        ),
+        (Ok(true), Some(v)) => (true, format!("duet's nftables table is in place; conntrack events on ({v})")),
+        (Ok(true), None) => (true, "duet's nftables table is in place (conntrack not loaded yet)".into()),
     }
 }
 
