@@ -635,10 +635,14 @@ impl Election {
                     let from = self.heard.map_or(now, |h| h.at);
                     self.down_deadline = Some((from + self.down_interval()).max(now));
                 }
+                // The partner learns at once that this unit can take the role again.
+                self.peer_status_deadline = Some(now);
                 Ok(())
             }
             Command::FollowerDetached => {
                 self.follower.attached = false;
+                // The partner learns at once that this unit cannot take the role.
+                self.peer_status_deadline = Some(now);
                 if self.role.advertises() {
                     self.takeover_lost(now);
                 }
@@ -1596,9 +1600,11 @@ impl Election {
                 r.addr,
                 r.status.failing.max(1)
             )),
-            Some(Role::Standby) if r.status.flags & peer::FLAG_READY == 0 => {
-                Some(format!("partner {} has not finished syncing its state (R4)", r.addr))
-            }
+            Some(Role::Standby) if r.status.flags & peer::FLAG_READY == 0 => Some(format!(
+                "partner {} is not ready to take the role: its state sync (R4) is not done, or its takeover service \
+                 is not running (its `duetctl status` says which)",
+                r.addr
+            )),
             Some(Role::Standby) => None,
             Some(other) => Some(format!("partner {} is {}", r.addr, other.display_name())),
             None => Some(format!("partner {} reports an unknown role", r.addr)),
@@ -1753,7 +1759,11 @@ impl Election {
 
     fn send_peer_status(&mut self, now: Time) {
         let mut flags = 0;
-        if self.ready {
+        // Ready to be handed the role: its state synced and healthy (R4,
+        // E16), and able to take it (a takeover service following, no
+        // checked link down). A unit whose takeover is being restarted is
+        // not handed the role, to hold nothing until the handover times out.
+        if self.ready && self.may_become_active() {
             flags |= peer::FLAG_READY;
         }
         if self.params.auth.no_password() {

@@ -818,3 +818,27 @@ fn a_stop_shorter_than_the_partners_timeout_changes_nothing() {
     assert_eq!(n.became(1, Role::Active, t), None, "the standby never took over");
     assert!(!n.notices(0).iter().any(|l| l.contains("sent no advert for")));
 }
+
+/// A standby whose takeover service is gone (being restarted) says it is
+/// not ready: the active refuses a handover to it at once and keeps the
+/// role, instead of releasing the address to a unit that would hold
+/// nothing until the handover timed out (the fault lab saw a 1 s outage).
+#[test]
+fn a_standby_without_its_takeover_service_is_not_handed_the_role() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    n.command(1, Command::FollowerAttached).unwrap();
+    n.run_for(Duration::from_secs(2));
+    n.command(1, Command::FollowerDetached).unwrap();
+    n.run_for(Duration::from_millis(50));
+    let err = n.command(0, Command::Handover { timeout: Duration::from_secs(1) }).unwrap_err();
+    assert!(err.to_string().contains("not ready to take the role"), "{err}");
+    n.run_for(Duration::from_secs(2));
+    assert_eq!((n.role(0), n.role(1)), (Some(Role::Active), Some(Role::Standby)));
+    // Its takeover back, the handover goes through.
+    n.command(1, Command::FollowerAttached).unwrap();
+    n.run_for(Duration::from_millis(50));
+    n.command(0, Command::Handover { timeout: Duration::from_secs(1) }).unwrap();
+    n.run_for(Duration::from_secs(1));
+    assert_eq!((n.role(0), n.role(1)), (Some(Role::Standby), Some(Role::Active)));
+}
