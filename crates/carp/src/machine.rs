@@ -725,6 +725,18 @@ impl Election {
         if self.readiness.next_expiry().is_some_and(|t| t <= now) {
             self.apply_readiness(now);
         }
+        // A standby woken long after its deadline (its process was
+        // stopped or starved) may have the active's adverts waiting unread:
+        // it listens one more interval before it takes over.
+        if let Some(d) = self.down_deadline
+            && d <= now
+            && self.role == Role::Standby
+            && self.heard.is_some()
+            && now.since(d) >= self.params.interval()
+        {
+            self.log(Notice::WokeLate { late: now.since(d) });
+            self.down_deadline = Some(now + self.params.interval());
+        }
         if let Some(d) = self.down_deadline
             && d <= now
             && matches!(self.role, Role::Init | Role::Standby)

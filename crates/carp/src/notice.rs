@@ -54,6 +54,9 @@ pub enum Notice {
     /// stopped, its machine suspended or starved) that the partner may have
     /// taken the role: it listens first.
     Overslept { silent: Duration },
+    /// The standby's takeover timer fired this late (its process stopped
+    /// or starved): it listens one more interval for adverts first.
+    WokeLate { late: Duration },
     /// The partner advertises at another pace than this unit expects.
     ProfileMismatch { partner: Ipv4Addr, partner_interval: Duration, own_interval: Duration },
     /// E9.
@@ -99,7 +102,7 @@ impl Notice {
             Self::DropSummary { .. } => Level::Warning,
             Self::SameMode { .. } | Self::NoPassword | Self::Pacified { .. } => Level::Error,
             Self::LinkLost { .. } | Self::TakeoverGone { .. } | Self::ProfileMismatch { .. } => Level::Error,
-            Self::Overslept { .. } => Level::Error,
+            Self::Overslept { .. } | Self::WokeLate { .. } => Level::Error,
             Self::PacifiedCleared | Self::Handover { .. } => Level::Info,
             Self::Readiness { ready: true, .. } => Level::Info,
             Self::Readiness { ready: false, .. } | Self::ReadinessStale { .. } => Level::Warning,
@@ -181,6 +184,12 @@ impl fmt::Display for Notice {
                 "This unit sent no advert for {} ms while active (its process stopped, or the machine suspended or \
                  starved): the partner may have taken over; standing by to listen first",
                 silent.as_millis()
+            ),
+            Self::WokeLate { late } => write!(
+                f,
+                "This unit's takeover timer fired {} ms late (its process stopped, or the machine suspended or \
+                 starved): listening one more advert interval before taking over, for adverts that may be waiting",
+                late.as_millis()
             ),
             Self::ProfileMismatch { partner, partner_interval, own_interval } => write!(
                 f,

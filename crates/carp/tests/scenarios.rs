@@ -842,3 +842,24 @@ fn a_standby_without_its_takeover_service_is_not_handed_the_role() {
     n.run_for(Duration::from_secs(1));
     assert_eq!((n.role(0), n.role(1)), (Some(Role::Standby), Some(Role::Active)));
 }
+
+/// A standby stopped past its timeout (found by the fault lab, seed 28):
+/// on waking its takeover timer is long overdue while the active's adverts
+/// wait unread. It listens one more interval first, hears the active, and
+/// never takes the role.
+#[test]
+fn a_standby_stopped_past_its_timeout_listens_before_taking_over() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(1), Some(Role::Standby));
+    let t = n.now;
+    frozen_for(&mut n, 1, Duration::from_millis(3700));
+    n.run_for(Duration::from_secs(5));
+    assert_eq!((n.role(0), n.role(1)), (Some(Role::Active), Some(Role::Standby)));
+    assert_eq!(n.became(1, Role::Active, t), None, "the woken standby never took the role");
+    assert!(n.notices(1).iter().any(|l| l.contains("fired") && l.contains("late")));
+    // With the active really gone, it still takes over, one interval later.
+    n.kill(0);
+    let took = n.run_until_cond(Duration::from_secs(6), Duration::from_millis(10), |n| n.role(1) == Some(Role::Active));
+    assert!(took.is_some_and(|d| d <= Duration::from_millis(3500)), "{took:?}");
+}
