@@ -667,10 +667,24 @@ impl Pair<'_> {
         thread::spawn(move || write_config(&ns, port).map_err(|e| format!("{e:#}")))
     }
 
+    /// `duetctl failover` on `u`. A refusal because the partner is not
+    /// ready yet (its readiness reaches the election a moment after the
+    /// replicator's status shows it) is retried for up to 5 s, as an
+    /// operator would.
     fn handover(&self, u: Unit) -> Result<()> {
         let exe = bin("duetctl").to_string_lossy().into_owned();
-        self.lb.l.lab.run(self.host(u), &[&exe, "failover"])?;
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.lb.l.lab.run_status(self.host(u), &[&exe, "failover"])?;
+            if out.status.success() {
+                return Ok(());
+            }
+            let said = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !said.contains("not ready to take the role") || Instant::now() >= deadline {
+                bail!("duetctl failover: {}", said.trim());
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Applies `f` (the active is `active`) and heals it; returns when
