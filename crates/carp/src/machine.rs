@@ -197,6 +197,12 @@ pub struct Init {
     /// E16: how long a handover made because of a failing check waits for
     /// the partner (zero: [`HEALTH_HANDOVER_TIMEOUT`]).
     pub health_handover_timeout: Duration,
+    /// The last run of this election held the role when it ended (killed
+    /// or crashed while active). Once the takeover service has applied
+    /// this run's role (the shared addresses released), the unit resigns
+    /// once, so that a ready partner takes the role at once instead of
+    /// after the HA timeout (SHA-256 mode; see the core).
+    pub was_active: bool,
 }
 
 /// A counter start for HMAC-SHA256 mode that is above anything sent
@@ -372,6 +378,9 @@ pub struct Election {
     /// E16: why this unit keeps the role although a check fails (status
     /// warning; logged when it changes).
     health_blocked: Option<String>,
+    /// The last run ended while active: resign once the takeover service
+    /// has applied this run's role ([`Init::was_active`]).
+    resign_pending: bool,
 }
 
 impl Election {
@@ -442,6 +451,7 @@ impl Election {
             },
             health_retry_at: None,
             health_blocked: None,
+            resign_pending: init.was_active,
             params,
         };
         // Checks that have not reported yet keep a demoting unit unready.
@@ -649,6 +659,23 @@ impl Election {
                 Ok(())
             }
             Command::TakeoverReport { ok } => {
+                // The takeover applied this run's first role (Init: nothing
+                // held). A last run that died active left a partner waiting
+                // out the HA timeout: resign now, so it takes the role at once.
+                // In SHA-256 mode only: its counters carry on across restarts
+                // (ucarp mode starts from a random one, which the partner
+                // refuses as out of sequence while it still counts this
+                // unit as live).
+                if ok
+                    && self.resign_pending
+                    && self.role == Role::Init
+                    && self.params.mode != HaMode::NonHa
+                    && matches!(self.params.auth, AuthParams::Sha256 { .. })
+                {
+                    self.resign_pending = false;
+                    self.log(Notice::ResignedAfterRestart);
+                    self.send_adverts(true);
+                }
                 if ok {
                     self.follower.failures = 0;
                 } else {
@@ -1701,6 +1728,8 @@ impl Election {
     }
 
     fn set_role(&mut self, now: Time, to: Role, reason: String) {
+        // Out of the first role, a resign after a restart means nothing.
+        self.resign_pending = false;
         self.role_reason.clone_from(&reason);
         if self.role == to {
             return;

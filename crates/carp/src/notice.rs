@@ -57,6 +57,9 @@ pub enum Notice {
     /// The standby's takeover timer fired this late (its process stopped
     /// or starved): it listens one more interval for adverts first.
     WokeLate { late: Duration },
+    /// The last run of this election ended while it held the role; it
+    /// resigned so that the partner takes the role at once.
+    ResignedAfterRestart,
     /// The partner advertises at another pace than this unit expects.
     ProfileMismatch { partner: Ipv4Addr, partner_interval: Duration, own_interval: Duration },
     /// E9.
@@ -103,6 +106,7 @@ impl Notice {
             Self::SameMode { .. } | Self::NoPassword | Self::Pacified { .. } => Level::Error,
             Self::LinkLost { .. } | Self::TakeoverGone { .. } | Self::ProfileMismatch { .. } => Level::Error,
             Self::Overslept { .. } | Self::WokeLate { .. } => Level::Error,
+            Self::ResignedAfterRestart => Level::Warning,
             Self::PacifiedCleared | Self::Handover { .. } => Level::Info,
             Self::Readiness { ready: true, .. } => Level::Info,
             Self::Readiness { ready: false, .. } | Self::ReadinessStale { .. } => Level::Warning,
@@ -184,6 +188,10 @@ impl fmt::Display for Notice {
                 "This unit sent no advert for {} ms while active (its process stopped, or the machine suspended or \
                  starved): the partner may have taken over; standing by to listen first",
                 silent.as_millis()
+            ),
+            Self::ResignedAfterRestart => f.write_str(
+                "The last run of this unit's election ended while it was active (killed or crashed): resigning, so \
+                 that the partner takes the role now rather than after the HA timeout",
             ),
             Self::WokeLate { late } => write!(
                 f,

@@ -863,3 +863,48 @@ fn a_standby_stopped_past_its_timeout_listens_before_taking_over() {
     let took = n.run_until_cond(Duration::from_secs(6), Duration::from_millis(10), |n| n.role(1) == Some(Role::Active));
     assert!(took.is_some_and(|d| d <= Duration::from_millis(3500)), "{took:?}");
 }
+
+/// The active's election killed and restarted by its supervisor (the fault
+/// lab: 1.7-2.9 s without service, the partner waiting out the timeout).
+/// The restarted run knows the last one died active: once its takeover
+/// service has applied the new run's role (the addresses released), it
+/// resigns, and the partner takes the role at once. SHA-256 mode, whose
+/// counters carry on across restarts (the driver's saved ceiling).
+#[test]
+fn an_election_restarted_after_dying_active_hands_the_role_over_at_once() {
+    let mk = |mode| {
+        let mut p = pair_params(mode, Preferred::None, standard(3));
+        p.auth = AuthParams::Sha256 { keys: vec![(1, b"secret key".to_vec())], send_key: 1 };
+        p
+    };
+    let mut n = Net::new(vec![mk(HaMode::First), mk(HaMode::Second)], 17);
+    n.start_counting(0, false, Some(1));
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.role(0), Some(Role::Active));
+    n.kill(0);
+    n.run_for(Duration::from_millis(300));
+    n.start_counting(0, true, Some(1 << 40));
+    n.run_for(Duration::from_millis(100));
+    assert_eq!(n.role(1), Some(Role::Standby), "nothing before the takeover has released the addresses");
+    let t = n.now;
+    n.command(0, Command::FollowerAttached).unwrap();
+    n.command(0, Command::TakeoverReport { ok: true }).unwrap();
+    n.run_for(Duration::from_millis(50));
+    let took = n.became(1, Role::Active, t).map(|at| at.since(t));
+    assert!(
+        took.is_some_and(|d| d < Duration::from_millis(50)),
+        "the partner took over after {took:?}: {:?}",
+        n.notices(1)
+    );
+    assert!(n.notices(0).iter().any(|l| l.contains("resigning")));
+    n.run_for(Duration::from_secs(10));
+    assert_eq!((n.role(0), n.role(1)), (Some(Role::Standby), Some(Role::Active)));
+    // A run whose last one ended standby resigns nothing.
+    n.kill(0);
+    n.start_counting(0, false, Some(1 << 41));
+    let t = n.now;
+    n.command(0, Command::FollowerAttached).unwrap();
+    n.command(0, Command::TakeoverReport { ok: true }).unwrap();
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(n.became(1, Role::Standby, t), None, "the active kept the role");
+}

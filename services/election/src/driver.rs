@@ -226,7 +226,17 @@ impl Driver {
             drop_log_window: setup.drop_log_window,
             tracks: setup.tracks,
             health_handover_timeout: setup.handover_timeout,
+            was_active: setup.state.was_active().unwrap_or_else(|e| {
+                tracing::error!("cannot read whether the last run was active: {e:#}");
+                false
+            }),
         };
+        if init.was_active {
+            tracing::warn!("the last run of the election ended while active (killed or crashed)");
+        }
+        if let Err(e) = setup.state.mark_active(false) {
+            tracing::error!("cannot clear the active mark in the state directory: {e:#}");
+        }
         let mut election = Election::new(setup.params.clone(), clock.now(), init);
         let _ = election.handle_command(clock.now(), Command::SetGeneration(setup.config_generation));
         let (events, events_rx) = broadcast::channel(1024);
@@ -508,6 +518,13 @@ impl Driver {
                 }
                 Action::RoleChanged { from, to, reason } => {
                     self.metrics.role_changed(to);
+                    // Whether this run holds the role, for the next run to
+                    // know if it died active.
+                    if (to == Role::Active) != (from == Role::Active)
+                        && let Err(e) = self.state.mark_active(to == Role::Active)
+                    {
+                        tracing::error!("cannot record the role in the state directory: {e:#}");
+                    }
                     // O3: the root of the role change's trace; the
                     // followers' spans join it through the event.
                     let span = duet_runtime::trace::start(

@@ -164,6 +164,28 @@ impl StateDir {
     pub fn save_counter(&self, last_sent: u64) -> anyhow::Result<()> {
         self.save("counter.json", &Counter { last_sent })
     }
+
+    /// Whether the last run of the election held the role when it ended
+    /// (it was killed or crashed while active: a clean stop hands over
+    /// first, and leaving the role clears the mark).
+    pub fn was_active(&self) -> anyhow::Result<bool> {
+        let m: ActiveMark = self.load(ACTIVE_FILE)?;
+        Ok(m.active)
+    }
+
+    /// Marks whether this run holds the role now (no fsync: it matters
+    /// after a process crash, which keeps the page cache).
+    pub fn mark_active(&self, active: bool) -> anyhow::Result<()> {
+        self.save_as(ACTIVE_FILE, &ActiveMark { active }, Durability::Cached)
+    }
+}
+
+/// Whether the election held the role, in the state directory.
+const ACTIVE_FILE: &str = "active.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ActiveMark {
+    active: bool,
 }
 
 /// The start history's file name in the state directory.

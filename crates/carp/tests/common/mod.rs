@@ -327,7 +327,18 @@ impl Net {
 
     /// (Re)starts unit `i` with fresh counters.
     pub fn start(&mut self, i: usize) {
-        let seed = self.rng.next();
+        self.start_with(i, false);
+    }
+
+    /// (Re)starts unit `i`; `was_active`: its last run died holding the
+    /// role. Counters go on from `counter_seed` when given (as the SHA-256
+    /// mode's saved ceiling makes them), else start at random.
+    pub fn start_with(&mut self, i: usize, was_active: bool) {
+        self.start_counting(i, was_active, None);
+    }
+
+    pub fn start_counting(&mut self, i: usize, was_active: bool, counter_seed: Option<u64>) {
+        let seed = counter_seed.unwrap_or_else(|| self.rng.next());
         let u = &mut self.units[i];
         u.starts += 1;
         u.started_at = self.now;
@@ -335,6 +346,7 @@ impl Net {
             counter_seed: seed,
             peer_counter_seed: (self.now.as_micros() << 16) + u.starts,
             tracks: u.tracks.clone(),
+            was_active,
             ..Default::default()
         };
         u.election = Some(Election::new(u.params.clone(), self.now, init));
