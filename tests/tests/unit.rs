@@ -494,3 +494,34 @@ fn a_non_root_duet_with_file_capabilities_raises_them_itself() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("needs CAP_NET_ADMIN and CAP_NET_RAW"), "{stderr}");
 }
+
+/// The active's election SIGKILLed (SHA-256 mode): the supervisor restarts
+/// it, the new run finds that the last one died active, and once its
+/// takeover has released the addresses it resigns; the standby takes the
+/// role well before the HA timeout (3 s) would have let it.
+#[test]
+fn an_election_killed_while_active_hands_the_role_over_when_it_restarts() {
+    lab_test("unit_resign", false, |l| {
+        const SHA256: &str =
+            "timeout_s = 3\n[ha.auth]\nmode = \"sha256\"\nkeys = [{ id = 1, secret = \"first key, long enough\" }]\n";
+        let mut c1 = UnitConfig::new("lb1", "first", l.lab.dir());
+        let mut c2 = UnitConfig::new("lb2", "second", l.lab.dir());
+        c1.ha = SHA256.into();
+        c2.ha = SHA256.into();
+        let u1 = l.unit(l.a, &c1)?;
+        l.wait_role(l.a, Role::Active, T)?;
+        let _u2 = l.unit(l.b, &c2)?;
+        l.wait_role(l.b, Role::Standby, T)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let killed = Instant::now();
+        sigkill(&pids_of(&l.lab, l.a, "duet-election"));
+        let took = l.wait_role(l.b, Role::Active, Duration::from_secs(10))?;
+        let after = killed.elapsed();
+        eprintln!("the standby active {after:?} after the kill (waited {took:?})");
+        u1.wait_log("resigning", Duration::from_secs(2))?;
+        // Without the resign: 2-3 s (the HA timeout from the last advert).
+        assert!(after < Duration::from_millis(1800), "taken over after {after:?}, not well before the HA timeout");
+        l.wait_role(l.a, Role::Standby, T)?;
+        Ok(())
+    });
+}
