@@ -300,6 +300,17 @@ impl Engine {
     }
 }
 
+/// Whether `img` was committed on the unit named `partner` through its
+/// API (a change, a restore, a rollback: what an active takes), not
+/// written into its store by someone else.
+pub fn committed_by(img: &Image, partner: &str) -> bool {
+    img.provenance.as_ref().is_some_and(|p| {
+        !partner.is_empty()
+            && p.unit == partner
+            && matches!(p.origin.as_str(), "committed" | "restored" | "rolled-back")
+    })
+}
+
 /// What an active unit does when its push finds the partner holding a
 /// higher generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,7 +318,8 @@ pub enum Behind {
     /// Every generation of this unit reached the partner: the partner's
     /// higher ones are commits this unit never received (acknowledged on
     /// the partner while it was active, just before the role moved). This
-    /// unit takes them: re-basing over them would lose an acknowledged
+    /// unit takes them if the partner committed them itself
+    /// ([`committed_by`]): re-basing over them would lose an acknowledged
     /// commit into a split backup.
     FastForward,
     /// This unit holds generations the partner never had (written while
@@ -452,9 +464,16 @@ mod tests {
         b.role = Some(Role::Active);
         let (r, _) = a.receive(&push(&b)).unwrap();
         assert_eq!((r.result, r.held_generation), (PushResult::Stale as i32, 2));
-        // b had everything it ever held in sync: it takes a's newer image.
+        // b had everything it ever held in sync: it takes a's newer image,
+        // which a committed itself (one written into a's store by hand is
+        // not taken).
         assert_eq!(b.behind(), Behind::FastForward);
         let taken = a.store.current().clone();
+        assert!(committed_by(&taken, "lb1"));
+        assert!(!committed_by(&taken, "lb3") && !committed_by(&taken, ""));
+        let mut by_hand = taken.clone();
+        by_hand.provenance.as_mut().unwrap().unit = "someone".into();
+        assert!(!committed_by(&by_hand, "lb1"));
         let c = b.adopt(&taken, "taken from the partner").unwrap();
         assert_eq!((c.image.generation, &c.image.hash), (2, &taken.hash));
         let (r, _) = a.receive(&push(&b)).unwrap();

@@ -388,29 +388,36 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
                 if shared.engine.lock().await.behind() == Behind::FastForward {
                     // The partner's image, if it is still the one it said it
                     // holds (else the next round asks again).
-                    let Some(img) = fetch(shared)
+                    let partner = shared.cfg.peer.as_ref().map_or("", |p| p.partner_name.as_str());
+                    match fetch(shared)
                         .await
                         .filter(|i| i.generation == resp.held_generation && i.hash == resp.held_hash)
-                    else {
-                        continue;
-                    };
-                    let c = shared.engine.lock().await.adopt(
-                        &img,
-                        &format!(
-                            "taken from the partner: generation {} was committed there and had not reached this unit",
-                            img.generation
-                        ),
-                    )?;
-                    tracing::warn!(
-                        generation = img.generation,
-                        from = %image.generation,
-                        "the partner holds newer generations this unit never received: took them"
-                    );
-                    let took = start.elapsed();
-                    lock(&shared.partner).last_sync = Some((SystemTime::now(), took));
-                    let (generation, hash) = (c.image.generation, c.image.hash.clone());
-                    shared.committed(c);
-                    return Ok(Pushed { generation, hash, took });
+                    {
+                        None => continue,
+                        Some(img) if crate::engine::committed_by(&img, partner) => {
+                            let c = shared.engine.lock().await.adopt(
+                                &img,
+                                &format!(
+                                    "taken from the partner: generation {} was committed there and had not reached \
+                                     this unit",
+                                    img.generation
+                                ),
+                            )?;
+                            tracing::warn!(
+                                generation = img.generation,
+                                from = %image.generation,
+                                "the partner holds newer generations this unit never received: took them"
+                            );
+                            let took = start.elapsed();
+                            lock(&shared.partner).last_sync = Some((SystemTime::now(), took));
+                            let (generation, hash) = (c.image.generation, c.image.hash.clone());
+                            shared.committed(c);
+                            return Ok(Pushed { generation, hash, took });
+                        }
+                        // Written there by someone else (by hand): this
+                        // unit's image wins, as below.
+                        Some(_) => {}
+                    }
                 }
                 let c = shared.engine.lock().await.rebase_above(resp.held_generation)?;
                 tracing::warn!(
