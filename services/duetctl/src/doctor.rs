@@ -19,8 +19,9 @@ use serde::Serialize;
 pub const FOREIGN_RECENT: std::time::Duration = std::time::Duration::from_secs(600);
 /// Clocks further apart than this are a finding.
 pub const CLOCK_SKEW_MS: i64 = 1000;
-/// Replication slower than this (p99 to the standby's acknowledgement).
-pub const LAG_P99_US: u64 = 1_000_000;
+/// A change waiting this long for the partner's acknowledgement is a
+/// finding.
+pub const LAG_MS: u64 = 1000;
 
 /// What to do about a peer link that refuses the partner.
 const PEER_LINK_FIX: &str = "the units' peer-link certificates do not fit: both signed by the CA in tls_ca, each issued \
@@ -273,12 +274,21 @@ pub fn diagnose(o: &Observations) -> Vec<Finding> {
                 "connections would not survive a failover: check the partner's replicator and the peer link \
                  (replicator.peer_port open between the units, certificates)",
             );
-        } else if r.lag_p99_us > LAG_P99_US {
+        } else if r.lag_ms > LAG_MS {
+            // Lagging now: a change waits for the partner. The p99 alone
+            // remembers a past outage of the link for as long as its
+            // samples last, which says nothing about now.
             find(
                 &mut out,
                 "replication-lag",
                 Warning,
-                format!("replication lags: p99 {} ms to the partner's acknowledgement", r.lag_p99_us / 1000),
+                format!(
+                    "replication lags: the oldest change not yet acknowledged by the partner is {} ms old ({} waiting; \
+                     p99 {} ms)",
+                    r.lag_ms,
+                    r.lag_changes,
+                    r.lag_p99_us / 1000
+                ),
                 "the link between the units or the standby is too slow for the connection rate",
             );
         }
@@ -563,6 +573,11 @@ mod tests {
     #[test]
     fn a_healthy_pair_has_nothing_wrong() {
         assert!(diagnose(&healthy()).is_empty(), "{:?}", diagnose(&healthy()));
+        // A high p99 from a past outage of the link, with nothing waiting
+        // now, is history, not a finding.
+        let mut o = healthy();
+        o.replicator.as_mut().unwrap().lag_p99_us = 3_340_000;
+        assert!(diagnose(&o).is_empty(), "{:?}", diagnose(&o));
     }
 
     #[test]
@@ -636,7 +651,13 @@ mod tests {
                 }),
             ),
             ("replication-unlinked", Box::new(|o| o.replicator.as_mut().unwrap().partner_connected = false)),
-            ("replication-lag", Box::new(|o| o.replicator.as_mut().unwrap().lag_p99_us = 2_500_000)),
+            (
+                "replication-lag",
+                Box::new(|o| {
+                    let r = o.replicator.as_mut().unwrap();
+                    (r.lag_ms, r.lag_changes) = (2500, 40);
+                }),
+            ),
             (
                 "peer-link-refused",
                 Box::new(|o| {
