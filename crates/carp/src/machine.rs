@@ -455,7 +455,7 @@ impl Election {
             params,
         };
         // Checks that have not reported yet keep a demoting unit unready.
-        e.ready = e.readiness.ready() && !e.health.summary().demoted;
+        e.ready = e.components_ready();
         if e.params.auth.no_password() && e.params.mode != HaMode::NonHa {
             e.log(Notice::NoPassword);
         }
@@ -1596,11 +1596,17 @@ impl Election {
         for n in self.readiness.expire(now) {
             self.log(n);
         }
-        let ready = self.readiness.ready() && !self.health.summary().demoted;
+        let ready = self.components_ready();
         if self.ready != ready {
             self.ready = ready;
             self.peer_status_deadline = Some(now);
         }
+    }
+
+    /// R4 and E16: every component reporting lately is ready, and no
+    /// check that demotes the unit fails.
+    fn components_ready(&self) -> bool {
+        self.readiness.ready() && !self.health.summary().demoted
     }
 
     fn down_interval(&self) -> Duration {
