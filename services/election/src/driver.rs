@@ -55,6 +55,10 @@ use crate::state::{Durability, StateDir};
 pub(crate) use request::{HandoverOutcome, Request, Snapshot, TakeoverReport};
 
 /// Scheduling delays kept for the percentiles in the status.
+/// A timer this late means the process was stopped or starved: packets
+/// that arrived meanwhile are handled before it.
+const LISTEN_FIRST_WHEN_LATE: Duration = Duration::from_millis(20);
+
 const DELAY_SAMPLES: usize = 4096;
 
 /// The replay windows are written at most this often ([`Driver::save_state`]):
@@ -366,7 +370,20 @@ impl Driver {
                         break;
                     }
                     if let Some(d) = deadline.filter(|d| now >= *d) {
-                        self.timer_lateness.record(d.elapsed());
+                        let late = d.elapsed();
+                        self.timer_lateness.record(late);
+                        if late >= LISTEN_FIRST_WHEN_LATE {
+                            // Woken late (the process was stopped or
+                            // starved): what arrived meanwhile comes first,
+                            // so that a standby hears the active's waiting
+                            // adverts before its takeover timer acts. The
+                            // yield lets the receive tasks read their sockets.
+                            tokio::task::yield_now().await;
+                            tokio::task::yield_now().await;
+                            while let Ok(i) = self.inbound.try_recv() {
+                                self.inbound_one(i);
+                            }
+                        }
                         let now = self.clock.now();
                         self.election.handle_timeout(now);
                     }

@@ -10,7 +10,10 @@
 //! racing a handover, partitions, a full state directory, a crash; 28 froze
 //! the standby's election past its timeout, and on waking it took the role
 //! over the active's unread adverts (fixed; scenario test in
-//! `crates/carp/tests/scenarios.rs`). The long run is `duet-bench chaos --schedules
+//! `crates/carp/tests/scenarios.rs`). Seed 37 froze the standby's election
+//! 2.6 s, less than its timeout, yet past its deadline, and the same
+//! happened (fixed in the election's driver: a late timer waits for the
+//! packets that arrived meanwhile). The long run is `duet-bench chaos --schedules
 //! 100`. Outage bounds are a debug build's: a planned handover may take
 //! 250 ms here (10 ms is the release build's bound in the benchmark).
 
@@ -31,7 +34,7 @@ fn fixed_seed_fault_schedules_keep_every_invariant() {
         handover_ms: 250.0,
         ..ChaosOptions::default()
     };
-    let every_kind = ChaosOptions { seeds: vec![23, 28], kinds: Vec::new(), ..regressions.clone() };
+    let every_kind = ChaosOptions { seeds: vec![23, 28, 37], kinds: Vec::new(), ..regressions.clone() };
     let start = Instant::now();
     let mut results = Vec::new();
     for opts in [&regressions, &every_kind] {
@@ -40,7 +43,7 @@ fn fixed_seed_fault_schedules_keep_every_invariant() {
     let g = goals(&results);
     eprintln!("{}\n{}", table(&results), report::goals_text(&g));
     eprintln!("the chaos set took {:.0} s", start.elapsed().as_secs_f64());
-    assert_eq!(results.len(), 4);
+    assert_eq!(results.len(), 5);
     assert!(results.iter().all(|r| r.faults.len() == regressions.faults), "every fault ran");
     assert!(report::correct(&g), "{}", report::goals_text(&g));
 }
