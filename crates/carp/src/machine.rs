@@ -481,6 +481,7 @@ impl Election {
     /// is touched; a refused packet only moves counters (and, rate-limited,
     /// the log). Returns the reason when the packet was dropped.
     pub fn handle_packet(&mut self, now: Time, iface: usize, packet: &[u8]) -> Result<(), DropReason> {
+        self.step_down_if_overslept(now);
         match self.validate(now, iface, packet) {
             Ok(v) => {
                 self.on_advert(now, iface, v.src, &v.advert);
@@ -504,6 +505,7 @@ impl Election {
 
     /// A peer-status datagram from `src` on interface `iface`.
     pub fn handle_peer_datagram(&mut self, now: Time, iface: usize, src: Ipv4Addr, bytes: &[u8]) -> bool {
+        self.step_down_if_overslept(now);
         let Some(ip) = self.params.interfaces.get(iface) else {
             self.peer_drops += 1;
             return false;
@@ -817,26 +819,7 @@ impl Election {
             self.set_role(now, Role::Active, "handover not confirmed by the partner".into());
             self.advert_deadline = Some(now);
         }
-        // Silent past the partner's patience (the process was stopped, the
-        // machine suspended or starved): the partner may hold the role by
-        // now. Advertising as active at once would put the addresses on both
-        // units until one yields; listening first does not.
-        if let Some(d) = self.advert_deadline
-            && self.role == Role::Active
-            && (self.heard.is_some() || self.reported.is_some())
-            && d <= now
-            && now.since(d) + self.params.interval() >= self.down_interval()
-        {
-            let silent = now.since(d) + self.params.interval();
-            self.log(Notice::Overslept { silent });
-            self.advert_deadline = None;
-            self.set_role(
-                now,
-                Role::Standby,
-                format!("no advert sent for {} ms: the partner may have taken over", silent.as_millis()),
-            );
-            self.down_deadline = Some(now + self.down_interval());
-        }
+        self.step_down_if_overslept(now);
         if let Some(d) = self.advert_deadline
             && d <= now
             && self.role.advertises()
@@ -1600,6 +1583,31 @@ impl Election {
         if self.ready != ready {
             self.ready = ready;
             self.peer_status_deadline = Some(now);
+        }
+    }
+
+    /// Silent past the partner's patience (the process was stopped, the
+    /// machine suspended or starved): the partner may hold the role by now.
+    /// Advertising as active at once would put the addresses on both units
+    /// until one yields; listening first does not. Checked before any input
+    /// (a timer, an advert, a peer status) is acted on, since on waking the
+    /// adverts that arrived meanwhile may come first.
+    fn step_down_if_overslept(&mut self, now: Time) {
+        if let Some(d) = self.advert_deadline
+            && self.role == Role::Active
+            && (self.heard.is_some() || self.reported.is_some())
+            && d <= now
+            && now.since(d) + self.params.interval() >= self.down_interval()
+        {
+            let silent = now.since(d) + self.params.interval();
+            self.log(Notice::Overslept { silent });
+            self.advert_deadline = None;
+            self.set_role(
+                now,
+                Role::Standby,
+                format!("no advert sent for {} ms: the partner may have taken over", silent.as_millis()),
+            );
+            self.down_deadline = Some(now + self.down_interval());
         }
     }
 

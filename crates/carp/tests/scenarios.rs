@@ -908,3 +908,26 @@ fn an_election_restarted_after_dying_active_hands_the_role_over_at_once() {
     n.run_for(Duration::from_secs(10));
     assert_eq!(n.became(1, Role::Standby, t), None, "the active kept the role");
 }
+
+/// The same, with the new active's advert handled before the late timer
+/// (the driver hands what arrived meanwhile over first, and the fault lab
+/// saw this order): the woken unit still steps down first and never
+/// advertises as active over its successor.
+#[test]
+fn a_woken_active_steps_down_even_when_an_advert_comes_before_its_timer() {
+    let mut n = pair(Preferred::None, 3);
+    n.run_for(Duration::from_secs(10));
+    let t = n.now;
+    let e = n.units[0].election.take().expect("alive");
+    n.run_for(Duration::from_secs(8));
+    assert_eq!(n.role(1), Some(Role::Active));
+    n.units[0].election = Some(e);
+    let advert = n.units[1].sent.last().expect("unit 1 advertises").clone();
+    let now = n.now;
+    let _ = n.e(0).handle_packet(now, 0, &advert);
+    n.drain(0);
+    n.run_for(Duration::from_secs(5));
+    assert_eq!((n.role(0), n.role(1)), (Some(Role::Standby), Some(Role::Active)));
+    assert_eq!(n.became(0, Role::Active, t), None, "unit 0 never advertised as active again");
+    assert!(n.notices(0).iter().any(|l| l.contains("sent no advert for")));
+}
