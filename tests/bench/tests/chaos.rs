@@ -1,4 +1,4 @@
-//! The fault lab's short fixed-seed set, as CI runs it (issue 17): three
+//! The fault lab's short fixed-seed set, as CI runs it (issue 17): four
 //! schedules of whole-pair faults, every invariant checked
 //! (`duet_bench::chaos`). Seed 107 replays, over the lab's first eight
 //! kinds as they were, the schedule whose configuration write racing a
