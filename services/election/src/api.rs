@@ -355,6 +355,14 @@ impl pb::election_service_server::ElectionService for Api {
 
     async fn watch_role(&self, req: GrpcRequest<pb::WatchRoleRequest>) -> Result<Response<RoleStream>, Status> {
         let follower = !req.get_ref().follower.is_empty();
+        // A process that was stopped answers the calls queued meanwhile
+        // before its driver has caught up: the current role may be one the
+        // driver is about to leave (an active that overslept). Then the
+        // snapshot waits, at most 2 s, for the driver's next pulse.
+        if lock(&self.shared.pulsed_at).elapsed() > crate::driver::PULSE_MAX + Duration::from_millis(500) {
+            let mut pulse = self.shared.pulse.subscribe();
+            let _ = tokio::time::timeout(Duration::from_secs(2), pulse.changed()).await;
+        }
         // Subscribe before reading the current event: anything published
         // in between is in the receiver and skipped by its sequence number.
         let rx = lock(&self.shared.events).resubscribe();
@@ -558,6 +566,7 @@ mod tests {
             events: std::sync::Mutex::new(events_rx),
             queue_full: std::sync::atomic::AtomicU64::new(0),
             pulse: watch::Sender::new(0),
+            pulsed_at: std::sync::Mutex::new(Instant::now()),
         });
         let (_trigger, shutdown) = duet_runtime::shutdown::channel();
         let api = Api {

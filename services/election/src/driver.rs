@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     /// [`PULSE_MAX`]: the role streams' heartbeats ride on it, so they cost
     /// no wakeup of their own and stop when the driver hangs.
     pub pulse: watch::Sender<u64>,
+    /// When the driver last pulsed: a role snapshot taken long after it
+    /// may be a role the driver, stopped meanwhile, is about to leave.
+    pub pulsed_at: Mutex<Instant>,
 }
 
 impl Shared {
@@ -267,6 +270,7 @@ impl Driver {
             events: Mutex::new(events_rx),
             queue_full: AtomicU64::new(0),
             pulse: watch::Sender::new(0),
+            pulsed_at: Mutex::new(Instant::now()),
         });
         let n = setup.params.interfaces.len();
         let witness = setup.witness.map(|w| {
@@ -443,6 +447,7 @@ impl Driver {
             self.act().await;
             if pulse {
                 last_pulse = Instant::now();
+                *lock(&self.shared.pulsed_at) = last_pulse;
                 self.shared.pulse.send_modify(|n| *n = n.wrapping_add(1));
             }
             if let Some(e) = self.exit {
