@@ -16,6 +16,8 @@
 //! `ha.timeout_s` (sections are separated by a double underscore).
 
 mod admin;
+mod etcd;
+mod fleet;
 mod hooks;
 mod model;
 mod pair;
@@ -27,13 +29,15 @@ mod witness;
 
 pub use admin::{AdminRole, AdminSection, AdminTokens};
 pub use duet_model::{Cidr, Problem};
+pub use etcd::EtcdTls;
+pub use fleet::{DEFAULT_PREFIX as DEFAULT_FLEET_PREFIX, FleetConfig, StoreKind, check_prefix as check_fleet_prefix};
 pub use hooks::{HookKind, Hooks, HooksSection};
 pub use model::*;
 pub use pair::{PairSettings, problem_lines};
 pub use sync::{ConfigSync, PeerLink, Replicator};
 pub use track::{KINDS as TRACK_KINDS, Probe, ProcessBy, RunAs, Track, TrackSection};
 pub use validate::{LocalHa, UnicastOverride, Validated, election_params};
-pub use witness::{WitnessConfig, WitnessTls};
+pub use witness::WitnessConfig;
 
 use std::path::Path;
 
@@ -163,7 +167,7 @@ fn pinpoint(fig: &Figment) -> Vec<String> {
     // a file with five mistakes took five runs.
     type Check = fn(&Dict, &str, &Value) -> Option<String>;
     let unit_base = Dict::from([("name".to_owned(), Value::from("probe")), ("mode".to_owned(), Value::from("first"))]);
-    let sections: [(&str, Check, &Dict); 10] = [
+    let sections: [(&str, Check, &Dict); 11] = [
         ("unit", bad::<UnitSection>, &unit_base),
         ("election", bad::<ElectionSection>, &Dict::new()),
         ("takeover", bad::<TakeoverSection>, &Dict::new()),
@@ -172,6 +176,7 @@ fn pinpoint(fig: &Figment) -> Vec<String> {
         ("supervisor", bad::<SupervisorSection>, &Dict::new()),
         ("telemetry", bad::<TelemetrySection>, &Dict::new()),
         ("witness", bad::<WitnessSection>, &Dict::new()),
+        ("fleet", bad::<FleetSection>, &Dict::new()),
         ("admin", bad::<AdminSection>, &Dict::new()),
         ("hooks", bad::<HooksSection>, &Dict::new()),
     ];

@@ -57,6 +57,9 @@ pub struct UnitConfig {
     /// E14: the witness, when this unit has one.
     #[serde(default)]
     pub witness: Option<WitnessSection>,
+    /// O7: the fleet's etcd, when this unit is in one.
+    #[serde(default)]
+    pub fleet: Option<FleetSection>,
     /// O5: who may call the unit's gRPC APIs.
     #[serde(default)]
     pub admin: crate::AdminSection,
@@ -276,6 +279,9 @@ pub struct ConfigSyncSection {
     pub sync_interval_s: u64,
     /// How long a push to the partner may take.
     pub push_timeout_ms: u64,
+    /// Where the pair's image generations live: `local` (the default) or
+    /// `etcd` (the fleet's, `[fleet]`; the local store keeps a copy).
+    pub store: crate::StoreKind,
 }
 
 impl Default for ConfigSyncSection {
@@ -293,6 +299,7 @@ impl Default for ConfigSyncSection {
             store_dir: None,
             sync_interval_s: 120,
             push_timeout_ms: 5000,
+            store: crate::StoreKind::Local,
         }
     }
 }
@@ -388,6 +395,26 @@ pub struct WitnessSection {
     /// pair's): [`UnitConfig::validate`] names each with its place.
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Value>,
+}
+
+/// `[fleet]`: the etcd of a fleet of pairs (O7): the unit publishes its
+/// status there and, with `configsync.store = "etcd"`, follows its pair's
+/// image there.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSection {
+    /// etcd members, `host:port` (or with `https://`, `http://` for plaintext).
+    pub endpoints: Vec<String>,
+    /// The CA of the etcd members' certificates (TLS is the default).
+    pub tls_ca: Option<PathBuf>,
+    /// This unit's client certificate and key; with etcd's auth on, its
+    /// common name is the etcd user (see the README's fleet section).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Talk to etcd without TLS (test setups only; warned at start).
+    pub insecure_plaintext: bool,
+    /// The fleet's key prefix (default `/duet`).
+    pub prefix: Option<String>,
 }
 
 /// How log lines are written.

@@ -51,6 +51,8 @@ pub struct Validated {
     pub tracks: Vec<crate::Track>,
     /// E14: this unit's way to the witness, when it has one.
     pub witness: Option<WitnessConfig>,
+    /// O7: this unit's fleet, when it is in one.
+    pub fleet: Option<crate::FleetConfig>,
 }
 
 impl Validated {
@@ -214,6 +216,7 @@ impl UnitConfig {
             );
         }
         let witness = self.witness.as_ref().and_then(|w| crate::witness::resolve(self, w, &mut e.0, &mut warnings));
+        let fleet = crate::fleet::resolve(self, &mut e.0, &mut warnings);
         let listens = [
             ("election.listen", self.election.listen.as_str()),
             ("takeover.listen", self.takeover.listen.as_str()),
@@ -398,6 +401,7 @@ impl UnitConfig {
             hooks,
             tracks,
             witness,
+            fleet,
         })
     }
 }

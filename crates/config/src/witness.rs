@@ -4,12 +4,11 @@
 //! [`election_params`](crate::election_params); this is the unit's own part:
 //! the endpoints, TLS and where the key lives.
 
-use std::path::PathBuf;
-
 use duet_model::Problem;
 
 use duet_carp::HaMode;
 
+use crate::etcd::EtcdTls;
 use crate::model::{UnitConfig, WitnessSection};
 
 /// The etcd client's settings of this unit.
@@ -18,7 +17,7 @@ pub struct WitnessConfig {
     /// etcd members as URLs (`https://host:port`, or `http://` in plaintext).
     pub endpoints: Vec<String>,
     /// TLS to etcd; `None` only with `insecure_plaintext`.
-    pub tls: Option<WitnessTls>,
+    pub tls: Option<EtcdTls>,
     /// The key's prefix, ending in `/` (the key is `<prefix>witness`);
     /// `None`: `/duet/<pair>/`, the pair being `unit.pair` or `vhid-<vhid>`.
     pub key_prefix: Option<String>,
@@ -26,14 +25,6 @@ pub struct WitnessConfig {
     pub pair: Option<String>,
     /// The name this unit writes in the key (`unit.name`).
     pub unit: String,
-}
-
-/// The CA to check etcd's certificates with, and this unit's client
-/// certificate when etcd asks for one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WitnessTls {
-    pub ca: PathBuf,
-    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl WitnessConfig {
@@ -96,88 +87,20 @@ pub(crate) fn resolve(
             ),
         }
     }
-    if w.endpoints.is_empty() {
-        err(
-            "witness.endpoints",
-            "no etcd endpoint: list the members of the etcd cluster, e.g. [\"198.18.0.21:2379\", \"198.18.0.22:2379\", \
-             \"198.18.0.23:2379\"]"
-                .into(),
-        );
-    }
-    let scheme = if w.insecure_plaintext { "http" } else { "https" };
-    let mut endpoints = Vec::new();
-    for (k, e) in w.endpoints.iter().enumerate() {
-        let field = format!("witness.endpoints[{k}]");
-        let (given, rest) = match e.split_once("://") {
-            Some((s, rest)) => (Some(s), rest),
-            None => (None, e.as_str()),
-        };
-        match given {
-            Some(s) if s != scheme => {
-                let why = if w.insecure_plaintext {
-                    "witness.insecure_plaintext is set: use http:// or no scheme"
-                } else {
-                    "the witness talks TLS: use https:// or no scheme (or set witness.insecure_plaintext = true)"
-                };
-                err(&field, format!("\"{e}\": {why}"));
-                continue;
-            }
-            _ => {}
-        }
-        let rest = rest.trim_end_matches('/');
-        let port_ok = rest.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !port_ok {
-            err(&field, format!("\"{e}\" is not host:port, e.g. \"198.18.0.21:2379\""));
-            continue;
-        }
-        endpoints.push(format!("{scheme}://{rest}"));
-    }
-    let tls = if w.insecure_plaintext {
-        for (f, v) in [("tls_ca", &w.tls_ca), ("tls_cert", &w.tls_cert), ("tls_key", &w.tls_key)] {
-            if v.is_some() {
-                err(
-                    &format!("witness.{f}"),
-                    "witness.insecure_plaintext = true and TLS exclude each other: remove one".into(),
-                );
-            }
-        }
-        warnings.push(
-            "witness.insecure_plaintext = true: the witness talks to etcd without TLS; anyone on the way can read or \
-             forge the key and so take the active role; give witness.tls_ca (and a client certificate)"
-                .into(),
-        );
-        None
-    } else {
-        if w.tls_ca.is_none() {
-            err(
-                "witness.tls_ca",
-                "missing: the witness talks TLS to etcd; give the CA of the etcd members' certificates (or set \
-                 witness.insecure_plaintext = true in a test setup)"
-                    .into(),
-            );
-        }
-        let identity = match (&w.tls_cert, &w.tls_key) {
-            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-            (None, None) => None,
-            (Some(_), None) => {
-                err(
-                    "witness.tls_key",
-                    "missing: witness.tls_cert is set; give both (a client certificate) or neither".into(),
-                );
-                None
-            }
-            (None, Some(_)) => {
-                err(
-                    "witness.tls_cert",
-                    "missing: witness.tls_key is set; give both (a client certificate) or neither".into(),
-                );
-                None
-            }
-        };
-        w.tls_ca.clone().map(|ca| WitnessTls { ca, identity })
-    };
+    let client = crate::etcd::resolve(
+        &crate::etcd::ClientFields {
+            section: "witness",
+            purpose: "the key and so take the active role",
+            endpoints: &w.endpoints,
+            tls_ca: &w.tls_ca,
+            tls_cert: &w.tls_cert,
+            tls_key: &w.tls_key,
+            insecure_plaintext: w.insecure_plaintext,
+        },
+        problems,
+        warnings,
+    );
+    let mut err = |field: &str, message: String| problems.push(Problem::new(field, message));
     if let Some(p) = &w.key_prefix
         && (!p.starts_with('/') || !p.ends_with('/') || p.chars().any(char::is_whitespace))
     {
@@ -186,6 +109,7 @@ pub(crate) fn resolve(
             format!("\"{p}\" must start and end with '/' and hold no spaces, e.g. \"/duet/lb-pair/\""),
         );
     }
+    let (endpoints, tls) = client?;
     (problems.len() == before).then(|| WitnessConfig {
         endpoints,
         tls,

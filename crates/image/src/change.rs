@@ -56,6 +56,19 @@ pub fn apply(current: &Image, change: Change) -> Result<Image, Problem> {
     Ok(next)
 }
 
+/// What a change makes of the current image: the next image's content
+/// (validated), or `None` when it says what the current one says (nothing
+/// to commit). The one rule for every writer of an image: a unit's store
+/// and the fleet's etcd store.
+pub fn next(current: &Image, change: Change, ha_unit: bool) -> Result<Option<Image>, Vec<Problem>> {
+    let next = apply(current, change).map_err(|p| vec![p])?;
+    if current.generation > 0 && crate::content_hash(&next) == current.hash {
+        return Ok(None);
+    }
+    crate::validate(&next, ha_unit)?;
+    Ok(Some(next))
+}
+
 /// The part of `image` named by `section`: "" (all), "ha", "interfaces",
 /// "virtual_services" or "virtual_services/<name>".
 pub fn section(image: &Image, section: &str) -> Result<Image, Problem> {

@@ -177,15 +177,23 @@ async fn call<T>(
 }
 
 fn options(s: &Settings) -> ConnectOptions {
+    connect_options(s.op_timeout, s.tls.as_ref())
+}
+
+/// How duet connects to one etcd member: calls bounded by `op_timeout`,
+/// HTTP/2 keepalives so a dead member shows within seconds, a leader
+/// required (a member cut off from the others fails instead of serving
+/// what it last knew), TLS when given. The witness and the fleet use it.
+pub fn connect_options(op_timeout: Duration, tls: Option<&TlsPems>) -> ConnectOptions {
     let mut o = ConnectOptions::new()
-        .with_connect_timeout(s.op_timeout)
+        .with_connect_timeout(op_timeout)
         // A member that died or hangs shows on the streams within seconds.
-        .with_keep_alive(Duration::from_secs(1), s.op_timeout.max(Duration::from_millis(500)))
+        .with_keep_alive(Duration::from_secs(1), op_timeout.max(Duration::from_millis(500)))
         .with_keep_alive_while_idle(true)
         // A member cut off from the others fails the calls and the watch
         // instead of serving what it last knew.
         .with_require_leader(true);
-    if let Some(t) = &s.tls {
+    if let Some(t) = tls {
         let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&t.ca));
         if let Some((cert, key)) = &t.identity {
             tls = tls.identity(Identity::from_pem(cert, key));

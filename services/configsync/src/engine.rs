@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use duet_carp::{HaMode, Role};
-use duet_image::change::{Change, apply};
+use duet_image::change::{Change, next};
 use duet_image::store::{self, Store, StoreError};
 use duet_image::{Problem, validate};
 use duet_proto::config::v1::{Backup, Image, LocalSettings};
@@ -138,12 +138,10 @@ impl Engine {
         if base != current {
             return Err(Refusal::StaleBase { base, current });
         }
-        let next = apply(self.store.current(), change).map_err(|p| Refusal::Invalid(vec![p]))?;
-        if current > 0 && duet_image::content_hash(&next) == self.store.current().hash {
-            return Ok(None);
+        match next(self.store.current(), change, self.ha_unit).map_err(Refusal::Invalid)? {
+            None => Ok(None),
+            Some(n) => self.commit(&n, "committed", comment).map(Some),
         }
-        self.check(&next)?;
-        self.commit(&next, "committed", comment).map(Some)
     }
 
     fn commit(&mut self, content: &Image, origin: &'static str, comment: &str) -> Result<Committed, Refusal> {
