@@ -49,6 +49,8 @@ pub enum Command {
     },
     /// [`Fleet::seed`].
     Seed { image: Image, reply: oneshot::Sender<Result<Option<Head>, FleetError>> },
+    /// Revoke the lease (the status key goes at once) and stop.
+    Stop,
 }
 
 /// What the session tells the unit.
@@ -97,7 +99,8 @@ async fn run(s: SessionSettings, mut commands: mpsc::Receiver<Command>, events: 
                 () = tokio::time::sleep_until(until) => break,
                 c = commands.recv() => match c {
                     None => return,
-                    Some(c) => refuse(c, &mut record, &error),
+                    Some(Command::Stop) => return,
+                Some(c) => refuse(c, &mut record, &error),
                 },
             }
         }
@@ -116,6 +119,7 @@ fn refuse(c: Command, record: &mut Option<UnitRecord>, error: &str) {
         Command::Publish(r) => *record = Some(r),
         Command::Write { reply, .. } => drop(reply.send(Err(unavailable()))),
         Command::Seed { reply, .. } => drop(reply.send(Err(unavailable()))),
+        Command::Stop => {}
     }
 }
 
@@ -190,7 +194,7 @@ async fn session(
                 }
             },
             c = commands.recv() => match c {
-                None => {
+                None | Some(Command::Stop) => {
                     // Stopping: the status key goes now, not a TTL later.
                     let _ = call("revoke the lease", endpoint, t, client.lease_revoke(lease)).await;
                     return Ok(());

@@ -31,12 +31,21 @@ pub(crate) struct Api {
 fn status(r: &Refusal) -> Status {
     let m = r.to_string();
     match r {
-        Refusal::NotActive { .. } | Refusal::WrongKind(_) => Status::failed_precondition(m),
-        Refusal::RoleUnknown => Status::unavailable(m),
+        Refusal::NotActive { .. } | Refusal::WrongKind(_) | Refusal::Overtaken { .. } => Status::failed_precondition(m),
+        Refusal::RoleUnknown | Refusal::StoreUnavailable(_) => Status::unavailable(m),
         Refusal::StaleBase { .. } => Status::aborted(m),
         Refusal::Invalid(_) => Status::invalid_argument(m),
         Refusal::NoSpace(_) => Status::resource_exhausted(m),
         Refusal::Failed(_) => Status::internal(m),
+    }
+}
+
+/// With the image in etcd, a stale base is another writer's win there:
+/// said as etcd's refusal is.
+fn overtaken(r: Refusal) -> Refusal {
+    match r {
+        Refusal::StaleBase { base, current } => Refusal::Overtaken { base, newer: current },
+        r => r,
     }
 }
 
@@ -96,7 +105,18 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
                  it from the partner just after it starts; retry in a moment, or apply a whole image",
             ));
         }
-        let outcome = engine.apply(r.base_generation, change, &r.comment);
+        let outcome = match self.shared.fleet.as_ref().filter(|f| f.is_store()) {
+            None => engine.apply(r.base_generation, change, &r.comment),
+            // O7: written to etcd first, then taken here.
+            Some(link) => match engine.draft_apply(r.base_generation, change).map_err(overtaken) {
+                Ok(Some(content)) => {
+                    crate::fleet::write(link, &mut engine, r.base_generation, content, "committed", &r.comment)
+                        .await
+                        .map(Some)
+                }
+                other => other.map(|_| None),
+            },
+        };
         let (current, current_hash) = (engine.store.current().generation, engine.store.current().hash.clone());
         drop(engine);
         match outcome {
@@ -235,7 +255,18 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
         let b = Backup::decode(r.backup.as_slice()).ok().filter(|b| b.image.is_some()).ok_or_else(|| {
             Status::invalid_argument("backup: not a duet configuration backup (make one with `duetctl config backup`)")
         })?;
-        let outcome = self.shared.engine.lock().await.restore(r.base_generation, &b);
+        let mut engine = self.shared.engine.lock().await;
+        let outcome = match self.shared.fleet.as_ref().filter(|f| f.is_store()) {
+            None => engine.restore(r.base_generation, &b),
+            Some(link) => match engine.draft_restore(r.base_generation, &b).map_err(overtaken) {
+                Ok(content) => {
+                    let why = format!("restored from a backup of {}", b.unit);
+                    crate::fleet::write(link, &mut engine, r.base_generation, content, "restored", &why).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        drop(engine);
         let (generation, hash) = self.done(outcome)?;
         Ok(Response::new(pb::RestoreResponse { generation, hash }))
     }
@@ -260,7 +291,18 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
 
     async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Result<Response<pb::RollbackResponse>, Status> {
         let r = req.into_inner();
-        let outcome = self.shared.engine.lock().await.rollback(r.base_generation, r.to_generation);
+        let mut engine = self.shared.engine.lock().await;
+        let outcome = match self.shared.fleet.as_ref().filter(|f| f.is_store()) {
+            None => engine.rollback(r.base_generation, r.to_generation),
+            Some(link) => match engine.draft_rollback(r.base_generation, r.to_generation).map_err(overtaken) {
+                Ok(content) => {
+                    let why = format!("rolled back to generation {}", r.to_generation);
+                    crate::fleet::write(link, &mut engine, r.base_generation, content, "rolled-back", &why).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        drop(engine);
         let (generation, hash) = self.done(outcome)?;
         Ok(Response::new(pb::RollbackResponse { generation, hash }))
     }
@@ -321,8 +363,16 @@ impl pb::config_sync_service_server::ConfigSyncService for Api {
                 &partner.hash[..12.min(partner.hash.len())]
             ));
         }
-        let backups: Vec<String> =
-            e.store.backups().into_iter().map(|b| b.name).filter(|n| n.starts_with("split-")).collect();
+        if let Some(w) = self.shared.fleet.as_ref().and_then(crate::fleet::FleetLink::warning) {
+            warnings.push(w);
+        }
+        let backups: Vec<String> = e
+            .store
+            .backups()
+            .into_iter()
+            .map(|b| b.name)
+            .filter(|n| n.starts_with("split-") || n.starts_with("fleet-"))
+            .collect();
         if !backups.is_empty() {
             warnings.push(format!("{} split backup(s) kept: see `duetctl config history`", backups.len()));
         }

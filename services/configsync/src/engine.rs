@@ -26,6 +26,11 @@ pub enum Refusal {
     WrongKind(String),
     /// The state directory is full: nothing was committed.
     NoSpace(String),
+    /// The pair's image lives in etcd (O7) and another writer committed
+    /// `newer` there first.
+    Overtaken { base: u64, newer: u64 },
+    /// The pair's image lives in etcd (O7), which cannot be written now.
+    StoreUnavailable(String),
     /// Anything else (the store failed).
     Failed(String),
 }
@@ -60,6 +65,17 @@ impl std::fmt::Display for Refusal {
                 let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
                 f.write_str(&lines.join("; "))
             }
+            Self::Overtaken { base, newer } => write!(
+                f,
+                "generation {newer} is the pair's head in etcd now, and the change was based on generation {base}: \
+                 another writer committed first; read the image again and re-apply"
+            ),
+            Self::StoreUnavailable(why) => write!(
+                f,
+                "the pair's configuration lives in etcd (configsync.store = \"etcd\"), which cannot be written now: \
+                 {why}; nothing was committed, the pair keeps running on its current generation; retry when etcd \
+                 answers"
+            ),
             Self::WrongKind(why) | Self::NoSpace(why) | Self::Failed(why) => f.write_str(why),
         }
     }
@@ -133,15 +149,27 @@ impl Engine {
     /// committed (re-applying a virtual service as it stands makes no new
     /// generation).
     pub fn apply(&mut self, base: u64, change: Change, comment: &str) -> Result<Option<Committed>, Refusal> {
+        match self.draft_apply(base, change)? {
+            None => Ok(None),
+            Some(n) => self.commit(&n, "committed", comment).map(Some),
+        }
+    }
+
+    /// Whether this unit takes a write based on generation `base` now.
+    fn writable_on(&self, base: u64) -> Result<(), Refusal> {
         self.writable()?;
         let current = self.store.current().generation;
         if base != current {
             return Err(Refusal::StaleBase { base, current });
         }
-        match next(self.store.current(), change, self.ha_unit).map_err(Refusal::Invalid)? {
-            None => Ok(None),
-            Some(n) => self.commit(&n, "committed", comment).map(Some),
-        }
+        Ok(())
+    }
+
+    /// What [`apply`](Self::apply) would commit, committing nothing (the
+    /// etcd store writes it there first).
+    pub fn draft_apply(&self, base: u64, change: Change) -> Result<Option<Image>, Refusal> {
+        self.writable_on(base)?;
+        next(self.store.current(), change, self.ha_unit).map_err(Refusal::Invalid)
     }
 
     fn commit(&mut self, content: &Image, origin: &'static str, comment: &str) -> Result<Committed, Refusal> {
@@ -163,6 +191,12 @@ impl Engine {
     /// S6: restores a backup on generation `base`; a backup of a non-HA unit
     /// onto an HA unit (or the reverse) is refused.
     pub fn restore(&mut self, base: u64, b: &Backup) -> Result<Committed, Refusal> {
+        let image = self.draft_restore(base, b)?;
+        self.commit(&image, "restored", &format!("restored from a backup of {}", b.unit))
+    }
+
+    /// What [`restore`](Self::restore) would commit.
+    pub fn draft_restore(&self, base: u64, b: &Backup) -> Result<Image, Refusal> {
         self.writable()?;
         let from_ha = b.mode != duet_proto::common::v1::HaMode::NonHa as i32;
         if from_ha != self.ha_unit {
@@ -172,24 +206,62 @@ impl Engine {
                 b.unit
             )));
         }
-        let current = self.store.current().generation;
-        if base != current {
-            return Err(Refusal::StaleBase { base, current });
-        }
+        self.writable_on(base)?;
         let image = b.image.clone().unwrap_or_default();
         self.check(&image)?;
-        self.commit(&image, "restored", &format!("restored from a backup of {}", b.unit))
+        Ok(image)
     }
 
     /// Commits a kept generation's content again.
     pub fn rollback(&mut self, base: u64, to: u64) -> Result<Committed, Refusal> {
-        self.writable()?;
-        let current = self.store.current().generation;
-        if base != current {
-            return Err(Refusal::StaleBase { base, current });
-        }
-        let old = self.store.generation(to)?;
+        let old = self.draft_rollback(base, to)?;
         self.commit(&old, "rolled-back", &format!("rolled back to generation {to}"))
+    }
+
+    /// What [`rollback`](Self::rollback) would commit.
+    pub fn draft_rollback(&self, base: u64, to: u64) -> Result<Image, Refusal> {
+        self.writable_on(base)?;
+        Ok(self.store.generation(to)?)
+    }
+
+    /// O7: takes the pair's head in etcd, `img`, as this unit's current
+    /// generation, under etcd's number and the writer's provenance (origin
+    /// `fleet`). etcd's head is the pair's truth: generations of this unit
+    /// at or above its number that etcd does not have (a store that was
+    /// local before) are set aside as a named backup first, as a split's
+    /// loser's are (S5). A head older than this unit's generation that is
+    /// not the session's first read is an event overtaken by a newer one
+    /// and is skipped. `None`: nothing to do.
+    pub fn follow_fleet(&mut self, img: &Image, initial: bool) -> Result<Option<Committed>, Refusal> {
+        if !duet_image::hash_ok(img) {
+            return Err(Refusal::Failed(format!(
+                "generation {} in etcd does not match its hash: not taken",
+                img.generation
+            )));
+        }
+        let cur = self.store.current();
+        if cur.generation == img.generation && cur.hash == img.hash {
+            return Ok(None);
+        }
+        if img.generation <= cur.generation {
+            if !initial {
+                return Ok(None);
+            }
+            let name = format!("fleet-{}-{}", self.unit, humantime(SystemTime::now()));
+            let reason = format!(
+                "generations {}..={} of {} were not the pair's in etcd, whose head is generation {}; etcd's image wins",
+                img.generation, cur.generation, self.unit, img.generation
+            );
+            let moved = self.store.set_aside(img.generation.saturating_sub(1), &name, &reason)?;
+            if !moved.is_empty() {
+                tracing::error!(backup = %name, generations = moved.len(), "{reason}; kept as backup {name}");
+                self.split_backups.push(name);
+            }
+        }
+        let mut prov = img.provenance.clone().unwrap_or_default();
+        prov.origin = "fleet".into();
+        let image = self.store.commit_at(img, img.generation, prov)?.clone();
+        Ok(Some(Committed { image, origin: "fleet", trace: String::new() }))
     }
 
     /// What this unit (the active) does on finding that its partner holds a

@@ -11,6 +11,7 @@
 
 mod api;
 pub mod engine;
+mod fleet;
 mod metrics;
 mod peer;
 
@@ -85,6 +86,8 @@ pub(crate) struct Shared {
     pub held: Mutex<(u64, String)>,
     /// The newest generation's trace (O3): a push of it joins the trace.
     pub last_trace: Mutex<(u64, String)>,
+    /// O7: the fleet's etcd, when this unit is in a fleet.
+    pub fleet: Option<fleet::FleetLink>,
 }
 
 /// A commit's span attributes.
@@ -217,6 +220,13 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     };
     let current = engine.store.current().clone();
     let (gen_tx, _) = broadcast::channel(1024);
+    let (fleet_link, fleet_events, fleet_session) = match &cfg.fleet {
+        Some(f) => {
+            let (link, events, task) = fleet::start(f, cs.keep_generations)?;
+            (Some(link), Some(events), Some(task))
+        }
+        None => (None, None, None),
+    };
     let (force_tx, force_rx) = mpsc::channel(8);
     let shared = Arc::new(Shared {
         engine: tokio::sync::Mutex::new(engine),
@@ -231,6 +241,7 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         bootstrap: bootstrap_image(&cfg),
         held: Mutex::new((current.generation, current.hash.clone())),
         last_trace: Mutex::new((current.generation, String::new())),
+        fleet: fleet_link,
     });
     let _metrics = metrics::Metrics::new(&shared);
     remove_old_overlay(&cfg.state_dir);
@@ -259,12 +270,20 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
         drop(force_rx);
     }
     let mut role_health = None;
-    if ha_unit {
-        let sh = Arc::clone(&shared);
+    let roles = if ha_unit {
         let roles =
             duet_runtime::follow::role_watch(duet_runtime::follow::election_url(cfg.election_listen), stop.clone());
         role_health = Some(roles.clone());
-        tasks.spawn("role follower", follow_role(sh, roles));
+        roles
+    } else {
+        tokio::sync::watch::channel(Some(Role::Active)).1
+    };
+    if let Some(events) = fleet_events {
+        tasks.spawn("fleet follower", fleet::follow(Arc::clone(&shared), events, roles.clone()));
+        tasks.spawn("fleet status", fleet::publish(Arc::clone(&shared), cfg.clone(), roles.clone(), stop.clone()));
+    }
+    if ha_unit {
+        tasks.spawn("role follower", follow_role(Arc::clone(&shared), roles));
     } else {
         bootstrap_if_empty(&shared).await;
     }
@@ -273,6 +292,13 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
     duet_runtime::health::keep_until(health, &mut tasks, shutdown, role_health).await;
     stop_trigger.fire();
     tasks.shutdown(Duration::from_secs(3)).await;
+    // The fleet session revokes its lease: the status key goes now.
+    if let (Some(link), Some(t)) = (shared.fleet.as_ref(), fleet_session) {
+        let _ = link.commands.try_send(duet_fleet::session::Command::Stop);
+        if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+            tracing::warn!("the fleet session did not stop within 2 s; its status key goes with its lease");
+        }
+    }
     tracing::info!("configsync stopped");
     Ok(())
 }
@@ -282,6 +308,13 @@ pub async fn run(cfg: Validated, listener: TcpListener, shutdown: Shutdown) -> a
 pub(crate) async fn bootstrap_if_empty(shared: &Shared) {
     if shared.engine.lock().await.store.current().generation > 0 {
         return;
+    }
+    // O7: the pair's image in etcd comes first (the fleet follower takes it).
+    if let Some(f) = shared.fleet.as_ref().filter(|f| f.is_store()) {
+        fleet::wait_first_head(f).await;
+        if f.head_known() {
+            return;
+        }
     }
     if let Some(img) = peer::fetch(shared).await
         && img.generation > 0

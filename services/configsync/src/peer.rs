@@ -302,6 +302,10 @@ pub(crate) enum PushError {
     /// The partner's answer is none this unit knows.
     #[error("the partner gave an unknown answer")]
     UnknownAnswer,
+    /// The pair's image is in etcd and the partner took a newer head
+    /// first; this unit follows etcd's head too.
+    #[error("the partner holds generation {held}, newer in etcd; this unit takes it from etcd")]
+    FleetAhead { held: u64 },
     /// The partner still held a higher generation after three re-bases.
     #[error("the partner kept holding a higher generation")]
     KeptHigher,
@@ -385,6 +389,12 @@ async fn push_once(shared: &Shared, c: &mut PeerSyncServiceClient<Channel>, full
                 return Ok(Pushed { generation: image.generation, hash: image.hash, took });
             }
             Ok(pb::PushResult::Stale) => {
+                // O7: with the image in etcd both units follow its head; a
+                // partner ahead took a newer head first, which this unit
+                // takes from etcd too (re-basing would leave etcd's numbers).
+                if shared.fleet.as_ref().is_some_and(crate::fleet::FleetLink::is_store) {
+                    return Err(PushError::FleetAhead { held: resp.held_generation });
+                }
                 if shared.engine.lock().await.behind() == Behind::FastForward {
                     // The partner's image, if it is still the one it said it
                     // holds (else the next round asks again).
