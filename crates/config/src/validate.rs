@@ -657,6 +657,39 @@ shared = "198.18.0.10/24"
     }
 
     #[test]
+    fn a_fleet_section_resolves_and_its_problems_name_the_field() {
+        let fleet = "[fleet]\nendpoints = [\"198.18.0.21:2379\"]\ntls_ca = \"/ca\"\n";
+        let paired = GOOD.replace("mode = \"first\"", "mode = \"first\"\npair = \"edge-a\"");
+        let v = from_toml(&format!("{paired}\n{fleet}")).unwrap();
+        let f = v.fleet.unwrap();
+        assert_eq!(
+            (f.endpoints[0].as_str(), f.prefix.as_str(), f.pair.as_str(), f.store),
+            ("https://198.18.0.21:2379", "/duet", "edge-a", crate::StoreKind::Local)
+        );
+        let v = from_toml(&format!("{paired}\n[configsync]\nstore = \"etcd\"\n{fleet}")).unwrap();
+        assert_eq!(v.fleet.unwrap().store, crate::StoreKind::Etcd);
+        // The store in etcd needs [fleet]; a fleet needs the pair's name;
+        // the prefix, the endpoints and TLS by the witness's rule.
+        let e = errors(&format!("{GOOD}\n[configsync]\nstore = \"etcd\"\n"));
+        assert!(e[0].starts_with("configsync.store: \"etcd\" needs a [fleet] section"), "{e:?}");
+        let e = errors(&format!("{GOOD}\n[fleet]\nendpoints = [\"x\"]\nprefix = \"duet/\"\n"));
+        assert_eq!(
+            e,
+            [
+                "fleet.endpoints[0]: \"x\" is not host:port, e.g. \"198.18.0.21:2379\"",
+                "fleet.tls_ca: missing: the fleet talks TLS to etcd; give the CA of the etcd members' certificates (or \
+                 set fleet.insecure_plaintext = true in a test setup)",
+                "fleet.prefix: \"duet/\" must start with '/', not end with one and hold no spaces, e.g. \"/duet\" or \
+                 \"/fleets/eu\"",
+                "unit.pair: missing: a unit in a fleet names its pair (the same on both units, e.g. pair = \"edge-fra-1\"); \
+                 its keys are <prefix>/pairs/<pair>/",
+            ]
+        );
+        let e = errors(&format!("{paired}\n[configsync]\nstore = \"remote\"\n"));
+        assert!(e[0].starts_with("configsync.store: unknown variant: found `remote`") && e[0].contains("`local` or `etcd`"), "{e:?}");
+    }
+
+    #[test]
     fn non_ha_needs_only_the_unit_address() {
         let v = from_toml(
             "[unit]\nname = \"solo\"\nmode = \"non-ha\"\n[[interface]]\nname = \"eth0\"\nunit1 = \"198.18.0.1/24\"\n",

@@ -558,6 +558,83 @@ mod tests {
         assert!(b.adopt(&bad, "").is_err());
     }
 
+    /// An image as etcd holds it: generation `g`, written by `by`.
+    fn in_etcd(content: &Image, g: u64, by: &str) -> Image {
+        let mut i = content.clone();
+        i.generation = g;
+        i.provenance = Some(store::provenance(by, "committed", "through etcd"));
+        i.hash = duet_image::content_hash(&i);
+        i
+    }
+
+    #[test]
+    fn the_fleets_head_is_taken_under_its_number_and_an_old_event_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = engine(d.path(), "lb2", Role::Standby);
+        let g3 = in_etcd(&image(3), 3, "duetctl@ops");
+        let c = s.follow_fleet(&g3, true).unwrap().expect("taken");
+        assert_eq!((c.image.generation, c.origin), (3, "fleet"));
+        let p = c.image.provenance.unwrap();
+        assert_eq!((p.unit.as_str(), p.origin.as_str()), ("duetctl@ops", "fleet"), "the writer is kept");
+        assert!(s.follow_fleet(&g3, false).unwrap().is_none(), "the same head again: nothing");
+        let g4 = in_etcd(&image(6), 4, "lb1");
+        s.follow_fleet(&g4, false).unwrap().expect("newer");
+        // An event overtaken by a newer one (the watch delivers in order,
+        // the unit took a newer head already): skipped, nothing set aside.
+        assert!(s.follow_fleet(&g3, false).unwrap().is_none());
+        assert_eq!(s.store.current().generation, 4);
+        assert!(s.store.backups().is_empty());
+        // Damaged in etcd: refused.
+        let mut bad = in_etcd(&image(9), 5, "x");
+        bad.hash = "00".into();
+        assert!(s.follow_fleet(&bad, false).is_err());
+        assert_eq!(s.store.current().generation, 4, "nothing taken");
+    }
+
+    #[test]
+    fn a_local_history_etcd_lacks_is_kept_aside_and_etcds_head_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = engine(d.path(), "lb1", Role::Active);
+        for t in [3, 6, 9] {
+            let g = a.store.current().generation;
+            a.apply(g, Change::Replace(image(t)), "local").unwrap();
+        }
+        // The pair joined a fleet whose etcd already had it at generation 2.
+        let head = in_etcd(&image(12), 2, "ops");
+        let c = a.follow_fleet(&head, true).unwrap().expect("taken");
+        assert_eq!((c.image.generation, c.image.hash.as_str()), (2, head.hash.as_str()));
+        let b = a.store.backups();
+        assert_eq!(b.len(), 1);
+        assert!(b[0].name.starts_with("fleet-lb1-"), "{b:?}");
+        assert_eq!(b[0].generations.iter().map(|g| g.generation).collect::<Vec<_>>(), vec![2, 3], "kept, not lost");
+        assert_eq!(a.store.history().iter().map(|g| g.generation).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_draft_commits_nothing_and_says_what_a_commit_would() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = engine(d.path(), "lb1", Role::Active);
+        a.apply(0, Change::Replace(image(3)), "").unwrap();
+        let n = a.draft_apply(1, Change::Replace(image(6))).unwrap().expect("a change");
+        assert_eq!(n.ha.unwrap().timeout_s, 6);
+        assert!(a.draft_apply(1, Change::Replace(image(3))).unwrap().is_none(), "unchanged");
+        assert!(matches!(a.draft_apply(0, Change::Replace(image(6))), Err(Refusal::StaleBase { .. })));
+        assert!(matches!(a.draft_rollback(1, 1), Ok(i) if i.ha.unwrap().timeout_s == 3));
+        assert_eq!(a.store.current().generation, 1, "nothing committed");
+        let mut s = engine(tempfile::tempdir().unwrap().path(), "lb2", Role::Standby);
+        assert!(matches!(s.draft_apply(0, Change::Replace(image(3))), Err(Refusal::NotActive { .. })));
+        s.role = None;
+        assert!(matches!(s.draft_apply(0, Change::Replace(image(3))), Err(Refusal::RoleUnknown)));
+    }
+
+    #[test]
+    fn etcds_refusals_say_what_happened_and_what_to_do() {
+        let o = Refusal::Overtaken { base: 4, newer: 5 }.to_string();
+        assert!(o.contains("generation 5 is the pair's head in etcd") && o.contains("read the image again"), "{o}");
+        let u = Refusal::StoreUnavailable("no leader".into()).to_string();
+        assert!(u.contains("nothing was committed") && u.contains("no leader") && u.contains("retry"), "{u}");
+    }
+
     #[test]
     fn a_full_state_directory_is_said_with_its_fix_and_nothing_else_is() {
         let full = StoreError::Io { path: "/x/gen-3.pb".into(), source: std::io::ErrorKind::StorageFull.into() };
