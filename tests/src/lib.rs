@@ -59,6 +59,11 @@ pub struct UnitConfig {
     pub iface: String,
     /// Extra sections at the end.
     pub extra: String,
+    /// The pair's addresses (unit 1, unit 2, shared, without the prefix
+    /// length): the standard pair's by default.
+    pub addresses: [String; 3],
+    /// `unit.pair`, when set.
+    pub pair: Option<String>,
 }
 
 impl UnitConfig {
@@ -71,17 +76,23 @@ impl UnitConfig {
             ha: "password = \"secret\"\ntimeout_s = 3\n".into(),
             iface: String::new(),
             extra: String::new(),
+            addresses: [UNIT1.into(), UNIT2.into(), SHARED.into()],
+            pair: None,
         }
     }
 
     /// The TOML text.
     pub fn toml(&self) -> String {
         format!(
-            "[unit]\nname = \"{}\"\nmode = \"{}\"\nstate_dir = \"{}\"\n\n[ha]\n{}\n[[interface]]\nname = \"eth0\"\nunit1 = \"{UNIT1}/24\"\nunit2 = \"{UNIT2}/24\"\nshared = \"{SHARED}/24\"\n{}\n\n[telemetry]\nlog = \"info,duet=debug\"\n\n{}\n",
+            "[unit]\nname = \"{}\"\nmode = \"{}\"\nstate_dir = \"{}\"\n{}\n[ha]\n{}\n[[interface]]\nname = \"eth0\"\nunit1 = \"{}/24\"\nunit2 = \"{}/24\"\nshared = \"{}/24\"\n{}\n\n[telemetry]\nlog = \"info,duet=debug\"\n\n{}\n",
             self.name,
             self.mode,
             self.state_dir.display(),
+            self.pair.as_ref().map(|p| format!("pair = \"{p}\"\n")).unwrap_or_default(),
             self.ha,
+            self.addresses[0],
+            self.addresses[1],
+            self.addresses[2],
             self.iface,
             self.extra
         )

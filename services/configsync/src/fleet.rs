@@ -140,13 +140,17 @@ pub(crate) fn start(
 }
 
 /// Follows the session's events: the head taken by the engine's rule, a
-/// pair without an image in etcd seeded by its active unit.
+/// pair without an image in etcd seeded by its active unit (looked at
+/// again when the role or the unit's generation changes: a unit that has
+/// just started becomes active and makes its first generation after the
+/// session read the head).
 pub(crate) async fn follow(
     shared: Arc<Shared>,
     mut events: mpsc::Receiver<Event>,
     mut roles: watch::Receiver<Option<Role>>,
 ) -> anyhow::Result<()> {
     let Some(link) = shared.fleet.as_ref() else { return Ok(()) };
+    let mut generations = shared.generations.subscribe();
     loop {
         tokio::select! {
             e = events.recv() => {
@@ -170,24 +174,24 @@ pub(crate) async fn follow(
                             v.head_read = true;
                         }
                         link.head_read.notify_waiters();
-                        if link.is_store() {
-                            match image {
-                                Some(img) => take(&shared, &img, initial).await,
-                                None => seed_if_active(&shared, link).await,
-                            }
+                        if link.is_store()
+                            && let Some(img) = image
+                        {
+                            take(&shared, &img, initial).await;
                         }
                     }
                 }
             }
-            r = roles.changed() => {
-                if r.is_err() {
-                    return Ok(());
-                }
-                let no_head = { let v = lock(&link.view); v.head_read && v.head.is_none() };
-                if link.is_store() && no_head {
-                    seed_if_active(&shared, link).await;
-                }
-            }
+            r = roles.changed() => if r.is_err() { return Ok(()) },
+            r = generations.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return Ok(()) },
+        }
+        let no_head = {
+            let v = lock(&link.view);
+            v.head_read && v.head.is_none() && !v.endpoint.is_empty()
+        };
+        let active = *roles.borrow() == Some(Role::Active);
+        if link.is_store() && no_head && active {
+            seed(&shared, link).await;
         }
     }
 }
@@ -208,10 +212,10 @@ async fn take(shared: &Shared, img: &Image, initial: bool) {
 
 /// The pair has no image in etcd: its active unit puts its own there
 /// (under its generation) if it has one.
-async fn seed_if_active(shared: &Shared, link: &FleetLink) {
+async fn seed(shared: &Shared, link: &FleetLink) {
     let image = {
         let e = shared.engine.lock().await;
-        if e.role != Some(Role::Active) || e.store.current().generation == 0 {
+        if e.store.current().generation == 0 {
             return;
         }
         e.store.current().clone()
@@ -221,11 +225,14 @@ async fn seed_if_active(shared: &Shared, link: &FleetLink) {
         return;
     }
     match tokio::time::timeout(OP_TIMEOUT * 3, rx).await {
-        Ok(Ok(Ok(None))) => tracing::info!(
-            generation = image.generation,
-            pair = %link.cfg.pair,
-            "fleet: the pair had no image in etcd; this unit's is the pair's now"
-        ),
+        Ok(Ok(Ok(None))) => {
+            lock(&link.view).head = Some((image.generation, image.hash.clone()));
+            tracing::info!(
+                generation = image.generation,
+                pair = %link.cfg.pair,
+                "fleet: the pair had no image in etcd; this unit's is the pair's now"
+            );
+        }
         Ok(Ok(Ok(Some(head)))) => tracing::info!(generation = head.generation, "fleet: the pair has an image in etcd"),
         Ok(Ok(Err(e))) => tracing::warn!("fleet: cannot put the pair's image in etcd: {e}"),
         _ => tracing::warn!("fleet: putting the pair's image in etcd did not finish"),

@@ -180,9 +180,24 @@ impl duet_runtime::service::Service for ConfigSyncService {
 
     fn check(cfg: &Validated) -> Result<String, Vec<duet_config::Problem>> {
         let c = cfg.configsync()?;
+        let store = match &cfg.fleet {
+            Some(f) if f.store == duet_config::StoreKind::Etcd => format!(
+                "the pair's image in etcd ({}/pairs/{}/, {} members) with a copy in {}",
+                f.prefix,
+                f.pair,
+                f.endpoints.len(),
+                c.store_dir.display()
+            ),
+            Some(f) => format!(
+                "{} (status published to the fleet's etcd under {}/pairs/{}/)",
+                c.store_dir.display(),
+                f.prefix,
+                f.pair
+            ),
+            None => c.store_dir.display().to_string(),
+        };
         Ok(format!(
-            "store {}, peer {}",
-            c.store_dir.display(),
+            "store {store}, peer {}",
             c.peer.map_or_else(|| "none (non-HA)".to_owned(), |p| format!("{} at {}", p.partner_name, p.partner))
         ))
     }
