@@ -24,6 +24,13 @@
 //! # tls_ca = "/etc/duet/etcd-ca.pem"   # policy and lease TTL are the pair's:
 //! # tls_cert = "/etc/duet/lb1-etcd.pem" # ha.witness_policy, ha.witness_lease_ttl_ms
 //! # tls_key = "/etc/duet/lb1-etcd.key"
+//!
+//! # [fleet]                     # O7: the fleet's etcd (needs unit.pair); with
+//! # endpoints = ["198.18.0.21:2379"]   # [configsync] store = "etcd" the pair's
+//! # tls_ca = "/etc/duet/etcd-ca.pem"   # image lives there, else only the
+//! # tls_cert = "/etc/duet/lb1-etcd.pem" # unit's status is published
+//! # tls_key = "/etc/duet/lb1-etcd.key"
+//! # prefix = "/duet"
 //! ```
 
 use std::collections::BTreeMap;

@@ -40,7 +40,8 @@ pub struct Generation {
     /// The image's content hash, as configsync stored it.
     pub hash: String,
     /// How it became current: "current" (the first message of a stream),
-    /// "committed", "synced", "restored" or "rolled-back".
+    /// "committed", "synced", "restored", "rolled-back" or "fleet" (taken
+    /// from the pair's head in etcd, O7).
     pub origin: String,
     pub content: ImageContent,
     /// The W3C `traceparent` of the commit's trace ("" when none, O3).
