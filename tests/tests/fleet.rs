@@ -6,7 +6,8 @@
 //! publishes its status under a lease; etcd's quorum lost for 30 s leaves
 //! the pairs serving and failing over, writes fail clearly, and on return
 //! every pair converges on its head; a unit started with an empty store
-//! comes up with its pair's image.
+//! comes up with its pair's image. etcd's auth is on throughout: each
+//! unit may touch its own pair's keys only.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -138,6 +139,36 @@ fn write(l: &PairLab, fs: &Settings, p: &Pair, port: u16) -> anyhow::Result<u64>
     })
 }
 
+/// etcd's auth on, as the README's fleet section says: each pair's units
+/// may read and write their pair's keys only, the operators the fleet's.
+/// A client certificate's common name is its etcd user.
+fn enable_auth(l: &PairLab, etcd: &EtcdCluster, pairs: &[Pair]) -> anyhow::Result<()> {
+    let mut cmds: Vec<Vec<String>> = Vec::new();
+    let mut add = |args: &[&str]| cmds.push(args.iter().map(|a| (*a).to_owned()).collect());
+    add(&["user", "add", "root", "--no-password"]);
+    add(&["user", "grant-role", "root", "root"]);
+    add(&["role", "add", "duet-fleet-ops"]);
+    add(&["role", "grant-permission", "--prefix=true", "duet-fleet-ops", "readwrite", "/duet/pairs/"]);
+    add(&["user", "add", "ops", "--no-password"]);
+    add(&["user", "grant-role", "ops", "duet-fleet-ops"]);
+    for p in pairs {
+        let role = format!("duet-pair-{}", p.name);
+        let keys = format!("/duet/pairs/{}/", p.name);
+        add(&["role", "add", &role]);
+        add(&["role", "grant-permission", "--prefix=true", &role, "readwrite", &keys]);
+        for u in p.units {
+            add(&["user", "add", u, "--no-password"]);
+            add(&["user", "grant-role", u, &role]);
+        }
+    }
+    add(&["auth", "enable"]);
+    for c in &cmds {
+        let args: Vec<&str> = c.iter().map(String::as_str).collect();
+        etcd.etcdctl(&l.lab, "root", &args).with_context(|| format!("etcdctl {}", c.join(" ")))?;
+    }
+    Ok(())
+}
+
 fn start_unit(l: &mut PairLab, host: HostId, cfg: &UnitConfig) -> anyhow::Result<Proc> {
     l.unit(host, cfg)
 }
@@ -160,7 +191,8 @@ fn pairs_keep_their_images_in_etcd() {
             },
         ];
         duet_testkit::write_certs(&l.lab.dir().join("peer-certs"), &["a1", "a2", "b1", "b2"])?;
-        let etcd = EtcdCluster::start(&mut l.lab, l.lan, &ETCD, &["a1", "a2", "b1", "b2", "ops"], true)?;
+        let etcd = EtcdCluster::start(&mut l.lab, l.lan, &ETCD, &["a1", "a2", "b1", "b2", "ops", "root"], true)?;
+        enable_auth(l, &etcd, &pairs)?;
         let fs = fleet_settings(&etcd, "ops");
         let mut procs: Vec<Vec<Proc>> = Vec::new();
         for p in &pairs {
@@ -191,6 +223,11 @@ fn pairs_keep_their_images_in_etcd() {
         for &u in &pairs[1].hosts {
             ensure!(held(l, u)? == heads[1], "edge-b moved");
         }
+
+        // etcd's auth keeps a unit to its own pair's keys.
+        let a1 = fleet_settings(&etcd, "a1");
+        let denied = with_fleet(&l.lab.ns(l.a), &a1, |f| async move { Ok(f.current("edge-b").await) })?;
+        ensure!(matches!(denied, Err(FleetError::Denied { .. })), "a1 read edge-b's image: {denied:?}");
 
         // The unit's own status under its lease.
         let units = with_fleet(&l.lab.ns(l.c), &fs, |f| async move { Ok(f.units("edge-a").await?) })?;

@@ -36,6 +36,9 @@ pub enum FleetError {
     /// No member answered, or a call failed or timed out.
     #[error("etcd ({endpoint}) {what}: {detail}")]
     Unavailable { what: &'static str, endpoint: String, detail: String },
+    /// No session with etcd: every member failed the last tries.
+    #[error("no etcd member answers (the last: {last})")]
+    NotConnected { last: String },
     /// etcd's auth refused the call: the user (the client certificate's
     /// common name) has no role on the key.
     #[error(
@@ -79,7 +82,7 @@ impl FleetError {
 
     /// Whether etcd could not be reached (a retry may succeed).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(self, Self::Unavailable { .. } | Self::NotConnected { .. })
     }
 }
 

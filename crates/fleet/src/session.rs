@@ -110,11 +110,7 @@ async fn run(s: SessionSettings, mut commands: mpsc::Receiver<Command>, events: 
 
 /// Between sessions: writes fail at once, a status is kept for the next.
 fn refuse(c: Command, record: &mut Option<UnitRecord>, error: &str) {
-    let unavailable = || FleetError::Unavailable {
-        what: "not connected",
-        endpoint: String::new(),
-        detail: format!("no etcd member answers ({error}); nothing was written"),
-    };
+    let unavailable = || FleetError::NotConnected { last: error.to_owned() };
     match c {
         Command::Publish(r) => *record = Some(r),
         Command::Write { reply, .. } => drop(reply.send(Err(unavailable()))),
