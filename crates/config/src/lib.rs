@@ -37,7 +37,7 @@ pub use pair::{PairSettings, problem_lines};
 pub use sync::{ConfigSync, PeerLink, Replicator};
 pub use track::{KINDS as TRACK_KINDS, Probe, ProcessBy, RunAs, Track, TrackSection};
 pub use validate::{LocalHa, UnicastOverride, Validated, election_params};
-pub use witness::WitnessConfig;
+pub use witness::{WitnessConfig, valid_pair_name};
 
 use std::path::Path;
 

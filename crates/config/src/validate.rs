@@ -686,7 +686,10 @@ shared = "198.18.0.10/24"
             ]
         );
         let e = errors(&format!("{paired}\n[configsync]\nstore = \"remote\"\n"));
-        assert!(e[0].starts_with("configsync.store: unknown variant: found `remote`") && e[0].contains("`local` or `etcd`"), "{e:?}");
+        assert!(
+            e[0].starts_with("configsync.store: unknown variant: found `remote`") && e[0].contains("`local` or `etcd`"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl WitnessConfig {
 }
 
 /// Whether `name` is usable as a pair name.
-pub(crate) fn valid_pair_name(name: &str) -> bool {
+pub fn valid_pair_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))

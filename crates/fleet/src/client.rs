@@ -53,6 +53,12 @@ pub enum FleetError {
          committed first; read the image again and re-apply"
     )]
     Overtaken { base: u64, newer: u64 },
+    /// The write was based on `base`, a generation the pair never had.
+    #[error(
+        "the change was based on generation {base}, but the pair's head is generation {head}: read the image again \
+         and base the change on the head"
+    )]
+    AheadOfHead { base: u64, head: u64 },
     /// The change makes an invalid image.
     #[error("{} problem(s): {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<duet_image::Problem>),
@@ -237,6 +243,9 @@ impl Fleet {
     ) -> Result<Image, FleetError> {
         let head = self.head(pair).await?;
         let current = head.as_ref().map_or(0, |(h, _)| h.generation);
+        if base > current {
+            return Err(FleetError::AheadOfHead { base, head: current });
+        }
         if current != base {
             return Err(FleetError::Overtaken { base, newer: current });
         }
@@ -319,6 +328,9 @@ impl Fleet {
     ) -> Result<Written, FleetError> {
         let current = self.require(pair).await?;
         let base = base.unwrap_or(current.generation);
+        if base > current.generation {
+            return Err(FleetError::AheadOfHead { base, head: current.generation });
+        }
         if base != current.generation {
             return Err(FleetError::Overtaken { base, newer: current.generation });
         }

@@ -44,7 +44,7 @@ fn status(r: &Refusal) -> Status {
 /// said as etcd's refusal is.
 fn overtaken(r: Refusal) -> Refusal {
     match r {
-        Refusal::StaleBase { base, current } => Refusal::Overtaken { base, newer: current },
+        Refusal::StaleBase { base, current } if base < current => Refusal::Overtaken { base, newer: current },
         r => r,
     }
 }

@@ -274,6 +274,9 @@ pub(crate) async fn write(
         Ok(Ok(Ok(img))) => img,
         Ok(Ok(Err(FleetError::Overtaken { base, newer }))) => return Err(Refusal::Overtaken { base, newer }),
         Ok(Ok(Err(FleetError::Invalid(p)))) => return Err(Refusal::Invalid(p)),
+        Ok(Ok(Err(FleetError::AheadOfHead { base, head }))) => {
+            return Err(Refusal::StaleBase { base, current: head });
+        }
         Ok(Ok(Err(e))) if e.is_unavailable() => return Err(Refusal::StoreUnavailable(e.to_string())),
         Ok(Ok(Err(e))) => return Err(Refusal::Failed(e.to_string())),
         Ok(Err(_)) => return Err(Refusal::StoreUnavailable("the fleet session has stopped".into())),

@@ -1,9 +1,13 @@
-//! `duetctl config ...`: the configuration image (S1-S6).
+//! `duetctl config ...`: the configuration image (S1-S6), of the unit this
+//! runs on or, with `--etcd ... --pair NAME`, of a pair in a fleet's etcd
+//! (O7): the same commands, the same output.
 
 use std::path::Path;
 
 use anyhow::Context;
+use duet_fleet::{Fleet, FleetError, Written};
 use duet_model::{HaSettings, Problem};
+use duet_proto::common::v1::HaMode;
 use duet_proto::config::v1::{Backup, Image, LocalSettings, VirtualService};
 use duet_proto::configsync::v1 as cs;
 use duet_proto::configsync::v1::apply_config_request::Change;
@@ -23,30 +27,95 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Where `config` works: the unit this runs on (through its configsync
+/// service), or a pair's image in a fleet's etcd (O7). Both print the
+/// same; a write to etcd is a compare-and-swap on the pair's head, which
+/// the pair's units follow.
+#[derive(Debug)]
+pub enum Target {
+    /// The unit's services.
+    Unit(Addrs),
+    /// Pair `pair` in the fleet's etcd (the client is large: boxed).
+    Fleet { fleet: Box<Fleet>, pair: String },
+}
+
+/// How many generations a pair keeps in etcd.
+pub const FLEET_KEEP: u64 = 20;
+
+/// Who writes to etcd, in the provenance: `duetctl@<hostname>`.
+fn writer() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("duetctl@{}", if host.is_empty() { "unknown" } else { host })
+}
+
+/// A fleet's error as the operator reads it (its message names the fix).
+fn fleet_err(e: FleetError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// Part `section` of the current image ("" for all).
+async fn current(t: &Target, section: &str) -> anyhow::Result<Image> {
+    match t {
+        Target::Unit(a) => {
+            let r = answer(client::configsync(a).await?.get_config(cs::GetConfigRequest { section: section.into() }))
+                .await?;
+            Ok(r.image.unwrap_or_default())
+        }
+        Target::Fleet { fleet, pair } => {
+            let img = fleet.require(pair).await.map_err(fleet_err)?;
+            duet_image::change::section(&img, section).map_err(|p| anyhow::anyhow!("{p}"))
+        }
+    }
+}
+
 /// The generation a change is based on: `base`, or the current one.
-async fn base_generation(a: &Addrs, base: Option<u64>) -> anyhow::Result<u64> {
+async fn base_generation(t: &Target, base: Option<u64>) -> anyhow::Result<u64> {
     if let Some(b) = base {
         return Ok(b);
     }
-    let r = answer(client::configsync(a).await?.get_config(cs::GetConfigRequest { section: "ha".into() })).await?;
-    Ok(r.image.map_or(0, |i| i.generation))
+    Ok(current(t, "ha").await?.generation)
 }
 
 /// `config get [section]`.
-pub async fn get(a: &Addrs, section: &str) -> anyhow::Result<()> {
-    let r = answer(client::configsync(a).await?.get_config(cs::GetConfigRequest { section: section.into() })).await?;
-    print_json(&r.image.unwrap_or_default(), "duet.config.v1.Image")
+pub async fn get(t: &Target, section: &str) -> anyhow::Result<()> {
+    print_json(&current(t, section).await?, "duet.config.v1.Image")
+}
+
+/// The API's change as the image's rule takes it.
+fn image_change(c: Change) -> duet_image::change::Change {
+    use duet_image::change::Change as C;
+    match c {
+        Change::Image(i) => C::Replace(i),
+        Change::Ha(h) => C::Ha(h),
+        Change::Interfaces(i) => C::Interfaces(i.interfaces),
+        Change::UpsertVirtualService(v) => C::UpsertVirtualService(v),
+        Change::DeleteVirtualService(n) => C::DeleteVirtualService(n),
+    }
 }
 
 /// Applies one change on `base` (the current generation when `None`).
-async fn apply(a: &Addrs, base: Option<u64>, change: Change, comment: &str, json: bool) -> anyhow::Result<()> {
-    let base = base_generation(a, base).await?;
-    let r = answer(client::configsync(a).await?.apply_config(cs::ApplyConfigRequest {
-        base_generation: base,
-        comment: comment.into(),
-        change: Some(change),
-    }))
-    .await?;
+async fn apply(t: &Target, base: Option<u64>, change: Change, comment: &str, json: bool) -> anyhow::Result<()> {
+    let r = match t {
+        Target::Unit(a) => {
+            let base = base_generation(t, base).await?;
+            answer(client::configsync(a).await?.apply_config(cs::ApplyConfigRequest {
+                base_generation: base,
+                comment: comment.into(),
+                change: Some(change),
+            }))
+            .await?
+        }
+        Target::Fleet { fleet, pair } => {
+            let prov = duet_image::store::provenance(&writer(), "committed", comment);
+            let (img, unchanged) = match fleet.apply(pair, base, image_change(change), prov, FLEET_KEEP).await {
+                Ok(Written::Committed(i)) => (i, false),
+                Ok(Written::Unchanged(i)) => (i, true),
+                Err(e) => return Err(fleet_err(e)),
+            };
+            cs::ApplyConfigResponse { generation: img.generation, hash: img.hash, synced: false, unchanged }
+        }
+    };
     if json {
         print_json(&r, "duet.configsync.v1.ApplyConfigResponse")
     } else if r.unchanged {
@@ -63,23 +132,22 @@ async fn apply(a: &Addrs, base: Option<u64>, change: Change, comment: &str, json
 }
 
 /// `config set --file image.json`: replaces the whole image.
-pub async fn set_file(a: &Addrs, file: &Path, base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
+pub async fn set_file(t: &Target, file: &Path, base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
     let img: Image =
         from_json(&read(file)?, "duet.config.v1.Image").map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    apply(a, base, Change::Image(img), comment, json).await
+    apply(t, base, Change::Image(img), comment, json).await
 }
 
 /// `config set key=value ...`: changes HA settings in the unit file's
 /// words (`timeout_s=6 preferred=first profile=fast`), starting from the
 /// current ones.
-pub async fn set_ha(a: &Addrs, pairs: &[String], base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
-    let mut c = client::configsync(a).await?;
-    let img = answer(c.get_config(cs::GetConfigRequest { section: "ha".into() })).await?.image.unwrap_or_default();
+pub async fn set_ha(t: &Target, pairs: &[String], base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
+    let img = current(t, "ha").await?;
     let base = base.unwrap_or(img.generation);
     let current =
         HaSettings::try_from(&img.ha.unwrap_or_default()).map_err(|p| problems(&duet_model::under("ha", p)))?;
     let ha = set_pairs(&current, pairs).map_err(|p| problems(&p))?;
-    apply(a, Some(base), Change::Ha(duet_proto::config::v1::HaSettings::from(&ha)), comment, json).await
+    apply(t, Some(base), Change::Ha(duet_proto::config::v1::HaSettings::from(&ha)), comment, json).await
 }
 
 fn problems(p: &[Problem]) -> anyhow::Error {
@@ -133,15 +201,15 @@ pub fn set_pairs(current: &HaSettings, pairs: &[String]) -> Result<HaSettings, V
 }
 
 /// `config set-vs --file vs.json`.
-pub async fn set_vs(a: &Addrs, file: &Path, base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
+pub async fn set_vs(t: &Target, file: &Path, base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
     let vs: VirtualService = from_json(&read(file)?, "duet.config.v1.VirtualService")
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    apply(a, base, Change::UpsertVirtualService(vs), comment, json).await
+    apply(t, base, Change::UpsertVirtualService(vs), comment, json).await
 }
 
 /// `config delete-vs NAME`.
-pub async fn delete_vs(a: &Addrs, name: &str, base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
-    apply(a, base, Change::DeleteVirtualService(name.into()), comment, json).await
+pub async fn delete_vs(t: &Target, name: &str, base: Option<u64>, comment: &str, json: bool) -> anyhow::Result<()> {
+    apply(t, base, Change::DeleteVirtualService(name.into()), comment, json).await
 }
 
 /// An image from `file`: an image as `config get` prints it, or a backup
@@ -159,10 +227,25 @@ fn image_or_backup(file: &Path) -> anyhow::Result<Image> {
 /// The backup message's full name.
 const BACKUP: &str = "duet.config.v1.Backup";
 
+/// What `check_config` answers for `img`, checked here as a pair's units
+/// check it (a pair in a fleet is in an HA mode).
+fn check_here(img: &Image) -> cs::CheckConfigResponse {
+    let problems = match duet_image::validate(img, true) {
+        Ok(()) => Vec::new(),
+        Err(p) => p.into_iter().map(|p| cs::FieldProblem { field: p.field, message: p.message }).collect(),
+    };
+    cs::CheckConfigResponse { valid: problems.is_empty(), problems, hash: duet_image::content_hash(img) }
+}
+
 /// `config check --file image.json` (or a backup).
-pub async fn check(a: &Addrs, file: &Path, json: bool) -> anyhow::Result<()> {
+pub async fn check(t: &Target, file: &Path, json: bool) -> anyhow::Result<()> {
     let img = image_or_backup(file)?;
-    let r = answer(client::configsync(a).await?.check_config(cs::CheckConfigRequest { image: Some(img) })).await?;
+    let r = match t {
+        Target::Unit(a) => {
+            answer(client::configsync(a).await?.check_config(cs::CheckConfigRequest { image: Some(img) })).await?
+        }
+        Target::Fleet { .. } => check_here(&img),
+    };
     if json {
         return print_json(&r, "duet.configsync.v1.CheckConfigResponse");
     }
@@ -178,23 +261,56 @@ pub async fn check(a: &Addrs, file: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 /// `config backup --out FILE`: the backup as JSON (what `config check`
-/// and `config restore` read; `-` for stdout).
-pub async fn backup(a: &Addrs, out: &Path) -> anyhow::Result<()> {
-    let r = answer(client::configsync(a).await?.backup(cs::BackupRequest {})).await?;
-    let b = Backup::decode(r.backup.as_slice()).context("the unit's backup does not decode")?;
+/// and `config restore` read; `-` for stdout). A pair's backup from etcd
+/// is of an HA unit (`mode` first), from unit `fleet:<pair>`.
+pub async fn backup(t: &Target, out: &Path) -> anyhow::Result<()> {
+    let (b, generation) = match t {
+        Target::Unit(a) => {
+            let r = answer(client::configsync(a).await?.backup(cs::BackupRequest {})).await?;
+            (Backup::decode(r.backup.as_slice()).context("the unit's backup does not decode")?, r.generation)
+        }
+        Target::Fleet { fleet, pair } => {
+            let img = fleet.require(pair).await.map_err(fleet_err)?;
+            let generation = img.generation;
+            let b = Backup {
+                image: Some(img),
+                mode: HaMode::First as i32,
+                unit: format!("fleet:{pair}"),
+                created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            (b, generation)
+        }
+    };
     let text = duet_proto::json::to_json(&b, BACKUP).map_err(anyhow::Error::msg)?;
     if out == Path::new("-") {
         println!("{text}");
         return Ok(());
     }
     std::fs::write(out, format!("{text}\n")).with_context(|| format!("writing {}", out.display()))?;
-    println!("generation {} written to {}", r.generation, out.display());
+    println!("generation {generation} written to {}", out.display());
     Ok(())
+}
+
+/// Writes `content` as the pair's next generation on `base` (the head when
+/// `None`), as `origin` (no change rule: a restore or a rollback commits
+/// even what the head already says, as on a unit).
+async fn write_whole(
+    fleet: &Fleet,
+    pair: &str,
+    base: Option<u64>,
+    content: &Image,
+    origin: &str,
+    comment: &str,
+) -> anyhow::Result<Image> {
+    let head = fleet.require(pair).await.map_err(fleet_err)?.generation;
+    let prov = duet_image::store::provenance(&writer(), origin, comment);
+    fleet.write(pair, base.unwrap_or(head), content, prov, FLEET_KEEP).await.map_err(fleet_err)
 }
 
 /// `config restore --file FILE`: a backup as `config backup` writes it
 /// (JSON, or the binary of earlier versions).
-pub async fn restore(a: &Addrs, file: &Path, base: Option<u64>) -> anyhow::Result<()> {
+pub async fn restore(t: &Target, file: &Path, base: Option<u64>) -> anyhow::Result<()> {
     let raw = if file == Path::new("-") {
         read(file)?.into_bytes()
     } else {
@@ -207,10 +323,37 @@ pub async fn restore(a: &Addrs, file: &Path, base: Option<u64>) -> anyhow::Resul
         }
         _ => raw,
     };
-    let base = base_generation(a, base).await?;
-    let r = answer(client::configsync(a).await?.restore(cs::RestoreRequest { backup: bytes, base_generation: base }))
-        .await?;
-    println!("restored as generation {} ({})", r.generation, short_hash(&r.hash));
+    let (generation, hash) = match t {
+        Target::Unit(a) => {
+            let base = base_generation(t, base).await?;
+            let r = answer(
+                client::configsync(a).await?.restore(cs::RestoreRequest { backup: bytes, base_generation: base }),
+            )
+            .await?;
+            (r.generation, r.hash)
+        }
+        Target::Fleet { fleet, pair } => {
+            let b = Backup::decode(bytes.as_slice()).ok().filter(|b| b.image.is_some()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: not a duet configuration backup (make one with `duetctl config backup`)",
+                    file.display()
+                )
+            })?;
+            if b.mode == HaMode::NonHa as i32 {
+                anyhow::bail!(
+                    "this backup was taken on a non-HA unit ({}) and cannot be restored onto pair {pair}, whose \
+                     units are in an HA mode",
+                    b.unit
+                );
+            }
+            let img = b.image.clone().unwrap_or_default();
+            duet_image::validate(&img, true).map_err(|p| fleet_err(FleetError::Invalid(p)))?;
+            let comment = format!("restored from a backup of {}", b.unit);
+            let img = write_whole(fleet, pair, base, &img, "restored", &comment).await?;
+            (img.generation, img.hash)
+        }
+    };
+    println!("restored as generation {generation} ({})", short_hash(&hash));
     Ok(())
 }
 
@@ -224,9 +367,27 @@ pub async fn force_update(a: &Addrs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `config history`.
-pub async fn history(a: &Addrs, json: bool) -> anyhow::Result<()> {
-    let r = answer(client::configsync(a).await?.history(cs::HistoryRequest {})).await?;
+/// `config history`: the generations kept (in etcd: the pair's last
+/// [`FLEET_KEEP`]), oldest first.
+pub async fn history(t: &Target, json: bool) -> anyhow::Result<()> {
+    let r = match t {
+        Target::Unit(a) => answer(client::configsync(a).await?.history(cs::HistoryRequest {})).await?,
+        Target::Fleet { fleet, pair } => cs::HistoryResponse {
+            generations: fleet
+                .history(pair)
+                .await
+                .map_err(fleet_err)?
+                .into_iter()
+                .map(|i| cs::GenerationInfo {
+                    generation: i.generation,
+                    origin: i.provenance.as_ref().map(|p| p.origin.clone()).unwrap_or_default(),
+                    hash: i.hash,
+                    provenance: i.provenance,
+                })
+                .collect(),
+            backups: Vec::new(),
+        },
+    };
     if json {
         return print_json(&r, "duet.configsync.v1.HistoryResponse");
     }
@@ -241,12 +402,23 @@ pub async fn history(a: &Addrs, json: bool) -> anyhow::Result<()> {
 }
 
 /// `config rollback GEN`.
-pub async fn rollback(a: &Addrs, to: u64, base: Option<u64>) -> anyhow::Result<()> {
-    let base = base_generation(a, base).await?;
-    let r =
-        answer(client::configsync(a).await?.rollback(cs::RollbackRequest { to_generation: to, base_generation: base }))
-            .await?;
-    println!("generation {to} committed again as {}", r.generation);
+pub async fn rollback(t: &Target, to: u64, base: Option<u64>) -> anyhow::Result<()> {
+    let generation = match t {
+        Target::Unit(a) => {
+            let base = base_generation(t, base).await?;
+            answer(
+                client::configsync(a).await?.rollback(cs::RollbackRequest { to_generation: to, base_generation: base }),
+            )
+            .await?
+            .generation
+        }
+        Target::Fleet { fleet, pair } => {
+            let old = fleet.image(pair, to).await.map_err(fleet_err)?;
+            let comment = format!("rolled back to generation {to}");
+            write_whole(fleet, pair, base, &old, "rolled-back", &comment).await?.generation
+        }
+    };
+    println!("generation {to} committed again as {generation}");
     Ok(())
 }
 
