@@ -278,6 +278,44 @@ fn pairs_keep_their_images_in_etcd() {
         ensure!(g == heads[0].0 + 2, "one more generation, not two: {g}");
         eprintln!("a race on one base: one winner, the loser told generation {g}");
 
+        // duetctl sees the whole fleet in one look, in under a second.
+        let certs = etcd.certs();
+        let eps = etcd.endpoints().join(",");
+        let (ca, cert, key) = (certs.join("ca.pem"), certs.join("ops.pem"), certs.join("ops.key"));
+        let ctl = bin("duetctl").to_string_lossy().into_owned();
+        let argv = [
+            ctl.as_str(),
+            "--etcd",
+            &eps,
+            "--etcd-ca",
+            &ca.to_string_lossy(),
+            "--etcd-cert",
+            &cert.to_string_lossy(),
+            "--etcd-key",
+            &key.to_string_lossy(),
+            "fleet",
+            "status",
+            "--json",
+        ]
+        .map(str::to_owned);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let asked = Instant::now();
+        let out = l.lab.run(l.c, &argv)?;
+        let took = asked.elapsed();
+        let v: serde_json::Value = serde_json::from_str(&out).with_context(|| out.clone())?;
+        let seen: Vec<(String, bool, usize)> = v["pairs"]
+            .as_array()
+            .context("pairs")?
+            .iter()
+            .map(|p| {
+                let units = p["units"].as_array().map_or(0, Vec::len);
+                (p["pair"].as_str().unwrap_or("").to_owned(), p["in_sync"].as_bool().unwrap_or(false), units)
+            })
+            .collect();
+        ensure!(seen == [("edge-a".into(), true, 2), ("edge-b".into(), true, 2)], "{out}");
+        ensure!(took < Duration::from_secs(1), "duetctl fleet status took {took:?}");
+        eprintln!("duetctl fleet status: 2 pairs in sync, 4 units, in {took:?}");
+
         // etcd loses its quorum for 30 s.
         let before = with_fleet(&l.lab.ns(l.c), &fs, |f| async move { Ok(f.history("edge-a").await?) })?;
         etcd.pause(1)?;
