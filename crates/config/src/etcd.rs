@@ -45,35 +45,23 @@ pub(crate) fn resolve(
                 .into(),
         );
     }
-    let scheme = if f.insecure_plaintext { "http" } else { "https" };
     let mut endpoints = Vec::new();
     for (k, e) in f.endpoints.iter().enumerate() {
         let field = format!("endpoints[{k}]");
-        let (given, rest) = match e.split_once("://") {
-            Some((s, rest)) => (Some(s), rest),
-            None => (None, e.as_str()),
-        };
-        match given {
-            Some(s) if s != scheme => {
+        match endpoint_url(e, f.insecure_plaintext) {
+            Ok(url) => endpoints.push(url),
+            Err(EndpointProblem::WrongScheme) => {
                 let why = if f.insecure_plaintext {
                     format!("{sec}.insecure_plaintext is set: use http:// or no scheme")
                 } else {
                     format!("the {sec} talks TLS: use https:// or no scheme (or set {sec}.insecure_plaintext = true)")
                 };
                 err(&field, format!("\"{e}\": {why}"));
-                continue;
             }
-            _ => {}
+            Err(EndpointProblem::NotHostPort) => {
+                err(&field, format!("\"{e}\" is not host:port, e.g. \"198.18.0.21:2379\""));
+            }
         }
-        let rest = rest.trim_end_matches('/');
-        let port_ok = rest.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !port_ok {
-            err(&field, format!("\"{e}\" is not host:port, e.g. \"198.18.0.21:2379\""));
-            continue;
-        }
-        endpoints.push(format!("{scheme}://{rest}"));
     }
     let tls = if f.insecure_plaintext {
         for (name, v) in [("tls_ca", f.tls_ca), ("tls_cert", f.tls_cert), ("tls_key", f.tls_key)] {
@@ -112,4 +100,33 @@ pub(crate) fn resolve(
         f.tls_ca.clone().map(|ca| EtcdTls { ca, identity })
     };
     (problems.len() == before).then_some((endpoints, tls))
+}
+
+/// Why an etcd endpoint is not usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointProblem {
+    /// `http://` where TLS is spoken, or `https://` in plaintext (or
+    /// another scheme).
+    WrongScheme,
+    /// Not `host:port` with a port of 1-65535.
+    NotHostPort,
+}
+
+/// An etcd endpoint as a URL: `host:port`, or with the scheme that
+/// `plaintext` says (`http://` with it, `https://` without).
+pub fn endpoint_url(e: &str, plaintext: bool) -> Result<String, EndpointProblem> {
+    let scheme = if plaintext { "http" } else { "https" };
+    let rest = match e.split_once("://") {
+        Some((s, _)) if s != scheme => return Err(EndpointProblem::WrongScheme),
+        Some((_, rest)) => rest,
+        None => e,
+    };
+    let rest = rest.trim_end_matches('/');
+    let port_ok = rest.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if !port_ok {
+        return Err(EndpointProblem::NotHostPort);
+    }
+    Ok(format!("{scheme}://{rest}"))
 }

@@ -29,7 +29,7 @@ mod witness;
 
 pub use admin::{AdminRole, AdminSection, AdminTokens};
 pub use duet_model::{Cidr, Problem};
-pub use etcd::EtcdTls;
+pub use etcd::{EndpointProblem, EtcdTls, endpoint_url as etcd_endpoint_url};
 pub use fleet::{DEFAULT_PREFIX as DEFAULT_FLEET_PREFIX, FleetConfig, StoreKind, check_prefix as check_fleet_prefix};
 pub use hooks::{HookKind, Hooks, HooksSection};
 pub use model::*;

@@ -281,15 +281,7 @@ impl Fleet {
         provenance: Provenance,
         keep: u64,
     ) -> Result<Image, FleetError> {
-        let mut img = Image {
-            generation: g,
-            hash: String::new(),
-            provenance: Some(provenance),
-            ha: content.ha,
-            interfaces: content.interfaces.clone(),
-            virtual_services: content.virtual_services.clone(),
-        };
-        img.hash = duet_image::content_hash(&img);
+        let img = duet_image::stamped(content, g, provenance);
         let head = Head { generation: g, hash: img.hash.clone() };
         let key = self.keys.head(pair);
         let json = to_json(&img, IMAGE).map_err(|e| FleetError::Damaged { key: key.clone(), why: e.to_string() })?;

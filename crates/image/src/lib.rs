@@ -37,6 +37,22 @@ pub fn content_hash(image: &Image) -> String {
     hex::encode(Sha256::digest(content.encode_to_vec()))
 }
 
+/// `content` (HA settings, interfaces, virtual services) as generation
+/// `generation` with `provenance`, its hash set: what a store (a unit's,
+/// or the fleet's in etcd) keeps.
+pub fn stamped(content: &Image, generation: u64, provenance: duet_proto::config::v1::Provenance) -> Image {
+    let mut img = Image {
+        generation,
+        hash: String::new(),
+        provenance: Some(provenance),
+        ha: content.ha,
+        interfaces: content.interfaces.clone(),
+        virtual_services: content.virtual_services.clone(),
+    };
+    img.hash = content_hash(&img);
+    img
+}
+
 /// Whether `image.hash` matches its content.
 pub fn hash_ok(image: &Image) -> bool {
     image.hash == content_hash(image)

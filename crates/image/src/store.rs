@@ -159,15 +159,7 @@ impl Store {
         if g <= self.current.generation {
             return Err(StoreError::NotNewer { got: g, current: self.current.generation });
         }
-        let mut img = Image {
-            generation: g,
-            hash: String::new(),
-            provenance: Some(provenance),
-            ha: content.ha,
-            interfaces: content.interfaces.clone(),
-            virtual_services: content.virtual_services.clone(),
-        };
-        img.hash = content_hash(&img);
+        let img = crate::stamped(content, g, provenance);
         let p = gen_file(&self.dir, g);
         write_atomic(&p, &img.encode_to_vec()).map_err(io_err(&p))?;
         self.current = img;

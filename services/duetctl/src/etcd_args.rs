@@ -83,7 +83,6 @@ impl EtcdArgs {
     /// The endpoints as URLs (`https://host:port`, `http://` with
     /// `--etcd-plaintext`).
     fn endpoints(&self, problems: &mut Vec<String>) -> Vec<String> {
-        let scheme = if self.etcd_plaintext { "http" } else { "https" };
         let mut out = Vec::new();
         for e in self.etcd.as_deref().unwrap_or("").split(',').map(str::trim) {
             if e.is_empty() {
@@ -92,33 +91,19 @@ impl EtcdArgs {
                 ));
                 continue;
             }
-            let (given, rest) = match e.split_once("://") {
-                Some((s, rest)) => (Some(s), rest),
-                None => (None, e),
-            };
-            match given {
-                Some(s) if s != scheme && self.etcd_plaintext => {
+            match duet_config::etcd_endpoint_url(e, self.etcd_plaintext) {
+                Ok(url) => out.push(url),
+                Err(duet_config::EndpointProblem::WrongScheme) if self.etcd_plaintext => {
                     problems.push(format!("--etcd: \"{e}\": --etcd-plaintext is set: use http:// or no scheme"));
-                    continue;
                 }
-                Some(s) if s != scheme => {
-                    problems.push(format!(
-                        "--etcd: \"{e}\": duetctl talks TLS to etcd: use https:// or no scheme (or add \
-                         --etcd-plaintext in a test setup)"
-                    ));
-                    continue;
+                Err(duet_config::EndpointProblem::WrongScheme) => problems.push(format!(
+                    "--etcd: \"{e}\": duetctl talks TLS to etcd: use https:// or no scheme (or add --etcd-plaintext \
+                     in a test setup)"
+                )),
+                Err(duet_config::EndpointProblem::NotHostPort) => {
+                    problems.push(format!("--etcd: \"{e}\" is not host:port, e.g. {EXAMPLE}"));
                 }
-                _ => {}
             }
-            let rest = rest.trim_end_matches('/');
-            let port_ok = rest.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !port_ok {
-                problems.push(format!("--etcd: \"{e}\" is not host:port, e.g. {EXAMPLE}"));
-                continue;
-            }
-            out.push(format!("{scheme}://{rest}"));
         }
         out
     }
