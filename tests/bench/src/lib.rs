@@ -34,6 +34,9 @@
 //!   schedule of faults (crashes, killed and frozen services, link flaps,
 //!   partitions, advert loss, handovers racing configuration writes), with
 //!   the pair's invariants checked over the whole schedule.
+//! - [`fleet`]: issue 13's figure: pairs of whole units keeping their
+//!   images in a real etcd; from a write through etcd to the standby's
+//!   generation, and `duetctl fleet status`.
 //!
 //! It is a measurement harness, not a test oracle: only correctness
 //! failures (two units answering, a client left unserved, a change that
@@ -49,6 +52,7 @@ pub mod configsync;
 pub mod conntrack;
 pub mod conntrackd;
 pub mod failover;
+pub mod fleet;
 pub mod idle;
 pub mod loss;
 pub mod partition;

@@ -1,6 +1,7 @@
 //! `duet-bench`: duet's benchmarks in network namespaces, one subcommand
 //! each (see the `duet_bench` library): `failover`, `idle`, `loss`,
-//! `replication`, `configsync`, `conntrack`, `partition`, `tracked`, `chaos`.
+//! `replication`, `configsync`, `conntrack`, `partition`, `tracked`, `chaos`,
+//! and `fleet` (its module is this binary's: `fleet.rs`).
 //!
 //! Needs root. Run the release build for figures worth quoting:
 //! `cargo build --release --workspace --bins && sudo target/release/duet-bench failover`.
@@ -24,7 +25,7 @@ use duet_bench::loss::LossOptions;
 use duet_bench::report::{self, FailoverReport, Goal, HostInfo};
 use duet_bench::{
     DuetLaunch, FailoverOptions, IdleOptions, ReplSystem, ReplicationOptions, Scenario, SystemKind, configsync,
-    conntrack, idle, loss, run_failover, run_idle,
+    conntrack, fleet, idle, loss, run_failover, run_idle,
 };
 use duet_tests::{PairLab, epoch_now};
 
@@ -207,6 +208,18 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         handover_ms: f64,
         #[arg(long, default_value = "bench-results/chaos.json")]
+        json: PathBuf,
+    },
+    /// O7 (issue 13): pairs whose images live in etcd: a change written through etcd -> its generation on
+    /// the pair's standby, other pairs untouched, every unit on its head, `duetctl fleet status` time.
+    Fleet {
+        /// Pairs of whole units (at most 40).
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+        /// Changes written through etcd, one at a time, round-robin over the pairs.
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+        #[arg(long, default_value = "bench-results/fleet.json")]
         json: PathBuf,
     },
     /// duet's ctnetlink layer alone: upsert (create), upsert (all existing) and dump of N flows.
@@ -543,6 +556,21 @@ fn chaos(opts: duet_bench::chaos::ChaosOptions, json: &Path) -> anyhow::Result<E
     Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+fn fleet(opts: &fleet::FleetOptions, json: &Path) -> anyhow::Result<ExitCode> {
+    let started_at = epoch_now();
+    eprintln!(
+        "duet-bench: fleet of {} pairs in etcd, {} changes written through etcd round-robin",
+        opts.pairs, opts.changes
+    );
+    let logs = json.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("fleet-logs");
+    let result = fleet::run(opts, &logs, |line| eprintln!("  {line}"))?;
+    let goals = fleet::goals(&result);
+    println!("\n{}", fleet::table(&result));
+    println!("{}", report::goals_text(&goals));
+    write_report(json, started_at, opts, &goals, serde_json::json!({ "result": &result }))?;
+    Ok(if report::correct(&goals) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn conntrack(opts: &ConntrackOptions, json: &Path) -> anyhow::Result<ExitCode> {
     let started_at = epoch_now();
     eprintln!("duet-bench: ctnetlink upsert and dump of {:?} flows, each in a fresh namespace", opts.flows);
@@ -615,6 +643,7 @@ fn main() -> ExitCode {
         Cmd::Configsync { changes, services, ha_changes, json } => {
             configsync(&ConfigsyncOptions { changes, services, ha_changes }, &json)
         }
+        Cmd::Fleet { pairs, changes, json } => fleet(&fleet::FleetOptions { pairs, changes }, &json),
         Cmd::Conntrack { flows, json } => conntrack(&ConntrackOptions { flows }, &json),
         Cmd::Partition { reps, systems, partition_s, json } => {
             let opts = duet_bench::partition::PartitionOptions {
