@@ -263,6 +263,16 @@ pub fn diagnose(o: &Observations) -> Vec<Finding> {
         for w in c.warnings.iter().filter(|w| w.contains("refused")) {
             find(&mut out, "peer-link-refused", Critical, format!("configsync's peer link: {w}"), PEER_LINK_FIX);
         }
+        for w in c.warnings.iter().filter(|w| w.starts_with("the fleet's etcd is not reachable")) {
+            find(
+                &mut out,
+                "fleet-unreachable",
+                Warning,
+                w.clone(),
+                "check the etcd endpoints in [fleet], the TLS files, the unit's etcd role (its certificate's common \
+                 name is the user), and that etcd has a quorum (`etcdctl endpoint health`)",
+            );
+        }
     }
     if let Some(r) = &o.replicator {
         if ha && !r.partner_connected && r.mode != "idle" {
@@ -640,6 +650,16 @@ mod tests {
             ),
             ("config-out-of-sync", Box::new(|o| o.configsync.as_mut().unwrap().in_sync = false)),
             ("clock-skew", Box::new(|o| o.configsync.as_mut().unwrap().partner_clock_offset_ms = Some(-4200))),
+            (
+                "fleet-unreachable",
+                Box::new(|o| {
+                    o.configsync.as_mut().unwrap().warnings.push(
+                        "the fleet's etcd is not reachable (no session yet): the pair runs on its local copy; \
+                         configuration writes fail until etcd answers"
+                            .into(),
+                    );
+                }),
+            ),
             (
                 "peer-link-refused",
                 Box::new(|o| {
