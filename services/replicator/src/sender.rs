@@ -387,6 +387,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: Shutdown) -> anyhow::Resu
 /// One stream to the partner: hello, snapshot, then batches. Returns when
 /// this unit is no longer active; an error when the link broke.
 async fn stream(shared: &Arc<Shared>, ch: tonic::transport::Channel) -> anyhow::Result<()> {
+    wait_for_image(shared).await?;
     let mut client = ReplicationPeerServiceClient::new(ch)
         .max_decoding_message_size(crate::MAX_MESSAGE)
         .max_encoding_message_size(crate::MAX_MESSAGE);
@@ -461,6 +462,38 @@ async fn stream(shared: &Arc<Shared>, ch: tonic::transport::Channel) -> anyhow::
             } => anyhow::bail!("the partner acknowledged nothing for {} s", ACK_TIMEOUT.as_secs()),
         }
     }
+}
+
+/// How long a new link waits for the configuration image before it gives
+/// up (and the link loop tries again after its backoff).
+const IMAGE_WAIT: Duration = Duration::from_secs(5);
+
+/// A snapshot reads the kernel through the filter the image makes (the
+/// shared addresses and the virtual services). A replicator that has just
+/// started and become active before its image arrived would send an empty
+/// snapshot, and the partner would remove every flow it holds as one the
+/// active no longer has: connections a later failover needs. So a link
+/// waits for the image (at most [`IMAGE_WAIT`]) before its snapshot.
+async fn wait_for_image(shared: &Shared) -> anyhow::Result<()> {
+    if shared.cfg.configsync_listen.is_none() {
+        // No configsync on this unit: no image will come.
+        return Ok(());
+    }
+    let start = Instant::now();
+    while lock(&shared.filter).is_empty() {
+        if start.elapsed() >= IMAGE_WAIT {
+            anyhow::bail!(
+                "no configuration image after {} s: no snapshot is sent without one (it would empty the partner's \
+                 table); is configsync running?",
+                IMAGE_WAIT.as_secs()
+            );
+        }
+        if !shared.is_active() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 fn rand_id() -> u64 {
