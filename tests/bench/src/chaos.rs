@@ -53,6 +53,8 @@ const PACIFY_WINDOW_S: f64 = 300.0;
 const PROBE_PORT: u16 = 9977;
 /// The pair's advert interval and HA timeout (the lab's standard pair).
 const INTERVAL_MS: f64 = 1000.0;
+/// The connections' message interval (`duet-conns client`'s default).
+const CONN_INTERVAL_S: f64 = 0.1;
 const TIMEOUT_MS: f64 = 3000.0;
 
 /// The kinds of fault a schedule draws from.
@@ -1014,7 +1016,13 @@ fn run_schedule(
     let t1 = epoch_now();
     r.pacified_expected = pair.pacified_expected;
 
-    // The end: connections, generations, doctor, services, panics.
+    // The end: connections, generations, doctor, services, panics. A
+    // connection silenced by the last fault resumes at TCP's next
+    // retransmission, which backs off (doubling from 200 ms): up to about
+    // the outage's length after the outage ends. Judged before that, a
+    // connection the new active serves would count as hung.
+    let last_outage_s = r.faults.last().map_or(0.0, |f| f.outage_ms / 1e3);
+    thread::sleep(Duration::from_secs_f64((2.0 * last_outage_s).clamp(0.5, 10.0)));
     std::fs::write(&stop_file, b"stop\n")?;
     r.client = Some(lblab::client_report(&json, Duration::from_secs(30))?);
     let probes = prober.stop()?;
@@ -1092,15 +1100,18 @@ fn run_schedule(
             r.violations
                 .push(format!("connections reset {} (failed to open {}): {:?}", c.reset, c.failed_connect, c.errors));
         }
-        // Each hung connection by the fault under way when it went silent:
-        // one that a partition-class fault silenced is reported only.
+        // Each hung connection by the fault under way when it went silent
+        // (when its next answer was due: a fault that starts just after an
+        // answer silences the next one): one that a partition-class fault
+        // silenced is reported only.
         for t in &c.hung_last_answer {
-            let during = r.faults.iter().rev().find(|f| f.started_at <= *t);
+            let due = t + CONN_INTERVAL_S;
+            let during = r.faults.iter().rev().find(|f| f.started_at <= due);
             match during {
                 Some(f) if f.fault.partitions() => {}
                 Some(f) => r.violations.push(format!(
                     "a connection went silent {:.3} s into \"{}\" and never answered again",
-                    t - f.started_at,
+                    due - f.started_at,
                     f.text
                 )),
                 None => r.violations.push("a connection went silent before the first fault".into()),
