@@ -16,7 +16,8 @@
 //!
 //! Rules kept here: who holds ([`Role::holds_addresses`]), the sequence
 //! verdicts ([`crate::sequence`]), the stale stream (no message, not even a
-//! heartbeat, for three beats: lost, reconnect), the fail-safe (T4: counted
+//! heartbeat, for three beats, never past the HA timeout less its headroom,
+//! [`crate::plan::hung_after`]: lost, reconnect), the fail-safe (T4: counted
 //! from the last sign of life, [`crate::plan::failsafe_window`]), the
 //! release the fail-safe made and the snapshot that undoes it, R4 (the
 //! state before the addresses), the gratuitous ARP refresh, the reconcile

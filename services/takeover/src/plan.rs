@@ -22,8 +22,21 @@ use duet_config::Cidr;
 /// moment the partner may hold the addresses too. Timer granularity (1 ms)
 /// and an advert sent a little late would eat the rest of that race; the
 /// headroom makes sure the addresses are gone first.
-fn headroom(window: Duration) -> Duration {
+pub(crate) fn headroom(window: Duration) -> Duration {
     (window / 20).min(Duration::from_millis(100))
+}
+
+/// How long the election may stay silent (no message, not even a
+/// heartbeat) on a live stream while the unit advertises before it is
+/// judged hung: `STALE_BEATS` beats of `beat`, but never past
+/// `ha_timeout` less [`headroom`]. The partner takes over `ha_timeout`
+/// (plus its skew) after the last advert it received, and the last beat
+/// left after that advert, so a judgement at the HA timeout itself raced
+/// the partner's (the fault lab's seed 12: an active election frozen 3.2 s,
+/// its addresses given up 1.9 ms after the partner had taken them); never
+/// under `floor` either (a scheduling delay is not a hang).
+pub fn hung_after(beat: Duration, beats: u32, ha_timeout: Duration, floor: Duration) -> Duration {
+    (beat * beats).min(ha_timeout.saturating_sub(headroom(ha_timeout))).max(floor)
 }
 
 /// How long the role stream may stay down while this unit holds the

@@ -159,12 +159,13 @@ impl Takeover {
         // The election beats every advert interval only while the unit
         // advertises (the addresses are held or being released), and every
         // IDLE_BEAT otherwise.
-        let beat = if self.role.is_some_and(Role::advertises) {
-            self.advert_interval.min(BEAT_MAX).max(duet_runtime::follow::ADVERT_BEAT_MIN)
+        let silence = if self.role.is_some_and(Role::advertises) {
+            let beat = self.advert_interval.min(BEAT_MAX).max(duet_runtime::follow::ADVERT_BEAT_MIN);
+            crate::plan::hung_after(beat, STALE_BEATS, self.ha_timeout, STALE_MIN)
         } else {
-            duet_runtime::follow::IDLE_BEAT
+            (duet_runtime::follow::IDLE_BEAT * STALE_BEATS).max(STALE_MIN)
         };
-        self.last_message_at.map(|t| t + (beat * STALE_BEATS).max(STALE_MIN))
+        self.last_message_at.map(|t| t + silence)
     }
 
     pub(super) fn failsafe_at(&self) -> Option<Time> {
