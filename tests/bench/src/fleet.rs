@@ -23,8 +23,8 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
 use crate::report::{self, Goal, percentile};
+use anyhow::{Context, Result, bail};
 use duet_fleet::{Fleet, Settings, Written};
 use duet_image::change::Change;
 use duet_proto::common::v1::Role;
